@@ -1,0 +1,1 @@
+"""Reading runs back: everything here works from RUN_DIR alone (Parquet + manifest)."""

@@ -1,0 +1,115 @@
+"""The per-variant summary printed at the end of a run and by ``mnn-stress summary``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stress.analysis.dataset import check_run_dir, events, iterations
+from stress.manifest import read_manifest
+
+DEATH_KINDS = ("crash", "hang", "exception", "exit", "protocol")
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """Counts per variant: iterations by status, distinct outputs, non-finite, deaths, latency."""
+    check_run_dir(run_dir)
+    manifest = read_manifest(run_dir)
+    rows = iterations(run_dir).to_table(
+        columns=[
+            "variant_id",
+            "iteration",
+            "status",
+            "output_name",
+            "digest",
+            "nan_count",
+            "inf_count",
+            "latency_ns",
+        ]
+    )
+    per_variant = {vid: _empty(vid, entry) for vid, entry in manifest["variants"].items()}
+    _add_iterations(per_variant, rows)
+    _add_events(per_variant, events(run_dir).to_table(columns=["variant_id", "kind"]))
+    return {
+        "run_id": manifest["run_id"],
+        "status": manifest["status"],
+        "started": manifest["started"],
+        "ended": manifest["ended"],
+        "mnn_version": manifest["versions"].get("MNN"),
+        "variants": list(per_variant.values()),
+    }
+
+
+def _empty(variant_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "variant_id": variant_id,
+        "scenario": entry["scenario"],
+        "label": entry["label"],
+        "status": entry["status"],
+        "iterations": 0,
+        "ok": 0,
+        "invalid": 0,
+        "error": 0,
+        "distinct_outputs": 0,
+        "non_finite": 0,
+        "latency_p50_ms": None,
+        "events": {k: 0 for k in (*DEATH_KINDS, "quarantine", "interrupted")},
+    }
+
+
+def _rows(table: pa.Table, *columns: str):
+    """Tuples of the given columns, row by row (tables here are small: one row per group)."""
+    return zip(*(table[c].to_pylist() for c in columns))
+
+
+def _add_iterations(per_variant: dict[str, dict[str, Any]], rows: pa.Table) -> None:
+    if rows.num_rows == 0:
+        return
+    by_status = rows.group_by(["variant_id", "status"]).aggregate([("iteration", "count_distinct")])
+    for vid, status, count in _rows(by_status, "variant_id", "status", "iteration_count_distinct"):
+        per_variant[vid][status] = count
+        per_variant[vid]["iterations"] += count
+    ok = rows.filter(pc.equal(rows["status"], "ok"))
+    distinct = ok.group_by(["variant_id", "output_name"]).aggregate([("digest", "count_distinct")])
+    for vid, count in _rows(distinct, "variant_id", "digest_count_distinct"):
+        per_variant[vid]["distinct_outputs"] = max(per_variant[vid]["distinct_outputs"], count)
+    non_finite_count = pc.add(
+        pc.fill_null(rows["nan_count"], 0), pc.fill_null(rows["inf_count"], 0)
+    )
+    non_finite = (
+        rows.filter(pc.greater(non_finite_count, 0))
+        .group_by("variant_id")
+        .aggregate([("iteration", "count_distinct")])
+    )
+    for vid, count in _rows(non_finite, "variant_id", "iteration_count_distinct"):
+        per_variant[vid]["non_finite"] = count
+    latency = rows.group_by("variant_id").aggregate([("latency_ns", "approximate_median")])
+    for vid, median in _rows(latency, "variant_id", "latency_ns_approximate_median"):
+        per_variant[vid]["latency_p50_ms"] = None if median is None else median / 1e6
+
+
+def _add_events(per_variant: dict[str, dict[str, Any]], table: pa.Table) -> None:
+    if table.num_rows == 0:
+        return
+    counts = table.group_by(["variant_id", "kind"]).aggregate([("kind", "count")])
+    for vid, kind, count in _rows(counts, "variant_id", "kind", "kind_count"):
+        per_variant[vid]["events"][kind] = count
+
+
+def verdict(variant: dict[str, Any]) -> str:
+    """One word for the variant: what a user should look at first."""
+    deaths = sum(variant["events"][k] for k in DEATH_KINDS)
+    if variant["status"] == "quarantined":
+        return "QUARANTINED"
+    if deaths:
+        return "CRASHED"
+    if variant["invalid"] or variant["error"] or variant["non_finite"]:
+        return "FAILED"
+    if variant["distinct_outputs"] > 1:
+        return "INCONSISTENT"
+    if variant["status"] in ("interrupted", "skipped"):
+        return variant["status"].upper()
+    return "ok"

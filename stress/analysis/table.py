@@ -1,0 +1,65 @@
+"""Terminal rendering of a run summary (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from stress.analysis.summary import DEATH_KINDS, verdict
+
+_STYLE = {
+    "ok": "green",
+    "INCONSISTENT": "yellow",
+    "FAILED": "red",
+    "CRASHED": "red",
+    "QUARANTINED": "bold red",
+}
+
+
+def render_summary(summary: dict[str, Any], console: Console) -> None:
+    table = Table(
+        title=f"run {summary['run_id']} ({summary['status']}, MNN {summary['mnn_version']})",
+        title_justify="left",
+    )
+    for column in (
+        "scenario",
+        "variant",
+        "id",
+        "iters",
+        "ok",
+        "invalid",
+        "error",
+        "distinct",
+        "non-finite",
+        "deaths",
+        "p50 ms",
+        "verdict",
+    ):
+        numeric = column not in ("scenario", "variant", "id", "verdict")
+        table.add_column(column, justify="right" if numeric else "left")
+    for v in summary["variants"]:
+        deaths = ", ".join(f"{v['events'][k]} {k}" for k in DEATH_KINDS if v["events"][k])
+        word = verdict(v)
+        latency = v["latency_p50_ms"]
+        table.add_row(
+            v["scenario"],
+            v["label"],
+            v["variant_id"],
+            str(v["iterations"]),
+            str(v["ok"]),
+            str(v["invalid"]),
+            str(v["error"]),
+            str(v["distinct_outputs"]),
+            str(v["non_finite"]),
+            deaths or "0",
+            "-" if latency is None else f"{latency:.3f}",
+            f"[{_STYLE.get(word, 'yellow')}]{word}[/]",
+        )
+    console.print(table)
+    console.print(
+        "distinct = different output digests among ok iterations of one output "
+        "(1 is consistent); deaths = worker crashes/hangs/exceptions/exits.",
+        style="dim",
+    )

@@ -1,0 +1,151 @@
+"""Command-line interface (click). Thin: parse, call, print; user errors become one message."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from stress.errors import StressError
+
+console = Console(width=None if sys.stdout.isatty() else 150)
+errors = Console(stderr=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except StressError as exc:
+            click.echo(click.style("error: ", fg="red", bold=True) + exc.render(), err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="mnn-stress")
+def main() -> None:
+    """Stress-test MNN's Python APIs: scenarios -> variants -> isolated workers -> Parquet."""
+
+
+def _scenario_files(paths: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        files.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
+    if not files:
+        raise StressError("no scenario files given", fix="pass .yaml files or a folder of them")
+    return files
+
+
+@main.command()
+@click.argument("scenarios", nargs=-1, required=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="run directory to create (default: results/<run-id>/)",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), help="worker processes at once (default: CPU count)"
+)
+@click.option(
+    "--duration",
+    help="total time for the whole run, shared by all variants "
+    "(e.g. 90s, 10m); overrides the scenarios' budgets",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    help="iterations per variant; overrides the scenarios' budgets",
+)
+def run(
+    scenarios: tuple[str, ...],
+    out: Path | None,
+    workers: int | None,
+    duration: str | None,
+    iterations: int | None,
+) -> None:
+    """Run scenario files (or folders of them) and print the per-variant summary."""
+    from stress.analysis.summary import summarize
+    from stress.analysis.table import render_summary
+    from stress.runner import Budget, execute
+    from stress.scenario import parse_duration
+
+    if duration and iterations:
+        raise click.UsageError("give --duration or --iterations, not both")
+    try:
+        seconds = parse_duration(duration) if duration else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--duration") from exc
+    result = execute(
+        _scenario_files(scenarios), out, workers, Budget(iterations, seconds), on_change=_progress
+    )
+    render_summary(summarize(result.run_dir), console)
+    console.print(f"run directory: {result.run_dir}")
+    if not result.completed:
+        console.print("[yellow]the run was interrupted; everything recorded so far is kept[/]")
+        sys.exit(130)
+
+
+def _progress(state) -> None:
+    if state.status in ("done", "quarantined", "interrupted"):
+        errors.print(
+            f"  {state.status:<11} {state.variant.scenario} {state.variant.label} "
+            f"({state.completed} iterations, {state.crashes} deaths)",
+            highlight=False,
+            style="dim",
+        )
+
+
+@main.command()
+@click.argument("scenarios", nargs=-1, required=True)
+def validate(scenarios: tuple[str, ...]) -> None:
+    """Check scenario files without running them (exit 0 when all are valid)."""
+    from stress.runner import load_all
+    from stress.variants import expand
+
+    for scenario in load_all(_scenario_files(scenarios)):
+        console.print(
+            f"ok  {scenario.path}: scenario {scenario.spec.name!r}, model "
+            f"{scenario.spec.model!r}, {len(expand(scenario))} variants",
+            highlight=False,
+        )
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable counts per variant")
+def summary(run_dir: Path, as_json: bool) -> None:
+    """Per-variant table of a run (works on interrupted runs too)."""
+    from stress.analysis.summary import summarize
+    from stress.analysis.table import render_summary
+
+    result = summarize(run_dir)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        render_summary(result, console)
+
+
+@main.command()
+def models() -> None:
+    """List the built-in models with their inputs and outputs."""
+    from stress.models.builtin import BUILTINS
+    from stress.models.resolve import resolve_model
+
+    for name, builtin in BUILTINS.items():
+        info = resolve_model(name, Path.cwd())
+        console.print(f"[bold]{name}[/]: {builtin.summary}", highlight=False)
+        for label, tensors in (("in ", info.inputs), ("out", info.outputs)):
+            for t in tensors:
+                console.print(f"    {label} {t.name} {list(t.shape)} {t.dtype}", highlight=False)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of scenario files (for editor completion)."""
+    from stress.scenario import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))

@@ -1,0 +1,102 @@
+"""Probe process: builds, converts and inspects models with MNN, away from the coordinator.
+
+Run as ``python -m stress.models.probe ACTION ARGS... RESULT_JSON``. MNN writes to fd 1 and a
+corrupt model can crash it, so the coordinator only ever reads the JSON file this leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+_DTYPES = ("Float", "Int", "Uint8", "Double", "Int64", "Int8")
+
+
+def _dtype_name(halide_type: Any) -> str:
+    import MNN
+
+    names = {
+        "Float": "float32",
+        "Int": "int32",
+        "Uint8": "uint8",
+        "Double": "float64",
+        "Int64": "int64",
+        "Int8": "int8",
+    }
+    for suffix in _DTYPES:
+        if halide_type == getattr(MNN, f"Halide_Type_{suffix}", None):
+            return names[suffix]
+    return "unknown"
+
+
+def inspect(path: str) -> dict[str, Any]:
+    """Names (in model order), shapes and dtypes of a model's inputs and outputs."""
+    import MNN
+
+    info = MNN.nn.load_module_from_file(path, [], []).get_info()
+    interpreter = MNN.Interpreter(path)
+    session = interpreter.createSession({"numThread": 1})
+    session_inputs = interpreter.getSessionInputAll(session)
+    session_outputs = interpreter.getSessionOutputAll(session)
+
+    def describe(names: list[str], tensors: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": n,
+                "shape": list(tensors[n].getShape()),
+                "dtype": _dtype_name(tensors[n].getDataType()),
+            }
+            for n in names
+            if n in tensors
+        ]
+
+    return {
+        "inputs": describe(list(info["inputNames"]), session_inputs),
+        "outputs": describe(list(info["outputNames"]), session_outputs),
+        "mnn_version": MNN.version(),
+    }
+
+
+def build(name: str, out: str) -> dict[str, Any]:
+    from stress.models.builtin import BUILTINS
+
+    BUILTINS[name].build(out)
+    return inspect(out)
+
+
+def convert(onnx_path: str, out: str) -> dict[str, Any]:
+    """Convert ONNX to MNN with the ``mnnconvert`` that ships in the MNN wheel."""
+    tool = shutil.which("mnnconvert", path=str(Path(sys.executable).parent)) or shutil.which(
+        "mnnconvert"
+    )
+    if tool is None:
+        raise RuntimeError("mnnconvert not found next to this Python; is the MNN wheel installed?")
+    cmd = [tool, "-f", "ONNX", "--modelFile", onnx_path, "--MNNModel", out, "--bizCode", "stress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 or not os.path.exists(out):
+        raise RuntimeError(
+            f"mnnconvert failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    return inspect(out)
+
+
+def main(argv: list[str]) -> int:
+    action, *args, result_path = argv
+    try:
+        result = {
+            "ok": True,
+            **{"build": build, "convert": convert, "inspect": inspect}[action](*args),
+        }
+    except Exception as exc:  # reported to the coordinator as a ModelError
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    Path(result_path).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

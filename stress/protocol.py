@@ -1,0 +1,148 @@
+"""The coordinator <-> worker contract, defined once: the job and the records in the ring.
+
+The coordinator sends a ``Job`` as JSON on the worker's stdin. The worker answers only through
+its ring (never stdout: ``import MNN`` writes there): JSON messages (hello, error, done) and a
+compact binary record per iteration. Stdlib only: workers import it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+KIND_ITERATION = 1
+KIND_MESSAGE = 2
+
+STATUS_OK = 0  # rc == 0, outputs recorded
+STATUS_INVALID = 1  # MNN returned a non-zero code: whatever the outputs hold is not a result
+STATUS_ERROR = 2  # an MNN call raised
+STATUS_NAMES = ("ok", "invalid", "error")
+
+DTYPES = ("unknown", "float32", "float64", "int32", "int64", "uint8", "int8", "float16")
+DTYPE_CODES = {name: code for code, name in enumerate(DTYPES)}
+
+# iteration, ts_ns, latency_ns, rss_bytes, rc, thread, status, number of outputs
+ITERATION_HEAD = struct.Struct("<qqqqiHBB")
+# output index, dtype code, ndim, nbytes; then ndim int64 dims, then the bytes, 8-aligned
+OUTPUT_HEAD = struct.Struct("<HBBI")
+ERROR_LENGTH = struct.Struct("<I")
+
+
+@dataclass
+class InputPlan:
+    """How the worker makes one input array."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    distribution: str = "normal"
+    scale: float = 1.0
+
+
+@dataclass
+class Job:
+    """Everything a worker needs to run a slice of one variant. Factor settings ride in
+    ``params`` (factor name -> value), so new factors need no protocol change."""
+
+    run_id: str
+    scenario: str
+    variant_id: str
+    worker_id: int
+    model_path: str
+    inputs: list[InputPlan]
+    output_names: list[str]
+    params: dict[str, Any]
+    seed: int = 0
+    ring_fd: int = -1
+    start_iteration: int = 0
+    stop_iteration: int | None = None
+    deadline_ns: int | None = None
+    rss_interval_s: float = 0.2
+    fault: str | None = None  # test-only; see stress.faults
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        data = json.loads(text)
+        data["inputs"] = [InputPlan(**plan) for plan in data["inputs"]]
+        return cls(**data)
+
+
+@dataclass
+class IterationRecord:
+    """One decoded iteration: outputs are (index, dtype, shape, bytes) with bytes owned by us."""
+
+    iteration: int
+    ts_ns: int
+    latency_ns: int
+    rss_bytes: int
+    rc: int
+    thread: int
+    status: int
+    outputs: list[tuple[int, str, tuple[int, ...], bytes]]
+    error: str | None = None
+
+
+def encode_message(ring: Any, message: dict[str, Any]) -> None:
+    data = json.dumps(message).encode()
+    offset = ring.begin(len(data), KIND_MESSAGE)
+    ring.mm[offset : offset + len(data)] = data
+    ring.commit()
+
+
+def decode_message(payload: bytes) -> dict[str, Any]:
+    return json.loads(payload)
+
+
+def iteration_size(outputs: list[Any]) -> int:
+    return ITERATION_HEAD.size + sum(
+        OUTPUT_HEAD.size + 8 * out.ndim + ((out.nbytes + 7) & ~7) for out in outputs
+    )
+
+
+def encode_iteration(ring: Any, head: tuple, outputs: list[Any], error: str | None) -> None:
+    """Write one iteration straight into the ring. ``outputs`` are C-contiguous arrays (MNN's
+    own views are fine: this is the copy that takes them out of MNN's memory)."""
+    data = error.encode()[:4000] if error else b""
+    size = iteration_size(outputs) + (ERROR_LENGTH.size + len(data) if error else 0)
+    mm = ring.mm
+    offset = ring.begin(size, KIND_ITERATION)
+    ITERATION_HEAD.pack_into(mm, offset, *head, len(outputs))
+    offset += ITERATION_HEAD.size
+    for index, out in enumerate(outputs):
+        OUTPUT_HEAD.pack_into(
+            mm, offset, index, DTYPE_CODES.get(out.dtype.name, 0), out.ndim, out.nbytes
+        )
+        offset += OUTPUT_HEAD.size
+        struct.pack_into(f"<{out.ndim}q", mm, offset, *out.shape)
+        offset += 8 * out.ndim
+        mm[offset : offset + out.nbytes] = out
+        offset += (out.nbytes + 7) & ~7
+    if error:
+        ERROR_LENGTH.pack_into(mm, offset, len(data))
+        mm[offset + ERROR_LENGTH.size : offset + ERROR_LENGTH.size + len(data)] = data
+    ring.commit()
+
+
+def decode_iteration(payload: bytes) -> IterationRecord:
+    *head, count = ITERATION_HEAD.unpack_from(payload, 0)
+    offset = ITERATION_HEAD.size
+    outputs = []
+    for _ in range(count):
+        index, code, ndim, nbytes = OUTPUT_HEAD.unpack_from(payload, offset)
+        offset += OUTPUT_HEAD.size
+        shape = struct.unpack_from(f"<{ndim}q", payload, offset)
+        offset += 8 * ndim
+        outputs.append((index, DTYPES[code], shape, payload[offset : offset + nbytes]))
+        offset += (nbytes + 7) & ~7
+    record = IterationRecord(*head, outputs=outputs)
+    if record.status == STATUS_ERROR and offset + ERROR_LENGTH.size <= len(payload):
+        (length,) = ERROR_LENGTH.unpack_from(payload, offset)
+        start = offset + ERROR_LENGTH.size
+        record.error = payload[start : start + length].decode(errors="replace")
+    return record

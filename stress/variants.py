@@ -1,0 +1,48 @@
+"""Matrix expansion: a scenario's factor lists become variants with stable ids.
+
+A variant id depends only on the scenario name and the factor values that differ from their
+defaults, so the same variant gets the same id in every run, whatever the matrix order, and
+adding a new factor (at its default) to mnn-stress does not change old ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from stress.factors import REGISTRY
+from stress.scenario import LoadedScenario
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a scenario's matrix: every factor has exactly one value."""
+
+    scenario: str
+    variant_id: str
+    params: dict[str, Any]
+    label: str
+
+
+def variant_id(scenario: str, params: dict[str, Any]) -> str:
+    changed = {k: v for k, v in params.items() if REGISTRY[k].default != v}
+    canonical = json.dumps({"scenario": scenario, "params": changed}, sort_keys=True)
+    return "v" + hashlib.blake2b(canonical.encode(), digest_size=5).hexdigest()
+
+
+def expand(scenario: LoadedScenario) -> list[Variant]:
+    """The cartesian product of the matrix, in registry order of factors."""
+    matrix = scenario.spec.matrix.model_dump()
+    names = list(REGISTRY)
+    varied = [n for n in names if len(matrix[n]) > 1]
+    variants = []
+    for values in itertools.product(*(matrix[n] for n in names)):
+        params = dict(zip(names, values, strict=True))
+        label = " ".join(f"{n}={params[n]}" for n in (varied or ["api"]))
+        variants.append(
+            Variant(scenario.spec.name, variant_id(scenario.spec.name, params), params, label)
+        )
+    return variants

@@ -1,0 +1,143 @@
+"""The only code that runs inside a worker process: load the model, hammer it, record.
+
+Started fresh (exec, never fork) as ``python -m stress.worker`` with a Job on stdin and the
+ring's fd inherited. Imports only the stdlib, numpy and MNN, so it runs under another
+interpreter that has just those. Assumes any MNN call can kill it: every finished iteration
+is in the ring before the next MNN call is made.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from stress import faults
+from stress.protocol import (
+    STATUS_ERROR,
+    STATUS_INVALID,
+    STATUS_OK,
+    Job,
+    encode_iteration,
+    encode_message,
+)
+from stress.ring import RingWriter
+
+EXIT_EXCEPTION = 3
+
+
+class Worker:
+    def __init__(self, job: Job, ring: RingWriter) -> None:
+        self.job = job
+        self.ring = ring
+        self.stopping = False
+
+    def stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        import MNN
+        import numpy as np
+
+        from stress.drivers import make_driver
+        from stress.factors import mnn_config
+        from stress.inputs import make_inputs
+
+        job = self.job
+        driver = make_driver(
+            job.params["api"],
+            job.model_path,
+            mnn_config(job.params),
+            [p.name for p in job.inputs],
+            job.output_names,
+        )
+        inputs = make_inputs(job.inputs, job.seed)
+        encode_message(
+            self.ring,
+            {
+                "type": "hello",
+                "pid": os.getpid(),
+                "mnn_version": MNN.version(),
+                "numpy_version": np.__version__,
+                "python": sys.version.split()[0],
+                "executable": sys.executable,
+            },
+        )
+        done = self._loop(driver, inputs)
+        encode_message(self.ring, {"type": "done", "completed": done})
+        return 0
+
+    def _loop(self, driver: Any, inputs: list[Any]) -> int:
+        """The hot loop: kept free of anything that is not inference or recording."""
+        job, ring = self.job, self.ring
+        fault_kind, fault_at, fault_repeats = faults.parse(job.fault)
+        stop_at = job.stop_iteration if job.stop_iteration is not None else faults.NEVER
+        deadline = job.deadline_ns or faults.NEVER
+        rss_every = int(job.rss_interval_s * 1e9)
+        rss, rss_at = read_rss(), 0
+        iteration = job.start_iteration
+        clock, now = time.perf_counter_ns, time.time_ns
+        while iteration < stop_at and not self.stopping:
+            ts = now()
+            if ts >= deadline:
+                break
+            if iteration >= fault_at and (fault_repeats or iteration == fault_at):
+                faults.trigger(fault_kind)
+            if ts - rss_at > rss_every:
+                rss, rss_at = read_rss(), ts
+            start = clock()
+            try:
+                rc, outputs = driver.infer(inputs)
+                error = None
+            except Exception as exc:  # MNN raised: a finding, recorded as a row
+                rc, outputs, error = -1, [], f"{type(exc).__name__}: {exc}"
+            latency = clock() - start
+            status = STATUS_OK if rc == 0 else (STATUS_ERROR if error else STATUS_INVALID)
+            encode_iteration(
+                ring,
+                (iteration, ts, latency, rss, rc, 0, status),
+                [o if o.flags.c_contiguous else o.copy() for o in outputs],
+                error,
+            )
+            iteration += 1
+        return iteration - job.start_iteration
+
+
+def read_rss() -> int:
+    """Resident set size in bytes, from /proc (cheap enough to sample every few hundred ms)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return -1
+
+
+def main() -> int:
+    faulthandler.enable(all_threads=True)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the coordinator asks before a kill
+    job = Job.from_json(sys.stdin.read())
+    ring = RingWriter(job.ring_fd)
+    worker = Worker(job, ring)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop
+    try:
+        return worker.run()
+    except Exception as exc:
+        encode_message(
+            ring,
+            {
+                "type": "error",
+                "exception": type(exc).__name__,
+                "message": str(exc),
+                "traceback": traceback.format_exc(),
+            },
+        )
+        return EXIT_EXCEPTION
+
+
+if __name__ == "__main__":
+    sys.exit(main())

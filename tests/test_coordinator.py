@@ -1,0 +1,184 @@
+"""Real workers, real MNN, real signals: the run survives every kind of worker death and
+keeps every iteration completed before it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from .conftest import REPO, read_events, read_iterations, run_cli
+
+pytestmark = pytest.mark.integration
+
+SCENARIO = """
+    name: faults
+    model: tiny
+    iterations: {iterations}
+    timeout: {timeout}
+    max_crashes: {max_crashes}
+"""
+
+
+def run_with_fault(
+    scenario_file,
+    tmp_path: Path,
+    fault: str,
+    iterations: int = 40,
+    timeout: str = "20s",
+    max_crashes: int = 3,
+):
+    path = scenario_file(
+        SCENARIO.format(iterations=iterations, timeout=timeout, max_crashes=max_crashes)
+    )
+    out = tmp_path / "run"
+    done = run_cli("run", str(path), "--out", str(out), "--workers", "1", fault=fault)
+    return out, done
+
+
+@pytest.mark.parametrize(
+    "kind, event_kind, signal_name",
+    [
+        ("segv", "crash", "SIGSEGV"),
+        ("abort", "crash", "SIGABRT"),
+        ("raise", "exception", None),
+        ("exit", "exit", None),
+    ],
+)
+def test_worker_death_is_recorded_and_the_variant_continues(
+    scenario_file, tmp_path, kind, event_kind, signal_name
+):
+    out, done = run_with_fault(scenario_file, tmp_path, f"{kind}@17")
+    rows = read_iterations(out)
+    # Everything before the death is there, the in-flight iteration is the only gap, and a
+    # replacement worker finished the variant.
+    assert sorted(rows.iteration) == [i for i in range(40) if i != 17]
+    assert rows.worker_id.nunique() == 2
+    events = read_events(out)
+    assert list(events.kind) == [event_kind]
+    event = events.iloc[0]
+    assert event.iteration == 17
+    assert (None if pd.isna(event.signal) else event.signal) == signal_name
+    if kind in ("segv", "abort"):
+        assert "Fatal Python error" in event.stack and "worker.py" in event.stack
+    if kind == "raise":
+        assert "InjectedFault: injected test fault" in event.message
+        assert "Traceback" in event.stack
+    if kind == "exit":
+        assert event.exit_code == 7
+    manifest = json.loads((out / "manifest.json").read_text())
+    variant = next(iter(manifest["variants"].values()))
+    assert variant["status"] == "done" and variant["crashes"] == 1
+    assert "CRASHED" in done.stdout
+
+
+def test_hung_worker_is_killed_with_its_stack(scenario_file, tmp_path):
+    out, _ = run_with_fault(scenario_file, tmp_path, "hang@5", iterations=12, timeout="1s")
+    events = read_events(out)
+    assert list(events.kind) == ["hang"]
+    assert events.signal[0] == "SIGKILL"
+    assert "faults.py" in events["stack"][0]  # faulthandler's dump, asked for before the kill
+    assert sorted(read_iterations(out).iteration) == [i for i in range(12) if i != 5]
+
+
+def test_crash_loop_is_quarantined_and_the_run_goes_on(scenario_file, tmp_path):
+    path = scenario_file(
+        SCENARIO.format(iterations=30, timeout="20s", max_crashes=2)
+        + "    matrix:\n      num_thread: [1, 2]\n"
+    )
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out), "--workers", "2", fault="segv@10+")
+    events = read_events(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for variant_id, entry in manifest["variants"].items():
+        kinds = list(events[events.variant_id == variant_id].sort_values("ts").kind)
+        assert kinds == ["crash", "crash", "crash", "quarantine"]
+        assert entry["status"] == "quarantined"
+    rows = read_iterations(out)
+    assert (
+        rows.groupby("variant_id").iteration.apply(sorted).map(list).tolist()
+        == [list(range(10))] * 2
+    )
+
+
+def test_external_sigkill_mid_run_loses_only_the_iteration_in_flight(scenario_file, tmp_path):
+    path = scenario_file("name: kill\nmodel: tiny\nduration: 3s\n")
+    out = tmp_path / "run"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "stress", "run", str(path), "--out", str(out), "--workers", "1"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    victim = _first_worker(coordinator.pid)
+    time.sleep(0.8)  # well inside the iteration loop
+    victim.send_signal(signal.SIGKILL)
+    stdout, stderr = coordinator.communicate(timeout=120)
+    assert coordinator.returncode == 0, stderr
+    event = read_events(out).iloc[0]
+    assert (event.kind, event.signal, event.pid) == ("crash", "SIGKILL", victim.pid)
+    rows = read_iterations(out)
+    before = rows[rows.pid == victim.pid].iteration
+    assert len(before) > 100
+    # Contiguous from 0 up to the death: nothing lost but the iteration in flight ...
+    assert sorted(before) == list(range(len(before)))
+    assert event.iteration == len(before)
+    # ... and the replacement carried on right after it until the variant's time was up.
+    after = sorted(rows[rows.pid != victim.pid].iteration)
+    assert after == list(range(len(before) + 1, len(before) + 1 + len(after)))
+    assert len(after) > 100
+
+
+def _first_worker(coordinator_pid: int, timeout: float = 60) -> psutil.Process:
+    parent = psutil.Process(coordinator_pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in parent.children():
+            if "stress.worker" in " ".join(child.cmdline()):
+                return child
+        time.sleep(0.05)
+    raise AssertionError("no worker started")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_the_coordinator_keeps_a_readable_run(scenario_file, tmp_path, signum):
+    path = scenario_file(
+        SCENARIO.format(iterations=10**7, timeout="20s", max_crashes=3)
+        + "    matrix:\n      api: [session, module]\n      num_thread: [1, 2]\n"
+    )
+    out = tmp_path / "run"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "stress", "run", str(path), "--out", str(out), "--workers", "2"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _first_worker(coordinator.pid)
+    time.sleep(1.5)
+    coordinator.send_signal(signum)
+    stdout, stderr = coordinator.communicate(timeout=60)
+    assert coordinator.returncode == 130, stderr
+    assert "interrupted" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["ended"]
+    statuses = sorted(v["status"] for v in manifest["variants"].values())
+    assert statuses == ["interrupted", "interrupted", "skipped", "skipped"]
+    rows = read_iterations(out)
+    assert len(rows) > 0
+    for _, group in rows.groupby("variant_id"):
+        assert sorted(group.iteration) == list(range(len(group)))
+    assert read_events(out) is None  # workers stopped cleanly: nobody died
+    assert not psutil.Process(os.getpid()).children(recursive=True)
+    summary = json.loads(run_cli("summary", str(out), "--json").stdout)
+    assert summary["status"] == "interrupted"
+    assert sum(v["iterations"] for v in summary["variants"]) == len(rows)

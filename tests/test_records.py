@@ -1,0 +1,87 @@
+"""The Parquet schema and statistics, read back by pyarrow, pandas and DuckDB."""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import numpy as np
+import pyarrow.dataset as ds
+
+from stress.protocol import STATUS_ERROR, STATUS_OK, IterationRecord
+from stress.records import (
+    ITERATION_SCHEMA,
+    IterationBuffer,
+    PartWriter,
+    RowContext,
+    output_statistics,
+)
+
+
+def test_statistics_count_non_finite_and_ignore_it_in_min_max_mean():
+    values = [
+        np.array([1.0, np.nan, 3.0, np.inf], np.float32).tobytes(),
+        np.array([np.nan, np.nan, -np.inf, np.nan], np.float32).tobytes(),
+        None,
+        np.array([-2, 4], np.int32).tobytes(),
+    ]
+    stats = output_statistics(values, ["float32", "float32", None, "int32"])
+    assert stats["nan_count"].to_pylist() == [1, 3, None, 0]
+    assert stats["inf_count"].to_pylist() == [1, 1, None, 0]
+    assert stats["min"].to_pylist() == [1.0, None, None, -2.0]
+    assert stats["max"].to_pylist() == [3.0, None, None, 4.0]
+    assert stats["mean"].to_pylist() == [2.0, None, None, 1.0]
+
+
+def test_rows_written_are_readable_by_pyarrow_pandas_and_duckdb(tmp_path):
+    buffer = IterationBuffer(PartWriter(tmp_path / "iterations", ITERATION_SCHEMA))
+    context = RowContext(
+        values={
+            "run_id": "r",
+            "scenario": "s",
+            "variant_id": "v1",
+            "api": "session",
+            "num_thread": 2,
+            "precision": "normal",
+            "worker_id": 3,
+            "pid": 42,
+            "mnn_version": "3.6.1",
+        },
+        output_names=("a", "b"),
+        max_value_bytes=8,
+    )
+    small = np.array([1.5, 2.5], np.float32).tobytes()
+    large = np.arange(16, dtype=np.float32).tobytes()
+    buffer.add(
+        context,
+        IterationRecord(
+            0,
+            10**18,
+            500,
+            1 << 20,
+            0,
+            0,
+            STATUS_OK,
+            [(0, "float32", (2,), small), (1, "float32", (4, 4), large)],
+        ),
+    )
+    buffer.add(
+        context,
+        IterationRecord(1, 10**18 + 1, 600, 1 << 20, -1, 0, STATUS_ERROR, [], "SystemError: x"),
+    )
+    buffer.flush()
+    table = ds.dataset(str(tmp_path / "iterations")).to_table()
+    assert table.schema.equals(ITERATION_SCHEMA)
+    rows = table.to_pandas()
+    assert list(rows.output_name[:2]) == ["a", "b"]
+    assert rows.num_thread.tolist() == [2, 2, 2]
+    assert rows["values"][0] == small and rows["values"][1] is None  # over the 8-byte cap
+    assert rows.digest[0] != rows.digest[1] and len(rows.digest[0]) == 16
+    assert list(rows["shape"][1]) == [4, 4]
+    assert rows.status.tolist() == ["ok", "ok", "error"]
+    assert rows.error[2] == "SystemError: x" and math.isnan(rows.nbytes[2])
+    count = duckdb.sql(
+        f"select count(*) from read_parquet('{tmp_path}/iterations/*.parquet') "
+        "where status = 'ok' and mean > 1"
+    ).fetchall()[0][0]
+    assert count == 2

@@ -1,0 +1,88 @@
+"""The shared-memory ring and the record encoding, in process (deaths are in test_coordinator)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+from stress import ring
+from stress.protocol import (
+    KIND_ITERATION,
+    STATUS_ERROR,
+    STATUS_OK,
+    decode_iteration,
+    decode_message,
+    encode_iteration,
+    encode_message,
+)
+
+
+def pair(capacity: int = 4096):
+    fd = ring.create(capacity)
+    writer, reader = ring.RingWriter(fd), ring.RingReader(fd)
+    os.close(fd)
+    return writer, reader
+
+
+def test_records_survive_many_wraparounds_in_order():
+    writer, reader = pair(4096)
+    rng = random.Random(0)
+    sent, received = [], []
+    for i in range(3000):
+        payload = bytes([i % 251]) * rng.randint(0, 900)
+        if writer.capacity - (writer.write_pos - reader.read_pos) < 2 * 1024:
+            received += [p for _, p in reader.drain()]  # one thread: never let the writer wait
+        offset = writer.begin(len(payload), 9)
+        writer.mm[offset : offset + len(payload)] = payload
+        writer.commit()
+        sent.append(payload)
+        if rng.random() < 0.1:
+            received += [p for kind, p in reader.drain() if kind == 9]
+    received += [p for _, p in reader.drain()]
+    assert received == sent
+
+
+def test_unpublished_record_is_invisible():
+    writer, reader = pair()
+    offset = writer.begin(5, 1)
+    writer.mm[offset : offset + 5] = b"half!"
+    assert reader.drain() == []  # the worker died before commit: nothing half-written leaks
+    writer.commit()
+    assert reader.drain() == [(1, b"half!")]
+
+
+def test_record_larger_than_half_the_ring_is_refused():
+    writer, _ = pair(4096)
+    with pytest.raises(ring.RecordTooLarge):
+        writer.begin(3000, 1)
+
+
+def test_iteration_round_trip_copies_outputs():
+    writer, reader = pair(1 << 16)
+    outputs = [np.arange(12, dtype=np.float32).reshape(3, 4), np.array([7, 8], dtype=np.int32)]
+    encode_iteration(writer, (5, 111, 222, 333, 0, 1, STATUS_OK), outputs, None)
+    outputs[0][:] = -1  # a later run overwriting MNN's memory must not change the record
+    encode_iteration(writer, (6, 1, 2, 3, -1, 0, STATUS_ERROR), [], "SystemError: boom")
+    encode_message(writer, {"type": "done", "completed": 2})
+    (k1, first), (k2, second), (k3, third) = reader.drain()
+    assert k1 == k2 == KIND_ITERATION
+    record = decode_iteration(first)
+    assert (
+        record.iteration,
+        record.ts_ns,
+        record.latency_ns,
+        record.rss_bytes,
+        record.rc,
+        record.thread,
+        record.status,
+    ) == (5, 111, 222, 333, 0, 1, STATUS_OK)
+    index, dtype, shape, data = record.outputs[0]
+    assert (index, dtype, shape) == (0, "float32", (3, 4))
+    assert np.array_equal(np.frombuffer(data, np.float32), np.arange(12, dtype=np.float32))
+    assert record.outputs[1][1:3] == ("int32", (2,))
+    failed = decode_iteration(second)
+    assert failed.outputs == [] and failed.error == "SystemError: boom"
+    assert decode_message(third) == {"type": "done", "completed": 2}
