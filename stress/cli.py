@@ -80,7 +80,8 @@ def run(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--duration") from exc
     result = execute(
-        _scenario_files(scenarios), out, workers, Budget(iterations, seconds), on_change=_progress
+        _scenario_files(scenarios), out, workers, Budget(iterations, seconds), on_change=_progress,
+        on_tick=_tick
     )
     render_summary(summarize(result.run_dir), console)
     console.print(f"run directory: {result.run_dir}")
@@ -97,6 +98,16 @@ def _progress(state) -> None:
             highlight=False,
             style="dim",
         )
+
+
+def _tick(states, elapsed: float) -> None:
+    finished = sum(s.status in ("done", "quarantined") for s in states)
+    running = sum(s.status == "running" for s in states)
+    iterations = sum(s.completed for s in states)
+    deaths = sum(s.crashes for s in states)
+    errors.print(f"[{elapsed:5.0f}s] variants {finished}/{len(states)} finished, {running} "
+                 f"running; {iterations:,} iterations; {deaths} worker deaths",
+                 highlight=False, style="dim")
 
 
 @main.command()

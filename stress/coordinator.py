@@ -25,6 +25,7 @@ from stress.workerproc import WorkerProcess, python_stack
 STARTUP_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 IDLE_SLEEP_S = 0.005
+TICK_S = 10.0
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Coordinator:
         concurrency: int,
         fault: str | None = None,
         on_change: Callable[[VariantState], None] | None = None,
+        on_tick: Callable[[list[VariantState], float], None] | None = None,
     ) -> None:
         self.run_id = run_id
         self.run_dir = run_dir
@@ -73,6 +75,7 @@ class Coordinator:
         self.concurrency = max(1, concurrency)
         self.fault = fault
         self.on_change = on_change or (lambda state: None)
+        self.on_tick = on_tick or (lambda states, elapsed: None)
         self.buffer = IterationBuffer(PartWriter(run_dir / "iterations", ITERATION_SCHEMA))
         self.events = EventWriter(run_dir / "events")
         self.queue = collections.deque(states)
@@ -87,8 +90,13 @@ class Coordinator:
         previous = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)
         }
+        started = time.monotonic()
+        next_tick = started + TICK_S
         try:
             while self.running or (self.queue and not self.stop_requests):
+                if time.monotonic() >= next_tick:
+                    next_tick += TICK_S
+                    self.on_tick(self.states, time.monotonic() - started)
                 if not self.stop_requests:
                     self._start_workers()
                 busy = self._service_workers()

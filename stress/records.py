@@ -111,16 +111,20 @@ class PartWriter:
         self.sequence += 1
 
 
-class IterationBuffer:
-    """Collects decoded iterations and flushes them as one Parquet part per batch."""
+_BUFFERED = ("context", "thread", "iteration", "ts", "latency_ns", "rc", "status", "error",
+             "output", "shape", "dtype", "nbytes", "digest", "values", "stats", "rss_bytes")
 
-    def __init__(
-        self,
-        writer: PartWriter,
-        max_rows: int = 100_000,
-        max_bytes: int = 64 << 20,
-        max_age_s: float = 5.0,
-    ) -> None:
+
+class IterationBuffer:
+    """Collects decoded iterations and flushes them as one Parquet part per batch.
+
+    Each output is hashed on arrival. Outputs small enough to store keep their bytes until the
+    flush, where their statistics are computed in one vectorised pass; larger ones get their
+    statistics at once and their bytes are dropped, so memory stays bounded by the row count.
+    """
+
+    def __init__(self, writer: PartWriter, max_rows: int = 100_000, max_bytes: int = 64 << 20,
+                 max_age_s: float = 5.0) -> None:
         self.writer = writer
         self.max_rows, self.max_bytes, self.max_age_s = max_rows, max_bytes, max_age_s
         self.rows_written = 0
@@ -129,24 +133,7 @@ class IterationBuffer:
     def _reset(self) -> None:
         self.contexts: list[RowContext] = []
         self.context_index: dict[int, int] = {}
-        self.columns: dict[str, list[Any]] = {
-            k: []
-            for k in (
-                "context",
-                "thread",
-                "iteration",
-                "ts",
-                "latency_ns",
-                "rc",
-                "status",
-                "error",
-                "output",
-                "shape",
-                "dtype",
-                "data",
-                "rss_bytes",
-            )
-        }
+        self.columns: dict[str, list[Any]] = {name: [] for name in _BUFFERED}
         self.bytes = 0
         self.started = time.monotonic()
 
@@ -160,9 +147,8 @@ class IterationBuffer:
             self.context_index[key] = len(self.contexts)
             self.contexts.append(context)
         ctx = self.context_index[key]
-        outputs = record.outputs or [(None, None, None, None)]
         c = self.columns
-        for index, dtype, shape, data in outputs:
+        for index, dtype, shape, data in record.outputs or [(None, None, None, None)]:
             c["context"].append(ctx)
             c["thread"].append(record.thread)
             c["iteration"].append(record.iteration)
@@ -174,16 +160,31 @@ class IterationBuffer:
             c["output"].append(index)
             c["shape"].append(shape)
             c["dtype"].append(dtype)
-            c["data"].append(data)
             c["rss_bytes"].append(record.rss_bytes)
-            self.bytes += len(data) if data else 0
+            self._add_output(context, dtype, data)
+
+    def _add_output(self, context: RowContext, dtype: str | None, data: bytes | None) -> None:
+        c = self.columns
+        if data is None:
+            c["nbytes"].append(None)
+            c["digest"].append(None)
+            c["values"].append(None)
+            c["stats"].append(_NO_STATS)
+            return
+        c["nbytes"].append(len(data))
+        c["digest"].append(xxhash.xxh3_64_hexdigest(data))
+        if len(data) <= context.max_value_bytes:
+            c["values"].append(data)
+            c["stats"].append(None)  # computed with its batch at the flush
+            self.bytes += len(data)
+        else:
+            c["values"].append(None)
+            c["stats"].append(tuple(column[0] for column in block_statistics(
+                _block([data], dtype))) if _summable(dtype, len(data)) else _NO_STATS)
 
     def due(self) -> bool:
-        return (
-            len(self) >= self.max_rows
-            or self.bytes >= self.max_bytes
-            or (len(self) > 0 and time.monotonic() - self.started >= self.max_age_s)
-        )
+        return len(self) >= self.max_rows or self.bytes >= self.max_bytes or (
+            len(self) > 0 and time.monotonic() - self.started >= self.max_age_s)
 
     def flush(self) -> None:
         if len(self):
@@ -198,72 +199,73 @@ class IterationBuffer:
         columns: dict[str, Any] = {}
         for field in CONTEXT_FIELDS:
             per_context = np.array([x.values.get(field.name) for x in self.contexts], dtype=object)
-            columns[field.name] = pa.array(per_context[ctx_ids], type=field.type)
-        names = [[*x.output_names] for x in self.contexts]
-        caps = [x.max_value_bytes for x in self.contexts]
-        data = c["data"]
-        columns.update(
-            thread=c["thread"],
-            iteration=c["iteration"],
-            ts=pa.array(c["ts"], pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-            latency_ns=c["latency_ns"],
-            rc=c["rc"],
-            status=c["status"],
-            error=c["error"],
-            output_name=[None if i is None else names[x][i] for x, i in zip(ctx_ids, c["output"])],
-            shape=[None if s is None else list(s) for s in c["shape"]],
-            dtype=c["dtype"],
-            nbytes=[None if d is None else len(d) for d in data],
-            digest=[None if d is None else xxhash.xxh3_64_hexdigest(d) for d in data],
-            **output_statistics(data, c["dtype"]),
-            values=[
-                d if d is not None and len(d) <= caps[x] else None for d, x in zip(data, ctx_ids)
-            ],
-            rss_bytes=c["rss_bytes"],
-        )
-        return pa.table(
-            {
-                f.name: pa.array(columns[f.name], f.type)
-                if not isinstance(columns[f.name], pa.Array)
-                else columns[f.name]
-                for f in ITERATION_SCHEMA
-            },
-            schema=ITERATION_SCHEMA,
-        )
+            columns[field.name] = per_context[ctx_ids]
+        names = [x.output_names for x in self.contexts]
+        columns.update({name: c[name] for name in ("thread", "iteration", "latency_ns", "rc",
+                                                   "status", "error", "dtype", "nbytes",
+                                                   "digest", "values", "rss_bytes")})
+        columns["ts"] = pa.array(c["ts"], pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+        columns["output_name"] = [None if i is None else names[x][i]
+                                  for x, i in zip(ctx_ids, c["output"])]
+        columns["shape"] = [None if s is None else list(s) for s in c["shape"]]
+        columns.update(_statistics_columns(c["stats"], c["values"], c["dtype"]))
+        return pa.table({f.name: columns[f.name] if isinstance(columns[f.name], pa.Array)
+                         else pa.array(columns[f.name], f.type) for f in ITERATION_SCHEMA},
+                        schema=ITERATION_SCHEMA)
 
 
-def output_statistics(data: list[bytes | None], dtypes: list[str | None]) -> dict[str, pa.Array]:
-    """nan/inf counts and min/max/mean over finite values, vectorised over same-sized outputs."""
-    n = len(data)
-    nan = np.zeros(n, np.int64)
-    inf = np.zeros(n, np.int64)
-    low, high, mean = (np.full(n, np.nan) for _ in range(3))
-    present = np.zeros(n, bool)
-    groups: dict[tuple[str, int], list[int]] = {}
-    for i, (d, dtype) in enumerate(zip(data, dtypes)):
-        if d is not None and dtype not in (None, "unknown") and len(d):
-            groups.setdefault((dtype, len(d)), []).append(i)
-    for (dtype, _), rows in groups.items():
-        idx = np.asarray(rows)
-        block = np.frombuffer(b"".join(data[i] for i in rows), dtype=dtype).reshape(len(rows), -1)
-        finite = np.isfinite(block)
-        count = finite.sum(axis=1)
-        nan[idx] = np.isnan(block).sum(axis=1) if block.dtype.kind == "f" else 0
-        inf[idx] = block.shape[1] - count - nan[idx]
-        wide = block.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            low[idx] = np.where(finite, wide, np.inf).min(axis=1)
-            high[idx] = np.where(finite, wide, -np.inf).max(axis=1)
-            mean[idx] = np.where(finite, wide, 0.0).sum(axis=1) / count
-        present[idx] = count > 0
-    has_output = np.array([d is not None for d in data], bool)
-    return {
-        "nan_count": pa.array(nan, mask=~has_output),
-        "inf_count": pa.array(inf, mask=~has_output),
-        "min": pa.array(low, mask=~present),
-        "max": pa.array(high, mask=~present),
-        "mean": pa.array(mean, mask=~present),
-    }
+_NO_STATS = (None,) * 5
+_STAT_NAMES = ("nan_count", "inf_count", "min", "max", "mean")
+
+
+def _block(data: list[bytes], dtype: str) -> np.ndarray:
+    """Same-sized outputs as one (rows, elements) array."""
+    return np.frombuffer(b"".join(data), dtype=dtype).reshape(len(data), -1)
+
+
+def _summable(dtype: str | None, size: int) -> bool:
+    return dtype not in (None, "unknown") and size > 0
+
+
+def block_statistics(block: np.ndarray) -> tuple[list[Any], ...]:
+    """Per row: nan count, inf count, and min/max/mean over the finite elements (None if none)."""
+    finite = np.isfinite(block)
+    count = finite.sum(axis=1)
+    nan = np.isnan(block).sum(axis=1) if block.dtype.kind == "f" else np.zeros(len(block), int)
+    wide = block.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        low = np.where(finite, wide, np.inf).min(axis=1)
+        high = np.where(finite, wide, -np.inf).max(axis=1)
+        mean = np.where(finite, wide, 0.0).sum(axis=1) / count
+    some = count > 0
+    pick = lambda values: [float(v) if ok else None for v, ok in zip(values, some)]  # noqa: E731
+    return (nan.tolist(), (block.shape[1] - count - nan).tolist(), pick(low), pick(high),
+            pick(mean))
+
+
+def output_statistics(data: list[bytes | None], dtypes: list[str | None]) -> dict[str, list]:
+    """Statistics for a batch of outputs, vectorised over the outputs of equal size and dtype."""
+    return _statistics_columns([None if d is not None else _NO_STATS for d in data], data,
+                               dtypes)
+
+
+def _statistics_columns(stats: list[tuple | None], data: list[bytes | None],
+                        dtypes: list[str | None]) -> dict[str, list]:
+    """Fill the rows whose statistics are still None from their data, in batches."""
+    stats = list(stats)
+    groups: dict[tuple[str | None, int], list[int]] = {}
+    for i, row in enumerate(stats):
+        if row is None:
+            groups.setdefault((dtypes[i], len(data[i])), []).append(i)
+    for (dtype, size), rows in groups.items():
+        if not _summable(dtype, size):
+            for i in rows:
+                stats[i] = _NO_STATS
+            continue
+        computed = block_statistics(_block([data[i] for i in rows], dtype))
+        for position, i in enumerate(rows):
+            stats[i] = tuple(column[position] for column in computed)
+    return {name: [row[k] for row in stats] for k, name in enumerate(_STAT_NAMES)}
 
 
 class EventWriter:

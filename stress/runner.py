@@ -91,6 +91,7 @@ def execute(
     workers: int | None,
     budget: Budget,
     on_change: Callable[[VariantState], None] | None = None,
+    on_tick: Callable[[list[VariantState], float], None] | None = None,
 ) -> RunResult:
     scenarios = load_all(paths)
     concurrency = workers or os.cpu_count() or 1
@@ -134,7 +135,7 @@ def execute(
     for state in states:
         manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
     manifest.save()
-    coordinator = Coordinator(run_id, run_dir, states, concurrency, fault, changed)
+    coordinator = Coordinator(run_id, run_dir, states, concurrency, fault, changed, on_tick)
     completed = coordinator.run()
     manifest.data.update(ended=now_iso(), status="complete" if completed else "interrupted")
     for state in states:
