@@ -80,8 +80,12 @@ def run(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--duration") from exc
     result = execute(
-        _scenario_files(scenarios), out, workers, Budget(iterations, seconds), on_change=_progress,
-        on_tick=_tick
+        _scenario_files(scenarios),
+        out,
+        workers,
+        Budget(iterations, seconds),
+        on_change=_progress,
+        on_tick=_tick,
     )
     render_summary(summarize(result.run_dir), console)
     console.print(f"run directory: {result.run_dir}")
@@ -105,9 +109,12 @@ def _tick(states, elapsed: float) -> None:
     running = sum(s.status == "running" for s in states)
     iterations = sum(s.completed for s in states)
     deaths = sum(s.crashes for s in states)
-    errors.print(f"[{elapsed:5.0f}s] variants {finished}/{len(states)} finished, {running} "
-                 f"running; {iterations:,} iterations; {deaths} worker deaths",
-                 highlight=False, style="dim")
+    errors.print(
+        f"[{elapsed:5.0f}s] variants {finished}/{len(states)} finished, {running} "
+        f"running; {iterations:,} iterations; {deaths} worker deaths",
+        highlight=False,
+        style="dim",
+    )
 
 
 @main.command()

@@ -111,8 +111,24 @@ class PartWriter:
         self.sequence += 1
 
 
-_BUFFERED = ("context", "thread", "iteration", "ts", "latency_ns", "rc", "status", "error",
-             "output", "shape", "dtype", "nbytes", "digest", "values", "stats", "rss_bytes")
+_BUFFERED = (
+    "context",
+    "thread",
+    "iteration",
+    "ts",
+    "latency_ns",
+    "rc",
+    "status",
+    "error",
+    "output",
+    "shape",
+    "dtype",
+    "nbytes",
+    "digest",
+    "values",
+    "stats",
+    "rss_bytes",
+)
 
 
 class IterationBuffer:
@@ -123,8 +139,13 @@ class IterationBuffer:
     statistics at once and their bytes are dropped, so memory stays bounded by the row count.
     """
 
-    def __init__(self, writer: PartWriter, max_rows: int = 100_000, max_bytes: int = 64 << 20,
-                 max_age_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        writer: PartWriter,
+        max_rows: int = 100_000,
+        max_bytes: int = 64 << 20,
+        max_age_s: float = 5.0,
+    ) -> None:
         self.writer = writer
         self.max_rows, self.max_bytes, self.max_age_s = max_rows, max_bytes, max_age_s
         self.rows_written = 0
@@ -179,12 +200,18 @@ class IterationBuffer:
             self.bytes += len(data)
         else:
             c["values"].append(None)
-            c["stats"].append(tuple(column[0] for column in block_statistics(
-                _block([data], dtype))) if _summable(dtype, len(data)) else _NO_STATS)
+            c["stats"].append(
+                tuple(column[0] for column in block_statistics(_block([data], dtype)))
+                if _summable(dtype, len(data))
+                else _NO_STATS
+            )
 
     def due(self) -> bool:
-        return len(self) >= self.max_rows or self.bytes >= self.max_bytes or (
-            len(self) > 0 and time.monotonic() - self.started >= self.max_age_s)
+        return (
+            len(self) >= self.max_rows
+            or self.bytes >= self.max_bytes
+            or (len(self) > 0 and time.monotonic() - self.started >= self.max_age_s)
+        )
 
     def flush(self) -> None:
         if len(self):
@@ -201,17 +228,39 @@ class IterationBuffer:
             per_context = np.array([x.values.get(field.name) for x in self.contexts], dtype=object)
             columns[field.name] = per_context[ctx_ids]
         names = [x.output_names for x in self.contexts]
-        columns.update({name: c[name] for name in ("thread", "iteration", "latency_ns", "rc",
-                                                   "status", "error", "dtype", "nbytes",
-                                                   "digest", "values", "rss_bytes")})
+        columns.update(
+            {
+                name: c[name]
+                for name in (
+                    "thread",
+                    "iteration",
+                    "latency_ns",
+                    "rc",
+                    "status",
+                    "error",
+                    "dtype",
+                    "nbytes",
+                    "digest",
+                    "values",
+                    "rss_bytes",
+                )
+            }
+        )
         columns["ts"] = pa.array(c["ts"], pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
-        columns["output_name"] = [None if i is None else names[x][i]
-                                  for x, i in zip(ctx_ids, c["output"])]
+        columns["output_name"] = [
+            None if i is None else names[x][i] for x, i in zip(ctx_ids, c["output"])
+        ]
         columns["shape"] = [None if s is None else list(s) for s in c["shape"]]
         columns.update(_statistics_columns(c["stats"], c["values"], c["dtype"]))
-        return pa.table({f.name: columns[f.name] if isinstance(columns[f.name], pa.Array)
-                         else pa.array(columns[f.name], f.type) for f in ITERATION_SCHEMA},
-                        schema=ITERATION_SCHEMA)
+        return pa.table(
+            {
+                f.name: columns[f.name]
+                if isinstance(columns[f.name], pa.Array)
+                else pa.array(columns[f.name], f.type)
+                for f in ITERATION_SCHEMA
+            },
+            schema=ITERATION_SCHEMA,
+        )
 
 
 _NO_STATS = (None,) * 5
@@ -239,18 +288,23 @@ def block_statistics(block: np.ndarray) -> tuple[list[Any], ...]:
         mean = np.where(finite, wide, 0.0).sum(axis=1) / count
     some = count > 0
     pick = lambda values: [float(v) if ok else None for v, ok in zip(values, some)]  # noqa: E731
-    return (nan.tolist(), (block.shape[1] - count - nan).tolist(), pick(low), pick(high),
-            pick(mean))
+    return (
+        nan.tolist(),
+        (block.shape[1] - count - nan).tolist(),
+        pick(low),
+        pick(high),
+        pick(mean),
+    )
 
 
 def output_statistics(data: list[bytes | None], dtypes: list[str | None]) -> dict[str, list]:
     """Statistics for a batch of outputs, vectorised over the outputs of equal size and dtype."""
-    return _statistics_columns([None if d is not None else _NO_STATS for d in data], data,
-                               dtypes)
+    return _statistics_columns([None if d is not None else _NO_STATS for d in data], data, dtypes)
 
 
-def _statistics_columns(stats: list[tuple | None], data: list[bytes | None],
-                        dtypes: list[str | None]) -> dict[str, list]:
+def _statistics_columns(
+    stats: list[tuple | None], data: list[bytes | None], dtypes: list[str | None]
+) -> dict[str, list]:
     """Fill the rows whose statistics are still None from their data, in batches."""
     stats = list(stats)
     groups: dict[tuple[str | None, int], list[int]] = {}

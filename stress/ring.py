@@ -43,34 +43,41 @@ class RingWriter:
 
     def __init__(self, fd: int) -> None:
         self.mm = mmap.mmap(fd, 0)
-        magic, self.capacity, self.write_pos, _ = _HEADER.unpack_from(self.mm, 0)
+        magic, self.capacity, self.write_pos, read_pos = _HEADER.unpack_from(self.mm, 0)
         if magic != MAGIC:
             raise ValueError("not an mnn-stress ring")
         self._pending = self.write_pos
+        self._free_until = read_pos + self.capacity  # read_pos only grows: a safe lower bound
         self._parent = os.getppid()
 
     def begin(self, payload_size: int, kind: int) -> int:
         size = (_RECORD.size + payload_size + 15) & ~15  # a wrap marker always fits
-        if size > self.capacity // 2:
+        if size > self.capacity >> 1:
             raise RecordTooLarge(f"record of {size} bytes; ring holds {self.capacity}")
         pos = self.write_pos
         offset = pos % self.capacity
         tail = self.capacity - offset
-        self._wait_for_room(size + tail if size > tail else size)
-        if size > tail:
+        if size > tail:  # not enough room before the end: mark the wrap, start again at 0
+            self._wait_until(pos + tail + size)
             struct.pack_into("<I", self.mm, _HEADER_SIZE + offset, _WRAP)
             pos += tail
             offset = 0
+        elif pos + size > self._free_until:
+            self._wait_until(pos + size)
         _RECORD.pack_into(self.mm, _HEADER_SIZE + offset, size, payload_size, kind)
         self._pending = pos + size
         return _HEADER_SIZE + offset + _RECORD.size
 
     def commit(self) -> None:
         self.write_pos = self._pending
-        _POS.pack_into(self.mm, _WRITE_POS, self.write_pos)
+        _POS.pack_into(self.mm, _WRITE_POS, self._pending)
 
-    def _wait_for_room(self, needed: int) -> None:
-        while self.capacity - (self.write_pos - _POS.unpack_from(self.mm, _READ_POS)[0]) < needed:
+    def _wait_until(self, end: int) -> None:
+        """Block until the reader has freed the ring up to ``end`` (absolute position)."""
+        while True:
+            self._free_until = _POS.unpack_from(self.mm, _READ_POS)[0] + self.capacity
+            if end <= self._free_until:
+                return
             if os.getppid() != self._parent:  # the coordinator is gone: nobody will drain
                 os._exit(75)
             time.sleep(0.0005)

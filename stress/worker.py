@@ -21,8 +21,8 @@ from stress.protocol import (
     STATUS_ERROR,
     STATUS_INVALID,
     STATUS_OK,
+    IterationWriter,
     Job,
-    encode_iteration,
     encode_message,
 )
 from stress.ring import RingWriter
@@ -73,7 +73,7 @@ class Worker:
 
     def _loop(self, driver: Any, inputs: list[Any]) -> int:
         """The hot loop: kept free of anything that is not inference or recording."""
-        job, ring = self.job, self.ring
+        job, write = self.job, IterationWriter(self.ring).write
         fault_kind, fault_at, fault_repeats = faults.parse(job.fault)
         stop_at = job.stop_iteration if job.stop_iteration is not None else faults.NEVER
         deadline = job.deadline_ns or faults.NEVER
@@ -97,12 +97,7 @@ class Worker:
                 rc, outputs, error = -1, [], f"{type(exc).__name__}: {exc}"
             latency = clock() - start
             status = STATUS_OK if rc == 0 else (STATUS_ERROR if error else STATUS_INVALID)
-            encode_iteration(
-                ring,
-                (iteration, ts, latency, rss, rc, 0, status),
-                [o if o.flags.c_contiguous else o.copy() for o in outputs],
-                error,
-            )
+            write((iteration, ts, latency, rss, rc, 0, status), outputs, error)
             iteration += 1
         return iteration - job.start_iteration
 

@@ -13,9 +13,9 @@ from stress.protocol import (
     KIND_ITERATION,
     STATUS_ERROR,
     STATUS_OK,
+    IterationWriter,
     decode_iteration,
     decode_message,
-    encode_iteration,
     encode_message,
 )
 
@@ -63,11 +63,13 @@ def test_record_larger_than_half_the_ring_is_refused():
 def test_iteration_round_trip_copies_outputs():
     writer, reader = pair(1 << 16)
     outputs = [np.arange(12, dtype=np.float32).reshape(3, 4), np.array([7, 8], dtype=np.int32)]
-    encode_iteration(writer, (5, 111, 222, 333, 0, 1, STATUS_OK), outputs, None)
+    iterations = IterationWriter(writer)
+    iterations.write((5, 111, 222, 333, 0, 1, STATUS_OK), outputs)
     outputs[0][:] = -1  # a later run overwriting MNN's memory must not change the record
-    encode_iteration(writer, (6, 1, 2, 3, -1, 0, STATUS_ERROR), [], "SystemError: boom")
+    iterations.write((6, 1, 2, 3, -1, 0, STATUS_ERROR), [], "SystemError: boom")
+    iterations.write((7, 1, 2, 3, 0, 0, STATUS_OK), [np.arange(4.0).reshape(2, 2).T])
     encode_message(writer, {"type": "done", "completed": 2})
-    (k1, first), (k2, second), (k3, third) = reader.drain()
+    (k1, first), (k2, second), (_, changed), (k3, third) = reader.drain()
     assert k1 == k2 == KIND_ITERATION
     record = decode_iteration(first)
     assert (
@@ -85,4 +87,7 @@ def test_iteration_round_trip_copies_outputs():
     assert record.outputs[1][1:3] == ("int32", (2,))
     failed = decode_iteration(second)
     assert failed.outputs == [] and failed.error == "SystemError: boom"
+    _, dtype, shape, data = decode_iteration(changed).outputs[0]  # layout relearned
+    assert (dtype, shape) == ("float64", (2, 2))
+    assert np.frombuffer(data).tolist() == [0.0, 2.0, 1.0, 3.0]  # a transposed view, in C order
     assert decode_message(third) == {"type": "done", "completed": 2}
