@@ -2,7 +2,8 @@
 
 For each model and API: iterations/s of one mnn-stress worker (steady state, from the rows'
 timestamps) versus a bare Python loop making the same MNN calls (bench/bare_loop.py),
-alternated REPEATS times; prints the medians and their ratio. Then the time from a worker's
+alternated REPEATS times; prints the median rates, the median and range of the per-pair
+ratios, and the added time per iteration. Then the time from a worker's
 death (injected SIGSEGV) to its replacement's first iteration.
 
 Usage: .venv/bin/python bench/overhead.py [--repeats 5]
@@ -97,15 +98,22 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        print(f"{'model':<12} {'api':<8} {'bare it/s':>10} {'harness it/s':>13} {'ratio':>6}")
+        print(
+            f"{'model':<12} {'api':<8} {'bare it/s':>10} {'harness it/s':>13} "
+            f"{'ratio':>6} {'range':>13} {'overhead/it':>12}"
+        )
         for model, api, n in CASES:
             path = resolve_model(model, REPO).path
-            bare_rates, harness_rates = [], []
+            pairs = []
             for _ in range(repeats):
-                bare_rates.append(bare(api, path, n))
-                harness_rates.append(steady_rate(harness(model, api, n, tmp)))
-            b, h = statistics.median(bare_rates), statistics.median(harness_rates)
-            print(f"{model:<12} {api:<8} {b:>10.0f} {h:>13.0f} {h / b:>6.3f}")
+                pairs.append((bare(api, path, n), steady_rate(harness(model, api, n, tmp))))
+            ratios = sorted(h / b for b, h in pairs)
+            b = statistics.median(p[0] for p in pairs)
+            h = statistics.median(p[1] for p in pairs)
+            print(
+                f"{model:<12} {api:<8} {b:>10.0f} {h:>13.0f} {statistics.median(ratios):>6.3f} "
+                f"{ratios[0]:>6.3f}-{ratios[-1]:<6.3f} {(1 / h - 1 / b) * 1e6:>9.2f} us"
+            )
         samples = turnaround(tmp, repeats)
         detected = statistics.median(s[0] for s in samples)
         gap = statistics.median(s[1] for s in samples)

@@ -281,11 +281,15 @@ def block_statistics(block: np.ndarray) -> tuple[list[Any], ...]:
     finite = np.isfinite(block)
     count = finite.sum(axis=1)
     nan = np.isnan(block).sum(axis=1) if block.dtype.kind == "f" else np.zeros(len(block), int)
-    wide = block.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        low = np.where(finite, wide, np.inf).min(axis=1)
-        high = np.where(finite, wide, -np.inf).max(axis=1)
-        mean = np.where(finite, wide, 0.0).sum(axis=1) / count
+    if count.min() == block.shape[1]:  # the usual case: no masking, no float64 copy
+        low, high = block.min(axis=1), block.max(axis=1)
+        mean = block.mean(axis=1, dtype=np.float64)
+    else:
+        wide = block.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            low = np.where(finite, wide, np.inf).min(axis=1)
+            high = np.where(finite, wide, -np.inf).max(axis=1)
+            mean = np.where(finite, wide, 0.0).sum(axis=1) / count
     some = count > 0
     pick = lambda values: [float(v) if ok else None for v, ok in zip(values, some)]  # noqa: E731
     return (

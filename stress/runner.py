@@ -18,7 +18,6 @@ from stress.manifest import Manifest, host_info, now_iso, versions
 from stress.scenario import LoadedScenario, load_scenario
 from stress.variants import expand
 
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 MIN_SHARE_S = 1.0
 
 
@@ -73,7 +72,7 @@ def plan(scenarios: list[LoadedScenario], budget: Budget, concurrency: int) -> l
 def make_run_dir(out: Path | None) -> tuple[str, Path]:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_id = f"{stamp}-{secrets.token_hex(3)}"
-    run_dir = out if out is not None else RESULTS_DIR / run_id
+    run_dir = out if out is not None else Path("results") / run_id
     if (run_dir / "manifest.json").exists():
         raise RunDirError(f"{run_dir} already holds a run", fix="choose a new --out directory")
     try:
