@@ -3,7 +3,7 @@
 One loop, one thread: start workers up to the concurrency limit, drain their rings into the
 row buffer, turn every death (signal, non-zero exit, exception, hang) into an event, start a
 replacement that continues the variant until its crash budget is spent, and stop cleanly on
-SIGINT/SIGTERM (a second one kills at once).
+SIGINT/SIGTERM (a second one kills at once). No worker outlives the loop.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stress.protocol import KIND_ITERATION, InputPlan, Job, decode_iteration, decode_message
+from stress import deaths
+from stress.jobs import make_job, ring_capacity
+from stress.protocol import KIND_ITERATION, decode_iteration, decode_message
 from stress.records import ITERATION_SCHEMA, EventWriter, IterationBuffer, PartWriter, RowContext
+from stress.ring import CorruptRing
 from stress.scenario import LoadedScenario
 from stress.variants import Variant
-from stress.workerproc import WorkerProcess, python_stack
+from stress.workerproc import WorkerProcess
 
 STARTUP_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
@@ -35,18 +38,23 @@ class VariantState:
     variant: Variant
     scenario: LoadedScenario
     stop_iteration: int | None
-    duration_s: float | None
+    duration_s: float | None  # iteration-loop time, summed over the variant's workers
     next_iteration: int = 0
-    deadline_ns: int | None = None
+    used_s: float = 0.0
+    ring_bytes: int = 0
     completed: int = 0
     crashes: int = 0
     workers_started: int = 0
     status: str = "pending"  # pending, running, done, quarantined, interrupted, skipped
 
+    def remaining_s(self) -> float | None:
+        return None if self.duration_s is None else self.duration_s - self.used_s
+
     def exhausted(self) -> bool:
         if self.stop_iteration is not None and self.next_iteration >= self.stop_iteration:
             return True
-        return self.deadline_ns is not None and time.time_ns() >= self.deadline_ns
+        remaining = self.remaining_s()
+        return remaining is not None and remaining <= 0.01
 
 
 @dataclass
@@ -54,6 +62,7 @@ class RunningWorker:
     process: WorkerProcess
     state: VariantState
     context: RowContext | None = None
+    hello_at: float | None = None
     last_iteration: int | None = None
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -87,9 +96,8 @@ class Coordinator:
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> bool:
         """Run every variant; returns False when the run was interrupted."""
-        previous = {
-            s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)
-        }
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self._request_stop) for s in handled}
         started = time.monotonic()
         next_tick = started + TICK_S
         try:
@@ -106,6 +114,7 @@ class Coordinator:
                 if not busy:
                     time.sleep(IDLE_SLEEP_S)
         finally:
+            self._kill_all()  # only when the loop itself failed: never leave workers behind
             self.buffer.flush()
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -131,6 +140,14 @@ class Coordinator:
                 if worker.process.killed_for is None:
                     worker.process.kill("stop", dump_stack=False)
 
+    def _kill_all(self) -> None:
+        for worker in self.running.values():
+            worker.process.kill("stop", dump_stack=False)
+            worker.process.process.wait()
+            self._drain_all(worker)
+            worker.process.close()
+        self.running.clear()
+
     # --- starting -------------------------------------------------------------------------
     def _start_workers(self) -> None:
         while len(self.running) < self.concurrency:
@@ -149,48 +166,24 @@ class Coordinator:
         return None
 
     def _start(self, state: VariantState) -> None:
-        if state.deadline_ns is None and state.duration_s is not None:
-            state.deadline_ns = time.time_ns() + int(state.duration_s * 1e9)
         worker_id = self.next_worker_id
         self.next_worker_id += 1
-        job = self._job(state, worker_id)
+        job = make_job(
+            self.run_id,
+            state.variant,
+            state.scenario,
+            worker_id,
+            start_iteration=state.next_iteration,
+            stop_iteration=state.stop_iteration,
+            duration_s=state.remaining_s(),
+            fault=self.fault,
+        )
         log = self.run_dir / "logs" / f"{state.variant.variant_id}-w{worker_id}.log"
-        process = WorkerProcess(job, log, ring_capacity(state.scenario))
-        self.running[worker_id] = RunningWorker(process, state)
+        state.ring_bytes = max(state.ring_bytes, ring_capacity(state.scenario))
+        self.running[worker_id] = RunningWorker(WorkerProcess(job, log, state.ring_bytes), state)
         state.workers_started += 1
         state.status = "running"
         self.on_change(state)
-
-    def _job(self, state: VariantState, worker_id: int) -> Job:
-        spec, model = state.scenario.spec, state.scenario.model
-        plans = []
-        for tensor in model.inputs:
-            given = spec.inputs.get(tensor.name)
-            shape = list(given.shape) if given and given.shape else list(tensor.shape)
-            plans.append(
-                InputPlan(
-                    tensor.name,
-                    shape,
-                    tensor.dtype,
-                    given.distribution if given else "normal",
-                    given.scale if given else 1.0,
-                )
-            )
-        return Job(
-            run_id=self.run_id,
-            scenario=spec.name,
-            variant_id=state.variant.variant_id,
-            worker_id=worker_id,
-            model_path=model.path,
-            inputs=plans,
-            output_names=[t.name for t in model.outputs],
-            params=state.variant.params,
-            seed=spec.seed,
-            start_iteration=state.next_iteration,
-            stop_iteration=state.stop_iteration,
-            deadline_ns=state.deadline_ns,
-            fault=self.fault,
-        )
 
     # --- watching -------------------------------------------------------------------------
     def _service_workers(self) -> bool:
@@ -198,7 +191,7 @@ class Coordinator:
         for worker_id, worker in list(self.running.items()):
             busy |= self._drain(worker)
             if worker.process.poll() is not None:
-                self._drain(worker)
+                self._drain_all(worker)
                 self._finish(worker)
                 del self.running[worker_id]
                 busy = True
@@ -206,27 +199,39 @@ class Coordinator:
                 self._check_hang(worker)
         return busy
 
+    def _drain_all(self, worker: RunningWorker) -> None:
+        """Everything the worker published, however much: it has exited, nothing more comes."""
+        while self._drain(worker):
+            pass
+
     def _drain(self, worker: RunningWorker) -> bool:
-        records = worker.process.drain()
-        for kind, payload in records:
-            try:
+        if worker.process.killed_for == "protocol":
+            return False
+        try:
+            records = worker.process.drain()
+            for kind, payload in records:
                 if kind == KIND_ITERATION:
-                    record = decode_iteration(payload)
-                    self.buffer.add(worker.context, record)
-                    worker.last_iteration = record.iteration
-                    worker.state.completed += 1
-                    worker.state.next_iteration = record.iteration + 1
+                    self._on_iteration(worker, payload)
                 else:
                     self._on_message(worker, decode_message(payload))
-            except Exception as exc:  # a worker that scribbles on its ring must not kill us
-                worker.messages["protocol"] = {"message": f"{type(exc).__name__}: {exc}"}
-                worker.process.kill("protocol", dump_stack=False)
-                break
+        except (CorruptRing, ValueError, KeyError, IndexError) as exc:
+            # A worker that scribbles on its ring must not take the coordinator down with it.
+            worker.messages["protocol"] = {"message": f"{type(exc).__name__}: {exc}"}
+            worker.process.kill("protocol", dump_stack=False)
+            return False
         return bool(records)
+
+    def _on_iteration(self, worker: RunningWorker, payload: bytes) -> None:
+        record = decode_iteration(payload, len(worker.process.job.output_names))
+        self.buffer.add(worker.context, record)
+        worker.last_iteration = record.iteration
+        worker.state.completed += 1
+        worker.state.next_iteration = record.iteration + 1
 
     def _on_message(self, worker: RunningWorker, message: dict[str, Any]) -> None:
         worker.messages[message["type"]] = message
         if message["type"] == "hello":
+            worker.hello_at = time.monotonic()
             state = worker.state
             worker.context = RowContext(
                 values={
@@ -243,62 +248,74 @@ class Coordinator:
             )
 
     def _check_hang(self, worker: RunningWorker) -> None:
+        if worker.process.killed_for is not None:
+            return
         timeout = worker.state.scenario.spec.timeout
-        if "hello" not in worker.messages:
+        if worker.hello_at is None:
             timeout = max(timeout, STARTUP_TIMEOUT_S)
         if time.monotonic() - worker.process.progress_at > timeout:
             worker.process.kill("hang")
 
-    # --- deaths and endings ---------------------------------------------------------------
+    # --- endings --------------------------------------------------------------------------
     def _finish(self, worker: RunningWorker) -> None:
         state, process = worker.state, worker.process
-        returncode = process.poll()
-        clean = returncode == 0 and "done" in worker.messages and process.killed_for is None
-        if not clean:
-            self._record_death(worker, returncode)
         process.close()
+        if worker.hello_at is not None:
+            state.used_s += time.monotonic() - worker.hello_at
+        ending = deaths.classify(
+            process.poll(),
+            process.killed_for,
+            worker.messages,
+            state.scenario.spec.timeout,
+            bool(self.stop_requests),
+        )
+        if ending.kind != "done":
+            self._record_ending(worker, ending)
+        if ending.kind == "resize":
+            state.ring_bytes = 4 * worker.messages["error"]["needed"]
         if self.stop_requests and not state.exhausted():
             state.status = "interrupted"
-        elif not clean and state.crashes > state.scenario.spec.max_crashes:
+        elif ending.is_death and state.crashes > state.scenario.spec.max_crashes:
             state.status = "quarantined"
             self._event(
                 worker,
                 "quarantine",
-                message=f"{state.crashes} worker deaths; budget is "
-                f"max_crashes={state.scenario.spec.max_crashes}",
+                message=f"{state.crashes} worker deaths; budget "
+                f"is max_crashes={state.scenario.spec.max_crashes}",
             )
-        elif clean or state.exhausted():
+        elif ending.kind == "done" or state.exhausted():
             state.status = "done"
         else:
             state.status = "pending"
             self.queue.appendleft(state)  # the replacement continues the variant first
         self.on_change(state)
 
-    def _record_death(self, worker: RunningWorker, returncode: int) -> None:
+    def _record_ending(self, worker: RunningWorker, ending: deaths.Ending) -> None:
+        """Write the event; a death also costs the variant its iteration in flight."""
         process, state = worker.process, worker.state
-        in_flight = (
-            worker.last_iteration + 1
-            if worker.last_iteration is not None
-            else process.job.start_iteration
-        )
+        in_flight = None
+        if "hello" in worker.messages and "done" not in worker.messages:
+            in_flight = (
+                worker.last_iteration + 1
+                if worker.last_iteration is not None
+                else process.job.start_iteration
+            )
         tail = process.log_tail()
-        kind, signal_name, message = _classify(
-            returncode, process.killed_for, worker.messages, state.scenario.spec.timeout
-        )
         error = worker.messages.get("error", {})
         self._event(
             worker,
-            kind,
+            ending.kind,
             iteration=in_flight,
-            signal=signal_name,
-            exit_code=returncode,
-            message=message,
-            stack=error.get("traceback") or python_stack(tail),
+            signal=ending.signal,
+            exit_code=process.poll(),
+            message=ending.message,
+            stack=error.get("traceback") or deaths.python_stack(tail),
             stderr_tail="\n".join(tail.splitlines()[-40:]),
         )
-        if kind != "interrupted":
+        if ending.is_death:
             state.crashes += 1
-        state.next_iteration = max(state.next_iteration, in_flight + 1)
+            if in_flight is not None:
+                state.next_iteration = max(state.next_iteration, in_flight + 1)
 
     def _event(self, worker: RunningWorker, kind: str, **fields: Any) -> None:
         hello = worker.messages.get("hello", {})
@@ -312,28 +329,3 @@ class Coordinator:
             mnn_version=hello.get("mnn_version"),
             **fields,
         )
-
-
-def _classify(
-    returncode: int, killed_for: str | None, messages: dict[str, dict[str, Any]], timeout: float
-) -> tuple[str, str | None, str]:
-    """(event kind, signal name, message) for a worker that did not end cleanly."""
-    signal_name = signal.Signals(-returncode).name if returncode < 0 else None
-    if killed_for == "hang":
-        return "hang", signal_name, f"no progress for {timeout:g}s; killed"
-    if killed_for == "protocol":
-        return "protocol", signal_name, f"unreadable record: {messages['protocol']['message']}"
-    if killed_for == "stop":
-        return "interrupted", signal_name, "killed while the run was stopping"
-    if "error" in messages:
-        error = messages["error"]
-        return "exception", signal_name, f"{error['exception']}: {error['message']}"
-    if signal_name:
-        return "crash", signal_name, f"worker died of {signal_name}"
-    return "exit", None, f"worker exited with code {returncode}"
-
-
-def ring_capacity(scenario: LoadedScenario) -> int:
-    """Room for at least 16 iterations, and never less than 16 MiB."""
-    record = sum(t.nbytes + 64 for t in scenario.model.outputs) + 4096
-    return max(16 << 20, 16 * record)

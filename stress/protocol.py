@@ -26,7 +26,7 @@ DTYPE_CODES = {"f": 1, "d": 2, "i": 3, "l": 4, "q": 4, "B": 5, "b": 6, "e": 7}
 _DIMS = [struct.Struct(f"<{ndim}q") for ndim in range(33)]
 
 # iteration, ts_ns, latency_ns, rss_bytes, rc, thread, status, number of outputs
-ITERATION_HEAD = struct.Struct("<qqqqiHBB")
+ITERATION_HEAD = struct.Struct("<qqqqiHBxH")
 # output index, dtype code, ndim, nbytes; then ndim int64 dims, then the bytes, 8-aligned
 OUTPUT_HEAD = struct.Struct("<HBBI")
 ERROR_LENGTH = struct.Struct("<I")
@@ -60,7 +60,7 @@ class Job:
     ring_fd: int = -1
     start_iteration: int = 0
     stop_iteration: int | None = None
-    deadline_ns: int | None = None
+    duration_s: float | None = None  # measured from the start of the iteration loop
     rss_interval_s: float = 0.2
     fault: str | None = None  # test-only; see stress.faults
     extra: dict[str, Any] = field(default_factory=dict)
@@ -166,18 +166,22 @@ class IterationWriter:
         self._size = ITERATION_HEAD.size + sum(len(h) + p for _, _, h, p in self._layout)
 
 
-def decode_iteration(payload: bytes) -> IterationRecord:
+def decode_iteration(payload: bytes, output_count: int) -> IterationRecord:
+    """Decode and check one iteration; ValueError when it cannot have come from a worker."""
     *head, count = ITERATION_HEAD.unpack_from(payload, 0)
+    record = IterationRecord(*head, outputs=[])
+    if record.status >= len(STATUS_NAMES) or count > output_count:
+        raise ValueError(f"iteration record with status {record.status}, {count} outputs")
     offset = ITERATION_HEAD.size
-    outputs = []
     for _ in range(count):
         index, code, ndim, nbytes = OUTPUT_HEAD.unpack_from(payload, offset)
         offset += OUTPUT_HEAD.size
         shape = _DIMS[ndim].unpack_from(payload, offset)
         offset += 8 * ndim
-        outputs.append((index, DTYPES[code], shape, payload[offset : offset + nbytes]))
+        if index >= output_count or code >= len(DTYPES) or offset + nbytes > len(payload):
+            raise ValueError(f"output record {index} (dtype {code}, {nbytes} bytes) is invalid")
+        record.outputs.append((index, DTYPES[code], shape, payload[offset : offset + nbytes]))
         offset += (nbytes + 7) & ~7
-    record = IterationRecord(*head, outputs=outputs)
     if record.status == STATUS_ERROR and offset + ERROR_LENGTH.size <= len(payload):
         (length,) = ERROR_LENGTH.unpack_from(payload, offset)
         start = offset + ERROR_LENGTH.size

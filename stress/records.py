@@ -162,49 +162,48 @@ class IterationBuffer:
         return len(self.columns["context"])
 
     def add(self, context: RowContext, record: IterationRecord) -> None:
-        """One row per output (one row with empty output fields when there is none)."""
+        """One row per output (one row with empty output fields when there is none). Rows are
+        built in full before any column grows, so a bad record cannot misalign the columns."""
         key = id(context)
         if key not in self.context_index:
             self.context_index[key] = len(self.contexts)
             self.contexts.append(context)
         ctx = self.context_index[key]
-        c = self.columns
-        for index, dtype, shape, data in record.outputs or [(None, None, None, None)]:
-            c["context"].append(ctx)
-            c["thread"].append(record.thread)
-            c["iteration"].append(record.iteration)
-            c["ts"].append(record.ts_ns)
-            c["latency_ns"].append(record.latency_ns)
-            c["rc"].append(record.rc)
-            c["status"].append(STATUS_NAMES[record.status])
-            c["error"].append(record.error)
-            c["output"].append(index)
-            c["shape"].append(shape)
-            c["dtype"].append(dtype)
-            c["rss_bytes"].append(record.rss_bytes)
-            self._add_output(context, dtype, data)
-
-    def _add_output(self, context: RowContext, dtype: str | None, data: bytes | None) -> None:
-        c = self.columns
-        if data is None:
-            c["nbytes"].append(None)
-            c["digest"].append(None)
-            c["values"].append(None)
-            c["stats"].append(_NO_STATS)
-            return
-        c["nbytes"].append(len(data))
-        c["digest"].append(xxhash.xxh3_64_hexdigest(data))
-        if len(data) <= context.max_value_bytes:
-            c["values"].append(data)
-            c["stats"].append(None)  # computed with its batch at the flush
-            self.bytes += len(data)
-        else:
-            c["values"].append(None)
-            c["stats"].append(
-                tuple(column[0] for column in block_statistics(_block([data], dtype)))
-                if _summable(dtype, len(data))
-                else _NO_STATS
+        status = STATUS_NAMES[record.status]
+        rows = [
+            (
+                ctx,
+                record.thread,
+                record.iteration,
+                record.ts_ns,
+                record.latency_ns,
+                record.rc,
+                status,
+                record.error,
+                index,
+                shape,
+                dtype,
+                *self._output(context, dtype, data),
+                record.rss_bytes,
             )
+            for index, dtype, shape, data in record.outputs or [(None, None, None, None)]
+        ]
+        for row in rows:
+            for column, value in zip(self.columns.values(), row):
+                column.append(value)
+
+    def _output(self, context: RowContext, dtype: str | None, data: bytes | None) -> tuple:
+        """nbytes, digest, stored values and (unless left for the batch) statistics."""
+        if data is None:
+            return None, None, None, _NO_STATS
+        digest = xxhash.xxh3_64_hexdigest(data)
+        if len(data) <= context.max_value_bytes:
+            self.bytes += len(data)
+            return len(data), digest, data, None  # statistics with its batch at the flush
+        stats = _NO_STATS
+        if _summable(dtype, len(data)):
+            stats = tuple(column[0] for column in block_statistics(_block([data], dtype)))
+        return len(data), digest, None, stats
 
     def due(self) -> bool:
         return (

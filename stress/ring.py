@@ -25,7 +25,15 @@ MAGIC = b"MNNSRNG1"
 
 
 class RecordTooLarge(Exception):
-    """A record that cannot fit in half the ring."""
+    """A record that cannot fit in half the ring; ``needed`` is its size in bytes."""
+
+    def __init__(self, needed: int, capacity: int) -> None:
+        super().__init__(f"a record of {needed} bytes does not fit a ring of {capacity} bytes")
+        self.needed = needed
+
+
+class CorruptRing(Exception):
+    """The ring holds something no writer of ours could have written."""
 
 
 def create(capacity: int) -> int:
@@ -53,7 +61,7 @@ class RingWriter:
     def begin(self, payload_size: int, kind: int) -> int:
         size = (_RECORD.size + payload_size + 15) & ~15  # a wrap marker always fits
         if size > self.capacity >> 1:
-            raise RecordTooLarge(f"record of {size} bytes; ring holds {self.capacity}")
+            raise RecordTooLarge(size, self.capacity)
         pos = self.write_pos
         offset = pos % self.capacity
         tail = self.capacity - offset
@@ -79,7 +87,7 @@ class RingWriter:
             if end <= self._free_until:
                 return
             if os.getppid() != self._parent:  # the coordinator is gone: nobody will drain
-                os._exit(75)
+                os._exit(75)  # EXIT_ORPHANED
             time.sleep(0.0005)
 
 
@@ -106,6 +114,8 @@ class RingReader:
             if size == _WRAP:
                 pos += self.capacity - offset
                 continue
+            if size % 16 or not _RECORD.size + length <= size <= self.capacity - offset:
+                raise CorruptRing(f"record of size {size} (payload {length}) at {pos}")
             records.append((kind, self.mm[start + _RECORD.size : start + _RECORD.size + length]))
             pos += size
         self.read_pos = pos

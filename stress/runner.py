@@ -54,11 +54,12 @@ def load_all(paths: list[Path]) -> list[LoadedScenario]:
 
 
 def plan(scenarios: list[LoadedScenario], budget: Budget, concurrency: int) -> list[VariantState]:
+    """One state per variant with its budget: the command line's, else the scenario's."""
     variants = [(s, v) for s in scenarios for v in expand(s)]
     share = None
     if budget.duration_s is not None:  # the whole run's time, shared fairly by all variants
         share = max(
-            MIN_SHARE_S, budget.duration_s * min(concurrency, len(variants)) / len(variants)
+            MIN_SHARE_S, budget.duration_s * parallelism(scenarios, concurrency) / len(variants)
         )
     states = []
     for scenario, variant in variants:
@@ -67,6 +68,12 @@ def plan(scenarios: list[LoadedScenario], budget: Budget, concurrency: int) -> l
         duration = share if share is not None else (None if budget.iterations else spec.duration)
         states.append(VariantState(variant, scenario, iterations, duration))
     return states
+
+
+def parallelism(scenarios: list[LoadedScenario], concurrency: int) -> int:
+    """How many variants can run at once, given each scenario's own ``workers`` cap."""
+    usable = sum(min(s.spec.workers or concurrency, len(expand(s))) for s in scenarios)
+    return max(1, min(concurrency, usable))
 
 
 def make_run_dir(out: Path | None) -> tuple[str, Path]:

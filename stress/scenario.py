@@ -51,6 +51,7 @@ def parse_duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 _Strict = ConfigDict(extra="forbid", strict=True)
+INPUT_DTYPES = ("float32", "int32", "uint8", "float64", "int64")
 
 
 class InputSpec(BaseModel):
@@ -224,6 +225,14 @@ def _read_yaml(path: Path) -> tuple[str, Any]:
 
 
 def _validate(path: Path, data: CommentedMap) -> Scenario:
+    if "iterations" in data and "duration" in data:
+        raise ScenarioError(
+            "give either iterations or duration, not both",
+            file=str(path),
+            key="duration",
+            line=_line(data, ("duration",)),
+            fix="remove one of the two keys",
+        )
     try:
         return Scenario.model_validate(_plain(data))
     except ValidationError as exc:
@@ -311,6 +320,16 @@ def _plain(node: Any) -> Any:
 
 def _check_inputs(path: Path, data: CommentedMap, spec: Scenario, model: ModelInfo) -> None:
     names = [t.name for t in model.inputs]
+    for tensor in model.inputs:
+        if tensor.dtype not in INPUT_DTYPES:
+            raise ScenarioError(
+                f"input {tensor.name!r} is {tensor.dtype}; MNN's Python API takes only "
+                f"{', '.join(INPUT_DTYPES)} host tensors",
+                file=str(path),
+                key="model",
+                line=_line(data, ("model",)),
+                fix="use a model whose inputs have those types",
+            )
     for name, given in spec.inputs.items():
         tensor = model.input(name)
         loc = ("inputs", name)
@@ -339,5 +358,6 @@ def _check_inputs(path: Path, data: CommentedMap, spec: Scenario, model: ModelIn
                 f"input {tensor.name!r} has a dynamic shape {list(tensor.shape)}",
                 file=str(path),
                 key=f"inputs.{tensor.name}.shape",
+                line=_line(data, ("inputs", tensor.name)) or _line(data, ("model",)),
                 fix=f"set inputs.{tensor.name}.shape to concrete dimensions",
             )

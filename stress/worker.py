@@ -8,6 +8,7 @@ is in the ring before the next MNN call is made.
 
 from __future__ import annotations
 
+import ctypes
 import faulthandler
 import os
 import signal
@@ -25,9 +26,11 @@ from stress.protocol import (
     Job,
     encode_message,
 )
-from stress.ring import RingWriter
+from stress.ring import RecordTooLarge, RingWriter
 
 EXIT_EXCEPTION = 3
+EXIT_ORPHANED = 75
+PR_SET_PDEATHSIG = 1
 
 
 class Worker:
@@ -52,7 +55,7 @@ class Worker:
             job.params["api"],
             job.model_path,
             mnn_config(job.params),
-            [p.name for p in job.inputs],
+            [(p.name, p.shape) for p in job.inputs],
             job.output_names,
         )
         inputs = make_inputs(job.inputs, job.seed)
@@ -76,7 +79,7 @@ class Worker:
         job, write = self.job, IterationWriter(self.ring).write
         fault_kind, fault_at, fault_repeats = faults.parse(job.fault)
         stop_at = job.stop_iteration if job.stop_iteration is not None else faults.NEVER
-        deadline = job.deadline_ns or faults.NEVER
+        deadline = time.time_ns() + int(job.duration_s * 1e9) if job.duration_s else faults.NEVER
         rss_every = int(job.rss_interval_s * 1e9)
         rss, rss_at = read_rss(), 0
         iteration = job.start_iteration
@@ -102,18 +105,36 @@ class Worker:
         return iteration - job.start_iteration
 
 
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
 def read_rss() -> int:
-    """Resident set size in bytes, from /proc (cheap enough to sample every few hundred ms)."""
+    """Resident bytes not shared (so the record ring and mapped files do not count), from
+    /proc; cheap enough to sample every few hundred milliseconds."""
     try:
         with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fields = statm.read().split()
+        return (int(fields[1]) - int(fields[2])) * PAGE_SIZE
     except OSError:
         return -1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the coordinator dies, however it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
 
 
 def main() -> int:
     faulthandler.enable(all_threads=True)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the coordinator asks before a kill
+    parent = os.getppid()
+    die_with_parent()
+    if os.getppid() != parent:  # the coordinator died before the request took effect
+        return EXIT_ORPHANED
     job = Job.from_json(sys.stdin.read())
     ring = RingWriter(job.ring_fd)
     worker = Worker(job, ring)
@@ -129,6 +150,7 @@ def main() -> int:
                 "exception": type(exc).__name__,
                 "message": str(exc),
                 "traceback": traceback.format_exc(),
+                "needed": exc.needed if isinstance(exc, RecordTooLarge) else None,
             },
         )
         return EXIT_EXCEPTION

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from stress import ring
 from stress.protocol import Job
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
-_STACK_START = re.compile(r"^(Current thread|Thread) 0x", re.M)
 
 
 class WorkerProcess:
@@ -101,15 +99,6 @@ class WorkerProcess:
 
     def close(self) -> None:
         self.reader.close()
-
-
-def python_stack(log_text: str) -> str | None:
-    """The faulthandler dump (fatal error or SIGUSR1 request) in a worker's log tail, if any."""
-    fatal = log_text.rfind("Fatal Python error")
-    if fatal >= 0:
-        return log_text[fatal:].strip()
-    match = _STACK_START.search(log_text)
-    return log_text[match.start() :].strip() if match else None
 
 
 def _worker_env() -> dict[str, str]:

@@ -182,3 +182,92 @@ def test_stopping_the_coordinator_keeps_a_readable_run(scenario_file, tmp_path, 
     summary = json.loads(run_cli("summary", str(out), "--json").stdout)
     assert summary["status"] == "interrupted"
     assert sum(v["iterations"] for v in summary["variants"]) == len(rows)
+
+
+def _save_model(path: Path, build) -> Path:
+    """A user model built with MNN.expr in this process (MNN is imported only here)."""
+    import MNN.expr as F
+
+    output = build(F)
+    F.save([output], str(path))
+    return path
+
+
+def test_dynamic_input_shapes_are_resized_in_both_apis(scenario_file, tmp_path):
+    def shifted(F):
+        signal_in = F.placeholder([1, -1], F.NCHW, F.float)
+        signal_in.name = "signal"
+        out = F.relu(signal_in * F.scalar(2.0) + F.scalar(1.0))
+        out.name = "shifted"
+        return out
+
+    _save_model(tmp_path / "dynamic.mnn", shifted)
+    path = scenario_file("""
+        name: dynamic
+        model: dynamic.mnn
+        iterations: 5
+        inputs:
+          signal: {shape: [1, 1000], distribution: ones}
+        matrix:
+          api: [session, module]
+    """)
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out))
+    rows = read_iterations(out)
+    assert len(rows) == 10 and set(rows.status) == {"ok"}
+    assert {tuple(s) for s in rows["shape"]} == {(1, 1000)}
+    assert set(rows["min"]) == set(rows["max"]) == {3.0}  # ones * 2 + 1, every element
+
+
+def test_record_too_large_for_the_ring_grows_it_without_losing_an_iteration(
+    scenario_file, tmp_path
+):
+    def outer(F):
+        x = F.placeholder([1, -1], F.NCHW, F.float)
+        x.name = "x"
+        out = F.matmul(F.reshape(x, [-1, 1]), x)
+        out.name = "outer"
+        return out
+
+    _save_model(tmp_path / "outer.mnn", outer)
+    path = scenario_file("""
+        name: outer
+        model: outer.mnn
+        iterations: 3
+        inputs:
+          x: {shape: [1, 1500]}
+    """)
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out))
+    events = read_events(out)
+    assert list(events.kind) == ["resize"]  # the 9 MB output did not fit the 16 MiB ring's half
+    rows = read_iterations(out)
+    assert sorted(rows.iteration) == [0, 1, 2]  # the iteration that did not fit ran again
+    assert {tuple(s) for s in rows["shape"]} == {(1500, 1500)}
+    variant = next(iter(json.loads((out / "manifest.json").read_text())["variants"].values()))
+    assert (variant["status"], variant["crashes"]) == ("done", 0)
+
+
+def test_workers_die_with_a_sigkilled_coordinator(scenario_file, tmp_path):
+    # deep: small records at milliseconds per run, so the ring never fills and the worker
+    # cannot notice its parent's death by itself within the test.
+    path = scenario_file("name: orphan\nmodel: deep\nduration: 60s\n")
+    out = tmp_path / "run"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "stress", "run", str(path), "--out", str(out), "--workers", "1"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = _first_worker(coordinator.pid)
+    time.sleep(0.5)
+    coordinator.kill()
+    coordinator.wait()
+    try:
+        worker.wait(timeout=2)  # PR_SET_PDEATHSIG: no orphan burns CPU (raises if still alive)
+    finally:
+        if worker.is_running():
+            worker.kill()
+    assert not worker.is_running()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "running"  # what it was doing when it died, still readable

@@ -36,7 +36,11 @@ def test_driver_matches_a_direct_mnn_call(model, api):
     arrays = make_inputs(plans, seed=7)
     expected = direct_session(info.path, dict(zip([p.name for p in plans], arrays)))
     driver = make_driver(
-        api, info.path, {"numThread": 1}, [p.name for p in plans], [t.name for t in info.outputs]
+        api,
+        info.path,
+        {"numThread": 1},
+        [(p.name, p.shape) for p in plans],
+        [t.name for t in info.outputs],
     )
     for _ in range(3):
         rc, outputs = driver.infer(arrays)

@@ -71,7 +71,7 @@ def test_iteration_round_trip_copies_outputs():
     encode_message(writer, {"type": "done", "completed": 2})
     (k1, first), (k2, second), (_, changed), (k3, third) = reader.drain()
     assert k1 == k2 == KIND_ITERATION
-    record = decode_iteration(first)
+    record = decode_iteration(first, 2)
     assert (
         record.iteration,
         record.ts_ns,
@@ -85,9 +85,9 @@ def test_iteration_round_trip_copies_outputs():
     assert (index, dtype, shape) == (0, "float32", (3, 4))
     assert np.array_equal(np.frombuffer(data, np.float32), np.arange(12, dtype=np.float32))
     assert record.outputs[1][1:3] == ("int32", (2,))
-    failed = decode_iteration(second)
+    failed = decode_iteration(second, 2)
     assert failed.outputs == [] and failed.error == "SystemError: boom"
-    _, dtype, shape, data = decode_iteration(changed).outputs[0]  # layout relearned
+    _, dtype, shape, data = decode_iteration(changed, 2).outputs[0]  # layout relearned
     assert (dtype, shape) == ("float64", (2, 2))
     assert np.frombuffer(data).tolist() == [0.0, 2.0, 1.0, 3.0]  # a transposed view, in C order
     assert decode_message(third) == {"type": "done", "completed": 2}

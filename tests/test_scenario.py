@@ -67,6 +67,7 @@ def test_impossible_values(scenario_file):
     assert error_for(scenario_file, GOOD.replace("10", "0")).key == "iterations"
     error = error_for(scenario_file, GOOD + "    duration: 5s\n")
     assert "either iterations or duration" in error.message
+    assert (error.key, error.line) == ("duration", 7)
     error = error_for(scenario_file, GOOD + "    timeout: -3\n")
     assert error.key == "timeout" and "positive" in error.message
 

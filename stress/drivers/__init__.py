@@ -22,15 +22,16 @@ def make_driver(
     api: str,
     model_path: str,
     config: dict[str, Any],
-    input_names: list[str],
+    inputs: list[tuple[str, list[int]]],
     output_names: list[str],
 ) -> Driver:
+    """A driver for ``api``; ``inputs`` are (name, shape) in the order ``infer`` takes them."""
     if api == "session":
         from stress.drivers.session import SessionDriver
 
-        return SessionDriver(model_path, config, input_names, output_names)
+        return SessionDriver(model_path, config, inputs, output_names)
     if api == "module":
         from stress.drivers.module import ModuleDriver
 
-        return ModuleDriver(model_path, config, input_names, output_names)
+        return ModuleDriver(model_path, config, inputs, output_names)
     raise ValueError(f"unknown api {api!r}")

@@ -17,9 +17,10 @@ class ModuleDriver:
         self,
         model_path: str,
         config: dict[str, Any],
-        input_names: list[str],
+        inputs: list[tuple[str, list[int]]],
         output_names: list[str],
     ) -> None:
+        input_names = [name for name, _ in inputs]
         self.runtime = MNN.nn.create_runtime_manager((config,))
         self.module = MNN.nn.load_module_from_file(
             model_path, input_names, output_names, runtime_manager=self.runtime

@@ -8,6 +8,7 @@ import MNN
 import numpy as np
 
 # By numpy's one-letter dtype code (``dtype.name`` is slow enough to show on the tiny model).
+# pymnn has no int8 or float16 host type: scenarios with such inputs are refused at validation.
 _HALIDE = {
     "f": MNN.Halide_Type_Float,
     "i": MNN.Halide_Type_Int,
@@ -19,18 +20,26 @@ _HALIDE = {
 
 class SessionDriver:
     """One Interpreter and one session. Inputs go in through a fresh NCHW host tensor per call
-    (``MNN.Tensor`` copies the array); outputs in NC4HW4 are converted by ``copyToHostTensor``."""
+    (``MNN.Tensor`` copies the array); outputs in NC4HW4 are converted by ``copyToHostTensor``.
+    Inputs whose shape differs from the model's are resized once, before the first run."""
 
     def __init__(
         self,
         model_path: str,
         config: dict[str, Any],
-        input_names: list[str],
+        inputs: list[tuple[str, list[int]]],
         output_names: list[str],
     ) -> None:
         self.interpreter = MNN.Interpreter(model_path)
         self.session = self.interpreter.createSession(config)
-        self.inputs = [self.interpreter.getSessionInput(self.session, n) for n in input_names]
+        self.inputs = [self.interpreter.getSessionInput(self.session, n) for n, _ in inputs]
+        resized = False
+        for tensor, (_, shape) in zip(self.inputs, inputs):
+            if tuple(tensor.getShape()) != tuple(shape):
+                self.interpreter.resizeTensor(tensor, tuple(shape))
+                resized = True
+        if resized:
+            self.interpreter.resizeSession(self.session)
         self.outputs = [self.interpreter.getSessionOutput(self.session, n) for n in output_names]
         self.readers = [self._reader(t) for t in self.outputs]
 
@@ -41,9 +50,9 @@ class SessionDriver:
         if tensor.getDimensionType() != MNN.Tensor_DimensionType_Caffe_C4:
             return tensor.getNumpyData
         shape = tensor.getShape()
-        host = MNN.Tensor(
-            shape, tensor.getDataType(), np.zeros(shape, np.float32), MNN.Tensor_DimensionType_Caffe
-        )
+        halide = tensor.getDataType()
+        dtype = next((char for char, h in _HALIDE.items() if h == halide), "f")
+        host = MNN.Tensor(shape, halide, np.zeros(shape, dtype), MNN.Tensor_DimensionType_Caffe)
 
         def read() -> np.ndarray:
             tensor.copyToHostTensor(host)

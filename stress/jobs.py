@@ -1,0 +1,80 @@
+"""From a variant's state to the Job a worker runs: inputs, budget and ring size."""
+
+from __future__ import annotations
+
+from stress.protocol import InputPlan, Job
+from stress.scenario import LoadedScenario
+from stress.variants import Variant
+
+MIN_RING_BYTES = 16 << 20
+RING_RECORDS = 16
+
+
+def input_plans(scenario: LoadedScenario) -> list[InputPlan]:
+    plans = []
+    for tensor in scenario.model.inputs:
+        given = scenario.spec.inputs.get(tensor.name)
+        shape = list(given.shape) if given and given.shape else list(tensor.shape)
+        plans.append(
+            InputPlan(
+                tensor.name,
+                shape,
+                tensor.dtype,
+                given.distribution if given else "normal",
+                given.scale if given else 1.0,
+            )
+        )
+    return plans
+
+
+def ring_capacity(scenario: LoadedScenario) -> int:
+    """Room for RING_RECORDS iterations of the model's outputs, scaled up when the scenario gives
+    larger input shapes than the model declares. A worker whose record still does not fit asks
+    for a larger ring (``resize``) and is restarted without losing the iteration."""
+    declared = sum(t.nbytes for t in scenario.model.inputs) or 1
+    given = sum(
+        _nbytes(p.shape, t.nbytes // max(1, _count(t.shape)))
+        for p, t in zip(input_plans(scenario), scenario.model.inputs)
+    )
+    scale = max(1.0, given / declared)
+    record = int(sum(t.nbytes + 64 for t in scenario.model.outputs) * scale) + 4096
+    return max(MIN_RING_BYTES, RING_RECORDS * record)
+
+
+def _count(shape: tuple[int, ...] | list[int]) -> int:
+    count = 1
+    for dim in shape:
+        count *= max(dim, 1)
+    return count
+
+
+def _nbytes(shape: list[int], itemsize: int) -> int:
+    return _count(shape) * itemsize
+
+
+def make_job(
+    run_id: str,
+    variant: Variant,
+    scenario: LoadedScenario,
+    worker_id: int,
+    *,
+    start_iteration: int,
+    stop_iteration: int | None,
+    duration_s: float | None,
+    fault: str | None,
+) -> Job:
+    return Job(
+        run_id=run_id,
+        scenario=scenario.spec.name,
+        variant_id=variant.variant_id,
+        worker_id=worker_id,
+        model_path=scenario.model.path,
+        inputs=input_plans(scenario),
+        output_names=[t.name for t in scenario.model.outputs],
+        params=variant.params,
+        seed=scenario.spec.seed,
+        start_iteration=start_iteration,
+        stop_iteration=stop_iteration,
+        duration_s=duration_s,
+        fault=fault,
+    )
