@@ -3,7 +3,8 @@
 Rows are buffered in the coordinator and written as complete Parquet part files (temporary
 name, then rename), so ``RUN_DIR/iterations/`` and ``RUN_DIR/events/`` are readable as one
 dataset at every instant, even while a run is going or after it was killed.
-Digests and statistics are computed here, vectorised per batch, not in the worker's hot loop.
+Digests are computed here and statistics (``stress.statistics``) vectorised per batch, never in
+the worker's hot loop.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import xxhash
 
 from stress.factors import REGISTRY
 from stress.protocol import STATUS_NAMES, IterationRecord
+from stress.statistics import NO_STATS, as_block, block_statistics, statistics_columns, summable
 
 _ARROW_TYPES = {int: pa.int32(), str: pa.string(), float: pa.float64(), bool: pa.bool_()}
 FACTOR_FIELDS = [pa.field(name, _ARROW_TYPES[f.kind]) for name, f in REGISTRY.items()]
@@ -79,8 +81,6 @@ EVENT_SCHEMA = pa.schema(
         pa.field("mnn_version", pa.string()),
     ]
 )
-
-EVENT_KINDS = ("crash", "hang", "exception", "exit", "protocol", "quarantine", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -195,14 +195,14 @@ class IterationBuffer:
     def _output(self, context: RowContext, dtype: str | None, data: bytes | None) -> tuple:
         """nbytes, digest, stored values and (unless left for the batch) statistics."""
         if data is None:
-            return None, None, None, _NO_STATS
+            return None, None, None, NO_STATS
         digest = xxhash.xxh3_64_hexdigest(data)
         if len(data) <= context.max_value_bytes:
             self.bytes += len(data)
             return len(data), digest, data, None  # statistics with its batch at the flush
-        stats = _NO_STATS
-        if _summable(dtype, len(data)):
-            stats = tuple(column[0] for column in block_statistics(_block([data], dtype)))
+        stats = NO_STATS
+        if summable(dtype, len(data)):
+            stats = tuple(column[0] for column in block_statistics(as_block([data], dtype)))
         return len(data), digest, None, stats
 
     def due(self) -> bool:
@@ -250,7 +250,7 @@ class IterationBuffer:
             None if i is None else names[x][i] for x, i in zip(ctx_ids, c["output"])
         ]
         columns["shape"] = [None if s is None else list(s) for s in c["shape"]]
-        columns.update(_statistics_columns(c["stats"], c["values"], c["dtype"]))
+        columns.update(statistics_columns(c["stats"], c["values"], c["dtype"]))
         return pa.table(
             {
                 f.name: columns[f.name]
@@ -260,69 +260,6 @@ class IterationBuffer:
             },
             schema=ITERATION_SCHEMA,
         )
-
-
-_NO_STATS = (None,) * 5
-_STAT_NAMES = ("nan_count", "inf_count", "min", "max", "mean")
-
-
-def _block(data: list[bytes], dtype: str) -> np.ndarray:
-    """Same-sized outputs as one (rows, elements) array."""
-    return np.frombuffer(b"".join(data), dtype=dtype).reshape(len(data), -1)
-
-
-def _summable(dtype: str | None, size: int) -> bool:
-    return dtype not in (None, "unknown") and size > 0
-
-
-def block_statistics(block: np.ndarray) -> tuple[list[Any], ...]:
-    """Per row: nan count, inf count, and min/max/mean over the finite elements (None if none)."""
-    finite = np.isfinite(block)
-    count = finite.sum(axis=1)
-    nan = np.isnan(block).sum(axis=1) if block.dtype.kind == "f" else np.zeros(len(block), int)
-    if count.min() == block.shape[1]:  # the usual case: no masking, no float64 copy
-        low, high = block.min(axis=1), block.max(axis=1)
-        mean = block.mean(axis=1, dtype=np.float64)
-    else:
-        wide = block.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            low = np.where(finite, wide, np.inf).min(axis=1)
-            high = np.where(finite, wide, -np.inf).max(axis=1)
-            mean = np.where(finite, wide, 0.0).sum(axis=1) / count
-    some = count > 0
-    pick = lambda values: [float(v) if ok else None for v, ok in zip(values, some)]  # noqa: E731
-    return (
-        nan.tolist(),
-        (block.shape[1] - count - nan).tolist(),
-        pick(low),
-        pick(high),
-        pick(mean),
-    )
-
-
-def output_statistics(data: list[bytes | None], dtypes: list[str | None]) -> dict[str, list]:
-    """Statistics for a batch of outputs, vectorised over the outputs of equal size and dtype."""
-    return _statistics_columns([None if d is not None else _NO_STATS for d in data], data, dtypes)
-
-
-def _statistics_columns(
-    stats: list[tuple | None], data: list[bytes | None], dtypes: list[str | None]
-) -> dict[str, list]:
-    """Fill the rows whose statistics are still None from their data, in batches."""
-    stats = list(stats)
-    groups: dict[tuple[str | None, int], list[int]] = {}
-    for i, row in enumerate(stats):
-        if row is None:
-            groups.setdefault((dtypes[i], len(data[i])), []).append(i)
-    for (dtype, size), rows in groups.items():
-        if not _summable(dtype, size):
-            for i in rows:
-                stats[i] = _NO_STATS
-            continue
-        computed = block_statistics(_block([data[i] for i in rows], dtype))
-        for position, i in enumerate(rows):
-            stats[i] = tuple(column[position] for column in computed)
-    return {name: [row[k] for row in stats] for k, name in enumerate(_STAT_NAMES)}
 
 
 class EventWriter:

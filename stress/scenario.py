@@ -21,13 +21,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.comments import CommentedMap
 
 from stress.errors import ModelError, ScenarioError
 from stress.factors import REGISTRY, Factor
 from stress.models import ModelInfo
+from stress.yaml_source import key_path, line_of, plain, read_yaml
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -185,43 +184,16 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     from stress.models.resolve import resolve_model
 
     path = Path(path)
-    text, data = _read_yaml(path)
+    text, data = read_yaml(path)
     spec = _validate(path, data)
     try:
         model = resolve_model(spec.model, path.parent)
     except ModelError as exc:
         raise ScenarioError(
-            exc.message, file=str(path), key="model", line=_line(data, ("model",)), fix=exc.fix
+            exc.message, file=str(path), key="model", line=line_of(data, ("model",)), fix=exc.fix
         ) from exc
     _check_inputs(path, data, spec, model)
     return LoadedScenario(path=path, text=text, spec=spec, model=model)
-
-
-def _read_yaml(path: Path) -> tuple[str, Any]:
-    if not path.is_file():
-        raise ScenarioError(
-            "no such scenario file",
-            file=str(path),
-            fix="check the path; `ls scenarios/` lists the bundled ones",
-        )
-    text = path.read_text()
-    try:
-        data = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ScenarioError(
-            f"not valid YAML: {exc.problem or exc.context}",
-            file=str(path),
-            line=mark.line + 1 if mark else None,
-            fix="fix the YAML syntax at that line",
-        ) from exc
-    if not isinstance(data, dict):
-        raise ScenarioError(
-            "a scenario must be a mapping of keys (name, model, matrix, ...)",
-            file=str(path),
-            fix="see scenarios/control.yaml for an example",
-        )
-    return text, data
 
 
 def _validate(path: Path, data: CommentedMap) -> Scenario:
@@ -230,19 +202,19 @@ def _validate(path: Path, data: CommentedMap) -> Scenario:
             "give either iterations or duration, not both",
             file=str(path),
             key="duration",
-            line=_line(data, ("duration",)),
+            line=line_of(data, ("duration",)),
             fix="remove one of the two keys",
         )
     try:
-        return Scenario.model_validate(_plain(data))
+        return Scenario.model_validate(plain(data))
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = tuple(error["loc"])
         raise ScenarioError(
             _message(error),
             file=str(path),
-            key=_key_path(loc),
-            line=_line(data, loc),
+            key=key_path(loc),
+            line=line_of(data, loc),
             fix=_fix(loc, error),
         ) from exc
 
@@ -279,45 +251,6 @@ def _known_keys(parent: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-def _key_path(loc: tuple[Any, ...]) -> str:
-    parts = [
-        f"[{p}]" if isinstance(p, int) else f".{p}"
-        for p in loc
-        if not str(p).startswith(("function-", "list["))
-    ]
-    return "".join(parts).lstrip(".")
-
-
-def _line(data: Any, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the deepest key of ``loc`` present in the YAML."""
-    line = None
-    node = data
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            line = node.lc.key(part)[0] + 1
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            line = node.lc.item(part)[0] + 1
-            node = node[part]
-        else:
-            break
-    return line
-
-
-def _plain(node: Any) -> Any:
-    """ruamel's round-trip types as plain Python values, for strict validation."""
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    for plain in (int, float, str):
-        if isinstance(node, plain):
-            return plain(node)
-    return node
-
-
 def _check_inputs(path: Path, data: CommentedMap, spec: Scenario, model: ModelInfo) -> None:
     names = [t.name for t in model.inputs]
     for tensor in model.inputs:
@@ -327,7 +260,7 @@ def _check_inputs(path: Path, data: CommentedMap, spec: Scenario, model: ModelIn
                 f"{', '.join(INPUT_DTYPES)} host tensors",
                 file=str(path),
                 key="model",
-                line=_line(data, ("model",)),
+                line=line_of(data, ("model",)),
                 fix="use a model whose inputs have those types",
             )
     for name, given in spec.inputs.items():
@@ -338,7 +271,7 @@ def _check_inputs(path: Path, data: CommentedMap, spec: Scenario, model: ModelIn
                 f"model {spec.model!r} has no input {name!r}",
                 file=str(path),
                 key=f"inputs.{name}",
-                line=_line(data, loc),
+                line=line_of(data, loc),
                 fix=f"the model's inputs are: {', '.join(names)}",
             )
         if given.shape is not None and len(given.shape) != len(tensor.shape):
@@ -347,7 +280,7 @@ def _check_inputs(path: Path, data: CommentedMap, spec: Scenario, model: ModelIn
                 f"{len(tensor.shape)} {list(tensor.shape)}",
                 file=str(path),
                 key=f"inputs.{name}.shape",
-                line=_line(data, (*loc, "shape")),
+                line=line_of(data, (*loc, "shape")),
                 fix=f"give {len(tensor.shape)} dimensions",
             )
     for tensor in model.inputs:
@@ -358,6 +291,6 @@ def _check_inputs(path: Path, data: CommentedMap, spec: Scenario, model: ModelIn
                 f"input {tensor.name!r} has a dynamic shape {list(tensor.shape)}",
                 file=str(path),
                 key=f"inputs.{tensor.name}.shape",
-                line=_line(data, ("inputs", tensor.name)) or _line(data, ("model",)),
+                line=line_of(data, ("inputs", tensor.name)) or line_of(data, ("model",)),
                 fix=f"set inputs.{tensor.name}.shape to concrete dimensions",
             )

@@ -112,13 +112,7 @@ def test_crash_loop_is_quarantined_and_the_run_goes_on(scenario_file, tmp_path):
 def test_external_sigkill_mid_run_loses_only_the_iteration_in_flight(scenario_file, tmp_path):
     path = scenario_file("name: kill\nmodel: tiny\nduration: 3s\n")
     out = tmp_path / "run"
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "stress", "run", str(path), "--out", str(out), "--workers", "1"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    coordinator = start_run(path, out, workers=1)
     victim = _first_worker(coordinator.pid)
     time.sleep(0.8)  # well inside the iteration loop
     victim.send_signal(signal.SIGKILL)
@@ -136,6 +130,27 @@ def test_external_sigkill_mid_run_loses_only_the_iteration_in_flight(scenario_fi
     after = sorted(rows[rows.pid != victim.pid].iteration)
     assert after == list(range(len(before) + 1, len(before) + 1 + len(after)))
     assert len(after) > 100
+
+
+def start_run(path: Path, out: Path, workers: int) -> subprocess.Popen:
+    """``mnn-stress run`` as a child process the test can signal."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stress",
+            "run",
+            str(path),
+            "--out",
+            str(out),
+            "--workers",
+            str(workers),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _first_worker(coordinator_pid: int, timeout: float = 60) -> psutil.Process:
@@ -156,13 +171,7 @@ def test_stopping_the_coordinator_keeps_a_readable_run(scenario_file, tmp_path, 
         + "    matrix:\n      api: [session, module]\n      num_thread: [1, 2]\n"
     )
     out = tmp_path / "run"
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "stress", "run", str(path), "--out", str(out), "--workers", "2"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    coordinator = start_run(path, out, workers=2)
     _first_worker(coordinator.pid)
     time.sleep(1.5)
     coordinator.send_signal(signum)
@@ -253,12 +262,7 @@ def test_workers_die_with_a_sigkilled_coordinator(scenario_file, tmp_path):
     # cannot notice its parent's death by itself within the test.
     path = scenario_file("name: orphan\nmodel: deep\nduration: 60s\n")
     out = tmp_path / "run"
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "stress", "run", str(path), "--out", str(out), "--workers", "1"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    coordinator = start_run(path, out, workers=1)
     worker = _first_worker(coordinator.pid)
     time.sleep(0.5)
     coordinator.kill()

@@ -14,8 +14,8 @@ from stress.records import (
     IterationBuffer,
     PartWriter,
     RowContext,
-    output_statistics,
 )
+from stress.statistics import output_statistics
 
 
 def test_statistics_count_non_finite_and_ignore_it_in_min_max_mean():

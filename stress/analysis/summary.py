@@ -9,9 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stress.analysis.dataset import check_run_dir, events, iterations
+from stress.deaths import DEATH_KINDS
 from stress.manifest import read_manifest
-
-DEATH_KINDS = ("crash", "hang", "exception", "exit", "protocol")
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:
@@ -56,7 +55,7 @@ def _empty(variant_id: str, entry: dict[str, Any]) -> dict[str, Any]:
         "distinct_outputs": 0,
         "non_finite": 0,
         "latency_p50_ms": None,
-        "events": {k: 0 for k in (*DEATH_KINDS, "quarantine", "interrupted")},
+        "events": {k: 0 for k in (*DEATH_KINDS, "quarantine", "interrupted", "resize")},
     }
 
 

@@ -7,7 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from stress.analysis.summary import DEATH_KINDS, verdict
+from stress.analysis.summary import verdict
+from stress.deaths import DEATH_KINDS
 
 _STYLE = {
     "ok": "green",

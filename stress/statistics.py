@@ -1,0 +1,73 @@
+"""Output statistics: nan and inf counts, min/max/mean over the finite elements.
+
+Vectorised over many outputs of the same size and dtype at once, so recording costs little
+per row however many rows there are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+NO_STATS = (None,) * 5
+STAT_NAMES = ("nan_count", "inf_count", "min", "max", "mean")
+
+
+def as_block(data: list[bytes], dtype: str) -> np.ndarray:
+    """Same-sized outputs as one (rows, elements) array."""
+    return np.frombuffer(b"".join(data), dtype=dtype).reshape(len(data), -1)
+
+
+def summable(dtype: str | None, size: int) -> bool:
+    return dtype not in (None, "unknown") and size > 0
+
+
+def block_statistics(block: np.ndarray) -> tuple[list[Any], ...]:
+    """Per row: nan count, inf count, and min/max/mean over the finite elements (None if none)."""
+    finite = np.isfinite(block)
+    count = finite.sum(axis=1)
+    nan = np.isnan(block).sum(axis=1) if block.dtype.kind == "f" else np.zeros(len(block), int)
+    if count.min() == block.shape[1]:  # the usual case: no masking, no float64 copy
+        low, high = block.min(axis=1), block.max(axis=1)
+        mean = block.mean(axis=1, dtype=np.float64)
+    else:
+        wide = block.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            low = np.where(finite, wide, np.inf).min(axis=1)
+            high = np.where(finite, wide, -np.inf).max(axis=1)
+            mean = np.where(finite, wide, 0.0).sum(axis=1) / count
+    some = count > 0
+    pick = lambda values: [float(v) if ok else None for v, ok in zip(values, some)]  # noqa: E731
+    return (
+        nan.tolist(),
+        (block.shape[1] - count - nan).tolist(),
+        pick(low),
+        pick(high),
+        pick(mean),
+    )
+
+
+def output_statistics(data: list[bytes | None], dtypes: list[str | None]) -> dict[str, list]:
+    """Statistics for a batch of outputs, vectorised over the outputs of equal size and dtype."""
+    return statistics_columns([None if d is not None else NO_STATS for d in data], data, dtypes)
+
+
+def statistics_columns(
+    stats: list[tuple | None], data: list[bytes | None], dtypes: list[str | None]
+) -> dict[str, list]:
+    """Fill the rows whose statistics are still None from their data, in batches."""
+    stats = list(stats)
+    groups: dict[tuple[str | None, int], list[int]] = {}
+    for i, row in enumerate(stats):
+        if row is None:
+            groups.setdefault((dtypes[i], len(data[i])), []).append(i)
+    for (dtype, size), rows in groups.items():
+        if not summable(dtype, size):
+            for i in rows:
+                stats[i] = NO_STATS
+            continue
+        computed = block_statistics(as_block([data[i] for i in rows], dtype))
+        for position, i in enumerate(rows):
+            stats[i] = tuple(column[position] for column in computed)
+    return {name: [row[k] for row in stats] for k, name in enumerate(STAT_NAMES)}
