@@ -126,17 +126,22 @@ _BUFFERED = (
     "nbytes",
     "digest",
     "values",
+    "data",
     "stats",
     "rss_bytes",
 )
 
 
+# Outputs up to this size keep their bytes until the flush, for vectorised statistics.
+BATCH_STATISTICS_BYTES = 64 << 10
+
+
 class IterationBuffer:
     """Collects decoded iterations and flushes them as one Parquet part per batch.
 
-    Each output is hashed on arrival. Outputs small enough to store keep their bytes until the
-    flush, where their statistics are computed in one vectorised pass; larger ones get their
-    statistics at once and their bytes are dropped, so memory stays bounded by the row count.
+    Each output is hashed on arrival. Small outputs keep their bytes until the flush, where
+    their statistics are computed in one vectorised pass; larger ones get their statistics at
+    once and their bytes are dropped (unless stored), so buffered memory stays bounded.
     """
 
     def __init__(
@@ -193,17 +198,20 @@ class IterationBuffer:
                 column.append(value)
 
     def _output(self, context: RowContext, dtype: str | None, data: bytes | None) -> tuple:
-        """nbytes, digest, stored values and (unless left for the batch) statistics."""
+        """nbytes, digest, stored values, bytes kept for batch statistics, statistics."""
         if data is None:
-            return None, None, None, NO_STATS
+            return None, None, None, None, NO_STATS
+        size = len(data)
         digest = xxhash.xxh3_64_hexdigest(data)
-        if len(data) <= context.max_value_bytes:
-            self.bytes += len(data)
-            return len(data), digest, data, None  # statistics with its batch at the flush
+        values = data if size <= context.max_value_bytes else None
+        if values is not None or size <= BATCH_STATISTICS_BYTES:
+            self.bytes += size  # held until the flush: counts towards max_bytes
+        if size <= BATCH_STATISTICS_BYTES:
+            return size, digest, values, data, None  # statistics with its batch at the flush
         stats = NO_STATS
-        if summable(dtype, len(data)):
+        if summable(dtype, size):
             stats = tuple(column[0] for column in block_statistics(as_block([data], dtype)))
-        return len(data), digest, None, stats
+        return size, digest, values, None, stats
 
     def due(self) -> bool:
         return (
@@ -250,7 +258,7 @@ class IterationBuffer:
             None if i is None else names[x][i] for x, i in zip(ctx_ids, c["output"])
         ]
         columns["shape"] = [None if s is None else list(s) for s in c["shape"]]
-        columns.update(statistics_columns(c["stats"], c["values"], c["dtype"]))
+        columns.update(statistics_columns(c["stats"], c["data"], c["dtype"]))
         return pa.table(
             {
                 f.name: columns[f.name]
