@@ -70,7 +70,7 @@ def run(
     """Run scenario files (or folders of them) and print the per-variant summary."""
     from stress.analysis.summary import summarize
     from stress.analysis.table import render_summary
-    from stress.runner import Budget, execute
+    from stress.runner import Budget, Hooks, execute
     from stress.scenario import parse_duration
 
     if duration and iterations:
@@ -84,14 +84,27 @@ def run(
         out,
         workers,
         Budget(iterations, seconds),
-        on_change=_progress,
-        on_tick=_tick,
+        Hooks(on_start=_started, on_change=_progress, on_tick=_tick),
     )
     render_summary(summarize(result.run_dir), console)
     console.print(f"run directory: {result.run_dir}")
     if not result.completed:
         console.print("[yellow]the run was interrupted; everything recorded so far is kept[/]")
         sys.exit(130)
+
+
+def _started(run_dir: Path, states) -> None:
+    budgets = sorted({_budget(s) for s in states})
+    errors.print(
+        f"run directory: {run_dir} ({len(states)} variants, each {' or '.join(budgets)})",
+        highlight=False,
+    )
+
+
+def _budget(state) -> str:
+    if state.stop_iteration is not None:
+        return f"{state.stop_iteration} iterations"
+    return f"{state.duration_s:.3g} s of iterations"
 
 
 def _progress(state) -> None:
@@ -119,17 +132,28 @@ def _tick(states, elapsed: float) -> None:
 
 @main.command()
 @click.argument("scenarios", nargs=-1, required=True)
-def validate(scenarios: tuple[str, ...]) -> None:
+@click.option(
+    "-v",
+    "--variants",
+    "show_variants",
+    is_flag=True,
+    help="also list each variant's id and factor values",
+)
+def validate(scenarios: tuple[str, ...], show_variants: bool) -> None:
     """Check scenario files without running them (exit 0 when all are valid)."""
     from stress.runner import load_all
     from stress.variants import expand
 
     for scenario in load_all(_scenario_files(scenarios)):
+        variants = expand(scenario)
         console.print(
             f"ok  {scenario.path}: scenario {scenario.spec.name!r}, model "
-            f"{scenario.spec.model!r}, {len(expand(scenario))} variants",
+            f"{scenario.spec.model!r}, {len(variants)} variants",
             highlight=False,
         )
+        for variant in variants if show_variants else []:
+            params = " ".join(f"{k}={v}" for k, v in variant.params.items())
+            console.print(f"    {variant.variant_id}  {params}", highlight=False)
 
 
 @main.command()

@@ -91,21 +91,56 @@ def make_run_dir(out: Path | None) -> tuple[str, Path]:
     return run_id, run_dir
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """What the caller hears during a run (the CLI prints it; tests may ignore it)."""
+
+    on_start: Callable[[Path, list[VariantState]], None] | None = None
+    on_change: Callable[[VariantState], None] | None = None
+    on_tick: Callable[[list[VariantState], float], None] | None = None
+
+
 def execute(
-    paths: list[Path],
-    out: Path | None,
-    workers: int | None,
-    budget: Budget,
-    on_change: Callable[[VariantState], None] | None = None,
-    on_tick: Callable[[list[VariantState], float], None] | None = None,
+    paths: list[Path], out: Path | None, workers: int | None, budget: Budget, hooks: Hooks = Hooks()
 ) -> RunResult:
+    """Validate everything, then run; the manifest follows every variant's state."""
     scenarios = load_all(paths)
     concurrency = workers or os.cpu_count() or 1
     states = plan(scenarios, budget, concurrency)
     fault = os.environ.get(faults.ENV_VAR) or None
     faults.parse(fault)
     run_id, run_dir = make_run_dir(out)
-    manifest = Manifest(
+    manifest = new_manifest(run_id, run_dir, scenarios, concurrency, budget, fault)
+
+    def changed(state: VariantState) -> None:
+        manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
+        manifest.save()
+        if hooks.on_change:
+            hooks.on_change(state)
+
+    for state in states:
+        manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
+    manifest.save()
+    if hooks.on_start:
+        hooks.on_start(run_dir, states)
+    coordinator = Coordinator(run_id, run_dir, states, concurrency, fault, changed, hooks.on_tick)
+    completed = coordinator.run()
+    manifest.data.update(ended=now_iso(), status="complete" if completed else "interrupted")
+    for state in states:
+        manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
+    manifest.save()
+    return RunResult(run_dir, completed, states)
+
+
+def new_manifest(
+    run_id: str,
+    run_dir: Path,
+    scenarios: list[LoadedScenario],
+    concurrency: int,
+    budget: Budget,
+    fault: str | None,
+) -> Manifest:
+    return Manifest(
         run_dir,
         {
             "run_id": run_id,
@@ -131,23 +166,6 @@ def execute(
             "variants": {},
         },
     )
-
-    def changed(state: VariantState) -> None:
-        manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
-        manifest.save()
-        if on_change:
-            on_change(state)
-
-    for state in states:
-        manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
-    manifest.save()
-    coordinator = Coordinator(run_id, run_dir, states, concurrency, fault, changed, on_tick)
-    completed = coordinator.run()
-    manifest.data.update(ended=now_iso(), status="complete" if completed else "interrupted")
-    for state in states:
-        manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
-    manifest.save()
-    return RunResult(run_dir, completed, states)
 
 
 def variant_entry(state: VariantState) -> dict:

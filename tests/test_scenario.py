@@ -132,6 +132,10 @@ def test_matrix_expansion_and_stable_ids(scenario_file):
 def test_cli_validate_exit_codes(scenario_file):
     good = scenario_file(GOOD)
     assert "4 variants" in run_cli("validate", str(good)).stdout
+    listed = run_cli("validate", "--variants", str(good)).stdout
+    for variant in expand(load_scenario(good)):
+        assert variant.variant_id in listed
+    assert "api=module num_thread=2 precision=normal" in listed
     bad = scenario_file(GOOD + "    bogus: 1\n", "bad.yaml")
     done = run_cli("validate", str(bad), check=False)
     assert done.returncode != 0
