@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import signal
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,11 +142,17 @@ class Coordinator:
                     worker.process.kill("stop", dump_stack=False)
 
     def _kill_all(self) -> None:
+        """Signal every worker, then reap and drain each; their variants end interrupted."""
         for worker in self.running.values():
             worker.process.kill("stop", dump_stack=False)
+        for worker in self.running.values():
             worker.process.process.wait()
-            self._drain_all(worker)
-            worker.process.close()
+            try:
+                self._drain_all(worker)
+            finally:
+                worker.process.close()
+                worker.state.status = "interrupted"
+                self.on_change(worker.state)
         self.running.clear()
 
     # --- starting -------------------------------------------------------------------------
@@ -180,7 +187,21 @@ class Coordinator:
         )
         log = self.run_dir / "logs" / f"{state.variant.variant_id}-w{worker_id}.log"
         state.ring_bytes = max(state.ring_bytes, ring_capacity(state.scenario))
-        self.running[worker_id] = RunningWorker(WorkerProcess(job, log, state.ring_bytes), state)
+        try:
+            process = WorkerProcess(job, log, state.ring_bytes)
+        except OSError as exc:  # no memory for the ring, no processes left, ...
+            state.status = "quarantined"
+            self.events.write(
+                run_id=self.run_id,
+                scenario=state.variant.scenario,
+                variant_id=state.variant.variant_id,
+                worker_id=worker_id,
+                kind="quarantine",
+                message=f"cannot start a worker: {exc}",
+            )
+            self.on_change(state)
+            return
+        self.running[worker_id] = RunningWorker(process, state)
         state.workers_started += 1
         state.status = "running"
         self.on_change(state)
@@ -214,7 +235,7 @@ class Coordinator:
                     self._on_iteration(worker, payload)
                 else:
                     self._on_message(worker, decode_message(payload))
-        except (CorruptRing, ValueError, KeyError, IndexError) as exc:
+        except (CorruptRing, ValueError, KeyError, IndexError, TypeError, struct.error) as exc:
             # A worker that scribbles on its ring must not take the coordinator down with it.
             worker.messages["protocol"] = {"message": f"{type(exc).__name__}: {exc}"}
             worker.process.kill("protocol", dump_stack=False)
@@ -222,6 +243,8 @@ class Coordinator:
         return bool(records)
 
     def _on_iteration(self, worker: RunningWorker, payload: bytes) -> None:
+        if worker.context is None:
+            raise ValueError("an iteration record before the worker's hello")
         record = decode_iteration(payload, len(worker.process.job.output_names))
         self.buffer.add(worker.context, record)
         worker.last_iteration = record.iteration

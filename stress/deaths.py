@@ -49,6 +49,13 @@ def classify(
     name = signal_name(returncode)
     error = messages.get("error")
     if returncode == 0 and "done" in messages and killed_for is None:
+        if messages["done"].get("stopped") and not stopping:
+            return Ending(
+                "interrupted",
+                None,
+                "stopped by a SIGTERM from outside mnn-stress; "
+                "the variant continues in a new worker",
+            )
         return Ending("done")
     if killed_for == "hang":
         return Ending("hang", name, f"no progress for {timeout:g}s; killed")

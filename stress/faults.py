@@ -3,17 +3,19 @@
 Enabled only by the environment variable ``MNN_STRESS_TEST_FAULT`` in the coordinator's
 environment (no scenario key can set it). Syntax: ``KIND@N`` fires at iteration N;
 ``KIND@N+`` at every iteration from N on. Kinds: segv (a real invalid memory read), abort,
-hang, raise, exit.
+hang, raise, exit, corrupt (publish a record no worker could write).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import time
+from typing import Any
 
 ENV_VAR = "MNN_STRESS_TEST_FAULT"
-KINDS = ("segv", "abort", "hang", "raise", "exit")
+KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt")
 NEVER = 1 << 62
 
 
@@ -34,7 +36,7 @@ def parse(spec: str | None) -> tuple[str, int, bool]:
     return kind, int(at.rstrip("+")), repeats
 
 
-def trigger(kind: str) -> None:
+def trigger(kind: str, ring: Any) -> None:
     if kind == "segv":
         ctypes.string_at(0)
     elif kind == "abort":
@@ -46,3 +48,7 @@ def trigger(kind: str) -> None:
         raise InjectedFault("injected test fault")
     elif kind == "exit":
         os._exit(7)
+    elif kind == "corrupt":
+        offset = ring.begin(8, 1)
+        struct.pack_into("<I", ring.mm, offset - 16, 24)  # a size that is not 16-aligned
+        ring.commit()

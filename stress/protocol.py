@@ -21,12 +21,13 @@ STATUS_ERROR = 2  # an MNN call raised
 STATUS_NAMES = ("ok", "invalid", "error")
 
 DTYPES = ("unknown", "float32", "float64", "int32", "int64", "uint8", "int8", "float16")
+ITEMSIZES = (1, 4, 8, 4, 8, 1, 1, 2)
 # Keyed by numpy's one-letter dtype code: ``dtype.name`` costs ~2 us per call in numpy 2.
 DTYPE_CODES = {"f": 1, "d": 2, "i": 3, "l": 4, "q": 4, "B": 5, "b": 6, "e": 7}
 _DIMS = [struct.Struct(f"<{ndim}q") for ndim in range(33)]
 
 # iteration, ts_ns, latency_ns, rss_bytes, rc, thread, status, number of outputs
-ITERATION_HEAD = struct.Struct("<qqqqiHBxH")
+ITERATION_HEAD = struct.Struct("<qqqqiHBxH6x")  # 48 bytes: output data stays 8-aligned
 # output index, dtype code, ndim, nbytes; then ndim int64 dims, then the bytes, 8-aligned
 OUTPUT_HEAD = struct.Struct("<HBBI")
 ERROR_LENGTH = struct.Struct("<I")
@@ -178,8 +179,18 @@ def decode_iteration(payload: bytes, output_count: int) -> IterationRecord:
         offset += OUTPUT_HEAD.size
         shape = _DIMS[ndim].unpack_from(payload, offset)
         offset += 8 * ndim
-        if index >= output_count or code >= len(DTYPES) or offset + nbytes > len(payload):
-            raise ValueError(f"output record {index} (dtype {code}, {nbytes} bytes) is invalid")
+        elements = 1
+        for dim in shape:
+            elements *= dim
+        if (
+            index >= output_count
+            or code >= len(DTYPES)
+            or offset + nbytes > len(payload)
+            or (code and nbytes != elements * ITEMSIZES[code])
+        ):
+            raise ValueError(
+                f"output record {index} (dtype {code}, shape {shape}, {nbytes} bytes) is invalid"
+            )
         record.outputs.append((index, DTYPES[code], shape, payload[offset : offset + nbytes]))
         offset += (nbytes + 7) & ~7
     if record.status == STATUS_ERROR and offset + ERROR_LENGTH.size <= len(payload):

@@ -22,6 +22,12 @@ _POS = struct.Struct("<Q")
 _RECORD = struct.Struct("<IIB7x")  # total length (16-aligned), payload length, kind
 _WRAP = 0xFFFFFFFF
 MAGIC = b"MNNSRNG1"
+COORDINATOR_PID_VAR = "MNN_STRESS_COORDINATOR_PID"
+
+
+def coordinator_pid() -> int:
+    """The pid of the coordinator that started this worker (our parent until it dies)."""
+    return int(os.environ.get(COORDINATOR_PID_VAR) or os.getppid())
 
 
 class RecordTooLarge(Exception):
@@ -56,7 +62,7 @@ class RingWriter:
             raise ValueError("not an mnn-stress ring")
         self._pending = self.write_pos
         self._free_until = read_pos + self.capacity  # read_pos only grows: a safe lower bound
-        self._parent = os.getppid()
+        self._parent = coordinator_pid()
 
     def begin(self, payload_size: int, kind: int) -> int:
         size = (_RECORD.size + payload_size + 15) & ~15  # a wrap marker always fits
@@ -97,13 +103,17 @@ class RingReader:
     def __init__(self, fd: int) -> None:
         self.mm = mmap.mmap(fd, 0)
         _, self.capacity, _, self.read_pos = _HEADER.unpack_from(self.mm, 0)
+        self.corruption: str | None = None
 
     @property
     def write_pos(self) -> int:
         return _POS.unpack_from(self.mm, _WRITE_POS)[0]
 
     def drain(self, max_bytes: int = 1 << 26) -> list[tuple[int, bytes]]:
-        """Records as (kind, payload), oldest first."""
+        """Records as (kind, payload), oldest first. At a corrupt record, the good ones before
+        it are returned and the next call raises CorruptRing."""
+        if self.corruption:
+            raise CorruptRing(self.corruption)
         end = min(self.write_pos, self.read_pos + max_bytes)
         records = []
         pos = self.read_pos
@@ -115,7 +125,8 @@ class RingReader:
                 pos += self.capacity - offset
                 continue
             if size % 16 or not _RECORD.size + length <= size <= self.capacity - offset:
-                raise CorruptRing(f"record of size {size} (payload {length}) at {pos}")
+                self.corruption = f"record of size {size} (payload {length}) at {pos}"
+                break
             records.append((kind, self.mm[start + _RECORD.size : start + _RECORD.size + length]))
             pos += size
         self.read_pos = pos

@@ -50,7 +50,7 @@ def parse_duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 _Strict = ConfigDict(extra="forbid", strict=True)
-INPUT_DTYPES = ("float32", "int32", "uint8", "float64", "int64")
+INPUT_DTYPES = ("float32", "int32", "uint8")  # what both APIs take correctly (MNN 3.6.1)
 
 
 class InputSpec(BaseModel):
@@ -256,7 +256,7 @@ def _check_inputs(path: Path, data: CommentedMap, spec: Scenario, model: ModelIn
     for tensor in model.inputs:
         if tensor.dtype not in INPUT_DTYPES:
             raise ScenarioError(
-                f"input {tensor.name!r} is {tensor.dtype}; MNN's Python API takes only "
+                f"input {tensor.name!r} is {tensor.dtype}; mnn-stress feeds only "
                 f"{', '.join(INPUT_DTYPES)} host tensors",
                 file=str(path),
                 key="model",

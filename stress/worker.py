@@ -26,7 +26,7 @@ from stress.protocol import (
     Job,
     encode_message,
 )
-from stress.ring import RecordTooLarge, RingWriter
+from stress.ring import RecordTooLarge, RingWriter, coordinator_pid
 
 EXIT_EXCEPTION = 3
 EXIT_ORPHANED = 75
@@ -71,7 +71,7 @@ class Worker:
             },
         )
         done = self._loop(driver, inputs)
-        encode_message(self.ring, {"type": "done", "completed": done})
+        encode_message(self.ring, {"type": "done", "completed": done, "stopped": self.stopping})
         return 0
 
     def _loop(self, driver: Any, inputs: list[Any]) -> int:
@@ -79,20 +79,22 @@ class Worker:
         job, write = self.job, IterationWriter(self.ring).write
         fault_kind, fault_at, fault_repeats = faults.parse(job.fault)
         stop_at = job.stop_iteration if job.stop_iteration is not None else faults.NEVER
-        deadline = time.time_ns() + int(job.duration_s * 1e9) if job.duration_s else faults.NEVER
+        deadline = faults.NEVER
+        if job.duration_s is not None:
+            deadline = time.perf_counter_ns() + int(job.duration_s * 1e9)
         rss_every = int(job.rss_interval_s * 1e9)
         rss, rss_at = read_rss(), 0
         iteration = job.start_iteration
         clock, now = time.perf_counter_ns, time.time_ns
         while iteration < stop_at and not self.stopping:
-            ts = now()
-            if ts >= deadline:
-                break
             if iteration >= fault_at and (fault_repeats or iteration == fault_at):
-                faults.trigger(fault_kind)
+                faults.trigger(fault_kind, self.ring)
+            ts = now()
             if ts - rss_at > rss_every:
                 rss, rss_at = read_rss(), ts
             start = clock()
+            if start >= deadline:
+                break
             try:
                 rc, outputs = driver.infer(inputs)
                 error = None
@@ -123,17 +125,17 @@ def die_with_parent() -> None:
     """Ask Linux to SIGKILL this worker when the coordinator dies, however it dies."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            print(f"prctl(PR_SET_PDEATHSIG) failed: errno {ctypes.get_errno()}", file=sys.stderr)
     except (OSError, AttributeError):
-        return
+        print("prctl unavailable: this worker may outlive its coordinator", file=sys.stderr)
 
 
 def main() -> int:
     faulthandler.enable(all_threads=True)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the coordinator asks before a kill
-    parent = os.getppid()
     die_with_parent()
-    if os.getppid() != parent:  # the coordinator died before the request took effect
+    if os.getppid() != coordinator_pid():  # the coordinator died before the request took effect
         return EXIT_ORPHANED
     job = Job.from_json(sys.stdin.read())
     ring = RingWriter(job.ring_fd)

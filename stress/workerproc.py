@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stress import ring
 from stress.protocol import Job
+from stress.ring import COORDINATOR_PID_VAR
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -77,7 +78,10 @@ class WorkerProcess:
         self._signal(signal.SIGTERM)
 
     def kill(self, reason: str, dump_stack: bool = True) -> None:
-        """SIGKILL, after asking faulthandler for every thread's Python stack."""
+        """SIGKILL, after asking faulthandler for every thread's Python stack. A worker that
+        already died on its own keeps its own cause of death."""
+        if self.poll() is not None:
+            return
         self.killed_for = reason
         if dump_stack and self.poll() is None:
             self._signal(signal.SIGUSR1)
@@ -105,4 +109,5 @@ def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
     env["PYTHONFAULTHANDLER"] = "1"
+    env[COORDINATOR_PID_VAR] = str(os.getpid())
     return env

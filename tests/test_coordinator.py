@@ -50,6 +50,7 @@ def run_with_fault(
         ("abort", "crash", "SIGABRT"),
         ("raise", "exception", None),
         ("exit", "exit", None),
+        ("corrupt", "protocol", "SIGKILL"),
     ],
 )
 def test_worker_death_is_recorded_and_the_variant_continues(
@@ -73,6 +74,8 @@ def test_worker_death_is_recorded_and_the_variant_continues(
         assert "Traceback" in event.stack
     if kind == "exit":
         assert event.exit_code == 7
+    if kind == "corrupt":
+        assert "unreadable record" in event.message
     manifest = json.loads((out / "manifest.json").read_text())
     variant = next(iter(manifest["variants"].values()))
     assert variant["status"] == "done" and variant["crashes"] == 1
@@ -286,3 +289,21 @@ def test_workers_die_with_a_sigkilled_coordinator(scenario_file, tmp_path):
     assert dead
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "running"  # what it was doing when it died, still readable
+
+
+def test_worker_stopped_from_outside_hands_over_without_a_gap(scenario_file, tmp_path):
+    path = scenario_file("name: handover\nmodel: tiny\nduration: 3s\n")
+    out = tmp_path / "run"
+    coordinator = start_run(path, out, workers=1)
+    first = _first_worker(coordinator.pid)
+    time.sleep(0.8)
+    first.send_signal(signal.SIGTERM)  # someone else's kill, not the coordinator's stop
+    _, stderr = coordinator.communicate(timeout=60)
+    assert coordinator.returncode == 0, stderr
+    events = read_events(out)
+    assert list(events.kind) == ["interrupted"] and events.pid[0] == first.pid
+    rows = read_iterations(out)
+    assert rows.pid.nunique() == 2
+    assert sorted(rows.iteration) == list(range(len(rows)))  # finished its iteration: no gap
+    variant = next(iter(json.loads((out / "manifest.json").read_text())["variants"].values()))
+    assert (variant["status"], variant["crashes"]) == ("done", 0)

@@ -8,6 +8,10 @@ import MNN
 import MNN.expr as F
 import numpy as np
 
+# By numpy's one-letter dtype code; float64 and int64 are refused at validation (MNN 3.6.1
+# computes wrong values for them through expr.const).
+_EXPR_DTYPES = {"f": F.float, "i": F.int, "B": F.uint8}
+
 
 class ModuleDriver:
     """One module on its own runtime manager (the only way ``numThread`` takes effect). Inputs
@@ -29,7 +33,7 @@ class ModuleDriver:
         self._alive: list[Any] = []  # keeps output Vars alive while the caller copies their views
 
     def infer(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-        variables = [F.const(a, list(a.shape), F.NCHW) for a in inputs]
+        variables = [F.const(a, list(a.shape), F.NCHW, _EXPR_DTYPES[a.dtype.char]) for a in inputs]
         outputs = self.module.forward(variables)
         if outputs is None or len(outputs) != self.expected:
             self._alive = []

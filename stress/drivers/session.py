@@ -8,7 +8,7 @@ import MNN
 import numpy as np
 
 # By numpy's one-letter dtype code (``dtype.name`` is slow enough to show on the tiny model).
-# pymnn has no int8 or float16 host type: scenarios with such inputs are refused at validation.
+# Only float32, int32 and uint8 inputs pass validation: both APIs take those correctly.
 _HALIDE = {
     "f": MNN.Halide_Type_Float,
     "i": MNN.Halide_Type_Int,
