@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stress import ring  # noqa: E402
 from stress.protocol import KIND_ITERATION, IterationWriter, decode_iteration  # noqa: E402
-from stress.records import ITERATION_SCHEMA, IterationBuffer, PartWriter, RowContext  # noqa: E402
+from stress.records import IterationBuffer, PartWriter, RowContext  # noqa: E402
 
 CHUNK = 10_000
 
@@ -33,7 +33,7 @@ def measure(rows: int, elements: int, max_value_bytes: int, directory: Path) -> 
     os.close(fd)
     produce = IterationWriter(writer).write
     output = np.random.default_rng(0).standard_normal((1, elements)).astype(np.float32)
-    buffer = IterationBuffer(PartWriter(directory, ITERATION_SCHEMA))
+    buffer = IterationBuffer(PartWriter(directory))
     context = RowContext(
         {
             "run_id": "bench",

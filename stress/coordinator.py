@@ -20,7 +20,7 @@ from typing import Any
 from stress import deaths
 from stress.jobs import make_job, ring_capacity
 from stress.protocol import KIND_ITERATION, decode_iteration, decode_message
-from stress.records import ITERATION_SCHEMA, EventWriter, IterationBuffer, PartWriter, RowContext
+from stress.records import EventWriter, IterationBuffer, PartWriter, RowContext
 from stress.ring import CorruptRing
 from stress.scenario import LoadedScenario
 from stress.variants import Variant
@@ -86,7 +86,7 @@ class Coordinator:
         self.fault = fault
         self.on_change = on_change or (lambda state: None)
         self.on_tick = on_tick or (lambda states, elapsed: None)
-        self.buffer = IterationBuffer(PartWriter(run_dir / "iterations", ITERATION_SCHEMA))
+        self.buffer = IterationBuffer(PartWriter(run_dir / "iterations"))
         self.events = EventWriter(run_dir / "events")
         self.queue = collections.deque(states)
         self.running: dict[int, RunningWorker] = {}

@@ -95,9 +95,8 @@ class RowContext:
 class PartWriter:
     """Writes tables as numbered, complete Parquet files in one dataset directory."""
 
-    def __init__(self, directory: Path, schema: pa.Schema) -> None:
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.schema = schema
         directory.mkdir(parents=True, exist_ok=True)
         self.sequence = len(list(directory.glob("part-*.parquet")))
 
@@ -153,7 +152,6 @@ class IterationBuffer:
     ) -> None:
         self.writer = writer
         self.max_rows, self.max_bytes, self.max_age_s = max_rows, max_bytes, max_age_s
-        self.rows_written = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -222,9 +220,7 @@ class IterationBuffer:
 
     def flush(self) -> None:
         if len(self):
-            table = self.to_table()
-            self.writer.write(table)
-            self.rows_written += table.num_rows
+            self.writer.write(self.to_table())
         self._reset()
 
     def to_table(self) -> pa.Table:
@@ -274,8 +270,7 @@ class EventWriter:
     """Events are rare and precious: each is written to its own part file at once."""
 
     def __init__(self, directory: Path) -> None:
-        self.parts = PartWriter(directory, EVENT_SCHEMA)
-        self.count = 0
+        self.parts = PartWriter(directory)
 
     def write(self, **event: Any) -> None:
         columns = {
@@ -287,4 +282,3 @@ class EventWriter:
         self.parts.write(
             pa.table({f.name: columns[f.name] for f in EVENT_SCHEMA}, schema=EVENT_SCHEMA)
         )
-        self.count += 1

@@ -34,7 +34,7 @@ def test_statistics_count_non_finite_and_ignore_it_in_min_max_mean():
 
 
 def test_rows_written_are_readable_by_pyarrow_pandas_and_duckdb(tmp_path):
-    buffer = IterationBuffer(PartWriter(tmp_path / "iterations", ITERATION_SCHEMA))
+    buffer = IterationBuffer(PartWriter(tmp_path / "iterations"))
     context = RowContext(
         values={
             "run_id": "r",
