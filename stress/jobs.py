@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stress.models import TensorInfo
 from stress.protocol import InputPlan, Job
 from stress.scenario import LoadedScenario
 from stress.variants import Variant
@@ -32,24 +33,10 @@ def ring_capacity(scenario: LoadedScenario) -> int:
     larger input shapes than the model declares. A worker whose record still does not fit asks
     for a larger ring (``resize``) and is restarted without losing the iteration."""
     declared = sum(t.nbytes for t in scenario.model.inputs) or 1
-    given = sum(
-        _nbytes(p.shape, t.nbytes // max(1, _count(t.shape)))
-        for p, t in zip(input_plans(scenario), scenario.model.inputs)
-    )
+    given = sum(TensorInfo(p.name, tuple(p.shape), p.dtype).nbytes for p in input_plans(scenario))
     scale = max(1.0, given / declared)
     record = int(sum(t.nbytes + 64 for t in scenario.model.outputs) * scale) + 4096
     return max(MIN_RING_BYTES, RING_RECORDS * record)
-
-
-def _count(shape: tuple[int, ...] | list[int]) -> int:
-    count = 1
-    for dim in shape:
-        count *= max(dim, 1)
-    return count
-
-
-def _nbytes(shape: list[int], itemsize: int) -> int:
-    return _count(shape) * itemsize
 
 
 def make_job(

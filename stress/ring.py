@@ -23,6 +23,7 @@ _RECORD = struct.Struct("<IIB7x")  # total length (16-aligned), payload length, 
 _WRAP = 0xFFFFFFFF
 MAGIC = b"MNNSRNG1"
 COORDINATOR_PID_VAR = "MNN_STRESS_COORDINATOR_PID"
+EXIT_ORPHANED = 75  # a worker's exit code when its coordinator is gone
 
 
 def coordinator_pid() -> int:
@@ -93,7 +94,7 @@ class RingWriter:
             if end <= self._free_until:
                 return
             if os.getppid() != self._parent:  # the coordinator is gone: nobody will drain
-                os._exit(75)  # EXIT_ORPHANED
+                os._exit(EXIT_ORPHANED)
             time.sleep(0.0005)
 
 

@@ -55,12 +55,15 @@ def load_all(paths: list[Path]) -> list[LoadedScenario]:
 
 def plan(scenarios: list[LoadedScenario], budget: Budget, concurrency: int) -> list[VariantState]:
     """One state per variant with its budget: the command line's, else the scenario's."""
-    variants = [(s, v) for s in scenarios for v in expand(s)]
+    expanded = {s.spec.name: expand(s) for s in scenarios}
+    variants = [(s, v) for s in scenarios for v in expanded[s.spec.name]]
     share = None
     if budget.duration_s is not None:  # the whole run's time, shared fairly by all variants
-        share = max(
-            MIN_SHARE_S, budget.duration_s * parallelism(scenarios, concurrency) / len(variants)
+        usable = sum(
+            min(s.spec.workers or concurrency, len(expanded[s.spec.name])) for s in scenarios
         )
+        parallelism = max(1, min(concurrency, usable))  # each scenario's own cap counts
+        share = max(MIN_SHARE_S, budget.duration_s * parallelism / len(variants))
     states = []
     for scenario, variant in variants:
         spec = scenario.spec
@@ -68,12 +71,6 @@ def plan(scenarios: list[LoadedScenario], budget: Budget, concurrency: int) -> l
         duration = share if share is not None else (None if budget.iterations else spec.duration)
         states.append(VariantState(variant, scenario, iterations, duration))
     return states
-
-
-def parallelism(scenarios: list[LoadedScenario], concurrency: int) -> int:
-    """How many variants can run at once, given each scenario's own ``workers`` cap."""
-    usable = sum(min(s.spec.workers or concurrency, len(expand(s))) for s in scenarios)
-    return max(1, min(concurrency, usable))
 
 
 def make_run_dir(out: Path | None) -> tuple[str, Path]:
@@ -112,14 +109,17 @@ def execute(
     run_id, run_dir = make_run_dir(out)
     manifest = new_manifest(run_id, run_dir, scenarios, concurrency, budget, fault)
 
-    def changed(state: VariantState) -> None:
+    def record(state: VariantState) -> None:
         manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
+
+    def changed(state: VariantState) -> None:
+        record(state)
         manifest.save()
         if hooks.on_change:
             hooks.on_change(state)
 
     for state in states:
-        manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
+        record(state)
     manifest.save()
     if hooks.on_start:
         hooks.on_start(run_dir, states)
@@ -127,7 +127,7 @@ def execute(
     completed = coordinator.run()
     manifest.data.update(ended=now_iso(), status="complete" if completed else "interrupted")
     for state in states:
-        manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
+        record(state)
     manifest.save()
     return RunResult(run_dir, completed, states)
 

@@ -26,10 +26,9 @@ from stress.protocol import (
     Job,
     encode_message,
 )
-from stress.ring import RecordTooLarge, RingWriter, coordinator_pid
+from stress.ring import EXIT_ORPHANED, RecordTooLarge, RingWriter, coordinator_pid
 
 EXIT_EXCEPTION = 3
-EXIT_ORPHANED = 75
 PR_SET_PDEATHSIG = 1
 
 
