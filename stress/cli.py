@@ -9,10 +9,14 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from stress.errors import StressError
+from stress.errors import RunFailure, StressError
+from stress.states import RunStatus, VariantStatus
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 errors = Console(stderr=True)
+
+
+EXIT_INTERRUPTED = 130
 
 
 class _Group(click.Group):
@@ -22,6 +26,9 @@ class _Group(click.Group):
         except StressError as exc:
             click.echo(click.style("error: ", fg="red", bold=True) + exc.render(), err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # before a run took its directory: nothing was started
+            click.echo("interrupted before anything ran", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Group)
@@ -70,7 +77,7 @@ def run(
     """Run scenario files (or folders of them) and print the per-variant summary."""
     from stress.analysis.summary import summarize
     from stress.analysis.table import render_summary
-    from stress.runner import Budget, Hooks, execute
+    from stress.runner import Budget, RunHooks, execute
     from stress.scenario import parse_duration
 
     if duration and iterations:
@@ -84,13 +91,19 @@ def run(
         out,
         workers,
         Budget(iterations, seconds),
-        Hooks(on_start=_started, on_change=_progress, on_tick=_tick),
+        RunHooks(on_start=_started, on_change=_progress, on_tick=_tick),
     )
-    render_summary(summarize(result.run_dir), console)
+    try:
+        render_summary(summarize(result.run_dir), console)
+    except StressError as exc:  # the manifest itself could not be written (full disk)
+        errors.print(f"no summary: {exc.render()}", highlight=False)
     console.print(f"run directory: {result.run_dir}")
-    if not result.completed:
+    if result.status is RunStatus.INTERRUPTED:
         console.print("[yellow]the run was interrupted; everything recorded so far is kept[/]")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    if result.status is RunStatus.FAILED:
+        click.echo(click.style("error: ", fg="red", bold=True) + f"{result.reason}", err=True)
+        sys.exit(RunFailure.exit_code)
 
 
 def _started(run_dir: Path, states) -> None:
@@ -108,9 +121,9 @@ def _budget(state) -> str:
 
 
 def _progress(state) -> None:
-    if state.status in ("done", "quarantined", "interrupted"):
+    if state.status.finished or state.status is VariantStatus.INTERRUPTED:
         errors.print(
-            f"  {state.status:<11} {state.variant.scenario} {state.variant.label} "
+            f"  {state.status.value:<11} {state.variant.scenario} {state.variant.label} "
             f"({state.completed} iterations, {state.crashes} deaths)",
             highlight=False,
             style="dim",
@@ -118,8 +131,8 @@ def _progress(state) -> None:
 
 
 def _tick(states, elapsed: float) -> None:
-    finished = sum(s.status in ("done", "quarantined") for s in states)
-    running = sum(s.status == "running" for s in states)
+    finished = sum(s.status.finished for s in states)
+    running = sum(s.status is VariantStatus.RUNNING for s in states)
     iterations = sum(s.completed for s in states)
     deaths = sum(s.crashes for s in states)
     errors.print(

@@ -2,27 +2,40 @@
 
 One loop, one thread: start workers up to the concurrency limit, drain their rings into the
 row buffer, turn every death (signal, non-zero exit, exception, hang) into an event, start a
-replacement that continues the variant until its crash budget is spent, and stop cleanly on
-SIGINT/SIGTERM (a second one kills at once). No worker outlives the loop.
+replacement that continues the variant until its crash budget is spent, and stop cleanly when
+asked (a second request kills at once) or when results can no longer be written. No worker
+outlives the loop.
 """
 
 from __future__ import annotations
 
 import collections
-import signal
-import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from stress import deaths
+from stress.deaths import KillReason
+from stress.errors import RunFailure, StorageError
+from stress.events import Event, EventKind, EventWriter
 from stress.jobs import make_job, ring_capacity
-from stress.protocol import KIND_ITERATION, decode_iteration, decode_message
-from stress.records import EventWriter, IterationBuffer, PartWriter, RowContext
+from stress.parts import PartWriter
+from stress.protocol import (
+    KIND_ITERATION,
+    Done,
+    Failure,
+    Hello,
+    IterationRecord,
+    Message,
+    ProtocolError,
+    decode_iteration,
+    decode_message,
+)
+from stress.records import IterationBuffer, RowContext
 from stress.ring import CorruptRing
 from stress.scenario import LoadedScenario
+from stress.states import VariantStatus
 from stress.variants import Variant
 from stress.workerproc import WorkerProcess
 
@@ -30,6 +43,7 @@ STARTUP_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 IDLE_SLEEP_S = 0.005
 TICK_S = 10.0
+PROGRESS_S = 1.0
 
 
 @dataclass
@@ -46,7 +60,7 @@ class VariantState:
     completed: int = 0
     crashes: int = 0
     workers_started: int = 0
-    status: str = "pending"  # pending, running, done, quarantined, interrupted, skipped
+    status: VariantStatus = VariantStatus.PENDING
 
     def remaining_s(self) -> float | None:
         return None if self.duration_s is None else self.duration_s - self.used_s
@@ -58,14 +72,38 @@ class VariantState:
         return remaining is not None and remaining <= 0.01
 
 
+class StopRequests:
+    """Counts requests to stop (Ctrl-C, SIGTERM, a failure): the first stops workers
+    gracefully, a second kills them at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def request(self, *_: object) -> None:
+        self.count += 1
+
+
 @dataclass
 class RunningWorker:
     process: WorkerProcess
     state: VariantState
     context: RowContext | None = None
+    hello: Hello | None = None
     hello_at: float | None = None
+    done: Done | None = None
+    failure: Failure | None = None
+    protocol_error: str | None = None
     last_iteration: int | None = None
-    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the caller hears during a run: state changes, progress every PROGRESS_S for the
+    running variants, and a tick every TICK_S."""
+
+    on_change: Callable[[VariantState], None] = lambda state: None
+    on_progress: Callable[[list[VariantState]], None] = lambda states: None
+    on_tick: Callable[[list[VariantState], float], None] = lambda states, elapsed: None
 
 
 class Coordinator:
@@ -75,101 +113,145 @@ class Coordinator:
         run_dir: Path,
         states: list[VariantState],
         concurrency: int,
+        stop: StopRequests,
         fault: str | None = None,
-        on_change: Callable[[VariantState], None] | None = None,
-        on_tick: Callable[[list[VariantState], float], None] | None = None,
+        hooks: Hooks = Hooks(),
     ) -> None:
         self.run_id = run_id
         self.run_dir = run_dir
         self.states = states
         self.concurrency = max(1, concurrency)
+        self.stop = stop
         self.fault = fault
-        self.on_change = on_change or (lambda state: None)
-        self.on_tick = on_tick or (lambda states, elapsed: None)
+        self.hooks = hooks
         self.buffer = IterationBuffer(PartWriter(run_dir / "iterations"))
         self.events = EventWriter(run_dir / "events")
-        self.queue = collections.deque(states)
+        self.queues: dict[str, collections.deque[VariantState]] = {}
+        for state in states:
+            self.queues.setdefault(state.variant.scenario, collections.deque()).append(state)
+        self.in_use: collections.Counter[str] = collections.Counter()
         self.running: dict[int, RunningWorker] = {}
         self.next_worker_id = 0
-        self.stop_requests = 0
         self.stop_deadline: float | None = None
+        self.failure: RunFailure | None = None
 
     # --- the loop -------------------------------------------------------------------------
-    def run(self) -> bool:
-        """Run every variant; returns False when the run was interrupted."""
-        handled = (signal.SIGINT, signal.SIGTERM)
-        previous = {s: signal.signal(s, self._request_stop) for s in handled}
+    def run(self) -> None:
+        """Run every variant, until done, stopped, or a failure (``self.failure``)."""
         started = time.monotonic()
-        next_tick = started + TICK_S
+        next_tick, next_progress = started + TICK_S, started + PROGRESS_S
         try:
-            while self.running or (self.queue and not self.stop_requests):
-                if time.monotonic() >= next_tick:
+            while self.running or (self._queued() and not self.stop.count):
+                now = time.monotonic()
+                if now >= next_tick:
                     next_tick += TICK_S
-                    self.on_tick(self.states, time.monotonic() - started)
-                if not self.stop_requests:
+                    self.hooks.on_tick(self.states, now - started)
+                if now >= next_progress:
+                    next_progress = now + PROGRESS_S
+                    self._report_progress()
+                if not self.stop.count:
                     self._start_workers()
                 busy = self._service_workers()
                 self._handle_stop()
-                if self.buffer.due():
-                    self.buffer.flush()
+                if self.buffer.due() and self.failure is None:
+                    self._flush()
                 if not busy:
                     time.sleep(IDLE_SLEEP_S)
         finally:
             self._kill_all()  # only when the loop itself failed: never leave workers behind
-            self.buffer.flush()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-        for state in self.queue:
-            if state.status == "pending":
-                state.status = "interrupted" if state.workers_started else "skipped"
-                self.on_change(state)
-        return not self.stop_requests
+        for queue in self.queues.values():
+            for state in queue:
+                started = state.workers_started > 0
+                self._set(state, VariantStatus.INTERRUPTED if started else VariantStatus.SKIPPED)
 
-    def _request_stop(self, *_: Any) -> None:
-        self.stop_requests += 1
+    def _queued(self) -> bool:
+        return any(self.queues.values())
 
     def _handle_stop(self) -> None:
-        if not self.stop_requests:
+        if not self.stop.count:
             return
         now = time.monotonic()
         if self.stop_deadline is None:
             self.stop_deadline = now + STOP_GRACE_S
             for worker in self.running.values():
                 worker.process.request_stop()
-        if self.stop_requests > 1 or now > self.stop_deadline:
+        if self.stop.count > 1 or now > self.stop_deadline:
             for worker in self.running.values():
                 if worker.process.killed_for is None:
-                    worker.process.kill("stop", dump_stack=False)
+                    worker.process.kill(KillReason.STOP, dump_stack=False)
 
     def _kill_all(self) -> None:
         """Signal every worker, then reap and drain each; their variants end interrupted."""
         for worker in self.running.values():
-            worker.process.kill("stop", dump_stack=False)
+            worker.process.kill(KillReason.STOP, dump_stack=False)
         for worker in self.running.values():
             worker.process.process.wait()
             try:
                 self._drain_all(worker)
             finally:
                 worker.process.close()
-                worker.state.status = "interrupted"
-                self.on_change(worker.state)
+                self._set(worker.state, VariantStatus.INTERRUPTED)
         self.running.clear()
+
+    def _report_progress(self) -> None:
+        running = [w.state for w in self.running.values()]
+        self._notify(lambda: self.hooks.on_progress(running))
+
+    # --- failures of the harness itself ---------------------------------------------------
+    def _fail(self, failure: RunFailure) -> None:
+        """Stop the run because the harness cannot go on; the first failure is the reason."""
+        if self.failure is None:
+            self.failure = failure
+            self.stop.request()
+
+    def _flush(self) -> None:
+        try:
+            self.buffer.flush()
+        except StorageError as exc:
+            self._fail(exc)
+
+    def _notify(self, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except StorageError as exc:
+            self._fail(exc)
+
+    def _set(self, state: VariantState, status: VariantStatus) -> None:
+        state.status = status
+        self._notify(lambda: self.hooks.on_change(state))
+
+    def salvage(self) -> int:
+        """After the loop: write what is still buffered (rows without their stored values
+        if that is all that fits) and the events kept back. Returns rows that could not be
+        written."""
+        for attempt in (True, False):
+            try:
+                self.buffer.flush(keep_values=attempt)
+                break
+            except StorageError as exc:
+                self._fail(exc)
+        try:
+            self.events.retry()
+        except StorageError as exc:
+            self._fail(exc)
+        return len(self.buffer)
 
     # --- starting -------------------------------------------------------------------------
     def _start_workers(self) -> None:
-        while len(self.running) < self.concurrency:
+        while len(self.running) < self.concurrency and self.failure is None:
             state = self._next_startable()
             if state is None:
                 return
             self._start(state)
 
     def _next_startable(self) -> VariantState | None:
-        for state in list(self.queue):
-            cap = state.scenario.spec.workers
-            in_use = sum(w.state.scenario is state.scenario for w in self.running.values())
-            if cap is None or in_use < cap:
-                self.queue.remove(state)
-                return state
+        """The first queued variant whose scenario is below its ``workers`` cap."""
+        for scenario, queue in self.queues.items():
+            if not queue:
+                continue
+            cap = queue[0].scenario.spec.workers
+            if cap is None or self.in_use[scenario] < cap:
+                return queue.popleft()
         return None
 
     def _start(self, state: VariantState) -> None:
@@ -189,22 +271,25 @@ class Coordinator:
         state.ring_bytes = max(state.ring_bytes, ring_capacity(state.scenario))
         try:
             process = WorkerProcess(job, log, state.ring_bytes)
-        except OSError as exc:  # no memory for the ring, no processes left, ...
-            state.status = "quarantined"
-            self.events.write(
-                run_id=self.run_id,
-                scenario=state.variant.scenario,
-                variant_id=state.variant.variant_id,
-                worker_id=worker_id,
-                kind="quarantine",
-                message=f"cannot start a worker: {exc}",
+        except OSError as exc:  # no memory for the ring, a file-size limit, no processes left
+            self._requeue(state)
+            self._fail(
+                RunFailure(
+                    f"cannot start a worker with a {state.ring_bytes >> 20} MiB ring: "
+                    f"{exc.strerror or exc}",
+                    file=str(log),
+                    fix="check free memory, `ulimit -f` / `ulimit -u`, and free disk space",
+                )
             )
-            self.on_change(state)
             return
         self.running[worker_id] = RunningWorker(process, state)
+        self.in_use[state.variant.scenario] += 1
         state.workers_started += 1
-        state.status = "running"
-        self.on_change(state)
+        self._set(state, VariantStatus.RUNNING)
+
+    def _requeue(self, state: VariantState) -> None:
+        """Back to the front of its queue: the replacement continues the variant first."""
+        self.queues[state.variant.scenario].appendleft(state)
 
     # --- watching -------------------------------------------------------------------------
     def _service_workers(self) -> bool:
@@ -213,8 +298,9 @@ class Coordinator:
             busy |= self._drain(worker)
             if worker.process.poll() is not None:
                 self._drain_all(worker)
-                self._finish(worker)
                 del self.running[worker_id]
+                self.in_use[worker.state.variant.scenario] -= 1
+                self._finish(worker)
                 busy = True
             elif not worker.process.moved():
                 self._check_hang(worker)
@@ -226,49 +312,59 @@ class Coordinator:
             pass
 
     def _drain(self, worker: RunningWorker) -> bool:
-        if worker.process.killed_for == "protocol":
+        """Decode what the worker published, then record it. Only decoding is guarded: a
+        worker that scribbles on its ring is killed, a bug of ours is not blamed on it."""
+        if worker.process.killed_for is KillReason.PROTOCOL:
             return False
+        decoded: list[IterationRecord | Message] = []
         try:
-            records = worker.process.drain()
-            for kind, payload in records:
+            for kind, payload in worker.process.drain():
                 if kind == KIND_ITERATION:
-                    self._on_iteration(worker, payload)
+                    if worker.context is None:
+                        raise ProtocolError("an iteration record before the worker's hello")
+                    count = len(worker.process.job.output_names)
+                    decoded.append(decode_iteration(payload, count))
                 else:
-                    self._on_message(worker, decode_message(payload))
-        except (CorruptRing, ValueError, KeyError, IndexError, TypeError, struct.error) as exc:
-            # A worker that scribbles on its ring must not take the coordinator down with it.
-            worker.messages["protocol"] = {"message": f"{type(exc).__name__}: {exc}"}
-            worker.process.kill("protocol", dump_stack=False)
-            return False
-        return bool(records)
+                    message = decode_message(payload)
+                    decoded.append(message)
+                    if isinstance(message, Hello):
+                        self._on_hello(worker, message)
+        except (CorruptRing, ProtocolError) as exc:
+            worker.protocol_error = f"{type(exc).__name__}: {exc}"
+            worker.process.kill(KillReason.PROTOCOL, dump_stack=False)
+        for item in decoded:
+            self._record(worker, item)
+        return bool(decoded) and worker.process.killed_for is not KillReason.PROTOCOL
 
-    def _on_iteration(self, worker: RunningWorker, payload: bytes) -> None:
-        if worker.context is None:
-            raise ValueError("an iteration record before the worker's hello")
-        record = decode_iteration(payload, len(worker.process.job.output_names))
-        self.buffer.add(worker.context, record)
-        worker.last_iteration = record.iteration
-        worker.state.completed += 1
-        worker.state.next_iteration = record.iteration + 1
+    def _record(self, worker: RunningWorker, item: IterationRecord | Message) -> None:
+        if isinstance(item, IterationRecord):
+            assert worker.context is not None  # checked while decoding
+            self.buffer.add(worker.context, item)
+            worker.last_iteration = item.iteration
+            worker.state.completed += 1
+            worker.state.next_iteration = item.iteration + 1
+        elif isinstance(item, Done):
+            worker.done = item
+        elif isinstance(item, Failure):
+            worker.failure = item
 
-    def _on_message(self, worker: RunningWorker, message: dict[str, Any]) -> None:
-        worker.messages[message["type"]] = message
-        if message["type"] == "hello":
-            worker.hello_at = time.monotonic()
-            state = worker.state
-            worker.context = RowContext(
-                values={
-                    "run_id": self.run_id,
-                    "scenario": state.variant.scenario,
-                    "variant_id": state.variant.variant_id,
-                    **state.variant.params,
-                    "worker_id": worker.process.job.worker_id,
-                    "pid": message["pid"],
-                    "mnn_version": message["mnn_version"],
-                },
-                output_names=tuple(worker.process.job.output_names),
-                max_value_bytes=state.scenario.spec.record.max_value_bytes,
-            )
+    def _on_hello(self, worker: RunningWorker, hello: Hello) -> None:
+        worker.hello = hello
+        worker.hello_at = time.monotonic()
+        state = worker.state
+        worker.context = RowContext(
+            values={
+                "run_id": self.run_id,
+                "scenario": state.variant.scenario,
+                "variant_id": state.variant.variant_id,
+                **state.variant.params,
+                "worker_id": worker.process.job.worker_id,
+                "pid": hello.pid,
+                "mnn_version": hello.mnn_version,
+            },
+            output_names=tuple(worker.process.job.output_names),
+            max_value_bytes=state.scenario.spec.record.max_value_bytes,
+        )
 
     def _check_hang(self, worker: RunningWorker) -> None:
         if worker.process.killed_for is not None:
@@ -277,7 +373,7 @@ class Coordinator:
         if worker.hello_at is None:
             timeout = max(timeout, STARTUP_TIMEOUT_S)
         if time.monotonic() - worker.process.progress_at > timeout:
-            worker.process.kill("hang")
+            worker.process.kill(KillReason.HANG)
 
     # --- endings --------------------------------------------------------------------------
     def _finish(self, worker: RunningWorker) -> None:
@@ -286,69 +382,91 @@ class Coordinator:
         if worker.hello_at is not None:
             state.used_s += time.monotonic() - worker.hello_at
         ending = deaths.classify(
-            process.poll(),
-            process.killed_for,
-            worker.messages,
+            deaths.LastWords(
+                process.poll(),
+                process.killed_for,
+                worker.done,
+                worker.failure,
+                worker.protocol_error,
+            ),
             state.scenario.spec.timeout,
-            bool(self.stop_requests),
+            bool(self.stop.count),
         )
-        if ending.kind != "done":
+        if ending.kind is not None:
             self._record_ending(worker, ending)
-        if ending.kind == "resize":
-            state.ring_bytes = 4 * worker.messages["error"]["needed"]
-        if self.stop_requests and not state.exhausted():
-            state.status = "interrupted"
-        elif ending.is_death and state.crashes > state.scenario.spec.max_crashes:
-            state.status = "quarantined"
-            self._event(
-                worker,
-                "quarantine",
-                message=f"{state.crashes} worker deaths; budget "
-                f"is max_crashes={state.scenario.spec.max_crashes}",
+        if ending.kind is EventKind.RESIZE and worker.failure:
+            state.ring_bytes = 4 * (worker.failure.ring_bytes_needed or 0)
+        self._set(state, self._next_status(state, ending))
+        if state.status is VariantStatus.PENDING:
+            self._requeue(state)
+
+    def _next_status(self, state: VariantState, ending: deaths.Ending) -> VariantStatus:
+        if ending.kind is EventKind.HARNESS:
+            return VariantStatus.FAILED
+        if self.stop.count and not state.exhausted():
+            return VariantStatus.INTERRUPTED
+        if ending.is_death and state.crashes > state.scenario.spec.max_crashes:
+            budget = state.scenario.spec.max_crashes
+            self._event_for(
+                state,
+                EventKind.QUARANTINE,
+                message=f"{state.crashes} worker deaths; budget is max_crashes={budget}",
             )
-        elif ending.kind == "done" or state.exhausted():
-            state.status = "done"
-        else:
-            state.status = "pending"
-            self.queue.appendleft(state)  # the replacement continues the variant first
-        self.on_change(state)
+            return VariantStatus.QUARANTINED
+        if ending.kind is None or state.exhausted():
+            return VariantStatus.DONE
+        return VariantStatus.PENDING
 
     def _record_ending(self, worker: RunningWorker, ending: deaths.Ending) -> None:
         """Write the event; a death also costs the variant its iteration in flight."""
         process, state = worker.process, worker.state
+        assert ending.kind is not None
         in_flight = None
-        if "hello" in worker.messages and "done" not in worker.messages:
+        if worker.hello is not None and worker.done is None:
             in_flight = (
                 worker.last_iteration + 1
                 if worker.last_iteration is not None
                 else process.job.start_iteration
             )
         tail = process.log_tail()
-        error = worker.messages.get("error", {})
-        self._event(
-            worker,
-            ending.kind,
-            iteration=in_flight,
-            signal=ending.signal,
-            exit_code=process.poll(),
-            message=ending.message,
-            stack=error.get("traceback") or deaths.python_stack(tail),
-            stderr_tail="\n".join(tail.splitlines()[-40:]),
+        self._write_event(
+            Event(
+                run_id=self.run_id,
+                scenario=state.variant.scenario,
+                variant_id=state.variant.variant_id,
+                worker_id=process.job.worker_id,
+                pid=process.pid,
+                kind=ending.kind,
+                message=ending.message,
+                iteration=in_flight,
+                signal=ending.signal,
+                exit_code=process.poll(),
+                stack=(worker.failure.traceback if worker.failure else None)
+                or deaths.python_stack(tail),
+                stderr_tail="\n".join(tail.splitlines()[-40:]),
+                mnn_version=worker.hello.mnn_version if worker.hello else None,
+            )
         )
         if ending.is_death:
             state.crashes += 1
             if in_flight is not None:
                 state.next_iteration = max(state.next_iteration, in_flight + 1)
 
-    def _event(self, worker: RunningWorker, kind: str, **fields: Any) -> None:
-        hello = worker.messages.get("hello", {})
-        self.events.write(
-            run_id=self.run_id,
-            scenario=worker.state.variant.scenario,
-            variant_id=worker.state.variant.variant_id,
-            worker_id=worker.process.job.worker_id,
-            pid=worker.process.pid,
-            kind=kind,
-            mnn_version=hello.get("mnn_version"),
-            **fields,
+    def _event_for(self, state: VariantState, kind: EventKind, message: str) -> None:
+        self._write_event(
+            Event(
+                run_id=self.run_id,
+                scenario=state.variant.scenario,
+                variant_id=state.variant.variant_id,
+                worker_id=None,
+                pid=None,
+                kind=kind,
+                message=message,
+            )
         )
+
+    def _write_event(self, event: Event) -> None:
+        try:
+            self.events.write(event)
+        except StorageError as exc:  # kept by the writer; salvage() tries again
+            self._fail(exc)

@@ -1,10 +1,11 @@
 """How a worker ended, in words: the classification behind every event record.
 
-A worker that ends without its ``done`` message died: by a signal (``crash``), by an
-exception outside an MNN call (``exception``), with a non-zero exit code (``exit``), killed by
+A worker that ends without its ``done`` message died: by a signal (``crash``), by an MNN call
+raising outside an iteration (``exception``), with a non-zero exit code (``exit``), killed by
 the coordinator for making no progress (``hang``) or for writing an unreadable record
-(``protocol``). A worker stopped because the run is stopping was ``interrupted``, and one whose
-record did not fit its ring asks for a ``resize``: neither is the variant's fault.
+(``protocol``). An exception in our own code is a ``harness`` error: never counted as MNN's.
+A worker stopped because the run is stopping was ``interrupted``, and one whose record did not
+fit its ring asks for a ``resize``: neither is the variant's fault.
 """
 
 from __future__ import annotations
@@ -12,21 +13,31 @@ from __future__ import annotations
 import re
 import signal
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
 
-DEATH_KINDS = ("crash", "hang", "exception", "exit", "protocol")
+from stress.events import EventKind
+from stress.protocol import Done, Failure
+
 _STACK_START = re.compile(r"^(Current thread|Thread) 0x", re.M)
+
+
+class KillReason(str, Enum):
+    """Why the coordinator killed a worker."""
+
+    HANG = "hang"
+    PROTOCOL = "protocol"
+    STOP = "stop"
 
 
 @dataclass(frozen=True)
 class Ending:
-    kind: str  # done, resize, interrupted, or one of DEATH_KINDS
+    kind: EventKind | None  # None: the worker finished its job normally
     signal: str | None = None
     message: str = ""
 
     @property
     def is_death(self) -> bool:
-        return self.kind in DEATH_KINDS
+        return self.kind is not None and self.kind.is_death
 
 
 def signal_name(returncode: int | None) -> str | None:
@@ -38,38 +49,44 @@ def signal_name(returncode: int | None) -> str | None:
         return f"SIG{-returncode}"
 
 
-def classify(
-    returncode: int,
-    killed_for: str | None,
-    messages: dict[str, dict[str, Any]],
-    timeout: float,
-    stopping: bool,
-) -> Ending:
-    """What ``returncode`` and the worker's last messages say about how it ended."""
-    name = signal_name(returncode)
-    error = messages.get("error")
-    if returncode == 0 and "done" in messages and killed_for is None:
-        if messages["done"].get("stopped") and not stopping:
+@dataclass(frozen=True)
+class LastWords:
+    """What the coordinator knows of a worker's end: its messages and its own actions."""
+
+    returncode: int
+    killed_for: KillReason | None
+    done: Done | None
+    failure: Failure | None
+    protocol_error: str | None = None
+
+
+def classify(last: LastWords, timeout: float, stopping: bool) -> Ending:
+    """What the exit status and the worker's last messages say about how it ended."""
+    name = signal_name(last.returncode)
+    failure = last.failure
+    if last.returncode == 0 and last.done is not None and last.killed_for is None:
+        if last.done.stopped and not stopping:
             return Ending(
-                "interrupted",
+                EventKind.INTERRUPTED,
                 None,
                 "stopped by a SIGTERM from outside mnn-stress; "
                 "the variant continues in a new worker",
             )
-        return Ending("done")
-    if killed_for == "hang":
-        return Ending("hang", name, f"no progress for {timeout:g}s; killed")
-    if killed_for == "protocol":
-        return Ending("protocol", name, f"unreadable record: {messages['protocol']['message']}")
-    if killed_for == "stop" or (stopping and name == "SIGTERM"):
-        return Ending("interrupted", name, "stopped while the run was stopping")
-    if error and error.get("needed"):
-        return Ending("resize", None, f"{error['message']}; restarting with a larger ring")
-    if error:
-        return Ending("exception", name, f"{error['exception']}: {error['message']}")
+        return Ending(None)
+    if last.killed_for is KillReason.HANG:
+        return Ending(EventKind.HANG, name, f"no progress for {timeout:g}s; killed")
+    if last.killed_for is KillReason.PROTOCOL:
+        return Ending(EventKind.PROTOCOL, name, f"unreadable record: {last.protocol_error}")
+    if last.killed_for is KillReason.STOP or (stopping and name == "SIGTERM"):
+        return Ending(EventKind.INTERRUPTED, name, "stopped while the run was stopping")
+    if failure and failure.ring_bytes_needed:
+        return Ending(EventKind.RESIZE, None, f"{failure.message}; restarting with a larger ring")
+    if failure:
+        kind = EventKind.EXCEPTION if failure.origin == "mnn" else EventKind.HARNESS
+        return Ending(kind, name, f"{failure.exception}: {failure.message}")
     if name:
-        return Ending("crash", name, f"worker died of {name}")
-    return Ending("exit", None, f"worker exited with code {returncode}")
+        return Ending(EventKind.CRASH, name, f"worker died of {name}")
+    return Ending(EventKind.EXIT, None, f"worker exited with code {last.returncode}")
 
 
 def python_stack(log_text: str) -> str | None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 
 class StressError(Exception):
     """An error the user can fix; the CLI prints it as one message and exits non-zero."""
@@ -44,3 +48,39 @@ class ModelError(StressError):
 
 class RunDirError(StressError):
     """A run directory that cannot be created or read."""
+
+
+class RunFailure(StressError):
+    """The harness cannot go on with a run (results cannot be written, workers cannot be
+    started): the run stops cleanly, keeps what it can, and exits non-zero."""
+
+    exit_code = 3
+
+
+class StorageError(RunFailure):
+    """Results cannot be written (full disk, file-size limit, read-only file system)."""
+
+    @classmethod
+    def of(cls, exc: OSError, path: Path | str) -> StorageError:
+        """Name the file, the file system it is on and its free space."""
+        mount, free = where_stored(Path(path))
+        room = f"{free / 2**20:.1f} MiB free on {mount}" if free is not None else f"on {mount}"
+        return cls(
+            f"cannot write results: {exc.strerror or exc} ({room})",
+            file=str(path),
+            fix="free space on that disk (or raise `ulimit -f`), or choose another --out",
+        )
+
+
+def where_stored(path: Path) -> tuple[str, int | None]:
+    """The mount point holding ``path`` and its free bytes (None when it cannot be read)."""
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    mount = probe
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        return str(mount), shutil.disk_usage(probe).free
+    except OSError:
+        return str(mount), None

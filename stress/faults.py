@@ -1,9 +1,16 @@
-"""Test-only fault injection inside a worker, to prove the coordinator survives real deaths.
+"""Test-only fault injection inside a worker, to prove that deaths are survived and that every
+wrong result is detected and counted.
 
 Enabled only by the environment variable ``MNN_STRESS_TEST_FAULT`` in the coordinator's
-environment (no scenario key can set it). Syntax: ``KIND@N`` fires at iteration N;
-``KIND@N+`` at every iteration from N on. Kinds: segv (a real invalid memory read), abort,
-hang, raise, exit, corrupt (publish a record no worker could write).
+environment (no scenario key can set it). Syntax: ``KIND@N`` fires at iteration N, ``KIND@N+``
+at every iteration from N on; several faults are separated by commas (``nan@3,rc@5``).
+
+Kinds that end or upset the worker, before the iteration: segv (a real invalid memory read),
+abort, hang, raise (an exception in harness code), exit, corrupt (publish a record no worker
+could write). Kinds that change what the driver returns: perturb (one output element changed),
+nan (one output element made NaN), rc (a non-zero return code), mnn_raise (a real MNN call
+raises inside ``infer``). ``load_error`` makes a real MNN call raise while a worker whose first
+iteration is at or past N loads the model.
 """
 
 from __future__ import annotations
@@ -12,28 +19,120 @@ import ctypes
 import os
 import struct
 import time
+from dataclasses import dataclass
 from typing import Any
 
 ENV_VAR = "MNN_STRESS_TEST_FAULT"
-KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt")
+WORKER_KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt")
+DRIVER_KINDS = ("perturb", "nan", "rc", "mnn_raise")
+LOAD_KINDS = ("load_error",)
+KINDS = WORKER_KINDS + DRIVER_KINDS + LOAD_KINDS
 NEVER = 1 << 62
+INJECTED_RC = 7
 
 
 class InjectedFault(RuntimeError):
     """Raised by the ``raise`` fault: an exception the worker does not expect."""
 
 
-def parse(spec: str | None) -> tuple[str, int, bool]:
-    """(kind, iteration, repeats) for a spec; ('', NEVER, False) for none."""
-    if not spec:
-        return "", NEVER, False
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    at: int
+    repeats: bool
+
+    def fires(self, iteration: int) -> bool:
+        return iteration == self.at or (self.repeats and iteration > self.at)
+
+
+def parse(spec: str | None) -> tuple[Fault, ...]:
+    """The faults of a spec (none for an empty one); ValueError for a malformed one."""
+    return tuple(_parse_one(part.strip()) for part in (spec or "").split(",") if part.strip())
+
+
+def _parse_one(spec: str) -> Fault:
     kind, _, at = spec.partition("@")
     repeats = at.endswith("+")
     if kind not in KINDS or not at.rstrip("+").isdigit():
         raise ValueError(
             f"bad {ENV_VAR} {spec!r}: expected KIND@N or KIND@N+ with KIND in {', '.join(KINDS)}"
         )
-    return kind, int(at.rstrip("+")), repeats
+    return Fault(kind, int(at.rstrip("+")), repeats)
+
+
+class Injector:
+    """Fires a worker's faults. ``first`` is the earliest iteration any fault can fire at, so
+    the hot loop pays one integer comparison when nothing is due."""
+
+    def __init__(self, faults: tuple[Fault, ...], ring: Any) -> None:
+        self.faults = faults
+        self.ring = ring
+        self.first = min((f.at for f in faults if f.kind not in LOAD_KINDS), default=NEVER)
+        self.armed: set[str] = set()
+
+    def at_load(self, start_iteration: int) -> None:
+        if any(f.kind in LOAD_KINDS and start_iteration >= f.at for f in self.faults):
+            raise_from_mnn()
+
+    def wrap(self, driver: Any) -> Any:
+        """The driver itself, or one that applies driver faults when they are armed."""
+        return (
+            FaultyDriver(driver, self)
+            if any(f.kind in DRIVER_KINDS for f in self.faults)
+            else driver
+        )
+
+    def before(self, iteration: int) -> None:
+        for fault in self.faults:
+            if fault.fires(iteration):
+                if fault.kind in DRIVER_KINDS:
+                    self.armed.add(fault.kind)
+                elif fault.kind in WORKER_KINDS:
+                    trigger(fault.kind, self.ring)
+
+
+class FaultyDriver:
+    """Wraps a real driver; alters one call's results when the injector armed a fault."""
+
+    def __init__(self, driver: Any, injector: Injector) -> None:
+        self.driver = driver
+        self.injector = injector
+
+    def infer(self, inputs: list[Any]) -> tuple[int, list[Any]]:
+        armed, self.injector.armed = self.injector.armed, set()
+        if "mnn_raise" in armed:
+            raise_from_mnn()
+        rc, outputs = self.driver.infer(inputs)
+        if "rc" in armed:
+            rc = INJECTED_RC
+        if armed & {"perturb", "nan"} and outputs:
+            outputs = [_altered(outputs[0], "nan" in armed), *outputs[1:]]
+        return rc, outputs
+
+
+def _altered(output: Any, nan: bool) -> Any:
+    """A copy of ``output`` (never MNN's own memory) with its first element changed."""
+    changed = output.copy()
+    flat = changed.reshape(-1)
+    if nan:
+        flat[0] = float("nan")
+    else:
+        flat[0] = flat[0] + 1
+    return changed
+
+
+def raise_from_mnn() -> None:
+    """Make a real MNN call raise (float64 data for a float32 tensor), as drivers report it."""
+    import MNN
+    import numpy as np
+
+    from stress.drivers import MNNError
+
+    try:
+        MNN.Tensor((2,), MNN.Halide_Type_Float, np.zeros(2), MNN.Tensor_DimensionType_Caffe)
+    except Exception as exc:
+        raise MNNError.wrap(exc) from exc
+    raise InjectedFault("MNN accepted float64 data for a float32 tensor: no MNN error to inject")
 
 
 def trigger(kind: str, ring: Any) -> None:

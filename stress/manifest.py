@@ -1,22 +1,28 @@
 """RUN_DIR/manifest.json: what was run, where, with which versions, and how each variant ended.
 
-Rewritten atomically whenever a variant changes state, so an interrupted run still says
-what it was doing.
+Written at the start and at the end of a run; in between, state changes go to the journal
+(``stress.journal``), which ``read_manifest`` folds in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import socket
 import sys
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from stress.errors import RunDirError, StorageError
+from stress.journal import read_journal
+from stress.states import RunStatus, VariantStatus
 
 PACKAGES = (
     "mnn-stress",
@@ -74,16 +80,101 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+@dataclass
+class VariantEntry:
+    """A variant's plan and where it stands: in the manifest, and in each journal line."""
+
+    scenario: str
+    label: str
+    params: dict[str, Any]
+    status: VariantStatus
+    completed: int
+    crashes: int
+    next_iteration: int
+    stop_iteration: int | None
+    duration_s: float | None
+    workers_started: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VariantEntry:
+        known = {f.name for f in fields(cls)}
+        entry = cls(**{k: v for k, v in data.items() if k in known})
+        entry.status = VariantStatus(entry.status)
+        return entry
+
+
+@dataclass
+class ManifestData:
+    """Everything manifest.json holds. Unknown or missing keys are an error, not a null."""
+
+    run_id: str
+    command: list[str]
+    cwd: str
+    started: str
+    ended: str | None
+    status: RunStatus
+    reason: str | None
+    concurrency: int
+    budget: dict[str, Any]
+    test_fault: str | None
+    owner: dict[str, Any]
+    host: dict[str, Any]
+    versions: dict[str, str | None]
+    scenarios: list[dict[str, Any]]
+    variants: dict[str, VariantEntry] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["status"] = self.status.value
+        data["variants"] = {vid: entry.to_dict() for vid, entry in self.variants.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ManifestData:
+        data = dict(data)
+        data["status"] = RunStatus(data["status"])
+        data["variants"] = {
+            vid: VariantEntry.from_dict(entry) for vid, entry in data["variants"].items()
+        }
+        return cls(**data)
+
+
 class Manifest:
-    def __init__(self, run_dir: Path, data: dict[str, Any]) -> None:
+    """manifest.json, written whole and atomically (hidden temporary file, then rename)."""
+
+    def __init__(self, run_dir: Path, data: ManifestData) -> None:
         self.path = run_dir / "manifest.json"
         self.data = data
 
     def save(self) -> None:
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(temporary, self.path)
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            temporary.write_text(json.dumps(self.data.to_dict(), indent=2, default=str))
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise StorageError.of(exc, self.path) from exc
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "manifest.json").read_text())
+def read_manifest(run_dir: Path) -> ManifestData:
+    """The manifest with the journal folded in: each variant's latest state, and the run's
+    final status where the journal has it and the manifest does not."""
+    try:
+        data = ManifestData.from_dict(json.loads((run_dir / "manifest.json").read_text()))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise RunDirError(
+            f"cannot read {run_dir / 'manifest.json'}: {exc}",
+            fix="pass a directory made by `mnn-stress run` (this version or later)",
+        ) from exc
+    variants, run = read_journal(run_dir)
+    for variant_id, line in variants.items():
+        if variant_id in data.variants:
+            merged = {**data.variants[variant_id].to_dict(), **line}
+            data.variants[variant_id] = VariantEntry.from_dict(merged)
+    if run is not None and data.status is RunStatus.RUNNING:
+        data.status, data.reason = RunStatus(run["run"]), run["reason"]
+    return data

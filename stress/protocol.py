@@ -9,21 +9,33 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from enum import IntEnum
 from typing import Any
+
+from stress import dtypes
 
 KIND_ITERATION = 1
 KIND_MESSAGE = 2
 
-STATUS_OK = 0  # rc == 0, outputs recorded
-STATUS_INVALID = 1  # MNN returned a non-zero code: whatever the outputs hold is not a result
-STATUS_ERROR = 2  # an MNN call raised
-STATUS_NAMES = ("ok", "invalid", "error")
 
-DTYPES = ("unknown", "float32", "float64", "int32", "int64", "uint8", "int8", "float16")
-ITEMSIZES = (1, 4, 8, 4, 8, 1, 1, 2)
+class Status(IntEnum):
+    """What one iteration produced; the ``status`` column holds the lower-case name."""
+
+    OK = 0  # rc == 0, outputs recorded
+    INVALID = 1  # MNN returned a non-zero code: whatever the outputs hold is not a result
+    ERROR = 2  # an MNN call raised
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# Plain ints for the worker's hot loop (an enum attribute lookup costs more than an int).
+STATUS_OK, STATUS_INVALID, STATUS_ERROR = int(Status.OK), int(Status.INVALID), int(Status.ERROR)
+STATUS_NAMES = tuple(s.label for s in Status)
 # Keyed by numpy's one-letter dtype code: ``dtype.name`` costs ~2 us per call in numpy 2.
-DTYPE_CODES = {"f": 1, "d": 2, "i": 3, "l": 4, "q": 4, "B": 5, "b": 6, "e": 7}
+DTYPE_CODES = {char: d.code for char, d in dtypes.BY_CHAR.items()}
 _DIMS = [struct.Struct(f"<{ndim}q") for ndim in range(33)]
 
 # iteration, ts_ns, latency_ns, rss_bytes, rc, thread, status, number of outputs
@@ -91,15 +103,74 @@ class IterationRecord:
     error: str | None = None
 
 
-def encode_message(ring: Any, message: dict[str, Any]) -> None:
-    data = json.dumps(message).encode()
+class ProtocolError(ValueError):
+    """A record or message that no worker of ours could have written."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    """First message: the worker has loaded the model and starts its loop."""
+
+    pid: int
+    mnn_version: str
+    numpy_version: str
+    python: str
+    executable: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """Last message of a worker that ended on its own: iterations run, and whether a SIGTERM
+    stopped it early."""
+
+    completed: int
+    stopped: bool
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The worker's last words before exiting on an exception. ``origin`` says whose it was:
+    ``mnn`` (an MNN call raised: a finding) or ``harness`` (our own bug: never a finding).
+    ``ring_bytes_needed`` is set when a record did not fit the ring."""
+
+    origin: str
+    exception: str
+    message: str
+    traceback: str
+    ring_bytes_needed: int | None = None
+
+
+Message = Hello | Done | Failure
+MESSAGE_TYPES: dict[str, type] = {"hello": Hello, "done": Done, "failure": Failure}
+_TYPE_OF = {cls: name for name, cls in MESSAGE_TYPES.items()}
+
+
+def encode_message(ring: Any, message: Message) -> None:
+    data = json.dumps({"type": _TYPE_OF[type(message)], **asdict(message)}).encode()
     offset = ring.begin(len(data), KIND_MESSAGE)
     ring.mm[offset : offset + len(data)] = data
     ring.commit()
 
 
-def decode_message(payload: bytes) -> dict[str, Any]:
-    return json.loads(payload)
+def decode_message(payload: bytes) -> Message:
+    """The typed message; ProtocolError for anything else (unknown type, missing or extra
+    fields, fields of the wrong type)."""
+    try:
+        data = json.loads(payload)
+        cls = MESSAGE_TYPES[data.pop("type")]
+        message = cls(**data)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ProtocolError(f"unreadable message: {type(exc).__name__}: {exc}") from exc
+    for item in fields(message):
+        if not _has_type(getattr(message, item.name), item.type):
+            raise ProtocolError(f"message field {item.name} is not {item.type}")
+    return message
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    kinds = {"int": int, "str": str, "bool": bool, "None": type(None)}
+    allowed = tuple(kinds[part.strip()] for part in str(annotation).split("|"))
+    return isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))
 
 
 class IterationWriter:
@@ -168,11 +239,20 @@ class IterationWriter:
 
 
 def decode_iteration(payload: bytes, output_count: int) -> IterationRecord:
-    """Decode and check one iteration; ValueError when it cannot have come from a worker."""
+    """Decode and check one iteration; ProtocolError when it cannot have come from a worker."""
+    try:
+        return _decode_iteration(payload, output_count)
+    except ProtocolError:
+        raise
+    except (struct.error, IndexError, ValueError) as exc:
+        raise ProtocolError(f"unreadable iteration record: {exc}") from exc
+
+
+def _decode_iteration(payload: bytes, output_count: int) -> IterationRecord:
     *head, count = ITERATION_HEAD.unpack_from(payload, 0)
     record = IterationRecord(*head, outputs=[])
     if record.status >= len(STATUS_NAMES) or count > output_count:
-        raise ValueError(f"iteration record with status {record.status}, {count} outputs")
+        raise ProtocolError(f"iteration record with status {record.status}, {count} outputs")
     offset = ITERATION_HEAD.size
     for _ in range(count):
         index, code, ndim, nbytes = OUTPUT_HEAD.unpack_from(payload, offset)
@@ -184,14 +264,16 @@ def decode_iteration(payload: bytes, output_count: int) -> IterationRecord:
             elements *= dim
         if (
             index >= output_count
-            or code >= len(DTYPES)
+            or code not in dtypes.BY_CODE
             or offset + nbytes > len(payload)
-            or (code and nbytes != elements * ITEMSIZES[code])
+            or (code and nbytes != elements * dtypes.BY_CODE[code].itemsize)
         ):
-            raise ValueError(
+            raise ProtocolError(
                 f"output record {index} (dtype {code}, shape {shape}, {nbytes} bytes) is invalid"
             )
-        record.outputs.append((index, DTYPES[code], shape, payload[offset : offset + nbytes]))
+        record.outputs.append(
+            (index, dtypes.BY_CODE[code].name, shape, payload[offset : offset + nbytes])
+        )
         offset += (nbytes + 7) & ~7
     if record.status == STATUS_ERROR and offset + ERROR_LENGTH.size <= len(payload):
         (length,) = ERROR_LENGTH.unpack_from(payload, offset)

@@ -1,28 +1,32 @@
-"""THE Parquet schemas (iterations and events) and the writers that fill them.
+"""THE Parquet schema of iterations, and the buffer that fills it.
 
-Rows are buffered in the coordinator and written as complete Parquet part files (temporary
-name, then rename), so ``RUN_DIR/iterations/`` and ``RUN_DIR/events/`` are readable as one
-dataset at every instant, even while a run is going or after it was killed.
-Digests are computed here and statistics (``stress.statistics``) vectorised per batch, never in
-the worker's hot loop.
+Rows are buffered in the coordinator and written as complete Parquet part files
+(``stress.parts``), so ``RUN_DIR/iterations/`` is readable as one dataset at every instant,
+even while a run is going or after it was killed. Digests are computed here and statistics
+(``stress.statistics``) vectorised per batch, never in the worker's hot loop.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
 
 from stress.factors import REGISTRY
+from stress.parts import PartWriter
 from stress.protocol import STATUS_NAMES, IterationRecord
-from stress.statistics import NO_STATS, as_block, block_statistics, statistics_columns, summable
+from stress.statistics import (
+    NO_STATS,
+    STAT_NAMES,
+    as_block,
+    block_statistics,
+    statistics_columns,
+    summable,
+)
 
 _ARROW_TYPES = {int: pa.int32(), str: pa.string(), float: pa.float64(), bool: pa.bool_()}
 FACTOR_FIELDS = [pa.field(name, _ARROW_TYPES[f.kind]) for name, f in REGISTRY.items()]
@@ -63,25 +67,6 @@ ITERATION_SCHEMA = pa.schema(
     ]
 )
 
-EVENT_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string()),
-        pa.field("scenario", pa.string()),
-        pa.field("variant_id", pa.string()),
-        pa.field("worker_id", pa.int32()),
-        pa.field("pid", pa.int32()),
-        pa.field("ts", pa.timestamp("ns", tz="UTC")),
-        pa.field("kind", pa.string()),
-        pa.field("iteration", pa.int64()),
-        pa.field("signal", pa.string()),
-        pa.field("exit_code", pa.int32()),
-        pa.field("message", pa.string()),
-        pa.field("stack", pa.string()),
-        pa.field("stderr_tail", pa.string()),
-        pa.field("mnn_version", pa.string()),
-    ]
-)
-
 
 @dataclass(frozen=True)
 class RowContext:
@@ -92,43 +77,13 @@ class RowContext:
     max_value_bytes: int
 
 
-class PartWriter:
-    """Writes tables as numbered, complete Parquet files in one dataset directory."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.sequence = len(list(directory.glob("part-*.parquet")))
-
-    def write(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        final = self.directory / f"part-{self.sequence:06d}.parquet"
-        temporary = final.with_suffix(".tmp")
-        pq.write_table(table, temporary, compression="zstd")
-        os.replace(temporary, final)
-        self.sequence += 1
-
-
-_BUFFERED = (
-    "context",
-    "thread",
-    "iteration",
-    "ts",
-    "latency_ns",
-    "rc",
-    "status",
-    "error",
-    "output",
-    "shape",
-    "dtype",
-    "nbytes",
-    "digest",
-    "values",
-    "data",
-    "stats",
-    "rss_bytes",
-)
+# Per-row columns filled as records arrive, in schema order; the rest come from the context
+# (once per worker) or are computed at the flush (output names, statistics).
+CONTEXT_NAMES = tuple(f.name for f in CONTEXT_FIELDS)
+COMPUTED_NAMES = ("output_name", *STAT_NAMES)
+ROW_NAMES = tuple(f.name for f in ITERATION_SCHEMA if f.name not in CONTEXT_NAMES + COMPUTED_NAMES)
+# Held per row until the flush: which context, which output, bytes kept for statistics.
+_HELD = ("context", "output", "data", "stats")
 
 
 # Outputs up to this size keep their bytes until the flush, for vectorised statistics.
@@ -140,7 +95,8 @@ class IterationBuffer:
 
     Each output is hashed on arrival. Small outputs keep their bytes until the flush, where
     their statistics are computed in one vectorised pass; larger ones get their statistics at
-    once and their bytes are dropped (unless stored), so buffered memory stays bounded.
+    once and their bytes are dropped (unless stored), so buffered memory stays bounded. A flush
+    that cannot be written (StorageError) keeps its rows for the next attempt.
     """
 
     def __init__(
@@ -152,12 +108,13 @@ class IterationBuffer:
     ) -> None:
         self.writer = writer
         self.max_rows, self.max_bytes, self.max_age_s = max_rows, max_bytes, max_age_s
+        self.rows_written = 0
         self._reset()
 
     def _reset(self) -> None:
         self.contexts: list[RowContext] = []
         self.context_index: dict[int, int] = {}
-        self.columns: dict[str, list[Any]] = {name: [] for name in _BUFFERED}
+        self.columns: dict[str, list[Any]] = {name: [] for name in (*_HELD, *ROW_NAMES)}
         self.bytes = 0
         self.started = time.monotonic()
 
@@ -171,45 +128,45 @@ class IterationBuffer:
         if key not in self.context_index:
             self.context_index[key] = len(self.contexts)
             self.contexts.append(context)
-        ctx = self.context_index[key]
-        status = STATUS_NAMES[record.status]
+        shared = {
+            "context": self.context_index[key],
+            "thread": record.thread,
+            "iteration": record.iteration,
+            "ts": record.ts_ns,
+            "latency_ns": record.latency_ns,
+            "rc": record.rc,
+            "status": STATUS_NAMES[record.status],
+            "error": record.error,
+            "rss_bytes": record.rss_bytes,
+        }
         rows = [
-            (
-                ctx,
-                record.thread,
-                record.iteration,
-                record.ts_ns,
-                record.latency_ns,
-                record.rc,
-                status,
-                record.error,
-                index,
-                shape,
-                dtype,
-                *self._output(context, dtype, data),
-                record.rss_bytes,
-            )
+            {**shared, **self._output(context, index, dtype, shape, data)}
             for index, dtype, shape, data in record.outputs or [(None, None, None, None)]
         ]
         for row in rows:
-            for column, value in zip(self.columns.values(), row):
-                column.append(value)
+            for name, column in self.columns.items():
+                column.append(row[name])
 
-    def _output(self, context: RowContext, dtype: str | None, data: bytes | None) -> tuple:
-        """nbytes, digest, stored values, bytes kept for batch statistics, statistics."""
+    def _output(
+        self, context: RowContext, index: int | None, dtype: str | None, shape: Any, data: Any
+    ) -> dict[str, Any]:
+        """The output's columns: digest, stored values, bytes kept for batch statistics."""
+        row = {"output": index, "dtype": dtype, "shape": shape, "nbytes": None, "digest": None}
+        row.update(values=None, data=None, stats=NO_STATS)
         if data is None:
-            return None, None, None, None, NO_STATS
+            return row
         size = len(data)
-        digest = xxhash.xxh3_64_hexdigest(data)
-        values = data if size <= context.max_value_bytes else None
-        if values is not None or size <= BATCH_STATISTICS_BYTES:
+        row.update(nbytes=size, digest=xxhash.xxh3_64_hexdigest(data))
+        if size <= context.max_value_bytes:
+            row["values"] = data
+        if row["values"] is not None or size <= BATCH_STATISTICS_BYTES:
             self.bytes += size  # held until the flush: counts towards max_bytes
         if size <= BATCH_STATISTICS_BYTES:
-            return size, digest, values, data, None  # statistics with its batch at the flush
-        stats = NO_STATS
-        if summable(dtype, size):
-            stats = tuple(column[0] for column in block_statistics(as_block([data], dtype)))
-        return size, digest, values, None, stats
+            row.update(data=data, stats=None)  # statistics with its batch at the flush
+        elif summable(dtype, size):
+            stats = block_statistics(as_block([data], dtype))
+            row["stats"] = tuple(column[0] for column in stats)
+        return row
 
     def due(self) -> bool:
         return (
@@ -218,42 +175,29 @@ class IterationBuffer:
             or (len(self) > 0 and time.monotonic() - self.started >= self.max_age_s)
         )
 
-    def flush(self) -> None:
+    def flush(self, keep_values: bool = True) -> None:
+        """Write the buffered rows as one part. On StorageError the rows stay buffered;
+        ``keep_values=False`` writes them without stored values (a smaller last resort)."""
         if len(self):
-            self.writer.write(self.to_table())
+            self.writer.write(self.to_table(keep_values))
+            self.rows_written += len(self)
         self._reset()
 
-    def to_table(self) -> pa.Table:
+    def to_table(self, keep_values: bool = True) -> pa.Table:
         c = self.columns
         ctx_ids = np.asarray(c["context"], dtype=np.int64)
-        columns: dict[str, Any] = {}
-        for field in CONTEXT_FIELDS:
-            per_context = np.array([x.values.get(field.name) for x in self.contexts], dtype=object)
-            columns[field.name] = per_context[ctx_ids]
+        columns: dict[str, Any] = {name: c[name] for name in ROW_NAMES}
+        for name in CONTEXT_NAMES:
+            per_context = np.array([x.values[name] for x in self.contexts], dtype=object)
+            columns[name] = per_context[ctx_ids]
         names = [x.output_names for x in self.contexts]
-        columns.update(
-            {
-                name: c[name]
-                for name in (
-                    "thread",
-                    "iteration",
-                    "latency_ns",
-                    "rc",
-                    "status",
-                    "error",
-                    "dtype",
-                    "nbytes",
-                    "digest",
-                    "values",
-                    "rss_bytes",
-                )
-            }
-        )
-        columns["ts"] = pa.array(c["ts"], pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
         columns["output_name"] = [
             None if i is None else names[x][i] for x, i in zip(ctx_ids, c["output"])
         ]
+        columns["ts"] = pa.array(c["ts"], pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
         columns["shape"] = [None if s is None else list(s) for s in c["shape"]]
+        if not keep_values:
+            columns["values"] = [None] * len(self)
         columns.update(statistics_columns(c["stats"], c["data"], c["dtype"]))
         return pa.table(
             {
@@ -263,22 +207,4 @@ class IterationBuffer:
                 for f in ITERATION_SCHEMA
             },
             schema=ITERATION_SCHEMA,
-        )
-
-
-class EventWriter:
-    """Events are rare and precious: each is written to its own part file at once."""
-
-    def __init__(self, directory: Path) -> None:
-        self.parts = PartWriter(directory)
-
-    def write(self, **event: Any) -> None:
-        columns = {
-            f.name: pa.array([event.get(f.name)], f.type) for f in EVENT_SCHEMA if f.name != "ts"
-        }
-        columns["ts"] = pa.array([event.get("ts") or time.time_ns()], pa.int64()).cast(
-            pa.timestamp("ns", tz="UTC")
-        )
-        self.parts.write(
-            pa.table({f.name: columns[f.name] for f in EVENT_SCHEMA}, schema=EVENT_SCHEMA)
         )

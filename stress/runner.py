@@ -1,21 +1,29 @@
-"""One run, start to end: validate every scenario, plan the variants, make the run directory,
-run the coordinator, keep the manifest up to date."""
+"""One run, start to end: validate every scenario, plan the variants, take the run directory,
+run the coordinator, and leave a manifest and journal that say how the run ended."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import secrets
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from stress import faults
-from stress.coordinator import Coordinator, VariantState
-from stress.errors import RunDirError, ScenarioError
-from stress.manifest import Manifest, host_info, now_iso, versions
+from stress.coordinator import Coordinator, Hooks, StopRequests, VariantState
+from stress.errors import RunFailure, ScenarioError, StorageError, StressError
+from stress.jobs import ring_capacity
+from stress.journal import Journal
+from stress.manifest import Manifest, ManifestData, VariantEntry, host_info, now_iso, versions
+from stress.rundir import Owner, RunDir
 from stress.scenario import LoadedScenario, load_scenario
+from stress.states import RunStatus, VariantStatus
 from stress.variants import expand
 
 MIN_SHARE_S = 1.0
@@ -32,7 +40,8 @@ class Budget:
 @dataclass(frozen=True)
 class RunResult:
     run_dir: Path
-    completed: bool
+    status: RunStatus
+    reason: str | None
     states: list[VariantState]
 
 
@@ -63,7 +72,8 @@ def plan(scenarios: list[LoadedScenario], budget: Budget, concurrency: int) -> l
             min(s.spec.workers or concurrency, len(expanded[s.spec.name])) for s in scenarios
         )
         parallelism = max(1, min(concurrency, usable))  # each scenario's own cap counts
-        share = max(MIN_SHARE_S, budget.duration_s * parallelism / len(variants))
+        share = budget.duration_s * parallelism / len(variants)
+        _check_share(share, len(variants), parallelism)
     states = []
     for scenario, variant in variants:
         spec = scenario.spec
@@ -73,111 +83,215 @@ def plan(scenarios: list[LoadedScenario], budget: Budget, concurrency: int) -> l
     return states
 
 
-def make_run_dir(out: Path | None) -> tuple[str, Path]:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_id = f"{stamp}-{secrets.token_hex(3)}"
-    run_dir = out if out is not None else Path("results") / run_id
-    if (run_dir / "manifest.json").exists():
-        raise RunDirError(f"{run_dir} already holds a run", fix="choose a new --out directory")
+def _check_share(share: float, variants: int, parallelism: int) -> None:
+    """Refuse a --duration that would give each variant less than MIN_SHARE_S."""
+    if share >= MIN_SHARE_S:
+        return
+    needed = MIN_SHARE_S * variants / parallelism
+    raise StressError(
+        f"--duration gives each of {variants} variants {share * 1000:.0f} ms of iterations; "
+        f"each needs at least {MIN_SHARE_S:g} s, so this run needs --duration "
+        f"{_readable(needed)} or more ({parallelism} at a time)",
+        key="--duration",
+        fix="give a longer --duration, fewer variants, or --iterations",
+    )
+
+
+def _readable(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.999), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    )
+
+
+def check_file_size_limit(scenarios: list[LoadedScenario]) -> None:
+    """Worker rings are memfd files, so ``ulimit -f`` caps them: raise the soft limit to the
+    hard one if needed, or refuse before anything runs."""
+    needed = max(ring_capacity(s) for s in scenarios) + 4096
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        return
+    raise StressError(
+        f"the file-size limit (ulimit -f) is {soft >> 10} KiB; worker rings alone need "
+        f"{needed >> 20} MiB, and result files grow larger",
+        fix="run `ulimit -f unlimited` (or a limit of a few GiB) before mnn-stress",
+    )
+
+
+@contextmanager
+def stop_signals(stop: StopRequests) -> Iterator[None]:
+    """SIGINT and SIGTERM become stop requests for the whole run, final writes included, so
+    no signal can leave the manifest half-done."""
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, stop.request) for s in handled}
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(
-            f"cannot create {run_dir}: {exc.strerror}", fix="choose a writable --out directory"
-        ) from exc
-    return run_id, run_dir
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @dataclass(frozen=True)
-class Hooks:
-    """What the caller hears during a run (the CLI prints it; tests may ignore it)."""
+class RunHooks:
+    """What the CLI hears: the start, every state change, and a tick every few seconds."""
 
-    on_start: Callable[[Path, list[VariantState]], None] | None = None
-    on_change: Callable[[VariantState], None] | None = None
-    on_tick: Callable[[list[VariantState], float], None] | None = None
+    on_start: Callable[[Path, list[VariantState]], None] = lambda run_dir, states: None
+    on_change: Callable[[VariantState], None] = lambda state: None
+    on_tick: Callable[[list[VariantState], float], None] = lambda states, elapsed: None
 
 
 def execute(
-    paths: list[Path], out: Path | None, workers: int | None, budget: Budget, hooks: Hooks = Hooks()
+    paths: list[Path],
+    out: Path | None,
+    workers: int | None,
+    budget: Budget,
+    hooks: RunHooks = RunHooks(),
 ) -> RunResult:
-    """Validate everything, then run; the manifest follows every variant's state."""
+    """Validate everything, then run. State changes go to the journal; the manifest is
+    written at the start and at the end, whatever ends the run."""
     scenarios = load_all(paths)
     concurrency = workers or os.cpu_count() or 1
     states = plan(scenarios, budget, concurrency)
     fault = os.environ.get(faults.ENV_VAR) or None
     faults.parse(fault)
-    run_id, run_dir = make_run_dir(out)
-    manifest = new_manifest(run_id, run_dir, scenarios, concurrency, budget, fault)
+    check_file_size_limit(scenarios)
+    run_id = new_run_id()
+    stop = StopRequests()
+    with stop_signals(stop):
+        run_dir = RunDir.create(out if out is not None else Path("results") / run_id)
+        try:
+            return _run(run_id, run_dir, scenarios, states, concurrency, budget, fault, stop, hooks)
+        finally:
+            run_dir.close()
 
-    def record(state: VariantState) -> None:
-        manifest.data["variants"][state.variant.variant_id] = variant_entry(state)
+
+def _run(
+    run_id: str,
+    run_dir: RunDir,
+    scenarios: list[LoadedScenario],
+    states: list[VariantState],
+    concurrency: int,
+    budget: Budget,
+    fault: str | None,
+    stop: StopRequests,
+    hooks: RunHooks,
+) -> RunResult:
+    manifest = Manifest(run_dir.path, new_manifest(run_id, scenarios, concurrency, budget, fault))
+    for state in states:
+        manifest.data.variants[state.variant.variant_id] = variant_entry(state)
+    manifest.save()
+    journal = Journal(run_dir.path)
+    hooks.on_start(run_dir.path, states)
 
     def changed(state: VariantState) -> None:
-        record(state)
-        manifest.save()
-        if hooks.on_change:
-            hooks.on_change(state)
+        journal.variant(state.variant.variant_id, variant_entry(state).to_dict())
+        hooks.on_change(state)
 
+    def progress(running: list[VariantState]) -> None:
+        for state in running:
+            journal.variant(
+                state.variant.variant_id,
+                {"completed": state.completed, "next_iteration": state.next_iteration},
+            )
+
+    coordinator = Coordinator(
+        run_id,
+        run_dir.path,
+        states,
+        concurrency,
+        stop,
+        fault,
+        Hooks(on_change=changed, on_progress=progress, on_tick=hooks.on_tick),
+    )
+    coordinator.run()
+    if coordinator.failure is not None:
+        run_dir.release_reserve()  # room for the last rows, the events and the manifest
+    lost = coordinator.salvage()
+    status, reason = outcome(states, stop, coordinator.failure, lost)
+    manifest.data.status, manifest.data.reason, manifest.data.ended = status, reason, now_iso()
     for state in states:
-        record(state)
-    manifest.save()
-    if hooks.on_start:
-        hooks.on_start(run_dir, states)
-    coordinator = Coordinator(run_id, run_dir, states, concurrency, fault, changed, hooks.on_tick)
-    completed = coordinator.run()
-    manifest.data.update(ended=now_iso(), status="complete" if completed else "interrupted")
-    for state in states:
-        record(state)
-    manifest.save()
-    return RunResult(run_dir, completed, states)
+        manifest.data.variants[state.variant.variant_id] = variant_entry(state)
+    _finish_files(journal, manifest, status, reason)
+    return RunResult(run_dir.path, status, reason, states)
+
+
+def _finish_files(journal: Journal, manifest: Manifest, status: RunStatus, reason: str | None):
+    """The journal's last line first (small: it fits when little else does), then the
+    manifest. A disk too full even for these leaves the journal's last known states."""
+    with contextlib.suppress(StorageError):
+        journal.run(status.value, reason)
+    with contextlib.suppress(StorageError):
+        manifest.save()
+    journal.close()
+
+
+def outcome(
+    states: list[VariantState], stop: StopRequests, failure: RunFailure | None, lost_rows: int
+) -> tuple[RunStatus, str | None]:
+    """How the run ended and why; a run in which nothing ran is never complete."""
+    if failure is not None:
+        lost = f"; {lost_rows} rows could not be written" if lost_rows else ""
+        return RunStatus.FAILED, failure.render() + lost
+    harness = [s for s in states if s.status is VariantStatus.FAILED]
+    if harness:
+        return RunStatus.FAILED, (
+            f"mnn-stress's own code failed in {len(harness)} variant(s) (a harness bug, not a "
+            "finding about MNN): see the 'harness' events"
+        )
+    if stop.count:
+        return RunStatus.INTERRUPTED, "stopped by a signal (Ctrl-C or SIGTERM)"
+    if not any(s.completed for s in states):
+        return RunStatus.FAILED, "no iteration completed in any variant: see the events"
+    return RunStatus.COMPLETE, None
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
 
 
 def new_manifest(
     run_id: str,
-    run_dir: Path,
     scenarios: list[LoadedScenario],
     concurrency: int,
     budget: Budget,
     fault: str | None,
-) -> Manifest:
-    return Manifest(
-        run_dir,
-        {
-            "run_id": run_id,
-            "command": sys.argv,
-            "cwd": os.getcwd(),
-            "started": now_iso(),
-            "ended": None,
-            "status": "running",
-            "concurrency": concurrency,
-            "budget": {"iterations": budget.iterations, "duration_s": budget.duration_s},
-            "test_fault": fault,
-            "host": host_info(),
-            "versions": versions(),
-            "scenarios": [
-                {
-                    "name": s.spec.name,
-                    "path": str(s.path),
-                    "text": s.text,
-                    "model": s.model.to_dict(),
-                }
-                for s in scenarios
-            ],
-            "variants": {},
-        },
+) -> ManifestData:
+    return ManifestData(
+        run_id=run_id,
+        command=sys.argv,
+        cwd=os.getcwd(),
+        started=now_iso(),
+        ended=None,
+        status=RunStatus.RUNNING,
+        reason=None,
+        concurrency=concurrency,
+        budget={"iterations": budget.iterations, "duration_s": budget.duration_s},
+        test_fault=fault,
+        owner=Owner.current().to_dict(),
+        host=host_info(),
+        versions=versions(),
+        scenarios=[
+            {"name": s.spec.name, "path": str(s.path), "text": s.text, "model": s.model.to_dict()}
+            for s in scenarios
+        ],
     )
 
 
-def variant_entry(state: VariantState) -> dict:
-    return {
-        "scenario": state.variant.scenario,
-        "label": state.variant.label,
-        "params": state.variant.params,
-        "status": state.status,
-        "completed": state.completed,
-        "crashes": state.crashes,
-        "next_iteration": state.next_iteration,
-        "stop_iteration": state.stop_iteration,
-        "duration_s": state.duration_s,
-        "workers_started": state.workers_started,
-    }
+def variant_entry(state: VariantState) -> VariantEntry:
+    return VariantEntry(
+        scenario=state.variant.scenario,
+        label=state.variant.label,
+        params=state.variant.params,
+        status=state.status,
+        completed=state.completed,
+        crashes=state.crashes,
+        next_iteration=state.next_iteration,
+        stop_iteration=state.stop_iteration,
+        duration_s=state.duration_s,
+        workers_started=state.workers_started,
+    )

@@ -22,6 +22,9 @@ from stress.protocol import (
     STATUS_ERROR,
     STATUS_INVALID,
     STATUS_OK,
+    Done,
+    Failure,
+    Hello,
     IterationWriter,
     Job,
     encode_message,
@@ -50,33 +53,36 @@ class Worker:
         from stress.inputs import make_inputs
 
         job = self.job
+        injector = faults.Injector(faults.parse(job.fault), self.ring)
+        injector.at_load(job.start_iteration)
         driver = make_driver(
             job.params["api"],
             job.model_path,
             mnn_config(job.params),
-            [(p.name, p.shape) for p in job.inputs],
+            [(p.name, p.shape, p.dtype) for p in job.inputs],
             job.output_names,
         )
         inputs = make_inputs(job.inputs, job.seed)
         encode_message(
             self.ring,
-            {
-                "type": "hello",
-                "pid": os.getpid(),
-                "mnn_version": MNN.version(),
-                "numpy_version": np.__version__,
-                "python": sys.version.split()[0],
-                "executable": sys.executable,
-            },
+            Hello(
+                pid=os.getpid(),
+                mnn_version=MNN.version(),
+                numpy_version=np.__version__,
+                python=sys.version.split()[0],
+                executable=sys.executable,
+            ),
         )
-        done = self._loop(driver, inputs)
-        encode_message(self.ring, {"type": "done", "completed": done, "stopped": self.stopping})
+        done = self._loop(injector.wrap(driver), inputs, injector)
+        encode_message(self.ring, Done(completed=done, stopped=self.stopping))
         return 0
 
-    def _loop(self, driver: Any, inputs: list[Any]) -> int:
-        """The hot loop: kept free of anything that is not inference or recording."""
+    def _loop(self, driver: Any, inputs: list[Any], injector: faults.Injector) -> int:
+        """The hot loop: kept free of anything that is not inference or recording. An
+        MNNError is MNN's doing and becomes a row; any other exception is ours and ends it."""
+        from stress.drivers import MNNError
+
         job, write = self.job, IterationWriter(self.ring).write
-        fault_kind, fault_at, fault_repeats = faults.parse(job.fault)
         stop_at = job.stop_iteration if job.stop_iteration is not None else faults.NEVER
         deadline = faults.NEVER
         if job.duration_s is not None:
@@ -86,8 +92,8 @@ class Worker:
         iteration = job.start_iteration
         clock, now = time.perf_counter_ns, time.time_ns
         while iteration < stop_at and not self.stopping:
-            if iteration >= fault_at and (fault_repeats or iteration == fault_at):
-                faults.trigger(fault_kind, self.ring)
+            if iteration >= injector.first:
+                injector.before(iteration)
             ts = now()
             if ts - rss_at > rss_every:
                 rss, rss_at = read_rss(), ts
@@ -97,8 +103,8 @@ class Worker:
             try:
                 rc, outputs = driver.infer(inputs)
                 error = None
-            except Exception as exc:  # MNN raised: a finding, recorded as a row
-                rc, outputs, error = -1, [], f"{type(exc).__name__}: {exc}"
+            except MNNError as exc:  # MNN raised: a finding, recorded as a row
+                rc, outputs, error = -1, [], str(exc)
             latency = clock() - start
             status = STATUS_OK if rc == 0 else (STATUS_ERROR if error else STATUS_INVALID)
             write((iteration, ts, latency, rss, rc, 0, status), outputs, error)
@@ -144,17 +150,21 @@ def main() -> int:
     try:
         return worker.run()
     except Exception as exc:
-        encode_message(
-            ring,
-            {
-                "type": "error",
-                "exception": type(exc).__name__,
-                "message": str(exc),
-                "traceback": traceback.format_exc(),
-                "needed": exc.needed if isinstance(exc, RecordTooLarge) else None,
-            },
-        )
+        encode_message(ring, failure(exc))
         return EXIT_EXCEPTION
+
+
+def failure(exc: Exception) -> Failure:
+    """The last words for an exception: whose it was (MNN's or ours) and its traceback."""
+    from stress.drivers import MNNError
+
+    return Failure(
+        origin="mnn" if isinstance(exc, MNNError) else "harness",
+        exception=type(exc).__name__,
+        message=str(exc),
+        traceback=traceback.format_exc(),
+        ring_bytes_needed=exc.needed if isinstance(exc, RecordTooLarge) else None,
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from stress import ring
+from stress.deaths import KillReason
 from stress.protocol import Job
 from stress.ring import COORDINATOR_PID_VAR
 
@@ -28,29 +29,31 @@ class WorkerProcess:
     def __init__(
         self, job: Job, log_path: Path, ring_capacity: int, python: str = sys.executable
     ) -> None:
-        fd = ring.create(ring_capacity)
+        fd = ring.create(ring_capacity)  # OSError: no memory, or a file-size limit (memfd)
         job.ring_fd = fd
         self.job = job
         self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [python, "-m", "stress.worker"],
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=log,
-                pass_fds=(fd,),
-                start_new_session=True,
-                env=_worker_env(),
-                cwd=PACKAGE_ROOT,
-            )
-        self.reader = ring.RingReader(fd)
-        os.close(fd)
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    [python, "-m", "stress.worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=(fd,),
+                    start_new_session=True,
+                    env=_worker_env(),
+                    cwd=PACKAGE_ROOT,
+                )
+            self.reader = ring.RingReader(fd)
+        finally:
+            os.close(fd)
         self.process.stdin.write(job.to_json().encode())
         self.process.stdin.close()
         self.started_at = self.progress_at = time.monotonic()
         self._position = 0
-        self.killed_for: str | None = None
+        self.killed_for: KillReason | None = None
 
     @property
     def pid(self) -> int:
@@ -77,7 +80,7 @@ class WorkerProcess:
     def request_stop(self) -> None:
         self._signal(signal.SIGTERM)
 
-    def kill(self, reason: str, dump_stack: bool = True) -> None:
+    def kill(self, reason: KillReason, dump_stack: bool = True) -> None:
         """SIGKILL, after asking faulthandler for every thread's Python stack. A worker that
         already died on its own keeps its own cause of death."""
         if self.poll() is not None:

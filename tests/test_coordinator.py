@@ -34,12 +34,14 @@ def run_with_fault(
     iterations: int = 40,
     timeout: str = "20s",
     max_crashes: int = 3,
+    check: bool = True,
+    matrix: str = "",
 ):
     path = scenario_file(
-        SCENARIO.format(iterations=iterations, timeout=timeout, max_crashes=max_crashes)
+        SCENARIO.format(iterations=iterations, timeout=timeout, max_crashes=max_crashes) + matrix
     )
     out = tmp_path / "run"
-    done = run_cli("run", str(path), "--out", str(out), "--workers", "1", fault=fault)
+    done = run_cli("run", str(path), "--out", str(out), "--workers", "1", fault=fault, check=check)
     return out, done
 
 
@@ -48,7 +50,6 @@ def run_with_fault(
     [
         ("segv", "crash", "SIGSEGV"),
         ("abort", "crash", "SIGABRT"),
-        ("raise", "exception", None),
         ("exit", "exit", None),
         ("corrupt", "protocol", "SIGKILL"),
     ],
@@ -69,9 +70,6 @@ def test_worker_death_is_recorded_and_the_variant_continues(
     assert (None if pd.isna(event.signal) else event.signal) == signal_name
     if kind in ("segv", "abort"):
         assert "Fatal Python error" in event.stack and "worker.py" in event.stack
-    if kind == "raise":
-        assert "InjectedFault: injected test fault" in event.message
-        assert "Traceback" in event.stack
     if kind == "exit":
         assert event.exit_code == 7
     if kind == "corrupt":
@@ -80,6 +78,64 @@ def test_worker_death_is_recorded_and_the_variant_continues(
     variant = next(iter(manifest["variants"].values()))
     assert variant["status"] == "done" and variant["crashes"] == 1
     assert "CRASHED" in done.stdout
+
+
+def test_harness_bug_is_not_blamed_on_mnn(scenario_file, tmp_path):
+    """An exception in our own code: a 'harness' event, no crash counted, no replacement,
+    the variant failed, and the run exits non-zero saying it was our bug."""
+    out, done = run_with_fault(scenario_file, tmp_path, "raise@17", check=False)
+    assert done.returncode == 3
+    assert "harness bug" in done.stderr and "HARNESS_ERROR" in done.stdout
+    events = read_events(out)
+    assert list(events.kind) == ["harness"]
+    assert "InjectedFault: injected test fault" in events.message[0]
+    assert "Traceback" in events["stack"][0]
+    assert sorted(read_iterations(out).iteration) == list(range(17))
+    variant = next(iter(json.loads((out / "manifest.json").read_text())["variants"].values()))
+    assert (variant["status"], variant["crashes"]) == ("failed", 0)
+    summary = json.loads(run_cli("summary", str(out), "--json").stdout)
+    assert summary["status"] == "failed" and summary["variants"][0]["error"] == 0
+
+
+def test_mnn_raising_while_loading_is_an_exception_death(scenario_file, tmp_path):
+    out, done = run_with_fault(scenario_file, tmp_path, "load_error@0", max_crashes=1, check=False)
+    events = read_events(out)
+    assert list(events.sort_values("ts").kind) == ["exception", "exception", "quarantine"]
+    assert events.message.str.contains("SystemError").sum() == 2
+    assert done.returncode == 3 and "no iteration completed" in done.stderr
+
+
+def test_wrong_outputs_are_detected_and_counted(scenario_file, tmp_path):
+    """Outputs altered after MNN produced them: each kind lands in its own count."""
+    out, done = run_with_fault(
+        scenario_file,
+        tmp_path,
+        "nan@3,rc@5,mnn_raise@7",
+        iterations=12,
+        matrix="    matrix:\n      api: [session, module]\n",
+    )
+    summary = json.loads(run_cli("summary", str(out), "--json").stdout)
+    for variant in summary["variants"]:
+        counts = {k: variant[k] for k in ("iterations", "ok", "invalid", "error", "non_finite")}
+        assert counts == {"iterations": 12, "ok": 10, "invalid": 1, "error": 1, "non_finite": 1}
+        assert variant["distinct_outputs"] == 2  # the NaN output differs from the others
+    assert done.stdout.count("FAILED") == 2
+    rows = read_iterations(out).set_index(["api", "iteration"])
+    for api in ("session", "module"):
+        assert rows.loc[(api, 3)].nan_count == 1
+        assert (rows.loc[(api, 5)].status, rows.loc[(api, 5)].rc) == ("invalid", 7)
+        failed = rows.loc[(api, 7)]
+        assert failed.status == "error" and "numpy type does not match" in failed.error
+        assert pd.isna(failed.output_name)
+    # resident memory is sampled for real: MNN and numpy alone take more than 5 MB
+    assert (read_iterations(out).rss_bytes > 5 << 20).all()
+
+
+def test_perturbed_output_is_inconsistent(scenario_file, tmp_path):
+    out, done = run_with_fault(scenario_file, tmp_path, "perturb@4", iterations=10)
+    (variant,) = json.loads(run_cli("summary", str(out), "--json").stdout)["variants"]
+    assert (variant["ok"], variant["distinct_outputs"], variant["non_finite"]) == (10, 2, 0)
+    assert "INCONSISTENT" in done.stdout
 
 
 def test_hung_worker_is_killed_with_its_stack(scenario_file, tmp_path):

@@ -28,20 +28,28 @@ def direct_session(path: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]
     return [outputs[n].getNumpyData().copy() for n in sorted(outputs)]
 
 
-@pytest.mark.parametrize("model", list(BUILTINS))
-@pytest.mark.parametrize("api", ["session", "module"])
-def test_driver_matches_a_direct_mnn_call(model, api):
+def driver_for(api: str, model: str):
+    """A driver on a built-in model, its input arrays (seed 7) and the model's description."""
     info = resolve_model(model, Path("."))
     plans = [InputPlan(t.name, list(t.shape), t.dtype) for t in info.inputs]
-    arrays = make_inputs(plans, seed=7)
-    expected = direct_session(info.path, dict(zip([p.name for p in plans], arrays)))
     driver = make_driver(
         api,
         info.path,
         {"numThread": 1},
-        [(p.name, p.shape) for p in plans],
+        [(p.name, p.shape, p.dtype) for p in plans],
         [t.name for t in info.outputs],
     )
+    return driver, make_inputs(plans, seed=7), info
+
+
+NCHW_MODELS = [name for name in BUILTINS if name != "nc4hw4_int"]
+
+
+@pytest.mark.parametrize("model", NCHW_MODELS)
+@pytest.mark.parametrize("api", ["session", "module"])
+def test_driver_matches_a_direct_mnn_call(model, api):
+    driver, arrays, info = driver_for(api, model)
+    expected = direct_session(info.path, dict(zip([t.name for t in info.inputs], arrays)))
     for _ in range(3):
         rc, outputs = driver.infer(arrays)
         assert rc == 0
@@ -52,8 +60,21 @@ def test_driver_matches_a_direct_mnn_call(model, api):
             assert np.isfinite(got).all() and got.std() > 0  # a real, non-trivial output
 
 
+@pytest.mark.parametrize("api", ["session", "module"])
+def test_nc4hw4_output_and_int_input_match_numpy(api):
+    """Against numpy, not MNN: the raw NC4HW4 buffer read as NCHW, or k fed as float, fails."""
+    driver, (x, k), info = driver_for(api, "nc4hw4_int")
+    assert (x.dtype, k.dtype) == (np.float32, np.int32) and k.any()
+    rc, (y,) = driver.infer([x, k])
+    assert rc == 0 and y.shape == (1, 3, 5, 7)
+    np.testing.assert_array_equal(y, 2 * x + k.astype(np.float32))
+
+
 def test_inputs_are_reproducible_from_the_seed():
     plan = InputPlan("x", [2, 3], "float32")
     assert make_inputs([plan], 1)[0].tobytes() == make_inputs([plan], 1)[0].tobytes()
     assert make_inputs([plan], 1)[0].tobytes() != make_inputs([plan], 2)[0].tobytes()
     assert not make_inputs([InputPlan("x", [4], "float32", "zeros")], 1)[0].any()
+    # The input's name salts the seed: two inputs of one shape must not get the same bytes.
+    other = InputPlan("y", [2, 3], "float32")
+    assert make_inputs([plan], 1)[0].tobytes() != make_inputs([other], 1)[0].tobytes()

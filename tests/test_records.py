@@ -8,13 +8,9 @@ import duckdb
 import numpy as np
 import pyarrow.dataset as ds
 
+from stress.parts import PartWriter
 from stress.protocol import STATUS_ERROR, STATUS_OK, IterationRecord
-from stress.records import (
-    ITERATION_SCHEMA,
-    IterationBuffer,
-    PartWriter,
-    RowContext,
-)
+from stress.records import ITERATION_SCHEMA, IterationBuffer, RowContext
 from stress.statistics import output_statistics
 
 

@@ -13,7 +13,11 @@ from stress.protocol import (
     KIND_ITERATION,
     STATUS_ERROR,
     STATUS_OK,
+    Done,
+    Failure,
+    Hello,
     IterationWriter,
+    ProtocolError,
     decode_iteration,
     decode_message,
     encode_message,
@@ -68,7 +72,7 @@ def test_iteration_round_trip_copies_outputs():
     outputs[0][:] = -1  # a later run overwriting MNN's memory must not change the record
     iterations.write((6, 1, 2, 3, -1, 0, STATUS_ERROR), [], "SystemError: boom")
     iterations.write((7, 1, 2, 3, 0, 0, STATUS_OK), [np.arange(4.0).reshape(2, 2).T])
-    encode_message(writer, {"type": "done", "completed": 2})
+    encode_message(writer, Done(completed=2, stopped=False))
     (k1, first), (k2, second), (_, changed), (k3, third) = reader.drain()
     assert k1 == k2 == KIND_ITERATION
     record = decode_iteration(first, 2)
@@ -90,4 +94,51 @@ def test_iteration_round_trip_copies_outputs():
     _, dtype, shape, data = decode_iteration(changed, 2).outputs[0]  # layout relearned
     assert (dtype, shape) == ("float64", (2, 2))
     assert np.frombuffer(data).tolist() == [0.0, 2.0, 1.0, 3.0]  # a transposed view, in C order
-    assert decode_message(third) == {"type": "done", "completed": 2}
+    assert decode_message(third) == Done(completed=2, stopped=False)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b'{"type": "hello"}',  # fields missing
+        b'{"type": "goodbye", "completed": 1}',  # no such message
+        b'{"type": "done", "completed": "2", "stopped": false}',  # a field of the wrong type
+        b'{"type": "done", "completed": 2, "stopped": false, "extra": 1}',
+        b"[1, 2]",
+    ],
+)
+def test_malformed_messages_are_protocol_errors(payload):
+    with pytest.raises(ProtocolError):
+        decode_message(payload)
+
+
+def test_messages_round_trip_typed():
+    writer, reader = pair()
+    sent = [
+        Hello(pid=5, mnn_version="3.6.1", numpy_version="2", python="3.11", executable="py"),
+        Failure(origin="mnn", exception="SystemError", message="m", traceback="t"),
+        Failure("harness", "KeyError", "k", "t", ring_bytes_needed=99),
+        Done(completed=3, stopped=True),
+    ]
+    for message in sent:
+        encode_message(writer, message)
+    assert [decode_message(p) for _, p in reader.drain()] == sent
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda b: b[:20],  # truncated head
+        lambda b: b[:60],  # truncated output header
+        lambda b: b[:48] + bytes([0, 0, 99]) + b[51:],  # unknown dtype code
+        lambda b: b[:48] + bytes([5, 0]) + b[50:],  # output index past the model's outputs
+    ],
+)
+def test_mangled_iteration_records_are_protocol_errors(mangle):
+    writer, reader = pair(1 << 16)
+    IterationWriter(writer).write((1, 2, 3, 4, 0, 0, STATUS_OK), [np.zeros(3, np.float32)])
+    ((_, payload),) = reader.drain()
+    assert decode_iteration(payload, 1).outputs  # the original decodes
+    with pytest.raises(ProtocolError):
+        decode_iteration(mangle(payload), 1)

@@ -14,7 +14,7 @@ def test_worker_code_imports_only_stdlib_numpy_and_mnn():
     probe = (
         "import sys\n"
         "import stress.worker, stress.drivers.session, stress.drivers.module, stress.inputs\n"
-        "import stress.factors, stress.protocol, stress.ring, stress.faults\n"
+        "import stress.factors, stress.protocol, stress.ring, stress.faults, stress.dtypes\n"
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(HARNESS_ONLY)!r})))\n"
     )
     done = subprocess.run(

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from stress.errors import RunDirError
-from stress.records import EVENT_SCHEMA, ITERATION_SCHEMA
+from stress.events import EVENT_SCHEMA
+from stress.records import ITERATION_SCHEMA
 
 
 def check_run_dir(run_dir: Path) -> None:

@@ -9,14 +9,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stress.analysis.dataset import check_run_dir, events, iterations
-from stress.deaths import DEATH_KINDS
-from stress.manifest import read_manifest
+from stress.events import DEATHS, EventKind
+from stress.manifest import ManifestData, read_manifest
+from stress.rundir import Owner
+from stress.states import RunStatus, VariantStatus
+
+DEATH_KINDS = tuple(kind.value for kind in EventKind if kind in DEATHS)
+
+
+def run_status(manifest: ManifestData) -> tuple[RunStatus, str | None]:
+    """The run's status as a reader should see it: a run still marked running whose
+    coordinator is gone was killed."""
+    if manifest.status is RunStatus.RUNNING and Owner(**manifest.owner).alive() is False:
+        return RunStatus.KILLED, (
+            f"the coordinator (pid {manifest.owner['pid']}) is gone without finishing the run"
+        )
+    return manifest.status, manifest.reason
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:
     """Counts per variant: iterations by status, distinct outputs, non-finite, deaths, latency."""
     check_run_dir(run_dir)
     manifest = read_manifest(run_dir)
+    status, reason = run_status(manifest)
     rows = iterations(run_dir).to_table(
         columns=[
             "variant_id",
@@ -29,25 +44,31 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             "latency_ns",
         ]
     )
-    per_variant = {vid: _empty(vid, entry) for vid, entry in manifest["variants"].items()}
+    per_variant = {}
+    for vid, entry in manifest.variants.items():
+        variant_status = entry.status.value
+        if status is RunStatus.KILLED and not entry.status.finished:
+            variant_status = RunStatus.KILLED.value  # it was going when the coordinator died
+        per_variant[vid] = _empty(vid, entry.scenario, entry.label, variant_status)
     _add_iterations(per_variant, rows)
     _add_events(per_variant, events(run_dir).to_table(columns=["variant_id", "kind"]))
     return {
-        "run_id": manifest["run_id"],
-        "status": manifest["status"],
-        "started": manifest["started"],
-        "ended": manifest["ended"],
-        "mnn_version": manifest["versions"].get("MNN"),
+        "run_id": manifest.run_id,
+        "status": status.value,
+        "reason": reason,
+        "started": manifest.started,
+        "ended": manifest.ended,
+        "mnn_version": manifest.versions["MNN"],
         "variants": list(per_variant.values()),
     }
 
 
-def _empty(variant_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+def _empty(variant_id: str, scenario: str, label: str, status: str) -> dict[str, Any]:
     return {
         "variant_id": variant_id,
-        "scenario": entry["scenario"],
-        "label": entry["label"],
-        "status": entry["status"],
+        "scenario": scenario,
+        "label": label,
+        "status": status,
         "iterations": 0,
         "ok": 0,
         "invalid": 0,
@@ -55,7 +76,7 @@ def _empty(variant_id: str, entry: dict[str, Any]) -> dict[str, Any]:
         "distinct_outputs": 0,
         "non_finite": 0,
         "latency_p50_ms": None,
-        "events": {k: 0 for k in (*DEATH_KINDS, "quarantine", "interrupted", "resize")},
+        "events": {kind.value: 0 for kind in EventKind},
     }
 
 
@@ -99,9 +120,13 @@ def _add_events(per_variant: dict[str, dict[str, Any]], table: pa.Table) -> None
 
 
 def verdict(variant: dict[str, Any]) -> str:
-    """One word for the variant: what a user should look at first."""
+    """One word for the variant: what a user should look at first. Findings about MNN come
+    first; then a variant that did not run its budget says why; only a finished variant with
+    nothing wrong is ``ok``."""
     deaths = sum(variant["events"][k] for k in DEATH_KINDS)
-    if variant["status"] == "quarantined":
+    if variant["status"] == VariantStatus.FAILED.value or variant["events"]["harness"]:
+        return "HARNESS_ERROR"
+    if variant["status"] == VariantStatus.QUARANTINED.value:
         return "QUARANTINED"
     if deaths:
         return "CRASHED"
@@ -109,6 +134,6 @@ def verdict(variant: dict[str, Any]) -> str:
         return "FAILED"
     if variant["distinct_outputs"] > 1:
         return "INCONSISTENT"
-    if variant["status"] in ("interrupted", "skipped"):
+    if variant["status"] != VariantStatus.DONE.value:
         return variant["status"].upper()
     return "ok"

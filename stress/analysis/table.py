@@ -7,8 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from stress.analysis.summary import verdict
-from stress.deaths import DEATH_KINDS
+from stress.analysis.summary import DEATH_KINDS, verdict
 
 _STYLE = {
     "ok": "green",
@@ -16,6 +15,7 @@ _STYLE = {
     "FAILED": "red",
     "CRASHED": "red",
     "QUARANTINED": "bold red",
+    "HARNESS_ERROR": "bold magenta",
 }
 
 
@@ -64,3 +64,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         "(1 is consistent); deaths = worker crashes/hangs/exceptions/exits.",
         style="dim",
     )
+    if summary["reason"]:
+        console.print(
+            f"run {summary['status']}: {summary['reason']}", style="bold", highlight=False
+        )

@@ -8,9 +8,16 @@ import MNN
 import MNN.expr as F
 import numpy as np
 
-# By numpy's one-letter dtype code; float64 and int64 are refused at validation (MNN 3.6.1
-# computes wrong values for them through expr.const).
-_EXPR_DTYPES = {"f": F.float, "i": F.int, "B": F.uint8}
+from stress import dtypes
+from stress.drivers import MNNError
+
+
+def expr_type(dtype: str) -> Any:
+    """``MNN.expr``'s type for a numpy dtype name (KeyError when it has none)."""
+    name = dtypes.by_name(dtype).expr
+    if name is None:
+        raise KeyError(f"MNN.expr has no type for {dtype}")
+    return getattr(F, name)
 
 
 class ModuleDriver:
@@ -21,22 +28,38 @@ class ModuleDriver:
         self,
         model_path: str,
         config: dict[str, Any],
-        inputs: list[tuple[str, list[int]]],
+        inputs: list[tuple[str, list[int], str]],
         output_names: list[str],
     ) -> None:
-        input_names = [name for name, _ in inputs]
-        self.runtime = MNN.nn.create_runtime_manager((config,))
-        self.module = MNN.nn.load_module_from_file(
-            model_path, input_names, output_names, runtime_manager=self.runtime
-        )
+        self.input_types = [expr_type(dtype) for _, _, dtype in inputs]
+        self.input_shapes = [list(shape) for _, shape, _ in inputs]
         self.expected = len(output_names)
         self._alive: list[Any] = []  # keeps output Vars alive while the caller copies their views
+        try:
+            self.runtime = MNN.nn.create_runtime_manager((config,))
+            self.module = MNN.nn.load_module_from_file(
+                model_path, [n for n, _, _ in inputs], output_names, runtime_manager=self.runtime
+            )
+        except Exception as exc:
+            raise MNNError.wrap(exc) from exc
 
     def infer(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-        variables = [F.const(a, list(a.shape), F.NCHW, _EXPR_DTYPES[a.dtype.char]) for a in inputs]
-        outputs = self.module.forward(variables)
+        try:
+            outputs = self.module.forward(
+                [
+                    F.const(array, shape, F.NCHW, kind)
+                    for array, shape, kind in zip(inputs, self.input_shapes, self.input_types)
+                ]
+            )
+        except Exception as exc:
+            raise MNNError.wrap(exc) from exc
         if outputs is None or len(outputs) != self.expected:
             self._alive = []
             return -1, []
-        self._alive = [F.convert(v, F.NCHW) if v.data_format == F.NC4HW4 else v for v in outputs]
-        return 0, [v.read() for v in self._alive]
+        try:
+            self._alive = [
+                F.convert(v, F.NCHW) if v.data_format == F.NC4HW4 else v for v in outputs
+            ]
+            return 0, [v.read() for v in self._alive]
+        except Exception as exc:
+            raise MNNError.wrap(exc) from exc

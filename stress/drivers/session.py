@@ -2,57 +2,79 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import MNN
 import numpy as np
 
-# By numpy's one-letter dtype code (``dtype.name`` is slow enough to show on the tiny model).
-# Only float32, int32 and uint8 inputs pass validation: both APIs take those correctly.
-_HALIDE = {
-    "f": MNN.Halide_Type_Float,
-    "i": MNN.Halide_Type_Int,
-    "B": MNN.Halide_Type_Uint8,
-    "d": MNN.Halide_Type_Double,
-    "l": MNN.Halide_Type_Int64,
-}
+from stress import dtypes
+from stress.drivers import MNNError
+
+
+def halide_type(dtype: str) -> Any:
+    """MNN's Halide type object for a numpy dtype name (KeyError when MNN has none)."""
+    name = dtypes.by_name(dtype).halide
+    if name is None:
+        raise KeyError(f"MNN has no Halide type for {dtype}")
+    return getattr(MNN, f"Halide_Type_{name}")
+
+
+def dtype_of(halide: Any) -> dtypes.DType:
+    """The table entry for one of MNN's Halide type objects (``UNKNOWN`` if none matches)."""
+    for entry in dtypes.TABLE:
+        if entry.halide and halide == getattr(MNN, f"Halide_Type_{entry.halide}", None):
+            return entry
+    return dtypes.UNKNOWN
 
 
 class SessionDriver:
     """One Interpreter and one session. Inputs go in through a fresh NCHW host tensor per call
-    (``MNN.Tensor`` copies the array); outputs in NC4HW4 are converted by ``copyToHostTensor``.
-    Inputs whose shape differs from the model's are resized once, before the first run."""
+    (``MNN.Tensor`` copies the array). Every output is read through ``copyToHostTensor`` into
+    an NCHW host tensor of ours: MNN converts its internal layout (NC4HW4 outputs report the
+    NCHW dimension type in MNN 3.6.1, so a type check cannot find them). Inputs whose shape
+    differs from the model's are resized once, before the first run."""
 
     def __init__(
         self,
         model_path: str,
         config: dict[str, Any],
-        inputs: list[tuple[str, list[int]]],
+        inputs: list[tuple[str, list[int], str]],
         output_names: list[str],
     ) -> None:
-        self.interpreter = MNN.Interpreter(model_path)
-        self.session = self.interpreter.createSession(config)
-        self.inputs = [self.interpreter.getSessionInput(self.session, n) for n, _ in inputs]
+        self.halide = [halide_type(dtype) for _, _, dtype in inputs]
+        try:
+            self.interpreter = MNN.Interpreter(model_path)
+            self.session = self.interpreter.createSession(config)
+            self.inputs = [self.interpreter.getSessionInput(self.session, n) for n, _, _ in inputs]
+            self._resize([tuple(shape) for _, shape, _ in inputs])
+            outputs = [self.interpreter.getSessionOutput(self.session, n) for n in output_names]
+            self.readers = [self._reader(t) for t in outputs]
+        except Exception as exc:
+            raise MNNError.wrap(exc) from exc
+
+    def _resize(self, shapes: list[tuple[int, ...]]) -> None:
         resized = False
-        for tensor, (_, shape) in zip(self.inputs, inputs):
-            if tuple(tensor.getShape()) != tuple(shape):
-                self.interpreter.resizeTensor(tensor, tuple(shape))
+        for tensor, shape in zip(self.inputs, shapes):
+            if tuple(tensor.getShape()) != shape:
+                self.interpreter.resizeTensor(tensor, shape)
                 resized = True
         if resized:
             self.interpreter.resizeSession(self.session)
-        self.outputs = [self.interpreter.getSessionOutput(self.session, n) for n in output_names]
-        self.readers = [self._reader(t) for t in self.outputs]
 
     @staticmethod
-    def _reader(tensor: Any) -> Any:
-        """A call returning the output's view: the tensor's own memory, or for NC4HW4 a NCHW
-        host tensor filled by ``copyToHostTensor`` (MNN's own layout conversion)."""
-        if tensor.getDimensionType() != MNN.Tensor_DimensionType_Caffe_C4:
+    def _reader(tensor: Any) -> Callable[[], np.ndarray]:
+        """A call that fills our NCHW host tensor from the output and returns its view."""
+        entry = dtype_of(tensor.getDataType())
+        if entry is dtypes.UNKNOWN:
             return tensor.getNumpyData
         shape = tensor.getShape()
-        halide = tensor.getDataType()
-        dtype = next((char for char, h in _HALIDE.items() if h == halide), "f")
-        host = MNN.Tensor(shape, halide, np.zeros(shape, dtype), MNN.Tensor_DimensionType_Caffe)
+        host = MNN.Tensor(
+            shape,
+            tensor.getDataType(),
+            np.zeros(shape, entry.name),
+            MNN.Tensor_DimensionType_Caffe,
+        )
 
         def read() -> np.ndarray:
             tensor.copyToHostTensor(host)
@@ -61,11 +83,11 @@ class SessionDriver:
         return read
 
     def infer(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-        for tensor, array in zip(self.inputs, inputs):
-            tensor.copyFrom(
-                MNN.Tensor(
-                    array.shape, _HALIDE[array.dtype.char], array, MNN.Tensor_DimensionType_Caffe
-                )
-            )
-        rc = self.interpreter.runSession(self.session)
-        return rc, [read() for read in self.readers]
+        caffe = MNN.Tensor_DimensionType_Caffe
+        try:
+            for tensor, halide, array in zip(self.inputs, self.halide, inputs):
+                tensor.copyFrom(MNN.Tensor(array.shape, halide, array, caffe))
+            rc = self.interpreter.runSession(self.session)
+            return rc, [read() for read in self.readers]
+        except Exception as exc:
+            raise MNNError.wrap(exc) from exc

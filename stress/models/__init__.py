@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from stress import dtypes
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -23,7 +25,9 @@ class TensorInfo:
         count = 1
         for dim in self.shape:
             count *= max(dim, 1)
-        return count * _ITEMSIZE.get(self.dtype, 8)
+        # an unknown type counts as 8 bytes an element: ring sizes err on the large side
+        entry = dtypes.by_name(self.dtype)
+        return count * (entry.itemsize if entry is not dtypes.UNKNOWN else 8)
 
     @property
     def is_static(self) -> bool:
@@ -62,14 +66,3 @@ class ModelInfo:
             mnn_version=data["mnn_version"],
             extra=data.get("extra", {}),
         )
-
-
-_ITEMSIZE = {
-    "float32": 4,
-    "float16": 2,
-    "float64": 8,
-    "int32": 4,
-    "int64": 8,
-    "uint8": 1,
-    "int8": 1,
-}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # Bump when a builder changes: cached files carry it in their name.
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,19 @@ def build_deep(path: str) -> None:
     _save(F.reduce_mean(F.convert(h, F.NCHW), [2, 3]), "logits", path)
 
 
+def build_nc4hw4_int(path: str) -> None:
+    """A float and an int input, and an output left in MNN's packed NC4HW4 layout: y = 2x + k.
+    Three channels pad to four in NC4HW4, so reading the raw buffer as NCHW gives visibly
+    wrong values; and an int fed as float gives wrong k. Both have a numpy reference."""
+    import MNN.expr as F
+
+    x = _placeholder("x", [1, 3, 5, 7])
+    k = F.placeholder([1, 3, 5, 7], F.NCHW, F.int)
+    k.name = "k"
+    total = x * F.scalar(2.0) + F.cast(k, F.float)
+    _save(F.convert(total, F.NC4HW4), "y", path)
+
+
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
@@ -106,5 +119,10 @@ BUILTINS: dict[str, Builtin] = {
             build_three_input,
         ),
         Builtin("deep", "twelve 32-channel convs on 1x3x64x64 (milliseconds)", build_deep),
+        Builtin(
+            "nc4hw4_int",
+            "x float32 and k int32 1x3x5x7 -> y = 2x + k, output left in NC4HW4",
+            build_nc4hw4_int,
+        ),
     )
 }

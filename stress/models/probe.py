@@ -14,24 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_DTYPES = ("Float", "Int", "Uint8", "Double", "Int64", "Int8")
-
 
 def _dtype_name(halide_type: Any) -> str:
-    import MNN
+    from stress.drivers.session import dtype_of
 
-    names = {
-        "Float": "float32",
-        "Int": "int32",
-        "Uint8": "uint8",
-        "Double": "float64",
-        "Int64": "int64",
-        "Int8": "int8",
-    }
-    for suffix in _DTYPES:
-        if halide_type == getattr(MNN, f"Halide_Type_{suffix}", None):
-            return names[suffix]
-    return "unknown"
+    return dtype_of(halide_type).name
 
 
 def inspect(path: str) -> dict[str, Any]:

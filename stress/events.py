@@ -1,0 +1,114 @@
+"""Events: worker deaths, hangs, quarantines, interruptions, resizes. THE event schema and
+its writer; one typed ``Event`` per row, whose fields are the schema's columns."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
+from pathlib import Path
+
+import pyarrow as pa
+
+from stress.parts import PartWriter
+
+
+class EventKind(str, Enum):
+    CRASH = "crash"  # killed by a signal (SIGSEGV, SIGABRT, SIGKILL from the OOM killer, ...)
+    HANG = "hang"  # no progress for `timeout`: stacks dumped, then SIGKILL
+    EXCEPTION = "exception"  # an MNN call raised outside an iteration (loading the model)
+    EXIT = "exit"  # a non-zero exit code without last words
+    PROTOCOL = "protocol"  # an unreadable record: the worker scribbled on its ring
+    HARNESS = "harness"  # an exception in mnn-stress's own code: a bug of ours, not a finding
+    QUARANTINE = "quarantine"  # the variant's crash budget is spent
+    INTERRUPTED = "interrupted"  # a worker stopped by a SIGTERM from outside, or by the run
+    RESIZE = "resize"  # a record did not fit the ring: restarted with a larger one
+
+    @property
+    def is_death(self) -> bool:
+        """A death counts against the variant's crash budget and is a finding about MNN."""
+        return self in DEATHS
+
+
+DEATHS = frozenset(
+    {EventKind.CRASH, EventKind.HANG, EventKind.EXCEPTION, EventKind.EXIT, EventKind.PROTOCOL}
+)
+
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("scenario", pa.string()),
+        pa.field("variant_id", pa.string()),
+        pa.field("worker_id", pa.int32()),
+        pa.field("pid", pa.int32()),
+        pa.field("ts", pa.timestamp("ns", tz="UTC")),
+        pa.field("kind", pa.string()),
+        pa.field("iteration", pa.int64()),
+        pa.field("signal", pa.string()),
+        pa.field("exit_code", pa.int32()),
+        pa.field("message", pa.string()),
+        pa.field("stack", pa.string()),
+        pa.field("stderr_tail", pa.string()),
+        pa.field("mnn_version", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of ``events/``; the field names are EVENT_SCHEMA's (a test checks this)."""
+
+    run_id: str
+    scenario: str
+    variant_id: str
+    worker_id: int | None
+    pid: int | None
+    kind: EventKind
+    message: str = ""
+    iteration: int | None = None
+    signal: str | None = None
+    exit_code: int | None = None
+    stack: str | None = None
+    stderr_tail: str | None = None
+    mnn_version: str | None = None
+    ts: int = 0  # ns since the epoch; 0 = now
+
+    def row(self) -> dict[str, object]:
+        row = asdict(self)
+        row["kind"] = self.kind.value
+        row["ts"] = self.ts or time.time_ns()
+        return row
+
+
+EVENT_FIELDS = {f.name for f in fields(Event)}
+
+
+class EventWriter:
+    """Events are rare and precious: each is written to its own part file at once. One that
+    cannot be written (full disk) is kept, and written by ``retry`` when room is made."""
+
+    def __init__(self, directory: Path) -> None:
+        self.parts = PartWriter(directory)
+        self.unwritten: list[Event] = []
+
+    def write(self, event: Event) -> None:
+        self.unwritten.append(event)
+        self.retry()
+
+    def retry(self) -> None:
+        """Write every event not yet on disk; StorageError (kept for the next retry) if not."""
+        if self.unwritten:
+            self.parts.write(_table(self.unwritten))
+            self.unwritten = []
+
+
+def _table(events: list[Event]) -> pa.Table:
+    rows = [event.row() for event in events]
+    columns = {}
+    for field in EVENT_SCHEMA:
+        values = [row[field.name] for row in rows]
+        if field.name == "ts":
+            columns["ts"] = pa.array(values, pa.int64()).cast(field.type)
+        else:
+            columns[field.name] = pa.array(values, field.type)
+    return pa.table(columns, schema=EVENT_SCHEMA)

@@ -1,0 +1,132 @@
+"""A run directory: created once, owned by one coordinator at a time, with room kept back.
+
+The owner holds an exclusive lock (``RUN_DIR/.lock``, flock) for the whole run, so a second
+run into the same ``--out`` is refused instead of interleaving with the first. The manifest
+records who the owner is (pid, process start time, boot id, host), so a reader can tell a run
+that is still going from one whose coordinator was killed. A reserve file (``.reserve``) holds
+space back; it is deleted when the disk fills, to make room for the last rows, the events and
+the final manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from stress.errors import RunDirError, StorageError
+
+LOCK_NAME = ".lock"
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 4 << 20
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The coordinator process that owns a run directory."""
+
+    pid: int
+    start_time: float  # the process's start, seconds since the epoch (psutil.create_time)
+    boot_id: str | None
+    hostname: str
+
+    @classmethod
+    def current(cls) -> Owner:
+        return cls(os.getpid(), psutil.Process().create_time(), _boot_id(), socket.gethostname())
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def alive(self) -> bool | None:
+        """True when this process still runs; False when it is gone (or its pid was reused, or
+        the machine rebooted); None when it ran on another host and cannot be checked."""
+        if self.hostname != socket.gethostname():
+            return None
+        if self.boot_id and _boot_id() and self.boot_id != _boot_id():
+            return False
+        try:
+            process = psutil.Process(self.pid)
+            return (
+                abs(process.create_time() - self.start_time) < 1.0
+                and process.status() != psutil.STATUS_ZOMBIE
+            )
+        except psutil.Error:
+            return False
+
+
+def _boot_id() -> str | None:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+
+
+class RunDir:
+    """An open, locked run directory. Use ``RunDir.create``; ``close`` releases the lock."""
+
+    def __init__(self, path: Path, lock_fd: int) -> None:
+        self.path = path
+        self._lock_fd = lock_fd
+
+    @classmethod
+    def create(cls, path: Path) -> RunDir:
+        """Make (or take over an empty) ``path`` for a new run; RunDirError when it cannot be
+        written, holds a run already, or another run is using it right now."""
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise RunDirError(
+                f"cannot create {path}: {exc.strerror}", fix="choose a writable --out directory"
+            ) from exc
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise RunDirError(
+                f"{path} is in use by another mnn-stress run",
+                fix="wait for it to finish, or choose another --out directory",
+            ) from exc
+        run_dir = cls(path, lock_fd)
+        if (path / "manifest.json").exists():
+            run_dir.close()
+            raise RunDirError(f"{path} already holds a run", fix="choose a new --out directory")
+        run_dir._reserve()
+        return run_dir
+
+    def _reserve(self) -> None:
+        reserve = self.path / RESERVE_NAME
+        try:
+            fd = os.open(reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                reserve.unlink()
+            self.close()
+            raise RunDirError(
+                StorageError.of(exc, reserve).message,
+                file=str(self.path),
+                fix=f"mnn-stress keeps {RESERVE_BYTES >> 20} MiB back to end a run cleanly "
+                "when the disk fills: free space there, or choose another --out",
+            ) from exc
+
+    def release_reserve(self) -> None:
+        """Give the reserved space back, for the last writes of a run whose disk is full."""
+        with contextlib.suppress(OSError):
+            (self.path / RESERVE_NAME).unlink()
+
+    def close(self) -> None:
+        """Delete the reserve and release the lock (also done by the kernel if we die)."""
+        self.release_reserve()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1

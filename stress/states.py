@@ -1,0 +1,27 @@
+"""The states a variant and a run can be in, defined once (manifest, journal, summary, CLI)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class VariantStatus(str, Enum):
+    PENDING = "pending"  # not started yet, or waiting for a replacement worker
+    RUNNING = "running"
+    DONE = "done"  # its budget is used up
+    QUARANTINED = "quarantined"  # more worker deaths than max_crashes
+    FAILED = "failed"  # the harness itself failed on it (a bug of ours, never a finding)
+    INTERRUPTED = "interrupted"  # started, then the run was stopped
+    SKIPPED = "skipped"  # never started: the run stopped first
+
+    @property
+    def finished(self) -> bool:
+        return self in (VariantStatus.DONE, VariantStatus.QUARANTINED, VariantStatus.FAILED)
+
+
+class RunStatus(str, Enum):
+    RUNNING = "running"
+    COMPLETE = "complete"  # every variant ran its budget (or was quarantined)
+    INTERRUPTED = "interrupted"  # stopped by Ctrl-C / SIGTERM
+    FAILED = "failed"  # the harness could not go on (disk full, harness error, nothing ran)
+    KILLED = "killed"  # never written: what a reader concludes when the coordinator is gone
