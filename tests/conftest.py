@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
+import psutil
 import pyarrow.dataset as ds
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+_OWN_CACHE: str | None = None
 
-# One model cache for the whole session, away from the user's own.
-os.environ.setdefault("MNN_STRESS_CACHE", tempfile.mkdtemp(prefix="mnn-stress-cache-"))
-os.environ.pop("MNN_STRESS_TEST_FAULT", None)
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One model cache for the whole session, away from the user's own; removed at the end
+    unless the caller chose it (``MNN_STRESS_CACHE`` set beforehand)."""
+    global _OWN_CACHE
+    if not os.environ.get("MNN_STRESS_CACHE"):
+        _OWN_CACHE = tempfile.mkdtemp(prefix="mnn-stress-cache-")
+        os.environ["MNN_STRESS_CACHE"] = _OWN_CACHE
+    os.environ.pop("MNN_STRESS_TEST_FAULT", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWN_CACHE:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
@@ -62,3 +78,78 @@ def read_events(run_dir: Path):
     if not files:
         return None
     return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
+
+
+def start_run(path: Path, out: Path, *args: str, fault: str | None = None) -> subprocess.Popen:
+    """``mnn-stress run`` as a child process the test can signal."""
+    env = dict(os.environ)
+    if fault:
+        env["MNN_STRESS_TEST_FAULT"] = fault
+    return subprocess.Popen(
+        [sys.executable, "-m", "stress", "run", str(path), "--out", str(out), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def workers_of(coordinator_pid: int) -> list[psutil.Process]:
+    """The coordinator's live worker processes; children that exit (or turn zombie) while
+    we look are skipped, not an error."""
+    found = []
+    try:
+        children = psutil.Process(coordinator_pid).children()
+    except psutil.Error:
+        return found
+    for child in children:
+        try:
+            if "stress.worker" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def first_worker(coordinator_pid: int, timeout: float = 60) -> psutil.Process:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = workers_of(coordinator_pid)
+        if found:
+            return found[0]
+        time.sleep(0.02)
+    raise AssertionError("no worker started")
+
+
+def wait_for_iterations(out: Path, at_least: int = 1, timeout: float = 60) -> int:
+    """Wait until the run's journal shows ``at_least`` completed iterations in one variant
+    (progress lines come every second), instead of sleeping a fixed time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        best = 0
+        journal = out / "journal.jsonl"
+        lines = journal.read_text().splitlines() if journal.exists() else []
+        for line in lines:
+            try:
+                best = max(best, json.loads(line).get("completed", 0))
+            except ValueError:
+                continue
+        if best >= at_least:
+            return best
+        time.sleep(0.05)
+    raise AssertionError(f"no variant reached {at_least} iterations in {timeout}s")
+
+
+def dies_within(pid: int, seconds: float) -> bool:
+    """True once the process is gone or a zombie (reparented, not yet reaped by init)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)

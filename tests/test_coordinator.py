@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
 
-from .conftest import REPO, read_events, read_iterations, run_cli
+from .conftest import (
+    dies_within,
+    first_worker,
+    read_events,
+    read_iterations,
+    run_cli,
+    start_run,
+    wait_for_iterations,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -170,9 +174,9 @@ def test_crash_loop_is_quarantined_and_the_run_goes_on(scenario_file, tmp_path):
 def test_external_sigkill_mid_run_loses_only_the_iteration_in_flight(scenario_file, tmp_path):
     path = scenario_file("name: kill\nmodel: tiny\nduration: 3s\n")
     out = tmp_path / "run"
-    coordinator = start_run(path, out, workers=1)
-    victim = _first_worker(coordinator.pid)
-    time.sleep(0.8)  # well inside the iteration loop
+    coordinator = start_run(path, out, "--workers", "1")
+    victim = first_worker(coordinator.pid)
+    wait_for_iterations(out, 100)  # well inside the iteration loop
     victim.send_signal(signal.SIGKILL)
     stdout, stderr = coordinator.communicate(timeout=120)
     assert coordinator.returncode == 0, stderr
@@ -190,52 +194,6 @@ def test_external_sigkill_mid_run_loses_only_the_iteration_in_flight(scenario_fi
     assert len(after) > 100
 
 
-def _dies_within(pid: int, seconds: float) -> bool:
-    """True once the process is gone or a zombie (reparented, not yet reaped by init)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-
-
-def start_run(path: Path, out: Path, workers: int) -> subprocess.Popen:
-    """``mnn-stress run`` as a child process the test can signal."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stress",
-            "run",
-            str(path),
-            "--out",
-            str(out),
-            "--workers",
-            str(workers),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _first_worker(coordinator_pid: int, timeout: float = 60) -> psutil.Process:
-    parent = psutil.Process(coordinator_pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for child in parent.children():
-            if "stress.worker" in " ".join(child.cmdline()):
-                return child
-        time.sleep(0.05)
-    raise AssertionError("no worker started")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_stopping_the_coordinator_keeps_a_readable_run(scenario_file, tmp_path, signum):
     path = scenario_file(
@@ -243,9 +201,8 @@ def test_stopping_the_coordinator_keeps_a_readable_run(scenario_file, tmp_path, 
         + "    matrix:\n      api: [session, module]\n      num_thread: [1, 2]\n"
     )
     out = tmp_path / "run"
-    coordinator = start_run(path, out, workers=2)
-    _first_worker(coordinator.pid)
-    time.sleep(1.5)
+    coordinator = start_run(path, out, "--workers", "2")
+    wait_for_iterations(out, 100)
     coordinator.send_signal(signum)
     stdout, stderr = coordinator.communicate(timeout=60)
     assert coordinator.returncode == 130, stderr
@@ -259,7 +216,7 @@ def test_stopping_the_coordinator_keeps_a_readable_run(scenario_file, tmp_path, 
     for _, group in rows.groupby("variant_id"):
         assert sorted(group.iteration) == list(range(len(group)))
     assert read_events(out) is None  # workers stopped cleanly: nobody died
-    assert all(_dies_within(pid, 1.0) for pid in set(rows.pid))  # no worker left running
+    assert all(dies_within(pid, 1.0) for pid in set(rows.pid))  # no worker left running
     summary = json.loads(run_cli("summary", str(out), "--json").stdout)
     assert summary["status"] == "interrupted"
     assert sum(v["iterations"] for v in summary["variants"]) == len(rows)
@@ -334,25 +291,30 @@ def test_workers_die_with_a_sigkilled_coordinator(scenario_file, tmp_path):
     # cannot notice its parent's death by itself within the test.
     path = scenario_file("name: orphan\nmodel: deep\nduration: 60s\n")
     out = tmp_path / "run"
-    coordinator = start_run(path, out, workers=1)
-    worker = _first_worker(coordinator.pid)
-    time.sleep(0.5)
+    coordinator = start_run(path, out, "--workers", "1")
+    worker = first_worker(coordinator.pid)
+    wait_for_iterations(out, 1)
     coordinator.kill()
     coordinator.wait()
-    dead = _dies_within(worker.pid, 2.0)  # PR_SET_PDEATHSIG: no orphan burns CPU
+    dead = dies_within(worker.pid, 2.0)  # PR_SET_PDEATHSIG: no orphan burns CPU
     if not dead:
         worker.kill()
     assert dead
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "running"  # what it was doing when it died, still readable
+    # ... and a reader sees that its coordinator is gone: killed, not running, never "ok".
+    summary = json.loads(run_cli("summary", str(out), "--json").stdout)
+    assert summary["status"] == "killed" and str(coordinator.pid) in summary["reason"]
+    assert [(v["status"], v["verdict"]) for v in summary["variants"]] == [("killed", "KILLED")]
+    assert "run killed: the coordinator" in run_cli("summary", str(out)).stdout
 
 
 def test_worker_stopped_from_outside_hands_over_without_a_gap(scenario_file, tmp_path):
     path = scenario_file("name: handover\nmodel: tiny\nduration: 3s\n")
     out = tmp_path / "run"
-    coordinator = start_run(path, out, workers=1)
-    first = _first_worker(coordinator.pid)
-    time.sleep(0.8)
+    coordinator = start_run(path, out, "--workers", "1")
+    first = first_worker(coordinator.pid)
+    wait_for_iterations(out, 100)
     first.send_signal(signal.SIGTERM)  # someone else's kill, not the coordinator's stop
     _, stderr = coordinator.communicate(timeout=60)
     assert coordinator.returncode == 0, stderr

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import resource
 
 import duckdb
 import numpy as np
 import pyarrow.dataset as ds
+import pytest
 
+from stress.errors import StorageError
 from stress.parts import PartWriter
 from stress.protocol import STATUS_ERROR, STATUS_OK, IterationRecord
 from stress.records import ITERATION_SCHEMA, IterationBuffer, RowContext
@@ -83,3 +87,44 @@ def test_rows_written_are_readable_by_pyarrow_pandas_and_duckdb(tmp_path):
         "where status = 'ok' and mean > 1"
     ).fetchall()[0][0]
     assert count == 2
+
+
+def _context(max_value_bytes: int) -> RowContext:
+    values = {
+        "run_id": "r",
+        "scenario": "s",
+        "variant_id": "v1",
+        "api": "session",
+        "num_thread": 1,
+        "precision": "normal",
+        "worker_id": 0,
+        "pid": 1,
+        "mnn_version": "3.6.1",
+    }
+    return RowContext(values=values, output_names=("y",), max_value_bytes=max_value_bytes)
+
+
+def test_a_part_over_the_file_size_limit_keeps_its_rows_and_can_drop_values(tmp_path):
+    """A real EFBIG from the kernel (RLIMIT_FSIZE): the flush raises StorageError naming the
+    file, the rows stay buffered, and a flush without stored values then fits."""
+    buffer = IterationBuffer(PartWriter(tmp_path / "iterations"))
+    context = _context(max_value_bytes=1 << 20)
+    for i in range(4):
+        noise = os.urandom(256 << 10)  # incompressible: the part cannot shrink below 1 MiB
+        buffer.add(
+            context,
+            IterationRecord(i, 1, 2, 3, 0, 0, STATUS_OK, [(0, "uint8", (len(noise),), noise)]),
+        )
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, hard))
+    try:
+        with pytest.raises(StorageError, match="File too large") as caught:
+            buffer.flush()
+        assert "part-000000.parquet" in caught.value.render()
+        assert len(buffer) == 4 and not list((tmp_path / "iterations").iterdir())
+        buffer.flush(keep_values=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    rows = ds.dataset(str(tmp_path / "iterations")).to_table().to_pandas()
+    assert sorted(rows.iteration) == [0, 1, 2, 3] and rows["values"].isna().all()
+    assert rows.digest.nunique() == 4  # digests and statistics survive without the values

@@ -52,6 +52,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         per_variant[vid] = _empty(vid, entry.scenario, entry.label, variant_status)
     _add_iterations(per_variant, rows)
     _add_events(per_variant, events(run_dir).to_table(columns=["variant_id", "kind"]))
+    for variant in per_variant.values():
+        variant["verdict"] = verdict(variant)
     return {
         "run_id": manifest.run_id,
         "status": status.value,

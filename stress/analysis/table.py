@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from stress.analysis.summary import DEATH_KINDS, verdict
+from stress.analysis.summary import DEATH_KINDS
 
 _STYLE = {
     "ok": "green",
@@ -42,7 +42,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         table.add_column(column, justify="right" if numeric else "left")
     for v in summary["variants"]:
         deaths = ", ".join(f"{v['events'][k]} {k}" for k in DEATH_KINDS if v["events"][k])
-        word = verdict(v)
+        word = v["verdict"]
         latency = v["latency_p50_ms"]
         table.add_row(
             v["scenario"],
