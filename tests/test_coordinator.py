@@ -325,3 +325,25 @@ def test_worker_stopped_from_outside_hands_over_without_a_gap(scenario_file, tmp
     assert sorted(rows.iteration) == list(range(len(rows)))  # finished its iteration: no gap
     variant = next(iter(json.loads((out / "manifest.json").read_text())["variants"].values()))
     assert (variant["status"], variant["crashes"]) == ("done", 0)
+
+
+def test_a_coordinator_bug_is_not_blamed_on_the_worker(scenario_file, tmp_path, monkeypatch):
+    """Only decoding is guarded: a failure while buffering rows is the coordinator's own bug.
+    It surfaces as the coordinator's exception, no worker is killed as 'protocol', and no
+    worker outlives the loop."""
+    from stress.coordinator import Coordinator, StopRequests
+    from stress.records import IterationBuffer
+    from stress.runner import Budget, plan
+    from stress.scenario import load_scenario
+
+    def broken_add(self, context, record):
+        raise RuntimeError("a bug in the coordinator")
+
+    monkeypatch.setattr(IterationBuffer, "add", broken_add)
+    scenario = load_scenario(scenario_file("name: bug\nmodel: tiny\niterations: 50\n"))
+    states = plan([scenario], Budget(), concurrency=1)
+    coordinator = Coordinator("r", tmp_path, states, 1, StopRequests())
+    with pytest.raises(RuntimeError, match="a bug in the coordinator"):
+        coordinator.run()
+    assert read_events(tmp_path) is None  # no protocol (or any other) event
+    assert not coordinator.running

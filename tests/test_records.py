@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import resource
@@ -12,6 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from stress.errors import StorageError
+from stress.events import EVENT_SCHEMA, Event
 from stress.parts import PartWriter
 from stress.protocol import STATUS_ERROR, STATUS_OK, IterationRecord
 from stress.records import ITERATION_SCHEMA, IterationBuffer, RowContext
@@ -128,3 +130,13 @@ def test_a_part_over_the_file_size_limit_keeps_its_rows_and_can_drop_values(tmp_
     rows = ds.dataset(str(tmp_path / "iterations")).to_table().to_pandas()
     assert sorted(rows.iteration) == [0, 1, 2, 3] and rows["values"].isna().all()
     assert rows.digest.nunique() == 4  # digests and statistics survive without the values
+
+
+def test_event_fields_are_the_event_schema_columns():
+    assert {f.name for f in dataclasses.fields(Event)} == set(EVENT_SCHEMA.names)
+
+
+def test_row_columns_come_from_the_schema():
+    from stress.records import COMPUTED_NAMES, CONTEXT_NAMES, ROW_NAMES
+
+    assert sorted(CONTEXT_NAMES + COMPUTED_NAMES + ROW_NAMES) == sorted(ITERATION_SCHEMA.names)

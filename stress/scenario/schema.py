@@ -1,0 +1,159 @@
+"""The scenario schema: pydantic models with strict types and bounded values.
+
+The ``matrix`` model is generated from the factor registry, so a new factor appears in
+validation, ``mnn-stress schema`` and the variants without edits here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from stress import dtypes
+from stress.factors import REGISTRY, Factor
+from stress.scenario.durations import Duration, Timeout
+
+# Beyond these limits a value is a typo or a hostile file, never a plan; errors print them.
+MAX_SEED = 2**63 - 1  # the largest int64: any tool reading the manifest can hold it
+MAX_ITERATIONS = 2**62 - 1  # iteration numbers are int64 in the rows, with headroom for sums
+MAX_WORKERS = 1024  # processes at once; far beyond any host this runs on
+MAX_CRASHES = 1_000_000  # restarts of one variant; more is an endless loop, not a budget
+MAX_VALUE_BYTES = 1 << 30  # one output's values kept in one row
+MAX_DIM = 2**31 - 1  # MNN's dimensions are int32
+MAX_INPUT_BYTES = 2 << 30  # one generated input array, made in every worker
+
+_Strict = ConfigDict(extra="forbid", strict=True)
+INPUT_DTYPES = dtypes.FEEDABLE  # what both APIs take correctly (MNN 3.6.1)
+
+
+class InputSpec(BaseModel):
+    """How one model input is filled; the same seed gives the same bytes on every run."""
+
+    model_config = _Strict
+    distribution: Literal["normal", "uniform", "zeros", "ones"] = "normal"
+    scale: float = Field(1.0, allow_inf_nan=False, description="multiplies the generated values")
+    shape: list[Annotated[int, Field(gt=0, le=MAX_DIM)]] | None = Field(
+        None, description="needed only where the model's input shape is dynamic"
+    )
+
+
+class RecordSpec(BaseModel):
+    """What each iteration row keeps besides digest and statistics."""
+
+    model_config = _Strict
+    max_value_bytes: int = Field(
+        65536,
+        ge=0,
+        le=MAX_VALUE_BYTES,
+        description="store an output's values when it is at most this many bytes",
+    )
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+def _factor_field(factor: Factor) -> tuple[Any, Any]:
+    annotation = Annotated[list[factor.kind], BeforeValidator(_as_list)]
+    return annotation, Field(
+        [factor.default], description=factor.doc, json_schema_extra=_factor_schema(factor)
+    )
+
+
+def _factor_schema(factor: Factor) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if factor.choices:
+        item["enum"] = list(factor.choices)
+    if factor.minimum is not None:
+        item["minimum"] = factor.minimum
+    if factor.maximum is not None:
+        item["maximum"] = factor.maximum
+    return {"items": item} if item else {}
+
+
+def _matrix_model() -> type[BaseModel]:
+    fields = {name: _factor_field(factor) for name, factor in REGISTRY.items()}
+    validators = {
+        f"check_{name}": field_validator(name)(_checker(factor))
+        for name, factor in REGISTRY.items()
+    }
+    return create_model(
+        "Matrix",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        __validators__=validators,
+        **fields,
+    )
+
+
+def _checker(factor: Factor):
+    def check(cls, values: list[Any]) -> list[Any]:
+        if not values:
+            raise ValueError("give at least one value")
+        for value in values:
+            problem = factor.check(value)
+            if problem:
+                raise ValueError(problem)
+        if len(set(values)) != len(values):
+            raise ValueError("a value is listed twice")
+        return values
+
+    return classmethod(check)
+
+
+Matrix = _matrix_model()
+
+
+class Scenario(BaseModel):
+    """One scenario file: a model, how to feed it, and the matrix of factors to cross."""
+
+    model_config = _Strict
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="unique within a run; part of every variant id",
+    )
+    description: str = ""
+    model: str = Field(description="built-in model name, or a path to a .mnn or .onnx file")
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="input generator seed")
+    iterations: int | None = Field(
+        None, ge=1, le=MAX_ITERATIONS, description="iterations per variant"
+    )
+    duration: Duration | None = Field(None, description="time per variant, e.g. 30s")
+    workers: int | None = Field(
+        None, ge=1, le=MAX_WORKERS, description="most worker processes this scenario uses at once"
+    )
+    timeout: Timeout = Field(
+        30.0, description="longest one iteration may take before the worker is killed as hung"
+    )
+    max_crashes: int = Field(
+        3,
+        ge=0,
+        le=MAX_CRASHES,
+        description="worker deaths a variant may cause before it is quarantined",
+    )
+    record: RecordSpec = Field(default_factory=RecordSpec)
+    matrix: Matrix = Field(default_factory=Matrix)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> Scenario:
+        if self.iterations is not None and self.duration is not None:
+            raise ValueError("give either iterations or duration, not both")
+        if self.iterations is None and self.duration is None:
+            self.iterations = 100
+        return self
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a scenario file, for editors (``mnn-stress schema``)."""
+    schema = Scenario.model_json_schema(mode="validation")
+    schema["title"] = "mnn-stress scenario"
+    return schema
