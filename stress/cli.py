@@ -77,7 +77,8 @@ def run(
     """Run scenario files (or folders of them) and print the per-variant summary."""
     from stress.analysis.summary import summarize
     from stress.analysis.table import render_summary
-    from stress.runner import Budget, RunHooks, execute
+    from stress.plan import Budget
+    from stress.runner import RunHooks, execute
     from stress.scenario import parse_duration
 
     if duration and iterations:

@@ -21,22 +21,9 @@ from stress.errors import RunFailure, StorageError
 from stress.events import Event, EventKind, EventWriter
 from stress.jobs import make_job, ring_capacity
 from stress.parts import PartWriter
-from stress.protocol import (
-    KIND_ITERATION,
-    Done,
-    Failure,
-    Hello,
-    IterationRecord,
-    Message,
-    ProtocolError,
-    decode_iteration,
-    decode_message,
-)
+from stress.plan import VariantState
 from stress.records import IterationBuffer, RowContext
-from stress.ring import CorruptRing
-from stress.scenario import LoadedScenario
 from stress.states import VariantStatus
-from stress.variants import Variant
 from stress.workerproc import WorkerProcess
 
 STARTUP_TIMEOUT_S = 120.0
@@ -44,32 +31,6 @@ STOP_GRACE_S = 10.0
 IDLE_SLEEP_S = 0.005
 TICK_S = 10.0
 PROGRESS_S = 1.0
-
-
-@dataclass
-class VariantState:
-    """Where a variant stands: the next iteration to run, its budget and its crash count."""
-
-    variant: Variant
-    scenario: LoadedScenario
-    stop_iteration: int | None
-    duration_s: float | None  # iteration-loop time, summed over the variant's workers
-    next_iteration: int = 0
-    used_s: float = 0.0
-    ring_bytes: int = 0
-    completed: int = 0
-    crashes: int = 0
-    workers_started: int = 0
-    status: VariantStatus = VariantStatus.PENDING
-
-    def remaining_s(self) -> float | None:
-        return None if self.duration_s is None else self.duration_s - self.used_s
-
-    def exhausted(self) -> bool:
-        if self.stop_iteration is not None and self.next_iteration >= self.stop_iteration:
-            return True
-        remaining = self.remaining_s()
-        return remaining is not None and remaining <= 0.01
 
 
 class StopRequests:
@@ -88,11 +49,6 @@ class RunningWorker:
     process: WorkerProcess
     state: VariantState
     context: RowContext | None = None
-    hello: Hello | None = None
-    hello_at: float | None = None
-    done: Done | None = None
-    failure: Failure | None = None
-    protocol_error: str | None = None
     last_iteration: int | None = None
 
 
@@ -312,57 +268,33 @@ class Coordinator:
             pass
 
     def _drain(self, worker: RunningWorker) -> bool:
-        """Decode what the worker published, then record it. Only decoding is guarded: a
-        worker that scribbles on its ring is killed, a bug of ours is not blamed on it."""
-        if worker.process.killed_for is KillReason.PROTOCOL:
-            return False
-        decoded: list[IterationRecord | Message] = []
-        try:
-            for kind, payload in worker.process.drain():
-                if kind == KIND_ITERATION:
-                    if worker.context is None:
-                        raise ProtocolError("an iteration record before the worker's hello")
-                    count = len(worker.process.job.output_names)
-                    decoded.append(decode_iteration(payload, count))
-                else:
-                    message = decode_message(payload)
-                    decoded.append(message)
-                    if isinstance(message, Hello):
-                        self._on_hello(worker, message)
-        except (CorruptRing, ProtocolError) as exc:
-            worker.protocol_error = f"{type(exc).__name__}: {exc}"
-            worker.process.kill(KillReason.PROTOCOL, dump_stack=False)
-        for item in decoded:
-            self._record(worker, item)
-        return bool(decoded) and worker.process.killed_for is not KillReason.PROTOCOL
-
-    def _record(self, worker: RunningWorker, item: IterationRecord | Message) -> None:
-        if isinstance(item, IterationRecord):
-            assert worker.context is not None  # checked while decoding
-            self.buffer.add(worker.context, item)
-            worker.last_iteration = item.iteration
+        """Record what the worker published since the last call; True when there was any."""
+        process = worker.process
+        had_hello = process.hello is not None
+        records, moved = process.read()
+        if not had_hello and process.hello is not None:
+            worker.context = self._context(worker.state, process)
+        for record in records:
+            self.buffer.add(worker.context, record)  # type: ignore[arg-type]
+            worker.last_iteration = record.iteration
             worker.state.completed += 1
-            worker.state.next_iteration = item.iteration + 1
-        elif isinstance(item, Done):
-            worker.done = item
-        elif isinstance(item, Failure):
-            worker.failure = item
+            worker.state.next_iteration = record.iteration + 1
+        return moved
 
-    def _on_hello(self, worker: RunningWorker, hello: Hello) -> None:
-        worker.hello = hello
-        worker.hello_at = time.monotonic()
-        state = worker.state
-        worker.context = RowContext(
+    def _context(self, state: VariantState, process: WorkerProcess) -> RowContext:
+        """What every row of this worker shares, known once it has said hello."""
+        assert process.hello is not None
+        return RowContext(
             values={
                 "run_id": self.run_id,
                 "scenario": state.variant.scenario,
                 "variant_id": state.variant.variant_id,
                 **state.variant.params,
-                "worker_id": worker.process.job.worker_id,
-                "pid": hello.pid,
-                "mnn_version": hello.mnn_version,
+                "worker_id": process.job.worker_id,
+                "pid": process.hello.pid,
+                "mnn_version": process.hello.mnn_version,
             },
-            output_names=tuple(worker.process.job.output_names),
+            output_names=tuple(process.job.output_names),
             max_value_bytes=state.scenario.spec.record.max_value_bytes,
         )
 
@@ -370,7 +302,7 @@ class Coordinator:
         if worker.process.killed_for is not None:
             return
         timeout = worker.state.scenario.spec.timeout
-        if worker.hello_at is None:
+        if worker.process.hello_at is None:
             timeout = max(timeout, STARTUP_TIMEOUT_S)
         if time.monotonic() - worker.process.progress_at > timeout:
             worker.process.kill(KillReason.HANG)
@@ -379,23 +311,23 @@ class Coordinator:
     def _finish(self, worker: RunningWorker) -> None:
         state, process = worker.state, worker.process
         process.close()
-        if worker.hello_at is not None:
-            state.used_s += time.monotonic() - worker.hello_at
+        if worker.process.hello_at is not None:
+            state.used_s += time.monotonic() - worker.process.hello_at
         ending = deaths.classify(
             deaths.LastWords(
                 process.poll(),
                 process.killed_for,
-                worker.done,
-                worker.failure,
-                worker.protocol_error,
+                worker.process.done,
+                worker.process.failure,
+                worker.process.protocol_error,
             ),
             state.scenario.spec.timeout,
             bool(self.stop.count),
         )
         if ending.kind is not None:
             self._record_ending(worker, ending)
-        if ending.kind is EventKind.RESIZE and worker.failure:
-            state.ring_bytes = 4 * (worker.failure.ring_bytes_needed or 0)
+        if ending.kind is EventKind.RESIZE and worker.process.failure:
+            state.ring_bytes = 4 * (worker.process.failure.ring_bytes_needed or 0)
         self._set(state, self._next_status(state, ending))
         if state.status is VariantStatus.PENDING:
             self._requeue(state)
@@ -422,31 +354,13 @@ class Coordinator:
         process, state = worker.process, worker.state
         assert ending.kind is not None
         in_flight = None
-        if worker.hello is not None and worker.done is None:
+        if process.hello is not None and process.done is None:
             in_flight = (
                 worker.last_iteration + 1
                 if worker.last_iteration is not None
                 else process.job.start_iteration
             )
-        tail = process.log_tail()
-        self._write_event(
-            Event(
-                run_id=self.run_id,
-                scenario=state.variant.scenario,
-                variant_id=state.variant.variant_id,
-                worker_id=process.job.worker_id,
-                pid=process.pid,
-                kind=ending.kind,
-                message=ending.message,
-                iteration=in_flight,
-                signal=ending.signal,
-                exit_code=process.poll(),
-                stack=(worker.failure.traceback if worker.failure else None)
-                or deaths.python_stack(tail),
-                stderr_tail="\n".join(tail.splitlines()[-40:]),
-                mnn_version=worker.hello.mnn_version if worker.hello else None,
-            )
-        )
+        self._write_event(process.ending_event(self.run_id, ending, in_flight))
         if ending.is_death:
             state.crashes += 1
             if in_flight is not None:

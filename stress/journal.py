@@ -27,7 +27,8 @@ class Journal:
         self.path = run_dir / JOURNAL_NAME
         self.unwritten: list[bytes] = []
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
             raise StorageError.of(exc, self.path) from exc
 

@@ -84,6 +84,14 @@ COMPUTED_NAMES = ("output_name", *STAT_NAMES)
 ROW_NAMES = tuple(f.name for f in ITERATION_SCHEMA if f.name not in CONTEXT_NAMES + COMPUTED_NAMES)
 # Held per row until the flush: which context, which output, bytes kept for statistics.
 _HELD = ("context", "output", "data", "stats")
+# The order ``add`` builds each row in: every held and per-row column exactly once.
+_ROW_ORDER = (
+    *("context", "thread", "iteration", "ts", "output", "dtype", "shape"),
+    *("nbytes", "digest", "values", "data", "stats"),
+    *("latency_ns", "rc", "status", "error", "rss_bytes"),
+)
+if sorted(_ROW_ORDER) != sorted(_HELD + ROW_NAMES):
+    raise ImportError(f"records: row order {_ROW_ORDER} does not match the schema {ROW_NAMES}")
 
 
 # Outputs up to this size keep their bytes until the flush, for vectorised statistics.
@@ -114,7 +122,8 @@ class IterationBuffer:
     def _reset(self) -> None:
         self.contexts: list[RowContext] = []
         self.context_index: dict[int, int] = {}
-        self.columns: dict[str, list[Any]] = {name: [] for name in (*_HELD, *ROW_NAMES)}
+        self.columns: dict[str, list[Any]] = {name: [] for name in _ROW_ORDER}
+        self._appends = [self.columns[name].append for name in _ROW_ORDER]
         self.bytes = 0
         self.started = time.monotonic()
 
@@ -128,45 +137,32 @@ class IterationBuffer:
         if key not in self.context_index:
             self.context_index[key] = len(self.contexts)
             self.contexts.append(context)
-        shared = {
-            "context": self.context_index[key],
-            "thread": record.thread,
-            "iteration": record.iteration,
-            "ts": record.ts_ns,
-            "latency_ns": record.latency_ns,
-            "rc": record.rc,
-            "status": STATUS_NAMES[record.status],
-            "error": record.error,
-            "rss_bytes": record.rss_bytes,
-        }
+        head = (self.context_index[key], record.thread, record.iteration, record.ts_ns)
+        status = STATUS_NAMES[record.status]
+        tail = (record.latency_ns, record.rc, status, record.error, record.rss_bytes)
         rows = [
-            {**shared, **self._output(context, index, dtype, shape, data)}
+            (*head, index, dtype, shape, *self._output(context, dtype, data), *tail)
             for index, dtype, shape, data in record.outputs or [(None, None, None, None)]
         ]
         for row in rows:
-            for name, column in self.columns.items():
-                column.append(row[name])
+            for column, value in zip(self._appends, row):
+                column(value)
 
-    def _output(
-        self, context: RowContext, index: int | None, dtype: str | None, shape: Any, data: Any
-    ) -> dict[str, Any]:
-        """The output's columns: digest, stored values, bytes kept for batch statistics."""
-        row = {"output": index, "dtype": dtype, "shape": shape, "nbytes": None, "digest": None}
-        row.update(values=None, data=None, stats=NO_STATS)
+    def _output(self, context: RowContext, dtype: str | None, data: Any) -> tuple:
+        """nbytes, digest, stored values, bytes kept for batch statistics, statistics."""
         if data is None:
-            return row
+            return None, None, None, None, NO_STATS
         size = len(data)
-        row.update(nbytes=size, digest=xxhash.xxh3_64_hexdigest(data))
-        if size <= context.max_value_bytes:
-            row["values"] = data
-        if row["values"] is not None or size <= BATCH_STATISTICS_BYTES:
+        digest = xxhash.xxh3_64_hexdigest(data)
+        values = data if size <= context.max_value_bytes else None
+        if values is not None or size <= BATCH_STATISTICS_BYTES:
             self.bytes += size  # held until the flush: counts towards max_bytes
         if size <= BATCH_STATISTICS_BYTES:
-            row.update(data=data, stats=None)  # statistics with its batch at the flush
-        elif summable(dtype, size):
-            stats = block_statistics(as_block([data], dtype))
-            row["stats"] = tuple(column[0] for column in stats)
-        return row
+            return size, digest, values, data, None  # statistics with its batch at the flush
+        stats = NO_STATS
+        if summable(dtype, size):
+            stats = tuple(column[0] for column in block_statistics(as_block([data], dtype)))
+        return size, digest, values, None, stats
 
     def due(self) -> bool:
         return (

@@ -16,25 +16,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from stress import faults
-from stress.coordinator import Coordinator, Hooks, StopRequests, VariantState
+from stress.coordinator import Coordinator, Hooks, StopRequests
 from stress.errors import RunFailure, ScenarioError, StorageError, StressError
 from stress.jobs import ring_capacity
 from stress.journal import Journal
 from stress.manifest import Manifest, ManifestData, VariantEntry, host_info, now_iso, versions
+from stress.plan import Budget, VariantState, plan
 from stress.rundir import Owner, RunDir
 from stress.scenario import LoadedScenario, load_scenario
 from stress.states import RunStatus, VariantStatus
-from stress.variants import expand
-
-MIN_SHARE_S = 1.0
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Command-line overrides: iterations per variant, or a total duration for the whole run."""
-
-    iterations: int | None = None
-    duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,49 +50,6 @@ def load_all(paths: list[Path]) -> list[LoadedScenario]:
             )
         seen[name] = scenario.path
     return loaded
-
-
-def plan(scenarios: list[LoadedScenario], budget: Budget, concurrency: int) -> list[VariantState]:
-    """One state per variant with its budget: the command line's, else the scenario's."""
-    expanded = {s.spec.name: expand(s) for s in scenarios}
-    variants = [(s, v) for s in scenarios for v in expanded[s.spec.name]]
-    share = None
-    if budget.duration_s is not None:  # the whole run's time, shared fairly by all variants
-        usable = sum(
-            min(s.spec.workers or concurrency, len(expanded[s.spec.name])) for s in scenarios
-        )
-        parallelism = max(1, min(concurrency, usable))  # each scenario's own cap counts
-        share = budget.duration_s * parallelism / len(variants)
-        _check_share(share, len(variants), parallelism)
-    states = []
-    for scenario, variant in variants:
-        spec = scenario.spec
-        iterations = budget.iterations or (None if share or spec.duration else spec.iterations)
-        duration = share if share is not None else (None if budget.iterations else spec.duration)
-        states.append(VariantState(variant, scenario, iterations, duration))
-    return states
-
-
-def _check_share(share: float, variants: int, parallelism: int) -> None:
-    """Refuse a --duration that would give each variant less than MIN_SHARE_S."""
-    if share >= MIN_SHARE_S:
-        return
-    needed = MIN_SHARE_S * variants / parallelism
-    raise StressError(
-        f"--duration gives each of {variants} variants {share * 1000:.0f} ms of iterations; "
-        f"each needs at least {MIN_SHARE_S:g} s, so this run needs --duration "
-        f"{_readable(needed)} or more ({parallelism} at a time)",
-        key="--duration",
-        fix="give a longer --duration, fewer variants, or --iterations",
-    )
-
-
-def _readable(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds + 0.999), 60)
-    hours, minutes = divmod(minutes, 60)
-    return (
-        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-    )
 
 
 def check_file_size_limit(scenarios: list[LoadedScenario]) -> None:

@@ -1,4 +1,5 @@
-"""The coordinator's handle on one worker process: start it, read its ring, stop or kill it.
+"""The coordinator's handle on one worker process: start it, read and decode its ring, stop
+or kill it.
 
 Workers are exec'd fresh (never forked from a process that has loaded MNN), in their own
 process group so a terminal's Ctrl-C reaches only the coordinator. Their stdout and stderr
@@ -16,8 +17,20 @@ import time
 from pathlib import Path
 
 from stress import ring
-from stress.deaths import KillReason
-from stress.protocol import Job
+from stress.deaths import Ending, KillReason, python_stack
+from stress.events import Event
+from stress.protocol import (
+    KIND_ITERATION,
+    Done,
+    Failure,
+    Hello,
+    IterationRecord,
+    Job,
+    Message,
+    ProtocolError,
+    decode_iteration,
+    decode_message,
+)
 from stress.ring import COORDINATOR_PID_VAR
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
@@ -54,16 +67,49 @@ class WorkerProcess:
         self.started_at = self.progress_at = time.monotonic()
         self._position = 0
         self.killed_for: KillReason | None = None
+        # What the worker said (its messages) and what we found wrong with what it wrote.
+        self.hello: Hello | None = None
+        self.hello_at: float | None = None
+        self.done: Done | None = None
+        self.failure: Failure | None = None
+        self.protocol_error: str | None = None
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    def drain(self) -> list[tuple[int, bytes]]:
-        records = self.reader.drain()
-        if records:
-            self.progress_at = time.monotonic()
-        return records
+    def read(self) -> tuple[list[IterationRecord], bool]:
+        """Decode what was published since the last read: the iteration records, and whether
+        anything at all was read (messages are kept: ``hello``, ``done``, ``failure``). Only
+        decoding is guarded: a worker that scribbles on its ring is killed (``protocol``);
+        what it published before stays valid."""
+        if self.killed_for is KillReason.PROTOCOL:
+            return [], False
+        records: list[IterationRecord] = []
+        try:
+            published = self.reader.drain()
+            if published:
+                self.progress_at = time.monotonic()
+            for kind, payload in published:
+                if kind != KIND_ITERATION:
+                    self._keep(decode_message(payload))
+                elif self.hello is None:
+                    raise ProtocolError("an iteration record before the worker's hello")
+                else:
+                    records.append(decode_iteration(payload, len(self.job.output_names)))
+        except (ring.CorruptRing, ProtocolError) as exc:
+            self.protocol_error = f"{type(exc).__name__}: {exc}"
+            self.kill(KillReason.PROTOCOL, dump_stack=False)
+            return records, False
+        return records, bool(published)
+
+    def _keep(self, message: Message) -> None:
+        if isinstance(message, Hello):
+            self.hello, self.hello_at = message, time.monotonic()
+        elif isinstance(message, Done):
+            self.done = message
+        elif isinstance(message, Failure):
+            self.failure = message
 
     def moved(self) -> bool:
         """True (and progress time updated) when the worker published anything since last asked."""
@@ -95,6 +141,27 @@ class WorkerProcess:
         if self.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
+
+    def ending_event(self, run_id: str, ending: Ending, in_flight: int | None) -> Event:
+        """The event for how this worker ended, with its stack and the tail of its log."""
+        assert ending.kind is not None
+        tail = self.log_tail()
+        traceback = self.failure.traceback if self.failure else None
+        return Event(
+            run_id=run_id,
+            scenario=self.job.scenario,
+            variant_id=self.job.variant_id,
+            worker_id=self.job.worker_id,
+            pid=self.pid,
+            kind=ending.kind,
+            message=ending.message,
+            iteration=in_flight,
+            signal=ending.signal,
+            exit_code=self.poll(),
+            stack=traceback or python_stack(tail),
+            stderr_tail="\n".join(tail.splitlines()[-40:]),
+            mnn_version=self.hello.mnn_version if self.hello else None,
+        )
 
     def log_tail(self, max_bytes: int = 8192) -> str:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stress.runner import Budget, plan
+from stress.plan import Budget, plan
 from stress.scenario import load_scenario
 
 from .conftest import read_iterations, run_cli

@@ -332,8 +332,8 @@ def test_a_coordinator_bug_is_not_blamed_on_the_worker(scenario_file, tmp_path, 
     It surfaces as the coordinator's exception, no worker is killed as 'protocol', and no
     worker outlives the loop."""
     from stress.coordinator import Coordinator, StopRequests
+    from stress.plan import Budget, plan
     from stress.records import IterationBuffer
-    from stress.runner import Budget, plan
     from stress.scenario import load_scenario
 
     def broken_add(self, context, record):

@@ -1,0 +1,90 @@
+"""Planning: every variant of every scenario becomes a VariantState with its budget (the
+command line's, else the scenario's), before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stress.errors import StressError
+from stress.scenario import LoadedScenario
+from stress.states import VariantStatus
+from stress.variants import Variant, expand
+
+MIN_SHARE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Command-line overrides: iterations per variant, or a total duration for the whole run."""
+
+    iterations: int | None = None
+    duration_s: float | None = None
+
+
+@dataclass
+class VariantState:
+    """Where a variant stands: the next iteration to run, its budget and its crash count."""
+
+    variant: Variant
+    scenario: LoadedScenario
+    stop_iteration: int | None
+    duration_s: float | None  # iteration-loop time, summed over the variant's workers
+    next_iteration: int = 0
+    used_s: float = 0.0
+    ring_bytes: int = 0
+    completed: int = 0
+    crashes: int = 0
+    workers_started: int = 0
+    status: VariantStatus = VariantStatus.PENDING
+
+    def remaining_s(self) -> float | None:
+        return None if self.duration_s is None else self.duration_s - self.used_s
+
+    def exhausted(self) -> bool:
+        if self.stop_iteration is not None and self.next_iteration >= self.stop_iteration:
+            return True
+        remaining = self.remaining_s()
+        return remaining is not None and remaining <= 0.01
+
+
+def plan(scenarios: list[LoadedScenario], budget: Budget, concurrency: int) -> list[VariantState]:
+    """One state per variant with its budget: the command line's, else the scenario's."""
+    expanded = {s.spec.name: expand(s) for s in scenarios}
+    variants = [(s, v) for s in scenarios for v in expanded[s.spec.name]]
+    share = None
+    if budget.duration_s is not None:  # the whole run's time, shared fairly by all variants
+        usable = sum(
+            min(s.spec.workers or concurrency, len(expanded[s.spec.name])) for s in scenarios
+        )
+        parallelism = max(1, min(concurrency, usable))  # each scenario's own cap counts
+        share = budget.duration_s * parallelism / len(variants)
+        _check_share(share, len(variants), parallelism)
+    states = []
+    for scenario, variant in variants:
+        spec = scenario.spec
+        iterations = budget.iterations or (None if share or spec.duration else spec.iterations)
+        duration = share if share is not None else (None if budget.iterations else spec.duration)
+        states.append(VariantState(variant, scenario, iterations, duration))
+    return states
+
+
+def _check_share(share: float, variants: int, parallelism: int) -> None:
+    """Refuse a --duration that would give each variant less than MIN_SHARE_S."""
+    if share >= MIN_SHARE_S:
+        return
+    needed = MIN_SHARE_S * variants / parallelism
+    raise StressError(
+        f"--duration gives each of {variants} variants {share * 1000:.0f} ms of iterations; "
+        f"each needs at least {MIN_SHARE_S:g} s, so this run needs --duration "
+        f"{_readable(needed)} or more ({parallelism} at a time)",
+        key="--duration",
+        fix="give a longer --duration, fewer variants, or --iterations",
+    )
+
+
+def _readable(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.999), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    )
