@@ -26,8 +26,8 @@ class _Group(click.Group):
         except StressError as exc:
             click.echo(click.style("error: ", fg="red", bold=True) + exc.render(), err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:  # before a run took its directory: nothing was started
-            click.echo("interrupted before anything ran", err=True)
+        except KeyboardInterrupt:  # outside a run (a run handles its own signals)
+            click.echo("interrupted; no run was started or changed", err=True)
             sys.exit(EXIT_INTERRUPTED)
 
 

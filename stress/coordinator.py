@@ -90,6 +90,7 @@ class Coordinator:
         self.next_worker_id = 0
         self.stop_deadline: float | None = None
         self.failure: RunFailure | None = None
+        self.lost_rows = 0  # rows that could not be written, even by salvage()
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -97,7 +98,7 @@ class Coordinator:
         started = time.monotonic()
         next_tick, next_progress = started + TICK_S, started + PROGRESS_S
         try:
-            while self.running or (self._queued() and not self.stop.count):
+            while self.running or (self._queued() and not self._stopping()):
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick += TICK_S
@@ -105,7 +106,7 @@ class Coordinator:
                 if now >= next_progress:
                     next_progress = now + PROGRESS_S
                     self._report_progress()
-                if not self.stop.count:
+                if not self._stopping():
                     self._start_workers()
                 busy = self._service_workers()
                 self._handle_stop()
@@ -123,8 +124,12 @@ class Coordinator:
     def _queued(self) -> bool:
         return any(self.queues.values())
 
+    def _stopping(self) -> bool:
+        """Asked to stop (a signal), or unable to go on (a failure)."""
+        return bool(self.stop.count) or self.failure is not None
+
     def _handle_stop(self) -> None:
-        if not self.stop.count:
+        if not self._stopping():
             return
         now = time.monotonic()
         if self.stop_deadline is None:
@@ -137,16 +142,14 @@ class Coordinator:
                     worker.process.kill(KillReason.STOP, dump_stack=False)
 
     def _kill_all(self) -> None:
-        """Signal every worker, then reap and drain each; their variants end interrupted."""
+        """Kill and reap every worker still running (only when the loop itself failed: its
+        own code is suspect, so nothing more is decoded or recorded)."""
         for worker in self.running.values():
             worker.process.kill(KillReason.STOP, dump_stack=False)
         for worker in self.running.values():
             worker.process.process.wait()
-            try:
-                self._drain_all(worker)
-            finally:
-                worker.process.close()
-                self._set(worker.state, VariantStatus.INTERRUPTED)
+            worker.process.close()
+            worker.state.status = VariantStatus.INTERRUPTED
         self.running.clear()
 
     def _report_progress(self) -> None:
@@ -158,7 +161,6 @@ class Coordinator:
         """Stop the run because the harness cannot go on; the first failure is the reason."""
         if self.failure is None:
             self.failure = failure
-            self.stop.request()
 
     def _flush(self) -> None:
         try:
@@ -176,16 +178,19 @@ class Coordinator:
         state.status = status
         self._notify(lambda: self.hooks.on_change(state))
 
-    def salvage(self) -> int:
-        """After the loop: write what is still buffered (rows without their stored values
-        if that is all that fits) and the events kept back. Returns rows that could not be
-        written."""
-        for attempt in (True, False):
+    def salvage(self, make_room: Callable[[], None]) -> int:
+        """After the loop: write what is still buffered and the events kept back. When the
+        disk refuses, ``make_room`` is called once and the rows are tried again, then without
+        their stored values. Returns the rows that could still not be written."""
+        if self.failure is not None:
+            make_room()
+        for keep_values in (True, True, False):
             try:
-                self.buffer.flush(keep_values=attempt)
+                self.buffer.flush(keep_values=keep_values)
                 break
             except StorageError as exc:
                 self._fail(exc)
+                make_room()
         try:
             self.events.retry()
         except StorageError as exc:
@@ -227,16 +232,18 @@ class Coordinator:
         state.ring_bytes = max(state.ring_bytes, ring_capacity(state.scenario))
         try:
             process = WorkerProcess(job, log, state.ring_bytes)
-        except OSError as exc:  # no memory for the ring, a file-size limit, no processes left
+        except StorageError as exc:  # its log cannot be created: nothing more can be written
             self._requeue(state)
-            self._fail(
-                RunFailure(
-                    f"cannot start a worker with a {state.ring_bytes >> 20} MiB ring: "
-                    f"{exc.strerror or exc}",
-                    file=str(log),
-                    fix="check free memory, `ulimit -f` / `ulimit -u`, and free disk space",
-                )
+            self._fail(exc)
+            return
+        except OSError as exc:  # no memory for its ring, a file-size limit, no processes left
+            self._event_for(
+                state,
+                EventKind.QUARANTINE,
+                f"cannot start a worker with a {state.ring_bytes >> 20} MiB ring: "
+                f"{exc.strerror or exc}",
             )
+            self._set(state, VariantStatus.QUARANTINED)
             return
         self.running[worker_id] = RunningWorker(process, state)
         self.in_use[state.variant.scenario] += 1

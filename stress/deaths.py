@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from stress.events import EventKind
-from stress.protocol import Done, Failure
+from stress.protocol import EXIT_HARNESS_SETUP, Done, Failure
 
 _STACK_START = re.compile(r"^(Current thread|Thread) 0x", re.M)
 
@@ -86,6 +86,8 @@ def classify(last: LastWords, timeout: float, stopping: bool) -> Ending:
         return Ending(kind, name, f"{failure.exception}: {failure.message}")
     if name:
         return Ending(EventKind.CRASH, name, f"worker died of {name}")
+    if last.returncode == EXIT_HARNESS_SETUP:
+        return Ending(EventKind.HARNESS, None, "the worker could not read its job or map its ring")
     return Ending(EventKind.EXIT, None, f"worker exited with code {last.returncode}")
 
 

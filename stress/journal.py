@@ -60,7 +60,8 @@ class Journal:
 
 
 def read_journal(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
-    """The latest entry of each variant, and the last run-level line (None if none)."""
+    """The latest fields of each variant (without the line's ``ts`` and ``variant``), and the
+    last run-level line (None if none)."""
     variants: dict[str, dict[str, Any]] = {}
     run: dict[str, Any] | None = None
     try:
@@ -75,7 +76,9 @@ def read_journal(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, An
         if not isinstance(line, dict):
             continue
         if "variant" in line:
-            variants[line["variant"]] = {**variants.get(line["variant"], {}), **line}
+            variant_id = line.pop("variant")
+            line.pop("ts", None)
+            variants[variant_id] = {**variants.get(variant_id, {}), **line}
         elif "run" in line:
             run = line
     return variants, run

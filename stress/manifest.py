@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from stress.errors import RunDirError, StorageError
-from stress.journal import read_journal
+from stress.journal import JOURNAL_NAME, read_journal
 from stress.states import RunStatus, VariantStatus
 
 PACKAGES = (
@@ -100,8 +100,8 @@ class VariantEntry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VariantEntry:
-        known = {f.name for f in fields(cls)}
-        entry = cls(**{k: v for k, v in data.items() if k in known})
+        """Strict: an unknown or missing key raises TypeError (never a silent null)."""
+        entry = cls(**data)
         entry.status = VariantStatus(entry.status)
         return entry
 
@@ -170,11 +170,19 @@ def read_manifest(run_dir: Path) -> ManifestData:
             f"cannot read {run_dir / 'manifest.json'}: {exc}",
             fix="pass a directory made by `mnn-stress run` (this version or later)",
         ) from exc
+    if data.status is not RunStatus.RUNNING:
+        return data  # the final manifest: the journal adds nothing to it
     variants, run = read_journal(run_dir)
-    for variant_id, line in variants.items():
-        if variant_id in data.variants:
-            merged = {**data.variants[variant_id].to_dict(), **line}
-            data.variants[variant_id] = VariantEntry.from_dict(merged)
-    if run is not None and data.status is RunStatus.RUNNING:
-        data.status, data.reason = RunStatus(run["run"]), run["reason"]
+    try:
+        for variant_id, line in variants.items():
+            if variant_id in data.variants:
+                merged = {**data.variants[variant_id].to_dict(), **line}
+                data.variants[variant_id] = VariantEntry.from_dict(merged)
+        if run is not None:
+            data.status, data.reason = RunStatus(run["run"]), run["reason"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise RunDirError(
+            f"cannot read {run_dir / JOURNAL_NAME}: {exc}",
+            fix="pass a directory made by `mnn-stress run` (this version or later)",
+        ) from exc
     return data

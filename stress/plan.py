@@ -3,6 +3,7 @@ command line's, else the scenario's), before anything runs."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from stress.errors import StressError
@@ -72,19 +73,11 @@ def _check_share(share: float, variants: int, parallelism: int) -> None:
     """Refuse a --duration that would give each variant less than MIN_SHARE_S."""
     if share >= MIN_SHARE_S:
         return
-    needed = MIN_SHARE_S * variants / parallelism
+    needed = math.ceil(MIN_SHARE_S * variants / parallelism)
     raise StressError(
         f"--duration gives each of {variants} variants {share * 1000:.0f} ms of iterations; "
-        f"each needs at least {MIN_SHARE_S:g} s, so this run needs --duration "
-        f"{_readable(needed)} or more ({parallelism} at a time)",
+        f"each needs at least {MIN_SHARE_S:g} s, so this run needs --duration {needed}s or "
+        f"more ({parallelism} variants at a time)",
         key="--duration",
         fix="give a longer --duration, fewer variants, or --iterations",
-    )
-
-
-def _readable(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds + 0.999), 60)
-    hours, minutes = divmod(minutes, 60)
-    return (
-        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
     )

@@ -17,6 +17,8 @@ from stress import dtypes
 
 KIND_ITERATION = 1
 KIND_MESSAGE = 2
+# A worker's exit code when it could not even read its job or map its ring (our fault).
+EXIT_HARNESS_SETUP = 70
 
 
 class Status(IntEnum):

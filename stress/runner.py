@@ -9,6 +9,7 @@ import resource
 import secrets
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,18 @@ from stress.plan import Budget, VariantState, plan
 from stress.rundir import Owner, RunDir
 from stress.scenario import LoadedScenario, load_scenario
 from stress.states import RunStatus, VariantStatus
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """Everything decided before the run directory is made."""
+
+    run_id: str
+    scenarios: list[LoadedScenario]
+    states: list[VariantState]
+    concurrency: int
+    budget: Budget
+    fault: str | None
 
 
 @dataclass(frozen=True)
@@ -71,9 +84,9 @@ def check_file_size_limit(scenarios: list[LoadedScenario]) -> None:
 
 @contextmanager
 def stop_signals(stop: StopRequests) -> Iterator[None]:
-    """SIGINT and SIGTERM become stop requests for the whole run, final writes included, so
-    no signal can leave the manifest half-done."""
-    handled = (signal.SIGINT, signal.SIGTERM)
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) become stop requests for the whole
+    run, final writes included, so no signal can leave the manifest half-done."""
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, stop.request) for s in handled}
     try:
         yield
@@ -102,32 +115,24 @@ def execute(
     written at the start and at the end, whatever ends the run."""
     scenarios = load_all(paths)
     concurrency = workers or os.cpu_count() or 1
-    states = plan(scenarios, budget, concurrency)
     fault = os.environ.get(faults.ENV_VAR) or None
     faults.parse(fault)
+    setup = RunSetup(
+        new_run_id(), scenarios, plan(scenarios, budget, concurrency), concurrency, budget, fault
+    )
     check_file_size_limit(scenarios)
-    run_id = new_run_id()
     stop = StopRequests()
     with stop_signals(stop):
-        run_dir = RunDir.create(out if out is not None else Path("results") / run_id)
+        run_dir = RunDir.create(out if out is not None else Path("results") / setup.run_id)
         try:
-            return _run(run_id, run_dir, scenarios, states, concurrency, budget, fault, stop, hooks)
+            return _run(setup, run_dir, stop, hooks)
         finally:
             run_dir.close()
 
 
-def _run(
-    run_id: str,
-    run_dir: RunDir,
-    scenarios: list[LoadedScenario],
-    states: list[VariantState],
-    concurrency: int,
-    budget: Budget,
-    fault: str | None,
-    stop: StopRequests,
-    hooks: RunHooks,
-) -> RunResult:
-    manifest = Manifest(run_dir.path, new_manifest(run_id, scenarios, concurrency, budget, fault))
+def _run(setup: RunSetup, run_dir: RunDir, stop: StopRequests, hooks: RunHooks) -> RunResult:
+    states = setup.states
+    manifest = Manifest(run_dir.path, new_manifest(setup))
     for state in states:
         manifest.data.variants[state.variant.variant_id] = variant_entry(state)
     manifest.save()
@@ -146,24 +151,40 @@ def _run(
             )
 
     coordinator = Coordinator(
-        run_id,
+        setup.run_id,
         run_dir.path,
         states,
-        concurrency,
+        setup.concurrency,
         stop,
-        fault,
+        setup.fault,
         Hooks(on_change=changed, on_progress=progress, on_tick=hooks.on_tick),
     )
-    coordinator.run()
-    if coordinator.failure is not None:
-        run_dir.release_reserve()  # room for the last rows, the events and the manifest
-    lost = coordinator.salvage()
-    status, reason = outcome(states, stop, coordinator.failure, lost)
+    _drive(coordinator, run_dir)
+    status, reason = outcome(states, coordinator.failure, coordinator.lost_rows)
     manifest.data.status, manifest.data.reason, manifest.data.ended = status, reason, now_iso()
     for state in states:
         manifest.data.variants[state.variant.variant_id] = variant_entry(state)
     _finish_files(journal, manifest, status, reason)
     return RunResult(run_dir.path, status, reason, states)
+
+
+def _drive(coordinator: Coordinator, run_dir: RunDir) -> None:
+    """Run the loop, then salvage what is buffered (the reserve makes room if the disk is
+    full). A bug in the coordinator itself becomes the run's failure, printed with its
+    traceback, instead of a run left marked as running."""
+    try:
+        coordinator.run()
+    except Exception as exc:
+        traceback.print_exc()
+        coordinator.failure = coordinator.failure or RunFailure(
+            f"mnn-stress's coordinator failed: {type(exc).__name__}: {exc}",
+            fix="this is a bug in mnn-stress: please report it with the traceback above",
+        )
+    try:
+        coordinator.lost_rows = coordinator.salvage(run_dir.release_reserve)
+    except Exception:  # the buffer itself may be what failed
+        traceback.print_exc()
+        coordinator.lost_rows = len(coordinator.buffer)
 
 
 def _finish_files(journal: Journal, manifest: Manifest, status: RunStatus, reason: str | None):
@@ -177,7 +198,7 @@ def _finish_files(journal: Journal, manifest: Manifest, status: RunStatus, reaso
 
 
 def outcome(
-    states: list[VariantState], stop: StopRequests, failure: RunFailure | None, lost_rows: int
+    states: list[VariantState], failure: RunFailure | None, lost_rows: int
 ) -> tuple[RunStatus, str | None]:
     """How the run ended and why; a run in which nothing ran is never complete."""
     if failure is not None:
@@ -189,8 +210,9 @@ def outcome(
             f"mnn-stress's own code failed in {len(harness)} variant(s) (a harness bug, not a "
             "finding about MNN): see the 'harness' events"
         )
-    if stop.count:
-        return RunStatus.INTERRUPTED, "stopped by a signal (Ctrl-C or SIGTERM)"
+    stopped = (VariantStatus.INTERRUPTED, VariantStatus.SKIPPED)
+    if any(s.status in stopped for s in states):
+        return RunStatus.INTERRUPTED, "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP)"
     if not any(s.completed for s in states):
         return RunStatus.FAILED, "no iteration completed in any variant: see the events"
     return RunStatus.COMPLETE, None
@@ -201,30 +223,25 @@ def new_run_id() -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-def new_manifest(
-    run_id: str,
-    scenarios: list[LoadedScenario],
-    concurrency: int,
-    budget: Budget,
-    fault: str | None,
-) -> ManifestData:
+def new_manifest(setup: RunSetup) -> ManifestData:
+    budget = setup.budget
     return ManifestData(
-        run_id=run_id,
+        run_id=setup.run_id,
         command=sys.argv,
         cwd=os.getcwd(),
         started=now_iso(),
         ended=None,
         status=RunStatus.RUNNING,
         reason=None,
-        concurrency=concurrency,
+        concurrency=setup.concurrency,
         budget={"iterations": budget.iterations, "duration_s": budget.duration_s},
-        test_fault=fault,
+        test_fault=setup.fault,
         owner=Owner.current().to_dict(),
         host=host_info(),
         versions=versions(),
         scenarios=[
             {"name": s.spec.name, "path": str(s.path), "text": s.text, "model": s.model.to_dict()}
-            for s in scenarios
+            for s in setup.scenarios
         ],
     )
 

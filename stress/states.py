@@ -13,6 +13,7 @@ class VariantStatus(str, Enum):
     FAILED = "failed"  # the harness itself failed on it (a bug of ours, never a finding)
     INTERRUPTED = "interrupted"  # started, then the run was stopped
     SKIPPED = "skipped"  # never started: the run stopped first
+    KILLED = "killed"  # never written: unfinished when its coordinator died (readers say so)
 
     @property
     def finished(self) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from stress import faults
 from stress.protocol import (
+    EXIT_HARNESS_SETUP,
     STATUS_ERROR,
     STATUS_INVALID,
     STATUS_OK,
@@ -142,8 +143,12 @@ def main() -> int:
     die_with_parent()
     if os.getppid() != coordinator_pid():  # the coordinator died before the request took effect
         return EXIT_ORPHANED
-    job = Job.from_json(sys.stdin.read())
-    ring = RingWriter(job.ring_fd)
+    try:
+        job = Job.from_json(sys.stdin.read())
+        ring = RingWriter(job.ring_fd)
+    except Exception:  # no ring to say it in: the exit code says it was ours
+        traceback.print_exc()
+        return EXIT_HARNESS_SETUP
     worker = Worker(job, ring)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop

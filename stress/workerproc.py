@@ -15,9 +15,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from stress import ring
 from stress.deaths import Ending, KillReason, python_stack
+from stress.errors import StorageError
 from stress.events import Event
 from stress.protocol import (
     KIND_ITERATION,
@@ -42,28 +44,41 @@ class WorkerProcess:
     def __init__(
         self, job: Job, log_path: Path, ring_capacity: int, python: str = sys.executable
     ) -> None:
-        fd = ring.create(ring_capacity)  # OSError: no memory, or a file-size limit (memfd)
-        job.ring_fd = fd
         self.job = job
         self.log_path = log_path
+        log = _open_log(log_path)  # StorageError: nothing more can be written there
         try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "ab") as log:
-                self.process = subprocess.Popen(
-                    [python, "-m", "stress.worker"],
-                    stdin=subprocess.PIPE,
-                    stdout=log,
-                    stderr=log,
-                    pass_fds=(fd,),
-                    start_new_session=True,
-                    env=_worker_env(),
-                    cwd=PACKAGE_ROOT,
-                )
+            fd = ring.create(ring_capacity)  # OSError: no memory, or a file-size limit (memfd)
+        except OSError:
+            log.close()
+            raise
+        job.ring_fd = fd
+        try:
+            self.process = subprocess.Popen(
+                [python, "-m", "stress.worker"],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                pass_fds=(fd,),
+                start_new_session=True,
+                env=_worker_env(),
+                cwd=PACKAGE_ROOT,
+            )
+        except OSError:
+            os.close(fd)
+            raise
+        finally:
+            log.close()
+        try:
             self.reader = ring.RingReader(fd)
+            self.process.stdin.write(job.to_json().encode())
+            self.process.stdin.close()
+        except OSError:  # never leave a started worker unsupervised
+            self.process.kill()
+            self.process.wait()
+            raise
         finally:
             os.close(fd)
-        self.process.stdin.write(job.to_json().encode())
-        self.process.stdin.close()
         self.started_at = self.progress_at = time.monotonic()
         self._position = 0
         self.killed_for: KillReason | None = None
@@ -173,6 +188,14 @@ class WorkerProcess:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def _open_log(path: Path) -> BinaryIO:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "ab")  # noqa: SIM115 - handed to the child, closed after the start
+    except OSError as exc:
+        raise StorageError.of(exc, path) from exc
 
 
 def _worker_env() -> dict[str, str]:

@@ -4,11 +4,15 @@ keeps every iteration completed before it."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from stress.plan import Budget, plan
+from stress.scenario import load_scenario
 
 from .conftest import (
     dies_within,
@@ -18,6 +22,7 @@ from .conftest import (
     run_cli,
     start_run,
     wait_for_iterations,
+    workers_of,
 )
 
 pytestmark = pytest.mark.integration
@@ -329,21 +334,43 @@ def test_worker_stopped_from_outside_hands_over_without_a_gap(scenario_file, tmp
 
 def test_a_coordinator_bug_is_not_blamed_on_the_worker(scenario_file, tmp_path, monkeypatch):
     """Only decoding is guarded: a failure while buffering rows is the coordinator's own bug.
-    It surfaces as the coordinator's exception, no worker is killed as 'protocol', and no
-    worker outlives the loop."""
-    from stress.coordinator import Coordinator, StopRequests
-    from stress.plan import Budget, plan
+    The run fails saying so (exit 3 in the CLI), keeps the rows buffered before the bug, no
+    worker is killed as 'protocol', and none outlives the run."""
     from stress.records import IterationBuffer
-    from stress.scenario import load_scenario
+    from stress.runner import execute
+    from stress.states import RunStatus
+
+    real_add = IterationBuffer.add
+    calls = []
 
     def broken_add(self, context, record):
-        raise RuntimeError("a bug in the coordinator")
+        calls.append(record.iteration)
+        if len(calls) > 30:
+            raise RuntimeError("a bug in the coordinator")
+        real_add(self, context, record)
 
     monkeypatch.setattr(IterationBuffer, "add", broken_add)
-    scenario = load_scenario(scenario_file("name: bug\nmodel: tiny\niterations: 50\n"))
-    states = plan([scenario], Budget(), concurrency=1)
-    coordinator = Coordinator("r", tmp_path, states, 1, StopRequests())
-    with pytest.raises(RuntimeError, match="a bug in the coordinator"):
-        coordinator.run()
-    assert read_events(tmp_path) is None  # no protocol (or any other) event
-    assert not coordinator.running
+    path = scenario_file("name: bug\nmodel: tiny\niterations: 100000\n")
+    out = tmp_path / "run"
+    result = execute([path], out, 1, Budget())
+    assert result.status is RunStatus.FAILED and "coordinator failed" in result.reason
+    assert "RuntimeError: a bug in the coordinator" in result.reason
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert read_events(out) is None  # no protocol (or any other) event
+    assert sorted(read_iterations(out).iteration) == list(range(30))
+    assert not workers_of(os.getpid())
+
+
+def test_a_late_signal_does_not_turn_a_finished_run_into_an_interrupted_one(scenario_file):
+    from stress.runner import outcome
+    from stress.states import RunStatus, VariantStatus
+
+    states = plan([load_scenario(scenario_file("name: late\nmodel: tiny\n"))], Budget(), 1)
+    states[0].status, states[0].completed = VariantStatus.DONE, 100
+    assert outcome(states, None, 0) == (RunStatus.COMPLETE, None)
+    states[0].status = VariantStatus.INTERRUPTED
+    assert outcome(states, None, 0)[0] is RunStatus.INTERRUPTED
+    states[0].status, states[0].completed = VariantStatus.DONE, 0
+    status, reason = outcome(states, None, 0)
+    assert status is RunStatus.FAILED and "no iteration completed" in reason

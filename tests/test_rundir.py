@@ -141,7 +141,7 @@ def test_part_killed_mid_write_is_never_visible_to_readers(tmp_path):
             "-c",
             "import os, sys; import pyarrow as pa; from pathlib import Path\n"
             "from stress.parts import PartWriter\n"
-            "big = pa.table({'x': pa.array([os.urandom(1 << 20) for _ in range(400)])})\n"
+            "big = pa.table({'x': pa.array([os.urandom(1 << 20) for _ in range(160)])})\n"
             "PartWriter(Path(sys.argv[1])).write(big)\n",
             str(directory),
         ],
@@ -195,3 +195,27 @@ def test_conftest_leaves_no_cache_behind(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert not list(tmp_path.glob("mnn-stress-cache-*"))
+
+
+def test_disk_full_at_the_final_flush_is_saved_by_the_reserve(scenario_file, tmp_path):
+    """The disk fills after the last in-loop write (here: when the variant is done, in
+    process): the final flush fails, the reserve makes room, and every row is written."""
+    from stress.plan import Budget
+    from stress.runner import RunHooks, execute
+    from stress.states import RunStatus, VariantStatus
+
+    path = scenario_file("name: late\nmodel: tiny\niterations: 3000\n")
+    with small_filesystem(tmp_path / "disk", "16m") as disk:
+        out = disk / "run"
+
+        def fill_when_done(state) -> None:
+            if state.status is VariantStatus.DONE:
+                fill(disk)
+
+        result = execute([path], out, 1, Budget(), RunHooks(on_change=fill_when_done))
+        assert result.status is RunStatus.FAILED and "No space left" in result.reason
+        assert "could not be written" not in result.reason
+        assert sorted(read_iterations(out).iteration) == list(range(3000))
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == "failed"
+        assert [v["status"] for v in manifest["variants"].values()] == ["done"]

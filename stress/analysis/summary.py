@@ -46,10 +46,11 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     )
     per_variant = {}
     for vid, entry in manifest.variants.items():
-        variant_status = entry.status.value
+        variant_status = entry.status
         if status is RunStatus.KILLED and not entry.status.finished:
-            variant_status = RunStatus.KILLED.value  # it was going when the coordinator died
-        per_variant[vid] = _empty(vid, entry.scenario, entry.label, variant_status)
+            variant_status = VariantStatus.KILLED  # it was going when the coordinator died
+        per_variant[vid] = _empty(vid, entry.scenario, entry.label, variant_status.value)
+        per_variant[vid]["completed"] = entry.completed
     _add_iterations(per_variant, rows)
     _add_events(per_variant, events(run_dir).to_table(columns=["variant_id", "kind"]))
     for variant in per_variant.values():
@@ -123,8 +124,10 @@ def _add_events(per_variant: dict[str, dict[str, Any]], table: pa.Table) -> None
 
 def verdict(variant: dict[str, Any]) -> str:
     """One word for the variant: what a user should look at first. Findings about MNN come
-    first; then a variant that did not run its budget says why; only a finished variant with
-    nothing wrong is ``ok``."""
+    first; then a variant that did not run its budget says why (``KILLED``, ``INTERRUPTED``,
+    ...); a finished one whose rows did not all reach the disk (the coordinator died before
+    writing them) is ``INCOMPLETE``, one without a single iteration ``EMPTY``; only a
+    finished variant with all its rows and nothing wrong is ``ok``."""
     deaths = sum(variant["events"][k] for k in DEATH_KINDS)
     if variant["status"] == VariantStatus.FAILED.value or variant["events"]["harness"]:
         return "HARNESS_ERROR"
@@ -138,4 +141,8 @@ def verdict(variant: dict[str, Any]) -> str:
         return "INCONSISTENT"
     if variant["status"] != VariantStatus.DONE.value:
         return variant["status"].upper()
+    if variant["completed"] > variant["iterations"]:
+        return "INCOMPLETE"
+    if variant["iterations"] == 0:
+        return "EMPTY"
     return "ok"

@@ -43,15 +43,17 @@ class SessionDriver:
         output_names: list[str],
     ) -> None:
         self.halide = [halide_type(dtype) for _, _, dtype in inputs]
+        shapes = [tuple(shape) for _, shape, _ in inputs]
         try:
             self.interpreter = MNN.Interpreter(model_path)
             self.session = self.interpreter.createSession(config)
             self.inputs = [self.interpreter.getSessionInput(self.session, n) for n, _, _ in inputs]
-            self._resize([tuple(shape) for _, shape, _ in inputs])
+            self._resize(shapes)
             outputs = [self.interpreter.getSessionOutput(self.session, n) for n in output_names]
-            self.readers = [self._reader(t) for t in outputs]
+            described = [(t, t.getShape(), t.getDataType()) for t in outputs]
         except Exception as exc:
             raise MNNError.wrap(exc) from exc
+        self.readers = [self._reader(*output) for output in described]
 
     def _resize(self, shapes: list[tuple[int, ...]]) -> None:
         resized = False
@@ -63,18 +65,16 @@ class SessionDriver:
             self.interpreter.resizeSession(self.session)
 
     @staticmethod
-    def _reader(tensor: Any) -> Callable[[], np.ndarray]:
+    def _reader(tensor: Any, shape: tuple[int, ...], halide: Any) -> Callable[[], np.ndarray]:
         """A call that fills our NCHW host tensor from the output and returns its view."""
-        entry = dtype_of(tensor.getDataType())
+        entry = dtype_of(halide)
         if entry is dtypes.UNKNOWN:
             return tensor.getNumpyData
-        shape = tensor.getShape()
-        host = MNN.Tensor(
-            shape,
-            tensor.getDataType(),
-            np.zeros(shape, entry.name),
-            MNN.Tensor_DimensionType_Caffe,
-        )
+        zeros = np.zeros(shape, entry.name)  # ours: a MemoryError here is not MNN's
+        try:
+            host = MNN.Tensor(shape, halide, zeros, MNN.Tensor_DimensionType_Caffe)
+        except Exception as exc:
+            raise MNNError.wrap(exc) from exc
 
         def read() -> np.ndarray:
             tensor.copyToHostTensor(host)

@@ -14,7 +14,7 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _DAY_S = 86400.0
 
 MAX_DURATION_S = 7 * _DAY_S  # iteration time per variant
-MIN_TIMEOUT_S = 0.01  # below this, scheduling noise alone would "hang" an iteration
+MIN_TIMEOUT_S = 1.0  # below this, scheduling noise alone would "hang" an iteration
 MAX_TIMEOUT_S = _DAY_S
 
 

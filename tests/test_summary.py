@@ -1,0 +1,41 @@
+"""The verdict: one word per variant, findings first, never ``ok`` for rows that are missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from stress.analysis.summary import _empty, verdict
+
+
+def variant(status: str = "done", iterations: int = 10, **counts) -> dict:
+    row = _empty("v1", "s", "label", status)
+    row.update(iterations=iterations, ok=iterations, completed=iterations, distinct_outputs=1)
+    events = counts.pop("events", {})
+    row.update(counts)
+    row["events"].update(events)
+    return row
+
+
+@pytest.mark.parametrize(
+    "row, word",
+    [
+        (variant(), "ok"),
+        (variant(distinct_outputs=2), "INCONSISTENT"),
+        (variant(non_finite=1, distinct_outputs=2), "FAILED"),
+        (variant(invalid=1), "FAILED"),
+        (variant(error=1), "FAILED"),
+        (variant(events={"crash": 1}, invalid=1), "CRASHED"),
+        (variant(events={"hang": 1}), "CRASHED"),
+        (variant(events={"interrupted": 1, "resize": 1}), "ok"),  # neither is a finding
+        (variant("quarantined", events={"crash": 4}), "QUARANTINED"),
+        (variant("failed", events={"harness": 1, "crash": 1}), "HARNESS_ERROR"),
+        (variant(completed=12), "INCOMPLETE"),  # 2 iterations never reached the disk
+        (variant(iterations=0, completed=0), "EMPTY"),
+        (variant("killed"), "KILLED"),
+        (variant("interrupted"), "INTERRUPTED"),
+        (variant("skipped", iterations=0, completed=0), "SKIPPED"),
+        (variant("running"), "RUNNING"),
+    ],
+)
+def test_verdict(row, word):
+    assert verdict(row) == word
