@@ -134,9 +134,3 @@ def test_a_part_over_the_file_size_limit_keeps_its_rows_and_can_drop_values(tmp_
 
 def test_event_fields_are_the_event_schema_columns():
     assert {f.name for f in dataclasses.fields(Event)} == set(EVENT_SCHEMA.names)
-
-
-def test_row_columns_come_from_the_schema():
-    from stress.records import COMPUTED_NAMES, CONTEXT_NAMES, ROW_NAMES
-
-    assert sorted(CONTEXT_NAMES + COMPUTED_NAMES + ROW_NAMES) == sorted(ITERATION_SCHEMA.names)
