@@ -59,3 +59,18 @@ def test_duration_counts_the_time_of_every_worker_of_a_variant(scenario_file, tm
     spans = rows.groupby("worker_id").ts.agg(["min", "max"])
     loop_time = (spans["max"] - spans["min"]).dt.total_seconds().sum()
     assert 3.6 < loop_time < 4.3, loop_time
+
+
+def test_a_variant_is_exhausted_exactly_at_its_budget(scenario_file):
+    (state,) = plan([scenario(scenario_file, "edge")], Budget(iterations=5), concurrency=1)
+    state.next_iteration = 4
+    assert not state.exhausted()
+    state.next_iteration = 5
+    assert state.exhausted()
+    (timed,) = plan([scenario(scenario_file, "timed")], Budget(duration_s=2.0), concurrency=1)
+    timed.used_s = 1.5
+    assert timed.remaining_s() == 0.5 and not timed.exhausted()
+    timed.used_s = 1.995  # within 10 ms of the end: not worth a new worker
+    assert timed.exhausted()
+    timed.used_s = 1.98
+    assert not timed.exhausted()

@@ -134,3 +134,14 @@ def test_a_part_over_the_file_size_limit_keeps_its_rows_and_can_drop_values(tmp_
 
 def test_event_fields_are_the_event_schema_columns():
     assert {f.name for f in dataclasses.fields(Event)} == set(EVENT_SCHEMA.names)
+
+
+def test_statistics_skip_outputs_they_cannot_read_and_go_on():
+    """An unknown dtype or an empty output gets no statistics (never garbage), and the
+    outputs after it in the batch still get theirs."""
+    values = [b"\x01\x02", b"", np.array([1.0, 3.0], np.float32).tobytes()]
+    stats = output_statistics(values, ["unknown", "float32", "float32"])
+    assert stats["nan_count"] == [None, None, 0]
+    assert stats["mean"] == [None, None, 2.0]
+    block = output_statistics([np.arange(6, dtype=np.float32).tobytes()] * 2, ["float32"] * 2)
+    assert block["max"] == [5.0, 5.0]
