@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .conftest import REPO, dies_within, first_worker, run_cli, start_run, wait_for_iterations
@@ -94,6 +95,19 @@ def test_second_ctrl_c_kills_a_worker_that_will_not_stop(scenario_file, tmp_path
     assert [v["status"] for v in manifest["variants"].values()] == ["interrupted"]
 
 
+def _child_running(pid: int, marker: str, timeout: float = 60) -> psutil.Process | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            for child in psutil.Process(pid).children():
+                if marker in " ".join(child.cmdline()):
+                    return child
+        except psutil.Error:
+            return None
+        time.sleep(0.005)
+    return None
+
+
 def test_ctrl_c_while_validating_is_a_clean_exit(scenario_file, tmp_path):
     path = scenario_file("name: fresh\nmodel: deep\niterations: 2\n")
     env = dict(os.environ, MNN_STRESS_CACHE=str(tmp_path / "cache"))  # the model must be built
@@ -105,10 +119,8 @@ def test_ctrl_c_while_validating_is_a_clean_exit(scenario_file, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "cache").exists():  # the probe is building the model
-        assert time.monotonic() < deadline and validate.poll() is None
-        time.sleep(0.01)
+    probe = _child_running(validate.pid, "stress.models.probe")  # building the model
+    assert probe is not None, "validation never started the model probe"
     validate.send_signal(signal.SIGINT)
     _, stderr = validate.communicate(timeout=60)
     assert validate.returncode == 130, stderr
