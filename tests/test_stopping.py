@@ -118,6 +118,9 @@ def test_ctrl_c_while_validating_is_a_clean_exit(scenario_file, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a parent that ignores SIGINT (a background job, a test runner)
+        # would pass that on, and Python would ignore Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     probe = _child_running(validate.pid, "stress.models.probe")  # building the model
     assert probe is not None, "validation never started the model probe"
