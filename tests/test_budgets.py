@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from stress.errors import StressError
 from stress.plan import Budget, plan
 from stress.scenario import load_scenario
 
@@ -74,3 +75,13 @@ def test_a_variant_is_exhausted_exactly_at_its_budget(scenario_file):
     assert timed.exhausted()
     timed.used_s = 1.98
     assert not timed.exhausted()
+
+
+def test_a_duration_giving_each_variant_exactly_the_minimum_is_accepted(scenario_file):
+    four = scenario(scenario_file, "four", "matrix:\n  num_thread: [1, 2, 3, 4]\n")
+    states = plan([four], Budget(duration_s=2.0), concurrency=2)
+    assert [s.duration_s for s in states] == [1.0] * 4
+    with pytest.raises(StressError) as caught:
+        plan([four], Budget(duration_s=1.9), concurrency=2)
+    assert caught.value.key == "--duration" and "--duration 2s or more" in caught.value.message
+    assert "950 ms" in caught.value.message

@@ -145,3 +145,16 @@ def test_statistics_skip_outputs_they_cannot_read_and_go_on():
     assert stats["mean"] == [None, None, 2.0]
     block = output_statistics([np.arange(6, dtype=np.float32).tobytes()] * 2, ["float32"] * 2)
     assert block["max"] == [5.0, 5.0]
+
+
+def test_statistics_of_rows_with_non_finite_values_stay_per_row():
+    """Masked statistics are computed per row: one finite element is enough for min/max/mean,
+    and each row's mean is its own."""
+    rows = [
+        np.array([np.nan, 5.0, np.inf], np.float32).tobytes(),
+        np.array([1.0, np.nan, 3.0], np.float32).tobytes(),
+    ]
+    stats = output_statistics(rows, ["float32", "float32"])
+    assert stats["min"] == [5.0, 1.0] and stats["max"] == [5.0, 3.0]
+    assert stats["mean"] == [5.0, 2.0]
+    assert stats["nan_count"] == [1, 1] and stats["inf_count"] == [1, 0]
