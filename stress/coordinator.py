@@ -318,23 +318,23 @@ class Coordinator:
     def _finish(self, worker: RunningWorker) -> None:
         state, process = worker.state, worker.process
         process.close()
-        if worker.process.hello_at is not None:
-            state.used_s += time.monotonic() - worker.process.hello_at
+        if process.hello_at is not None:
+            state.used_s += time.monotonic() - process.hello_at
         ending = deaths.classify(
             deaths.LastWords(
                 process.poll(),
                 process.killed_for,
-                worker.process.done,
-                worker.process.failure,
-                worker.process.protocol_error,
+                process.done,
+                process.failure,
+                process.protocol_error,
             ),
             state.scenario.spec.timeout,
-            bool(self.stop.count),
+            self._stopping(),
         )
         if ending.kind is not None:
             self._record_ending(worker, ending)
-        if ending.kind is EventKind.RESIZE and worker.process.failure:
-            state.ring_bytes = 4 * (worker.process.failure.ring_bytes_needed or 0)
+        if ending.kind is EventKind.RESIZE and process.failure:
+            state.ring_bytes = 4 * (process.failure.ring_bytes_needed or 0)
         self._set(state, self._next_status(state, ending))
         if state.status is VariantStatus.PENDING:
             self._requeue(state)
@@ -342,7 +342,7 @@ class Coordinator:
     def _next_status(self, state: VariantState, ending: deaths.Ending) -> VariantStatus:
         if ending.kind is EventKind.HARNESS:
             return VariantStatus.FAILED
-        if self.stop.count and not state.exhausted():
+        if self._stopping() and not state.exhausted():
             return VariantStatus.INTERRUPTED
         if ending.is_death and state.crashes > state.scenario.spec.max_crashes:
             budget = state.scenario.spec.max_crashes
