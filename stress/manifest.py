@@ -6,7 +6,6 @@ Written at the start and at the end of a run; in between, state changes go to th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -20,8 +19,9 @@ from typing import Any
 
 import psutil
 
-from stress.errors import RunDirError, StorageError
+from stress.errors import RunDirError
 from stress.journal import JOURNAL_NAME, read_journal
+from stress.parts import write_atomically
 from stress.states import RunStatus, VariantStatus
 
 PACKAGES = (
@@ -150,14 +150,8 @@ class Manifest:
         self.data = data
 
     def save(self) -> None:
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            temporary.write_text(json.dumps(self.data.to_dict(), indent=2, default=str))
-            os.replace(temporary, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-            raise StorageError.of(exc, self.path) from exc
+        text = json.dumps(self.data.to_dict(), indent=2, default=str)
+        write_atomically(self.path, lambda path: path.write_text(text))
 
 
 def read_manifest(run_dir: Path) -> ManifestData:

@@ -1,6 +1,6 @@
-"""Parquet part files: each one complete before it becomes visible.
+"""Parquet part files (and the manifest): each one complete before it becomes visible.
 
-A part is written under a hidden temporary name (``.part-….tmp``: pyarrow and DuckDB skip
+A file is written under a hidden temporary name (``.part-….tmp``: pyarrow and DuckDB skip
 names starting with ``.`` or ``_``) and renamed into place, so a reader of ``part-*.parquet``
 never sees a half-written file, even when the coordinator is killed mid-write.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,12 +34,18 @@ class PartWriter:
         if table.num_rows == 0:
             return
         final = self.directory / f"part-{self.sequence:06d}.parquet"
-        temporary = self.directory / f".{final.name}.tmp"
-        try:
-            pq.write_table(table, temporary, compression="zstd")
-            os.replace(temporary, final)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-            raise StorageError.of(exc, final) from exc
+        write_atomically(final, lambda path: pq.write_table(table, path, compression="zstd"))
         self.sequence += 1
+
+
+def write_atomically(final: Path, write: Callable[[Path], None]) -> None:
+    """``write`` into a hidden temporary file beside ``final``, then rename it into place;
+    StorageError (and no temporary file left) when that cannot be done."""
+    temporary = final.with_name(f".{final.name}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise StorageError.of(exc, final) from exc

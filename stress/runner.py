@@ -133,8 +133,7 @@ def execute(
 def _run(setup: RunSetup, run_dir: RunDir, stop: StopRequests, hooks: RunHooks) -> RunResult:
     states = setup.states
     manifest = Manifest(run_dir.path, new_manifest(setup))
-    for state in states:
-        manifest.data.variants[state.variant.variant_id] = variant_entry(state)
+    record_states(manifest, states)
     manifest.save()
     journal = Journal(run_dir.path)
     hooks.on_start(run_dir.path, states)
@@ -162,10 +161,15 @@ def _run(setup: RunSetup, run_dir: RunDir, stop: StopRequests, hooks: RunHooks) 
     _drive(coordinator, run_dir)
     status, reason = outcome(states, coordinator.failure, coordinator.lost_rows)
     manifest.data.status, manifest.data.reason, manifest.data.ended = status, reason, now_iso()
-    for state in states:
-        manifest.data.variants[state.variant.variant_id] = variant_entry(state)
+    record_states(manifest, states)
     _finish_files(journal, manifest, status, reason)
     return RunResult(run_dir.path, status, reason, states)
+
+
+def record_states(manifest: Manifest, states: list[VariantState]) -> None:
+    """Every variant's current state into the manifest (saved by the caller)."""
+    for state in states:
+        manifest.data.variants[state.variant.variant_id] = variant_entry(state)
 
 
 def _drive(coordinator: Coordinator, run_dir: RunDir) -> None:
