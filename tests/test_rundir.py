@@ -23,6 +23,7 @@ from stress.parts import PartWriter
 
 from .conftest import (
     REPO,
+    read_events,
     read_iterations,
     run_cli,
     start_run,
@@ -86,6 +87,9 @@ def test_full_disk_stops_the_run_cleanly_and_loses_nothing(scenario_file, tmp_pa
         assert sum(completed.values()) > 1000
         assert iterations_on_disk(out) == {k: v for k, v in completed.items() if v}
         assert not workers_of(coordinator.pid)
+        # the workers were stopped by the run, not "from outside": no such handover events
+        events = read_events(out)
+        assert events is None or not events.message.str.contains("from outside").any()
         summary = json.loads(run_cli("summary", str(out), "--json").stdout)
         assert summary["status"] == "failed"
 
