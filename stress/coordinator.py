@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stress import deaths
@@ -49,7 +49,7 @@ class RunningWorker:
     process: WorkerProcess
     state: VariantState
     context: RowContext | None = None
-    last_iteration: int | None = None
+    thread_progress: dict[int, float] = field(default_factory=dict)  # thread -> last record
 
 
 @dataclass(frozen=True)
@@ -223,13 +223,14 @@ class Coordinator:
             state.variant,
             state.scenario,
             worker_id,
-            start_iteration=state.next_iteration,
+            start_iterations=state.next_iterations,
             stop_iteration=state.stop_iteration,
             duration_s=state.remaining_s(),
             fault=self.fault,
         )
         log = self.run_dir / "logs" / f"{state.variant.variant_id}-w{worker_id}.log"
-        state.ring_bytes = max(state.ring_bytes, ring_capacity(state.scenario))
+        threads = len(state.next_iterations)
+        state.ring_bytes = max(state.ring_bytes, ring_capacity(state.scenario, threads))
         try:
             process = WorkerProcess(job, log, state.ring_bytes)
         except StorageError as exc:  # its log cannot be created: nothing more can be written
@@ -267,6 +268,8 @@ class Coordinator:
                 busy = True
             elif not worker.process.moved():
                 self._check_hang(worker)
+            elif len(worker.state.next_iterations) > 1:
+                self._check_thread_hang(worker)
         return busy
 
     def _drain_all(self, worker: RunningWorker) -> None:
@@ -281,11 +284,15 @@ class Coordinator:
         records, moved = process.read()
         if not had_hello and process.hello is not None:
             worker.context = self._context(worker.state, process)
+        state = worker.state
         for record in records:
             self.buffer.add(worker.context, record)  # type: ignore[arg-type]
-            worker.last_iteration = record.iteration
-            worker.state.completed += 1
-            worker.state.next_iteration = record.iteration + 1
+            state.completed += 1
+            state.next_iterations[record.thread] = record.iteration + 1
+        if records:
+            now = time.monotonic()
+            for record in records:
+                worker.thread_progress[record.thread] = now
         return moved
 
     def _context(self, state: VariantState, process: WorkerProcess) -> RowContext:
@@ -313,6 +320,21 @@ class Coordinator:
             timeout = max(timeout, STARTUP_TIMEOUT_S)
         if time.monotonic() - worker.process.progress_at > timeout:
             worker.process.kill(KillReason.HANG)
+
+    def _check_thread_hang(self, worker: RunningWorker) -> None:
+        """A worker whose other threads still record can hide a thread stuck in MNN: each
+        thread that has iterations left must record within the timeout."""
+        process, state = worker.process, worker.state
+        if process.killed_for is not None or process.hello_at is None:
+            return
+        limit = time.monotonic() - state.scenario.spec.timeout
+        stop = state.stop_iteration
+        for thread, next_iteration in enumerate(state.next_iterations):
+            if stop is not None and next_iteration >= stop:
+                continue
+            if worker.thread_progress.get(thread, process.hello_at) < limit:
+                worker.process.kill(KillReason.HANG)
+                return
 
     # --- endings --------------------------------------------------------------------------
     def _finish(self, worker: RunningWorker) -> None:
@@ -360,18 +382,23 @@ class Coordinator:
         """Write the event; a death also costs the variant its iteration in flight."""
         process, state = worker.process, worker.state
         assert ending.kind is not None
-        in_flight = None
-        if process.hello is not None and process.done is None:
-            in_flight = (
-                worker.last_iteration + 1
-                if worker.last_iteration is not None
-                else process.job.start_iteration
-            )
+        in_flight = self._in_flight(worker)
         self._write_event(process.ending_event(self.run_id, ending, in_flight))
         if ending.is_death:
             state.crashes += 1
-            if in_flight is not None:
-                state.next_iteration = max(state.next_iteration, in_flight + 1)
+            for thread, iteration in enumerate(in_flight):
+                if iteration is not None:  # lost with the worker: the variant goes past it
+                    state.next_iterations[thread] = iteration + 1
+
+    @staticmethod
+    def _in_flight(worker: RunningWorker) -> list[int | None]:
+        """Per thread, the iteration it was in when the worker ended (None: it was not in
+        one: not started, done, or out of iterations)."""
+        process, state = worker.process, worker.state
+        if process.hello is None or process.done is not None:
+            return [None] * len(state.next_iterations)
+        stop = state.stop_iteration
+        return [n if stop is None or n < stop else None for n in state.next_iterations]
 
     def _event_for(self, state: VariantState, kind: EventKind, message: str) -> None:
         self._write_event(
@@ -383,6 +410,7 @@ class Coordinator:
                 pid=None,
                 kind=kind,
                 message=message,
+                params=state.variant.params,
             )
         )
 

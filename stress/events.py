@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from stress.parts import PartWriter
+from stress.records import FACTOR_FIELDS
 
 
 class EventKind(str, Enum):
@@ -39,11 +40,13 @@ EVENT_SCHEMA = pa.schema(
         pa.field("run_id", pa.string()),
         pa.field("scenario", pa.string()),
         pa.field("variant_id", pa.string()),
+        *FACTOR_FIELDS,
         pa.field("worker_id", pa.int32()),
         pa.field("pid", pa.int32()),
         pa.field("ts", pa.timestamp("ns", tz="UTC")),
         pa.field("kind", pa.string()),
         pa.field("iteration", pa.int64()),
+        pa.field("in_flight", pa.list_(pa.int64())),
         pa.field("signal", pa.string()),
         pa.field("exit_code", pa.int32()),
         pa.field("message", pa.string()),
@@ -56,7 +59,9 @@ EVENT_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class Event:
-    """One row of ``events/``; the field names are EVENT_SCHEMA's (a test checks this)."""
+    """One row of ``events/``: the field names are EVENT_SCHEMA's (a test checks this), with
+    ``params`` spread over the factor columns. ``iteration`` is the iteration in flight (the
+    lowest, with several threads); ``in_flight`` has it per thread (null: not in one)."""
 
     run_id: str
     scenario: str
@@ -71,16 +76,21 @@ class Event:
     stack: str | None = None
     stderr_tail: str | None = None
     mnn_version: str | None = None
+    in_flight: list[int | None] | None = None
+    params: dict[str, object] | None = None  # the variant's factor values
     ts: int = 0  # ns since the epoch; 0 = now
 
     def row(self) -> dict[str, object]:
         row = asdict(self)
         row["kind"] = self.kind.value
         row["ts"] = self.ts or time.time_ns()
+        params = row.pop("params") or {}
+        for factor in FACTOR_FIELDS:
+            row[factor.name] = params.get(factor.name)
         return row
 
 
-EVENT_FIELDS = {f.name for f in fields(Event)}
+EVENT_FIELDS = {f.name for f in fields(Event)} - {"params"} | {f.name for f in FACTOR_FIELDS}
 
 
 class EventWriter:

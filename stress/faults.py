@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from stress.stages import Binding, Layer
+
 ENV_VAR = "MNN_STRESS_TEST_FAULT"
 WORKER_KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt")
 DRIVER_KINDS = ("perturb", "nan", "rc", "mnn_raise")
@@ -61,8 +63,9 @@ def _parse_one(spec: str) -> Fault:
 
 
 class Injector:
-    """Fires a worker's faults. ``first`` is the earliest iteration any fault can fire at, so
-    the hot loop pays one integer comparison when nothing is due."""
+    """Fires the faults of one worker thread (each thread has its own). ``first`` is the
+    earliest iteration any fault can fire at, so the hot loop pays one integer comparison
+    when nothing is due."""
 
     def __init__(self, faults: tuple[Fault, ...], ring: Any) -> None:
         self.faults = faults
@@ -74,13 +77,11 @@ class Injector:
         if any(f.kind in LOAD_KINDS and start_iteration >= f.at for f in self.faults):
             raise_from_mnn()
 
-    def wrap(self, driver: Any) -> Any:
-        """The driver itself, or one that applies driver faults when they are armed."""
-        return (
-            FaultyDriver(driver, self)
-            if any(f.kind in DRIVER_KINDS for f in self.faults)
-            else driver
-        )
+    def wrap(self, binding: Binding) -> Binding:
+        """The binding itself, or one that applies driver faults when they are armed."""
+        if any(f.kind in DRIVER_KINDS for f in self.faults):
+            return FaultyBinding(binding, self)
+        return binding
 
     def before(self, iteration: int) -> None:
         for fault in self.faults:
@@ -91,23 +92,30 @@ class Injector:
                     trigger(fault.kind, self.ring)
 
 
-class FaultyDriver:
-    """Wraps a real driver; alters one call's results when the injector armed a fault."""
+class FaultyBinding(Layer):
+    """Around a real binding: alters one iteration's results when the injector armed a fault."""
 
-    def __init__(self, driver: Any, injector: Injector) -> None:
-        self.driver = driver
+    def __init__(self, inner: Binding, injector: Injector) -> None:
+        super().__init__(inner)
         self.injector = injector
 
-    def infer(self, inputs: list[Any]) -> tuple[int, list[Any]]:
-        armed, self.injector.armed = self.injector.armed, set()
+    def run(self) -> int:
+        armed = self.injector.armed
         if "mnn_raise" in armed:
+            armed.clear()
             raise_from_mnn()
-        rc, outputs = self.driver.infer(inputs)
+        rc = self.inner.run()
         if "rc" in armed:
+            armed.discard("rc")
             rc = INJECTED_RC
+        return rc
+
+    def fetch(self) -> list[Any]:
+        outputs = self.inner.fetch()
+        armed, self.injector.armed = self.injector.armed, set()
         if armed & {"perturb", "nan"} and outputs:
             outputs = [_altered(outputs[0], "nan" in armed), *outputs[1:]]
-        return rc, outputs
+        return outputs
 
 
 def _altered(output: Any, nan: bool) -> Any:

@@ -28,15 +28,15 @@ def input_plans(scenario: LoadedScenario) -> list[InputPlan]:
     return plans
 
 
-def ring_capacity(scenario: LoadedScenario) -> int:
-    """Room for RING_RECORDS iterations of the model's outputs, scaled up when the scenario gives
-    larger input shapes than the model declares. A worker whose record still does not fit asks
-    for a larger ring (``resize``) and is restarted without losing the iteration."""
+def ring_capacity(scenario: LoadedScenario, threads: int = 1) -> int:
+    """Room for RING_RECORDS iterations of the model's outputs per thread, scaled up when the
+    scenario gives larger input shapes than the model declares. A worker whose record still
+    does not fit asks for a larger ring (``resize``) and is restarted without losing it."""
     declared = sum(t.nbytes for t in scenario.model.inputs) or 1
     given = sum(TensorInfo(p.name, tuple(p.shape), p.dtype).nbytes for p in input_plans(scenario))
     scale = max(1.0, given / declared)
     record = int(sum(t.nbytes + 64 for t in scenario.model.outputs) * scale) + 4096
-    return max(MIN_RING_BYTES, RING_RECORDS * record)
+    return max(MIN_RING_BYTES, RING_RECORDS * threads * record)
 
 
 def make_job(
@@ -45,7 +45,7 @@ def make_job(
     scenario: LoadedScenario,
     worker_id: int,
     *,
-    start_iteration: int,
+    start_iterations: list[int],
     stop_iteration: int | None,
     duration_s: float | None,
     fault: str | None,
@@ -60,7 +60,7 @@ def make_job(
         output_names=[t.name for t in scenario.model.outputs],
         params=variant.params,
         seed=scenario.spec.seed,
-        start_iteration=start_iteration,
+        start_iterations=list(start_iterations),
         stop_iteration=stop_iteration,
         duration_s=duration_s,
         fault=fault,

@@ -90,7 +90,7 @@ class VariantEntry:
     status: VariantStatus
     completed: int
     crashes: int
-    next_iteration: int
+    next_iterations: list[int]  # per thread
     stop_iteration: int | None
     duration_s: float | None
     workers_started: int

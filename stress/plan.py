@@ -4,7 +4,7 @@ command line's, else the scenario's), before anything runs."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stress.errors import StressError
 from stress.scenario import LoadedScenario
@@ -24,13 +24,14 @@ class Budget:
 
 @dataclass
 class VariantState:
-    """Where a variant stands: the next iteration to run, its budget and its crash count."""
+    """Where a variant stands: the next iteration of each thread, its budget (iterations per
+    thread, or loop time) and its crash count."""
 
     variant: Variant
     scenario: LoadedScenario
     stop_iteration: int | None
     duration_s: float | None  # iteration-loop time, summed over the variant's workers
-    next_iteration: int = 0
+    next_iterations: list[int] = field(default_factory=list)  # per thread; set in __post_init__
     used_s: float = 0.0
     ring_bytes: int = 0
     completed: int = 0
@@ -38,11 +39,16 @@ class VariantState:
     workers_started: int = 0
     status: VariantStatus = VariantStatus.PENDING
 
+    def __post_init__(self) -> None:
+        if not self.next_iterations:
+            self.next_iterations = [0] * self.variant.params.get("threads", 1)
+
     def remaining_s(self) -> float | None:
         return None if self.duration_s is None else self.duration_s - self.used_s
 
     def exhausted(self) -> bool:
-        if self.stop_iteration is not None and self.next_iteration >= self.stop_iteration:
+        stop = self.stop_iteration
+        if stop is not None and all(n >= stop for n in self.next_iterations):
             return True
         remaining = self.remaining_s()
         return remaining is not None and remaining <= 0.01

@@ -73,7 +73,7 @@ class Job:
     params: dict[str, Any]
     seed: int = 0
     ring_fd: int = -1
-    start_iteration: int = 0
+    start_iterations: list[int] = field(default_factory=lambda: [0])  # one per thread
     stop_iteration: int | None = None
     duration_s: float | None = None  # measured from the start of the iteration loop
     rss_interval_s: float = 0.2
@@ -183,12 +183,23 @@ class IterationWriter:
     iteration (same shapes and dtypes as before) is written optimistically, checking the layout
     as it goes, and written again after relearning when it changed (nothing is published
     before ``commit``, so the abandoned attempt is simply overwritten).
+
+    Several threads of one worker share its ring through one writer each and a ``lock`` held
+    from ``begin`` to ``commit`` (only workers take it: the coordinator reads published
+    positions and never waits on it). A thread killed while holding it loses its own record.
     """
 
-    def __init__(self, ring: Any) -> None:
+    def __init__(self, ring: Any, lock: Any = None) -> None:
         self.ring = ring
         self._layout: list[tuple[Any, Any, bytes, int]] = []  # shape, dtype, header, padded size
         self._size = ITERATION_HEAD.size
+        self.lock = lock
+        if lock is not None:
+            self.write = self._write_locked  # type: ignore[method-assign]
+
+    def _write_locked(self, head: tuple, outputs: list[Any], error: str | None = None) -> None:
+        with self.lock:
+            IterationWriter.write(self, head, outputs, error)
 
     def write(self, head: tuple, outputs: list[Any], error: str | None = None) -> None:
         if (
@@ -240,10 +251,14 @@ class IterationWriter:
         self._size = ITERATION_HEAD.size + sum(len(h) + p for _, _, h, p in self._layout)
 
 
-def decode_iteration(payload: bytes, output_count: int) -> IterationRecord:
-    """Decode and check one iteration; ProtocolError when it cannot have come from a worker."""
+def decode_iteration(payload: bytes, output_count: int, threads: int = 1) -> IterationRecord:
+    """Decode and check one iteration; ProtocolError when it cannot have come from a worker
+    with ``threads`` threads."""
     try:
-        return _decode_iteration(payload, output_count)
+        record = _decode_iteration(payload, output_count)
+        if record.thread >= threads:
+            raise ProtocolError(f"iteration record from thread {record.thread} of {threads}")
+        return record
     except ProtocolError:
         raise
     except (struct.error, IndexError, ValueError) as exc:

@@ -146,7 +146,7 @@ def _run(setup: RunSetup, run_dir: RunDir, stop: StopRequests, hooks: RunHooks) 
         for state in running:
             journal.variant(
                 state.variant.variant_id,
-                {"completed": state.completed, "next_iteration": state.next_iteration},
+                {"completed": state.completed, "next_iterations": state.next_iterations},
             )
 
     coordinator = Coordinator(
@@ -258,7 +258,7 @@ def variant_entry(state: VariantState) -> VariantEntry:
         status=state.status,
         completed=state.completed,
         crashes=state.crashes,
-        next_iteration=state.next_iteration,
+        next_iterations=list(state.next_iterations),
         stop_iteration=state.stop_iteration,
         duration_s=state.duration_s,
         workers_started=state.workers_started,

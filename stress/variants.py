@@ -8,13 +8,13 @@ adding a new factor (at its default) to mnn-stress does not change old ids.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from stress.factors import REGISTRY
 from stress.scenario import LoadedScenario
+from stress.scenario.matrix import combinations
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,11 @@ def variant_id(scenario: str, params: dict[str, Any]) -> str:
 
 
 def expand(scenario: LoadedScenario) -> list[Variant]:
-    """The cartesian product of the matrix, in registry order of factors."""
+    """The matrix's combinations (``exclude:`` applied), in registry order of factors."""
     matrix = scenario.spec.matrix.model_dump()
-    names = list(REGISTRY)
-    varied = [n for n in names if len(matrix[n]) > 1]
+    varied = [n for n in REGISTRY if len(matrix[n]) > 1]
     variants = []
-    for values in itertools.product(*(matrix[n] for n in names)):
-        params = dict(zip(names, values, strict=True))
+    for params in combinations(scenario.spec):
         label = " ".join(f"{n}={params[n]}" for n in (varied or ["api"]))
         variants.append(
             Variant(scenario.spec.name, variant_id(scenario.spec.name, params), params, label)

@@ -13,11 +13,12 @@ import faulthandler
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any
 
-from stress import faults
+from stress import faults, trace
 from stress.protocol import (
     EXIT_HARNESS_SETUP,
     STATUS_ERROR,
@@ -31,86 +32,201 @@ from stress.protocol import (
     encode_message,
 )
 from stress.ring import EXIT_ORPHANED, RecordTooLarge, RingWriter, coordinator_pid
+from stress.stages import Binding, ThreadContext
 
 EXIT_EXCEPTION = 3
+JOIN_GRACE_S = 5.0
 PR_SET_PDEATHSIG = 1
 
 
 class Worker:
+    """One worker process: builds the variant's MNN objects, runs its threads, says how it
+    ended. Every message and record goes through one ring, under ``ring_lock``."""
+
     def __init__(self, job: Job, ring: RingWriter) -> None:
         self.job = job
         self.ring = ring
+        self.ring_lock = threading.Lock()
         self.stopping = False
+        self.deadline = faults.NEVER
 
     def stop(self, *_: Any) -> None:
         self.stopping = True
 
+    def send(self, message: Any) -> None:
+        with self.ring_lock:
+            encode_message(self.ring, message)
+
     def run(self) -> int:
+        from stress.drivers import ModelSpec, make_engine
+        from stress.factors import complete, mnn_config
+
+        job = self.job
+        params = complete(job.params)
+        faults.Injector(faults.parse(job.fault), self.ring).at_load(min(job.start_iterations))
+        spec = ModelSpec(
+            job.model_path,
+            [(p.name, p.shape, p.dtype) for p in job.inputs],
+            job.output_names,
+            mnn_config(params),
+        )
+        engine = make_engine(params, spec)  # the build stage: what the threads share
+        shared: dict[str, Any] = {}
+        tracer = _tracer(shared)
+        loops = [
+            ThreadLoop(self, thread, engine.bind(thread), params, shared, tracer)
+            for thread in range(params["threads"])
+        ]
+        if len(loops) == 1:
+            loops[0].binding.setup()
+            self._start()
+            loops[0].run()
+        else:
+            self._run_threads(loops)
+        if tracer is not None:
+            tracer.dump(os.environ[trace.ENV_VAR])
+        self.send(Done(completed=sum(loop.completed for loop in loops), stopped=self.stopping))
+        return 0
+
+    def _start(self) -> None:
+        """Every thread is set up: say hello, and start the clock of the iteration budget."""
         import MNN
         import numpy as np
 
-        from stress.drivers import make_driver
-        from stress.factors import mnn_config
-        from stress.inputs import make_inputs
-
-        job = self.job
-        injector = faults.Injector(faults.parse(job.fault), self.ring)
-        injector.at_load(job.start_iteration)
-        driver = make_driver(
-            job.params["api"],
-            job.model_path,
-            mnn_config(job.params),
-            [(p.name, p.shape, p.dtype) for p in job.inputs],
-            job.output_names,
-        )
-        inputs = make_inputs(job.inputs, job.seed)
-        encode_message(
-            self.ring,
+        self.send(
             Hello(
                 pid=os.getpid(),
                 mnn_version=MNN.version(),
                 numpy_version=np.__version__,
                 python=sys.version.split()[0],
                 executable=sys.executable,
-            ),
+            )
         )
-        done = self._loop(injector.wrap(driver), inputs, injector)
-        encode_message(self.ring, Done(completed=done, stopped=self.stopping))
-        return 0
+        if self.job.duration_s is not None:
+            self.deadline = time.perf_counter_ns() + int(self.job.duration_s * 1e9)
 
-    def _loop(self, driver: Any, inputs: list[Any], injector: faults.Injector) -> int:
+    def _run_threads(self, loops: list[ThreadLoop]) -> None:
+        """Each loop in its own thread: all set up first, then all start together. The first
+        exception in any thread stops the others and is raised here."""
+        ready = threading.Barrier(len(loops) + 1)
+        go = threading.Event()
+        errors: list[BaseException] = []
+
+        def body(loop: ThreadLoop) -> None:
+            try:
+                loop.binding.setup()
+                ready.wait()
+                go.wait()
+                loop.run()
+            except threading.BrokenBarrierError:
+                pass
+            except BaseException as exc:  # re-raised by the main thread
+                errors.append(exc)
+                self.stopping = True
+                ready.abort()
+
+        threads = [
+            threading.Thread(target=body, args=(loop,), name=f"mnn-stress-{loop.thread}")
+            for loop in loops
+        ]
+        for thread in threads:
+            thread.daemon = True  # a thread stuck in MNN must not keep a failing worker alive
+            thread.start()
+        try:
+            ready.wait()
+            self._start()
+        except threading.BrokenBarrierError:
+            pass
+        go.set()
+        _join(threads, errors)
+        if errors:
+            raise errors[0]
+
+
+class ThreadLoop:
+    """One thread's iteration loop: its binding inside the factors' layers, its own inputs,
+    its own iteration numbers, and its own writer into the worker's ring."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        thread: int,
+        binding: Binding,
+        params: dict[str, Any],
+        shared: dict[str, Any],
+        tracer: Any,
+    ) -> None:
+        from stress.factors import wrap
+        from stress.inputs import make_inputs
+
+        job = worker.job
+        self.worker = worker
+        self.thread = thread
+        self.injector = faults.Injector(faults.parse(job.fault), worker.ring)
+        if tracer is not None:
+            binding = tracer.layer(binding, thread)
+        context = ThreadContext(thread, params["threads"], job.seed, shared)
+        self.binding = self.injector.wrap(wrap(params, binding, context))
+        self.writer = IterationWriter(
+            worker.ring, worker.ring_lock if params["threads"] > 1 else None
+        )
+        self.inputs = make_inputs(job.inputs, job.seed)
+        self.start = job.start_iterations[thread]
+        self.completed = 0
+
+    def run(self) -> None:
         """The hot loop: kept free of anything that is not inference or recording. An
         MNNError is MNN's doing and becomes a row; any other exception is ours and ends it."""
         from stress.drivers import MNNError
 
-        job, write = self.job, IterationWriter(self.ring).write
+        worker, job, write = self.worker, self.worker.job, self.writer.write
+        binding, inputs, injector, thread = self.binding, self.inputs, self.injector, self.thread
+        ends = type(binding).end is not Binding.end  # skip the call when it does nothing
         stop_at = job.stop_iteration if job.stop_iteration is not None else faults.NEVER
-        deadline = faults.NEVER
-        if job.duration_s is not None:
-            deadline = time.perf_counter_ns() + int(job.duration_s * 1e9)
         rss_every = int(job.rss_interval_s * 1e9)
         rss, rss_at = read_rss(), 0
-        iteration = job.start_iteration
+        iteration = self.start
         clock, now = time.perf_counter_ns, time.time_ns
-        while iteration < stop_at and not self.stopping:
+        while iteration < stop_at and not worker.stopping:
             if iteration >= injector.first:
                 injector.before(iteration)
             ts = now()
             if ts - rss_at > rss_every:
                 rss, rss_at = read_rss(), ts
             start = clock()
-            if start >= deadline:
+            if start >= worker.deadline:
                 break
             try:
-                rc, outputs = driver.infer(inputs)
+                rc, outputs = binding.iteration(inputs)
                 error = None
             except MNNError as exc:  # MNN raised: a finding, recorded as a row
                 rc, outputs, error = -1, [], str(exc)
             latency = clock() - start
             status = STATUS_OK if rc == 0 else (STATUS_ERROR if error else STATUS_INVALID)
-            write((iteration, ts, latency, rss, rc, 0, status), outputs, error)
+            write((iteration, ts, latency, rss, rc, thread, status), outputs, error)
             iteration += 1
-        return iteration - job.start_iteration
+            if ends:
+                binding.end()
+        self.completed = iteration - self.start
+
+
+def _tracer(shared: dict[str, Any]) -> Any:
+    if not os.environ.get(trace.ENV_VAR):
+        return None
+    return trace.Tracer(shared)
+
+
+def _join(threads: list[threading.Thread], errors: list[BaseException]) -> None:
+    """Wait for every thread, in short waits so that signals reach the main thread; after a
+    failure, give the others JOIN_GRACE_S to leave MNN before reporting it."""
+    grace_until = None
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.1)
+            if errors and grace_until is None:
+                grace_until = time.monotonic() + JOIN_GRACE_S
+            if grace_until is not None and time.monotonic() > grace_until:
+                return
 
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -155,7 +271,7 @@ def main() -> int:
     try:
         return worker.run()
     except Exception as exc:
-        encode_message(ring, failure(exc))
+        worker.send(failure(exc))
         return EXIT_EXCEPTION
 
 

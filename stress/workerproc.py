@@ -111,7 +111,9 @@ class WorkerProcess:
                 elif self.hello is None:
                     raise ProtocolError("an iteration record before the worker's hello")
                 else:
-                    records.append(decode_iteration(payload, len(self.job.output_names)))
+                    records.append(
+                        decode_iteration(payload, len(self.job.output_names), self.threads)
+                    )
         except (ring.CorruptRing, ProtocolError) as exc:
             self.protocol_error = f"{type(exc).__name__}: {exc}"
             self.kill(KillReason.PROTOCOL, dump_stack=False)
@@ -157,7 +159,11 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
 
-    def ending_event(self, run_id: str, ending: Ending, in_flight: int | None) -> Event:
+    @property
+    def threads(self) -> int:
+        return int(self.job.params.get("threads", 1))
+
+    def ending_event(self, run_id: str, ending: Ending, in_flight: list[int | None]) -> Event:
         """The event for how this worker ended, with its stack and the tail of its log."""
         assert ending.kind is not None
         tail = self.log_tail()
@@ -170,7 +176,9 @@ class WorkerProcess:
             pid=self.pid,
             kind=ending.kind,
             message=ending.message,
-            iteration=in_flight,
+            iteration=min((i for i in in_flight if i is not None), default=None),
+            in_flight=in_flight,
+            params=self.job.params,
             signal=ending.signal,
             exit_code=self.poll(),
             stack=traceback or python_stack(tail),

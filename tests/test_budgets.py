@@ -64,9 +64,13 @@ def test_duration_counts_the_time_of_every_worker_of_a_variant(scenario_file, tm
 
 def test_a_variant_is_exhausted_exactly_at_its_budget(scenario_file):
     (state,) = plan([scenario(scenario_file, "edge")], Budget(iterations=5), concurrency=1)
-    state.next_iteration = 4
+    state.next_iterations = [4]
     assert not state.exhausted()
-    state.next_iteration = 5
+    state.next_iterations = [5]
+    assert state.exhausted()
+    state.next_iterations = [5, 4, 5]  # budgets are per thread: one thread still has one to go
+    assert not state.exhausted()
+    state.next_iterations = [5, 5, 5]
     assert state.exhausted()
     (timed,) = plan([scenario(scenario_file, "timed")], Budget(duration_s=2.0), concurrency=1)
     timed.used_s = 1.5

@@ -8,7 +8,8 @@ import MNN
 import numpy as np
 import pytest
 
-from stress.drivers import make_driver
+from stress.drivers import ModelSpec, make_engine
+from stress.factors import complete
 from stress.inputs import make_inputs
 from stress.models.builtin import BUILTINS
 from stress.models.resolve import resolve_model
@@ -28,18 +29,20 @@ def direct_session(path: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]
     return [outputs[n].getNumpyData().copy() for n in sorted(outputs)]
 
 
-def driver_for(api: str, model: str):
-    """A driver on a built-in model, its input arrays (seed 7) and the model's description."""
+def spec_for(model: str) -> tuple[ModelSpec, list[InputPlan]]:
     info = resolve_model(model, Path("."))
     plans = [InputPlan(t.name, list(t.shape), t.dtype) for t in info.inputs]
-    driver = make_driver(
-        api,
-        info.path,
-        {"numThread": 1},
-        [(p.name, p.shape, p.dtype) for p in plans],
-        [t.name for t in info.outputs],
-    )
-    return driver, make_inputs(plans, seed=7), info
+    inputs = [(p.name, p.shape, p.dtype) for p in plans]
+    return ModelSpec(info.path, inputs, [t.name for t in info.outputs], {"numThread": 1}), plans
+
+
+def driver_for(api: str, model: str, **params):
+    """A set-up binding on a built-in model, its input arrays (seed 7) and the model's
+    description."""
+    spec, plans = spec_for(model)
+    binding = make_engine(complete({"api": api, **params}), spec).bind(0)
+    binding.setup()
+    return binding, make_inputs(plans, seed=7), resolve_model(model, Path("."))
 
 
 NCHW_MODELS = [name for name in BUILTINS if name != "nc4hw4_int"]
@@ -51,7 +54,7 @@ def test_driver_matches_a_direct_mnn_call(model, api):
     driver, arrays, info = driver_for(api, model)
     expected = direct_session(info.path, dict(zip([t.name for t in info.inputs], arrays)))
     for _ in range(3):
-        rc, outputs = driver.infer(arrays)
+        rc, outputs = driver.iteration(arrays)
         assert rc == 0
         assert len(outputs) == len(expected)
         for got, want in zip(outputs, expected):
@@ -65,7 +68,7 @@ def test_nc4hw4_output_and_int_input_match_numpy(api):
     """Against numpy, not MNN: the raw NC4HW4 buffer read as NCHW, or k fed as float, fails."""
     driver, (x, k), info = driver_for(api, "nc4hw4_int")
     assert (x.dtype, k.dtype) == (np.float32, np.int32) and k.any()
-    rc, (y,) = driver.infer([x, k])
+    rc, (y,) = driver.iteration([x, k])
     assert rc == 0 and y.shape == (1, 3, 5, 7)
     np.testing.assert_array_equal(y, 2 * x + k.astype(np.float32))
 

@@ -13,7 +13,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from stress.errors import StorageError
-from stress.events import EVENT_SCHEMA, Event
+from stress.events import EVENT_SCHEMA, Event, EventKind, EventWriter
+from stress.factors import defaults
 from stress.parts import PartWriter
 from stress.protocol import STATUS_ERROR, STATUS_OK, IterationRecord
 from stress.records import ITERATION_SCHEMA, IterationBuffer, RowContext
@@ -42,9 +43,8 @@ def test_rows_written_are_readable_by_pyarrow_pandas_and_duckdb(tmp_path):
             "run_id": "r",
             "scenario": "s",
             "variant_id": "v1",
-            "api": "session",
+            **defaults(),
             "num_thread": 2,
-            "precision": "normal",
             "worker_id": 3,
             "pid": 42,
             "mnn_version": "3.6.1",
@@ -96,9 +96,7 @@ def _context(max_value_bytes: int) -> RowContext:
         "run_id": "r",
         "scenario": "s",
         "variant_id": "v1",
-        "api": "session",
-        "num_thread": 1,
-        "precision": "normal",
+        **defaults(),
         "worker_id": 0,
         "pid": 1,
         "mnn_version": "3.6.1",
@@ -132,8 +130,17 @@ def test_a_part_over_the_file_size_limit_keeps_its_rows_and_can_drop_values(tmp_
     assert rows.digest.nunique() == 4  # digests and statistics survive without the values
 
 
-def test_event_fields_are_the_event_schema_columns():
-    assert {f.name for f in dataclasses.fields(Event)} == set(EVENT_SCHEMA.names)
+def test_event_fields_are_the_event_schema_columns(tmp_path):
+    """Every field is a column, ``params`` spreads over the factor columns, and an event
+    written and read back keeps its factor values and per-thread iterations in flight."""
+    fields = {f.name for f in dataclasses.fields(Event)} - {"params"}
+    assert fields | set(defaults()) == set(EVENT_SCHEMA.names)
+    writer = EventWriter(tmp_path / "events")
+    params = {**defaults(), "threads": 3, "sharing": "interpreter"}
+    writer.write(Event("r", "s", "v", 1, 2, EventKind.CRASH, in_flight=[4, None, 7], params=params))
+    (row,) = ds.dataset(str(tmp_path / "events")).to_table().to_pylist()
+    assert row["threads"] == 3 and row["sharing"] == "interpreter" and row["api"] == "session"
+    assert row["in_flight"] == [4, None, 7]
 
 
 def test_statistics_skip_outputs_they_cannot_read_and_go_on():

@@ -75,7 +75,9 @@ def test_iteration_round_trip_copies_outputs():
     encode_message(writer, Done(completed=2, stopped=False))
     (k1, first), (k2, second), (_, changed), (k3, third) = reader.drain()
     assert k1 == k2 == KIND_ITERATION
-    record = decode_iteration(first, 2)
+    with pytest.raises(ProtocolError, match="thread 1 of 1"):  # no such thread in the worker
+        decode_iteration(first, 2, threads=1)
+    record = decode_iteration(first, 2, threads=2)
     assert (
         record.iteration,
         record.ts_ns,

@@ -35,6 +35,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     rows = iterations(run_dir).to_table(
         columns=[
             "variant_id",
+            "thread",
             "iteration",
             "status",
             "output_name",
@@ -91,8 +92,8 @@ def _rows(table: pa.Table, *columns: str):
 def _add_iterations(per_variant: dict[str, dict[str, Any]], rows: pa.Table) -> None:
     if rows.num_rows == 0:
         return
-    by_status = rows.group_by(["variant_id", "status"]).aggregate([("iteration", "count_distinct")])
-    for vid, status, count in _rows(by_status, "variant_id", "status", "iteration_count_distinct"):
+    by_status = _count_iterations(rows, ["variant_id", "status"])
+    for vid, status, count in _rows(by_status, "variant_id", "status", "iterations"):
         per_variant[vid][status] = count
         per_variant[vid]["iterations"] += count
     ok = rows.filter(pc.equal(rows["status"], "ok"))
@@ -102,16 +103,20 @@ def _add_iterations(per_variant: dict[str, dict[str, Any]], rows: pa.Table) -> N
     non_finite_count = pc.add(
         pc.fill_null(rows["nan_count"], 0), pc.fill_null(rows["inf_count"], 0)
     )
-    non_finite = (
-        rows.filter(pc.greater(non_finite_count, 0))
-        .group_by("variant_id")
-        .aggregate([("iteration", "count_distinct")])
-    )
-    for vid, count in _rows(non_finite, "variant_id", "iteration_count_distinct"):
+    non_finite = _count_iterations(rows.filter(pc.greater(non_finite_count, 0)), ["variant_id"])
+    for vid, count in _rows(non_finite, "variant_id", "iterations"):
         per_variant[vid]["non_finite"] = count
     latency = rows.group_by("variant_id").aggregate([("latency_ns", "approximate_median")])
     for vid, median in _rows(latency, "variant_id", "latency_ns_approximate_median"):
         per_variant[vid]["latency_p50_ms"] = None if median is None else median / 1e6
+
+
+def _count_iterations(rows: pa.Table, keys: list[str]) -> pa.Table:
+    """Iterations per group: distinct (thread, iteration) pairs, as column ``iterations``."""
+    per_thread = rows.group_by([*keys, "thread"]).aggregate([("iteration", "count_distinct")])
+    summed = per_thread.group_by(keys).aggregate([("iteration_count_distinct", "sum")])
+    columns = {key: summed[key] for key in keys}
+    return pa.table({**columns, "iterations": summed["iteration_count_distinct_sum"]})
 
 
 def _add_events(per_variant: dict[str, dict[str, Any]], table: pa.Table) -> None:

@@ -1,17 +1,20 @@
-"""API drivers: one small interface, one implementation per MNN Python API.
+"""API drivers: the build stage of each MNN Python API, and the bindings its threads use.
 
-A driver owns its MNN objects. ``infer`` hands the inputs to MNN, runs inference and returns
-the return code with output arrays valid only until the next ``infer``: the caller must copy
-them at once. Drivers wrap every exception an MNN call raises in ``MNNError`` and keep their
-own (harness) code outside those wrappers, so an ``MNNError`` is always MNN's doing and any
-other exception is a bug of ours. Any call may kill the process; drivers never catch that.
+An engine builds, on the worker's main thread, the MNN objects the threads share (as
+``sharing`` says); ``bind`` gives each thread a ``stress.stages.Binding`` that builds the rest
+in its ``setup``. Bindings wrap every exception an MNN call raises in ``MNNError`` and keep
+their own (harness) code outside those wrappers, so an ``MNNError`` is always MNN's doing and
+any other exception is a bug of ours. Any call may kill the process; drivers never catch that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
+from stress.stages import Binding
 
 
 class MNNError(Exception):
@@ -25,27 +28,43 @@ class MNNError(Exception):
         return cls(f"{text} (cause: {type(cause).__name__}: {cause})" if cause else text)
 
 
-class Driver(Protocol):
-    def infer(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-        """Run once; returns (rc, outputs in model output order), or raises MNNError."""
+@dataclass(frozen=True)
+class ModelSpec:
+    """What every driver needs: the model, its inputs in the order ``feed`` takes them as
+    (name, shape, dtype name), its outputs, and MNN's runtime config."""
+
+    path: str
+    inputs: list[tuple[str, list[int], str]]
+    output_names: list[str]
+    config: dict[str, Any]
+
+
+class Engine(Protocol):
+    def bind(self, thread: int) -> Binding:
+        """A binding for one thread; its ``setup`` builds what the thread does not share."""
         ...
 
 
-def make_driver(
-    api: str,
-    model_path: str,
-    config: dict[str, Any],
-    inputs: list[tuple[str, list[int], str]],
-    output_names: list[str],
-) -> Driver:
-    """A driver for ``api``; ``inputs`` are (name, shape, dtype name) in the order ``infer``
-    takes them."""
-    if api == "session":
-        from stress.drivers.session import SessionDriver
+def make_engine(params: dict[str, Any], spec: ModelSpec) -> Engine:
+    """The engine of ``params['api']``, building what ``params['sharing']`` shares."""
+    if params["api"] == "session":
+        from stress.drivers.session import SessionEngine
 
-        return SessionDriver(model_path, config, inputs, output_names)
-    if api == "module":
-        from stress.drivers.module import ModuleDriver
+        return SessionEngine(spec, params["sharing"], params["lifecycle"])
+    if params["api"] == "module":
+        from stress.drivers.module import ModuleEngine
 
-        return ModuleDriver(model_path, config, inputs, output_names)
-    raise ValueError(f"unknown api {api!r}")
+        return ModuleEngine(spec, params["sharing"])
+    raise ValueError(f"unknown api {params['api']!r}")
+
+
+@contextmanager
+def calling_mnn() -> Iterator[None]:
+    """Around set-up calls of MNN: whatever they raise is MNN's, as an ``MNNError``. Keep
+    harness code (allocations of ours) outside, and use plain try blocks in hot stages."""
+    try:
+        yield
+    except MNNError:
+        raise
+    except Exception as exc:
+        raise MNNError.wrap(exc) from exc

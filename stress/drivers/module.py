@@ -9,7 +9,8 @@ import MNN.expr as F
 import numpy as np
 
 from stress import dtypes
-from stress.drivers import MNNError
+from stress.drivers import MNNError, ModelSpec, calling_mnn
+from stress.stages import Binding
 
 
 def expr_type(dtype: str) -> Any:
@@ -20,46 +21,90 @@ def expr_type(dtype: str) -> Any:
     return getattr(F, name)
 
 
-class ModuleDriver:
-    """One module on its own runtime manager (the only way ``numThread`` takes effect). Inputs
-    are ``expr.const`` (copies the array); outputs in NC4HW4 are converted to NCHW."""
+def load_module(spec: ModelSpec) -> Any:
+    """A module on its own runtime manager (the only way ``numThread`` takes effect)."""
+    with calling_mnn():
+        runtime = MNN.nn.create_runtime_manager((spec.config,))
+        return MNN.nn.load_module_from_file(
+            spec.path, [n for n, _, _ in spec.inputs], spec.output_names, runtime_manager=runtime
+        )
 
-    def __init__(
-        self,
-        model_path: str,
-        config: dict[str, Any],
-        inputs: list[tuple[str, list[int], str]],
-        output_names: list[str],
-    ) -> None:
-        self.input_types = [expr_type(dtype) for _, _, dtype in inputs]
-        self.input_shapes = [list(shape) for _, shape, _ in inputs]
-        self.expected = len(output_names)
-        self._alive: list[Any] = []  # keeps output Vars alive while the caller copies their views
+
+class ModuleEngine:
+    """Builds what the threads share: nothing (``own``) or one module (``module``, and
+    ``clone``, where each thread runs its own ``clone()`` of it)."""
+
+    def __init__(self, spec: ModelSpec, sharing: str) -> None:
+        self.spec = spec
+        self.sharing = sharing
+        self.module = load_module(spec) if sharing in ("module", "clone") else None
+
+    def bind(self, thread: int) -> ModuleBinding:
+        return ModuleBinding(self)
+
+
+class ModuleBinding(Binding):
+    """One thread's module. Inputs are ``expr.const`` (copies the array); outputs in NC4HW4
+    are converted to NCHW."""
+
+    def __init__(self, engine: ModuleEngine) -> None:
+        self.engine = engine
+        self.spec = engine.spec
+        self.input_types = [expr_type(dtype) for _, _, dtype in self.spec.inputs]
+        self.input_shapes = [list(shape) for _, shape, _ in self.spec.inputs]
+        self.expected = len(self.spec.output_names)
+        self.created = {"modules": 0, "clones": 0}
+        self.variables: list[Any] = []
+        self.outputs: list[Any] = []  # kept alive while the caller copies their views
+
+    def setup(self) -> None:
+        shared = self.engine.module
+        if shared is None:
+            self.renew("module")
+        elif self.engine.sharing == "clone":
+            self.created["clones"] += 1
+            with calling_mnn():
+                self.module = shared.clone()
+        else:
+            self.module = shared
+
+    def renew(self, level: str) -> None:
+        self.created["modules"] += 1
+        self.module = load_module(self.spec)
+
+    def feed(self, inputs: list[np.ndarray]) -> None:
         try:
-            self.runtime = MNN.nn.create_runtime_manager((config,))
-            self.module = MNN.nn.load_module_from_file(
-                model_path, [n for n, _, _ in inputs], output_names, runtime_manager=self.runtime
-            )
+            self.variables = [
+                F.const(array, shape, F.NCHW, kind)
+                for array, shape, kind in zip(inputs, self.input_shapes, self.input_types)
+            ]
         except Exception as exc:
             raise MNNError.wrap(exc) from exc
 
-    def infer(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
+    def run(self) -> int:
         try:
-            outputs = self.module.forward(
-                [
-                    F.const(array, shape, F.NCHW, kind)
-                    for array, shape, kind in zip(inputs, self.input_shapes, self.input_types)
-                ]
-            )
+            outputs = self.module.forward(self.variables)
         except Exception as exc:
             raise MNNError.wrap(exc) from exc
         if outputs is None or len(outputs) != self.expected:
-            self._alive = []
-            return -1, []
+            self.outputs = []
+            return -1
+        self.outputs = outputs
+        return 0
+
+    def fetch(self) -> list[np.ndarray]:
         try:
-            self._alive = [
-                F.convert(v, F.NCHW) if v.data_format == F.NC4HW4 else v for v in outputs
+            self.outputs = [
+                F.convert(v, F.NCHW) if v.data_format == F.NC4HW4 else v for v in self.outputs
             ]
-            return 0, [v.read() for v in self._alive]
+            return [v.read() for v in self.outputs]
         except Exception as exc:
             raise MNNError.wrap(exc) from exc
+
+    def iteration(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
+        self.feed(inputs)
+        rc = self.run()
+        return rc, self.fetch()
+
+    def facts(self) -> dict[str, Any]:
+        return {"module": id(self.module), **self.created}

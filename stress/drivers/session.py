@@ -9,7 +9,10 @@ import MNN
 import numpy as np
 
 from stress import dtypes
-from stress.drivers import MNNError
+from stress.drivers import MNNError, ModelSpec, calling_mnn
+from stress.stages import Binding
+
+CAFFE = MNN.Tensor_DimensionType_Caffe
 
 
 def halide_type(dtype: str) -> Any:
@@ -28,66 +31,143 @@ def dtype_of(halide: Any) -> dtypes.DType:
     return dtypes.UNKNOWN
 
 
-class SessionDriver:
-    """One Interpreter and one session. Inputs go in through a fresh NCHW host tensor per call
+class Interpreter:
+    """An MNN Interpreter and how its sessions are made. With ``with_runtime`` (the original
+    report's pattern) sessions get a runtime from ``createRuntime`` and ``saveTensors``."""
+
+    def __init__(self, spec: ModelSpec, with_runtime: bool) -> None:
+        self.spec = spec
+        with calling_mnn():
+            self.mnn = MNN.Interpreter(spec.path)
+            self.runtime = self.mnn.createRuntime((spec.config,)) if with_runtime else None
+
+    def new_session(self) -> Any:
+        """A session with every input at the shape the scenario gives (resized if needed)."""
+        spec = self.spec
+        with calling_mnn():
+            if self.runtime is None:
+                session = self.mnn.createSession(spec.config)
+            else:
+                config = {**spec.config, "saveTensors": tuple(spec.output_names)}
+                session = self.mnn.createSession(config, self.runtime[0])
+            resized = False
+            for name, shape, _ in spec.inputs:
+                tensor = self.mnn.getSessionInput(session, name)
+                if tuple(tensor.getShape()) != tuple(shape):
+                    self.mnn.resizeTensor(tensor, tuple(shape))
+                    resized = True
+            if resized:
+                self.mnn.resizeSession(session)
+        return session
+
+
+class SessionEngine:
+    """Builds what the threads share: nothing (``own``), one Interpreter (``interpreter``), or
+    one Interpreter and one session (``session``)."""
+
+    def __init__(self, spec: ModelSpec, sharing: str, lifecycle: str) -> None:
+        self.spec = spec
+        self.with_runtime = lifecycle == "session_per_iteration"
+        self.interpreter: Interpreter | None = None
+        self.session: Any = None
+        if sharing in ("interpreter", "session"):
+            self.interpreter = Interpreter(spec, self.with_runtime)
+        if sharing == "session":
+            assert self.interpreter is not None
+            self.session = self.interpreter.new_session()
+
+    def bind(self, thread: int) -> SessionBinding:
+        return SessionBinding(self)
+
+
+class SessionBinding(Binding):
+    """One thread's session. Inputs go in through a fresh NCHW host tensor per call
     (``MNN.Tensor`` copies the array). Every output is read through ``copyToHostTensor`` into
     an NCHW host tensor of ours: MNN converts its internal layout (NC4HW4 outputs report the
-    NCHW dimension type in MNN 3.6.1, so a type check cannot find them). Inputs whose shape
-    differs from the model's are resized once, before the first run."""
+    NCHW dimension type in MNN 3.6.1, so a type check cannot find them)."""
 
-    def __init__(
-        self,
-        model_path: str,
-        config: dict[str, Any],
-        inputs: list[tuple[str, list[int], str]],
-        output_names: list[str],
-    ) -> None:
-        self.halide = [halide_type(dtype) for _, _, dtype in inputs]
-        shapes = [tuple(shape) for _, shape, _ in inputs]
-        try:
-            self.interpreter = MNN.Interpreter(model_path)
-            self.session = self.interpreter.createSession(config)
-            self.inputs = [self.interpreter.getSessionInput(self.session, n) for n, _, _ in inputs]
-            self._resize(shapes)
-            outputs = [self.interpreter.getSessionOutput(self.session, n) for n in output_names]
+    def __init__(self, engine: SessionEngine) -> None:
+        self.engine = engine
+        self.spec = engine.spec
+        self.halide = [halide_type(dtype) for _, _, dtype in self.spec.inputs]
+        self.created = {"interpreters": 0, "sessions": 0}
+
+    def setup(self) -> None:
+        self.interpreter = self.engine.interpreter or self._new_interpreter()
+        self.session = self.engine.session or self._new_session()
+        self._attach()
+
+    def renew(self, level: str) -> None:
+        if level == "interpreter":
+            self.interpreter = self._new_interpreter()
+        self.session = self._new_session()
+        self._attach()
+
+    def _new_interpreter(self) -> Interpreter:
+        self.created["interpreters"] += 1
+        return Interpreter(self.spec, self.engine.with_runtime)
+
+    def _new_session(self) -> Any:
+        self.created["sessions"] += 1
+        return self.interpreter.new_session()
+
+    def _attach(self) -> None:
+        """This thread's handles on the session's inputs and outputs."""
+        mnn, session = self.interpreter.mnn, self.session
+        with calling_mnn():
+            self.inputs = [mnn.getSessionInput(session, name) for name, _, _ in self.spec.inputs]
+            outputs = [mnn.getSessionOutput(session, name) for name in self.spec.output_names]
             described = [(t, t.getShape(), t.getDataType()) for t in outputs]
-        except Exception as exc:
-            raise MNNError.wrap(exc) from exc
-        self.readers = [self._reader(*output) for output in described]
+        self.readers = [_reader(*output) for output in described]
 
-    def _resize(self, shapes: list[tuple[int, ...]]) -> None:
-        resized = False
-        for tensor, shape in zip(self.inputs, shapes):
-            if tuple(tensor.getShape()) != shape:
-                self.interpreter.resizeTensor(tensor, shape)
-                resized = True
-        if resized:
-            self.interpreter.resizeSession(self.session)
-
-    @staticmethod
-    def _reader(tensor: Any, shape: tuple[int, ...], halide: Any) -> Callable[[], np.ndarray]:
-        """A call that fills our NCHW host tensor from the output and returns its view."""
-        entry = dtype_of(halide)
-        if entry is dtypes.UNKNOWN:
-            return tensor.getNumpyData
-        zeros = np.zeros(shape, entry.name)  # ours: a MemoryError here is not MNN's
-        try:
-            host = MNN.Tensor(shape, halide, zeros, MNN.Tensor_DimensionType_Caffe)
-        except Exception as exc:
-            raise MNNError.wrap(exc) from exc
-
-        def read() -> np.ndarray:
-            tensor.copyToHostTensor(host)
-            return host.getNumpyData()
-
-        return read
-
-    def infer(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-        caffe = MNN.Tensor_DimensionType_Caffe
+    def feed(self, inputs: list[np.ndarray]) -> None:
         try:
             for tensor, halide, array in zip(self.inputs, self.halide, inputs):
-                tensor.copyFrom(MNN.Tensor(array.shape, halide, array, caffe))
-            rc = self.interpreter.runSession(self.session)
+                tensor.copyFrom(MNN.Tensor(array.shape, halide, array, CAFFE))
+        except Exception as exc:
+            raise MNNError.wrap(exc) from exc
+
+    def run(self) -> int:
+        try:
+            return self.interpreter.mnn.runSession(self.session)
+        except Exception as exc:
+            raise MNNError.wrap(exc) from exc
+
+    def fetch(self) -> list[np.ndarray]:
+        try:
+            return [read() for read in self.readers]
+        except Exception as exc:
+            raise MNNError.wrap(exc) from exc
+
+    def iteration(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
+        """feed, run and fetch in one go: the hot path when no factor adds a layer."""
+        try:
+            for tensor, halide, array in zip(self.inputs, self.halide, inputs):
+                tensor.copyFrom(MNN.Tensor(array.shape, halide, array, CAFFE))
+            rc = self.interpreter.mnn.runSession(self.session)
             return rc, [read() for read in self.readers]
         except Exception as exc:
             raise MNNError.wrap(exc) from exc
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "interpreter": id(self.interpreter.mnn),
+            "session": id(self.session),
+            **self.created,
+        }
+
+
+def _reader(tensor: Any, shape: tuple[int, ...], halide: Any) -> Callable[[], np.ndarray]:
+    """A call that fills our NCHW host tensor from the output and returns its view."""
+    entry = dtype_of(halide)
+    if entry is dtypes.UNKNOWN:
+        return tensor.getNumpyData
+    zeros = np.zeros(shape, entry.name)  # ours: a MemoryError here is not MNN's
+    with calling_mnn():
+        host = MNN.Tensor(shape, halide, zeros, CAFFE)
+
+    def read() -> np.ndarray:
+        tensor.copyToHostTensor(host)
+        return host.getNumpyData()
+
+    return read

@@ -1,20 +1,41 @@
 """The factor registry: every matrix key a scenario may use, defined once.
 
-A factor is a named setting with a type, allowed values and a default. The scenario schema,
-the Parquet columns and the worker all read this registry, so adding a factor means one new
-module and one entry in ``REGISTRY``. Stdlib only: workers import this.
+A factor is a named setting with a type, allowed values and a default, and hooks into the
+stages of a worker's life (``stress.stages``): the worker's launch environment, MNN's runtime
+config, and a layer around each thread's calls. ``rules`` refuse combinations with other
+factors that make no sense. The scenario schema, validation, the Parquet columns and the
+worker all read this registry, so adding a factor means one new module and one entry in
+``_registry``. Stdlib only: workers import this.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from stress.stages import Binding, Launch, ThreadContext
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A combination of factor values that makes no sense: ``check`` returns why (naming the
+    ``keys`` involved and their values), or None when the combination is fine."""
+
+    keys: tuple[str, ...]
+    check: Callable[[Mapping[str, Any]], str | None]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    keys: tuple[str, ...]
+    values: dict[str, Any]
+    message: str
 
 
 @dataclass(frozen=True)
 class Factor:
-    """One matrix key. ``configure_mnn`` (if any) writes the value into MNN's runtime config."""
+    """One matrix key and the stages it takes part in (each hook optional)."""
 
     name: str
     kind: type
@@ -23,7 +44,10 @@ class Factor:
     choices: tuple[Any, ...] | None = None
     minimum: int | None = None
     maximum: int | None = None
+    launch: Callable[[Any, Launch], None] | None = None
     configure_mnn: Callable[[Any, dict[str, Any]], None] | None = None
+    wrap: Callable[[Any, Binding, ThreadContext], Binding] | None = None
+    rules: tuple[Rule, ...] = ()
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is not allowed, or None when it is."""
@@ -39,9 +63,16 @@ class Factor:
 
 
 def _registry() -> dict[str, Factor]:
-    from stress.factors import api, mnn_knobs
+    from stress.factors import api, inputs_written, lifecycle, mnn_knobs, perturb, threads
 
-    factors = [*api.FACTORS, *mnn_knobs.FACTORS]
+    factors = [
+        *api.FACTORS,
+        *mnn_knobs.FACTORS,
+        *threads.FACTORS,
+        *lifecycle.FACTORS,
+        *inputs_written.FACTORS,
+        *perturb.FACTORS,
+    ]
     return {factor.name: factor for factor in factors}
 
 
@@ -53,10 +84,47 @@ def defaults() -> dict[str, Any]:
     return {name: factor.default for name, factor in REGISTRY.items()}
 
 
-def mnn_config(params: dict[str, Any]) -> dict[str, Any]:
+def complete(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with every factor it lacks at its default."""
+    return {name: params.get(name, factor.default) for name, factor in REGISTRY.items()}
+
+
+def mnn_config(params: Mapping[str, Any]) -> dict[str, Any]:
     """The MNN runtime config dict (``createSession`` / ``create_runtime_manager``) for params."""
     config: dict[str, Any] = {}
-    for name, factor in REGISTRY.items():
-        if factor.configure_mnn is not None:
-            factor.configure_mnn(params.get(name, factor.default), config)
+    for name, value in complete(params).items():
+        hook = REGISTRY[name].configure_mnn
+        if hook is not None:
+            hook(value, config)
     return config
+
+
+def launch(params: Mapping[str, Any]) -> Launch:
+    """What the factors add to a worker's launch (its environment)."""
+    result = Launch()
+    for name, value in complete(params).items():
+        hook = REGISTRY[name].launch
+        if hook is not None:
+            hook(value, result)
+    return result
+
+
+def wrap(params: Mapping[str, Any], binding: Binding, context: ThreadContext) -> Binding:
+    """One thread's binding inside the layers of every factor (registry order, inner first)."""
+    for name, value in complete(params).items():
+        hook = REGISTRY[name].wrap
+        if hook is not None:
+            binding = hook(value, binding, context)
+    return binding
+
+
+def conflicts(params: Mapping[str, Any]) -> list[Conflict]:
+    """Why this combination of factor values makes no sense (empty when it does)."""
+    full = complete(params)
+    found = []
+    for factor in REGISTRY.values():
+        for rule in factor.rules:
+            message = rule.check(full)
+            if message:
+                found.append(Conflict(rule.keys, {k: full[k] for k in rule.keys}, message))
+    return found

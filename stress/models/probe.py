@@ -72,12 +72,30 @@ def convert(onnx_path: str, out: str) -> dict[str, Any]:
     return inspect(out)
 
 
+def backends(path: str) -> dict[str, Any]:
+    """The backends this MNN wheel really has: ``createRuntime`` says which runtimes exist
+    (``createSession`` would silently fall back to the CPU)."""
+    import MNN
+
+    from stress.factors.mnn_knobs import BACKENDS
+
+    interpreter = MNN.Interpreter(path)
+    found = []
+    for name in BACKENDS:
+        runtime = interpreter.createRuntime(({"backend": name.upper()},))
+        if runtime is not None and runtime[1][0]:
+            found.append(name)
+    return {"backends": found, "mnn_version": MNN.version()}
+
+
 def main(argv: list[str]) -> int:
     action, *args, result_path = argv
     try:
         result = {
             "ok": True,
-            **{"build": build, "convert": convert, "inspect": inspect}[action](*args),
+            **{"build": build, "convert": convert, "inspect": inspect, "backends": backends}[
+                action
+            ](*args),
         }
     except Exception as exc:  # reported to the coordinator as a ModelError
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

@@ -83,6 +83,19 @@ def _converted(ref: str, onnx_path: str) -> ModelInfo:
 
 
 @cache
+def available_backends(model_path: str) -> tuple[str, ...]:
+    """The backends the installed MNN wheel has (lower-case factor values), cached per MNN
+    version; ``model_path`` is any model this MNN loads (createRuntime needs one)."""
+    target = cache_dir() / "backends" / f"mnn-{mnn_version()}.json"
+    if target.is_file():
+        return tuple(json.loads(target.read_text()))
+    found = _probe("backends", model_path)["backends"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(found))
+    return tuple(found)
+
+
+@cache
 def _inspected(ref: str, path: str, source: str) -> ModelInfo:
     return _info(ref, path, source, _probe("inspect", path))
 

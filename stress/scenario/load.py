@@ -14,6 +14,7 @@ from ruamel.yaml.comments import CommentedMap
 from stress.errors import ModelError, ScenarioError
 from stress.factors import REGISTRY
 from stress.models import ModelInfo, TensorInfo
+from stress.scenario.matrix import combinations, first_conflict
 from stress.scenario.schema import (
     INPUT_DTYPES,
     MAX_INPUT_BYTES,
@@ -42,6 +43,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     path = Path(path)
     text, data = read_yaml(path)
     spec = _validate(path, data)
+    _check_combinations(path, data, spec)
     try:
         model = resolve_model(spec.model, path.parent)
     except ModelError as exc:
@@ -49,6 +51,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
             exc.message, file=str(path), key="model", line=line_of(data, ("model",)), fix=exc.fix
         ) from exc
     _check_inputs(path, data, spec, model)
+    _check_backends(path, data, spec, model)
     return LoadedScenario(path=path, text=text, spec=spec, model=model)
 
 
@@ -73,6 +76,45 @@ def _validate(path: Path, data: CommentedMap) -> Scenario:
             line=line_of(data, loc),
             fix=_fix(loc, error),
         ) from exc
+
+
+def _check_combinations(path: Path, data: CommentedMap, spec: Scenario) -> None:
+    """Every combination the matrix makes must make sense, and at least one must remain."""
+    conflict = first_conflict(spec)
+    if conflict is not None:
+        key = conflict.keys[0]
+        pair = ", ".join(f"{k}: {v}" for k, v in conflict.values.items())
+        raise ScenarioError(
+            f"the matrix combines {conflict.message}",
+            file=str(path),
+            key=f"matrix.{key}",
+            line=line_of(data, ("matrix", key)) or line_of(data, ("matrix",)),
+            fix=f"drop one of the values, split the scenario, or add `exclude: [{{{pair}}}]`",
+        )
+    if next(combinations(spec), None) is None:
+        raise _error_at(
+            path, data, ("exclude",), "exclude: leaves no variant to run", fix="exclude less"
+        )
+
+
+def _check_backends(path: Path, data: CommentedMap, spec: Scenario, model: ModelInfo) -> None:
+    """A backend this MNN wheel lacks would silently run on the CPU: refuse it."""
+    from stress.models.resolve import available_backends
+
+    wanted = [b for b in spec.matrix.backend if b != "cpu"]
+    if not wanted:
+        return
+    available = available_backends(model.path)
+    missing = [b for b in wanted if b not in available]
+    if missing:
+        raise _error_at(
+            path,
+            data,
+            ("matrix", "backend"),
+            f"backend {', '.join(missing)} is not in this MNN wheel ({model.mnn_version} has: "
+            f"{', '.join(available) or 'none'}); MNN would silently run on the CPU instead",
+            fix=f"use one of: {', '.join(available)}",
+        )
 
 
 def _message(error: dict[str, Any]) -> str:

@@ -112,6 +112,35 @@ def _checker(factor: Factor):
 Matrix = _matrix_model()
 
 
+def _exclusion_model() -> type[BaseModel]:
+    """One ``exclude:`` entry: some factors' values; variants that have all of them are left
+    out of the matrix (GitHub Actions' ``exclude``)."""
+    fields = {
+        name: (Annotated[list[factor.kind], BeforeValidator(_as_list)] | None, None)
+        for name, factor in REGISTRY.items()
+    }
+    validators = {
+        f"check_{name}": field_validator(name)(_optional(_checker(factor)))
+        for name, factor in REGISTRY.items()
+    }
+    return create_model(
+        "Exclusion",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        __validators__=validators,
+        **fields,
+    )
+
+
+def _optional(check: Any) -> Any:
+    def optional(cls, values: list[Any] | None) -> list[Any] | None:
+        return None if values is None else check.__func__(cls, values)
+
+    return classmethod(optional)
+
+
+Exclusion = _exclusion_model()
+
+
 class Scenario(BaseModel):
     """One scenario file: a model, how to feed it, and the matrix of factors to cross."""
 
@@ -142,6 +171,11 @@ class Scenario(BaseModel):
     )
     record: RecordSpec = Field(default_factory=RecordSpec)
     matrix: Matrix = Field(default_factory=Matrix)  # type: ignore[valid-type]
+    exclude: list[Exclusion] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        max_length=1000,
+        description="combinations left out of the matrix, e.g. [{api: module, sharing: session}]",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> Scenario:

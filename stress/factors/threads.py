@@ -1,0 +1,131 @@
+"""Python threads in a worker, what they share, and the lock their caller holds.
+
+Each thread runs its own iteration loop and records its own rows (``thread`` column). MNN's
+contract (alibaba/MNN#592): an Interpreter may be shared if createSession, getSessionInput,
+getSessionOutput and resize are serialised by the caller; a Session must not be shared.
+``caller_lock`` obeys the contract (``setup``) or serialises every call (``all``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stress.factors import Factor, Rule
+from stress.stages import Binding, Layer, ThreadContext
+
+SHARING = {
+    "session": ("own", "interpreter", "session"),
+    "module": ("own", "module", "clone"),
+}
+
+
+def _sharing_fits_api(params: Mapping[str, Any]) -> str | None:
+    allowed = SHARING[params["api"]]
+    if params["sharing"] not in allowed:
+        return (
+            f"sharing={params['sharing']} does not exist for api={params['api']}: "
+            f"that API shares {', '.join(allowed)}"
+        )
+    return None
+
+
+def _sharing_needs_threads(params: Mapping[str, Any]) -> str | None:
+    if params["sharing"] != "own" and params["threads"] == 1:
+        return f"sharing={params['sharing']} needs threads > 1: one thread shares nothing"
+    return None
+
+
+def _lock_needs_threads(params: Mapping[str, Any]) -> str | None:
+    if params["caller_lock"] != "none" and params["threads"] == 1:
+        return f"caller_lock={params['caller_lock']} needs threads > 1: one thread never waits"
+    return None
+
+
+class LockedSetup(Layer):
+    """The caller's lock around the thread's set-up and renewals (createSession,
+    getSessionInput/Output, resize): MNN's documented contract for a shared Interpreter."""
+
+    def __init__(self, inner: Binding, context: ThreadContext) -> None:
+        super().__init__(inner)
+        self.lock = context.shared_lock("caller_lock")
+
+    def setup(self) -> None:
+        with self.lock:
+            self.inner.setup()
+
+    def renew(self, level: str) -> None:
+        with self.lock:
+            self.inner.renew(level)
+
+
+class LockedAll(LockedSetup):
+    """The caller's lock around every MNN call: threads never overlap inside MNN."""
+
+    def begin(self) -> None:
+        with self.lock:
+            self.inner.begin()
+
+    def feed(self, inputs: list[Any]) -> None:
+        with self.lock:
+            self.inner.feed(inputs)
+
+    def run(self) -> int:
+        with self.lock:
+            return self.inner.run()
+
+    def fetch(self) -> list[Any]:
+        with self.lock:
+            return self.inner.fetch()
+
+    def end(self) -> None:
+        with self.lock:
+            self.inner.end()
+
+
+def _wrap_lock(value: str, binding: Binding, context: ThreadContext) -> Binding:
+    if value == "setup":
+        return LockedSetup(binding, context)
+    if value == "all":
+        return LockedAll(binding, context)
+    return binding
+
+
+THREADS = Factor(
+    name="threads",
+    kind=int,
+    default=1,
+    minimum=1,
+    maximum=64,
+    doc="Python threads in the worker, each calling inference in its own loop and recording "
+    "its own rows (column 'thread'); iteration budgets are per thread.",
+)
+
+SHARING_FACTOR = Factor(
+    name="sharing",
+    kind=str,
+    default="own",
+    choices=("own", "interpreter", "session", "module", "clone"),
+    doc="What the threads share. Session API: own (an Interpreter and session each), "
+    "interpreter (one Interpreter, a session each), session (one session: against MNN's "
+    "contract). Module API: own (a module each), module (one module), clone (one module, "
+    "clone()d per thread).",
+    rules=(
+        Rule(("sharing", "api"), _sharing_fits_api),
+        Rule(("sharing", "threads"), _sharing_needs_threads),
+    ),
+)
+
+CALLER_LOCK = Factor(
+    name="caller_lock",
+    kind=str,
+    default="none",
+    choices=("none", "setup", "all"),
+    doc="A lock the calling threads hold: none; setup (around createSession, "
+    "getSessionInput/Output and resize, as MNN documents for a shared Interpreter); "
+    "all (around every MNN call: a serialised control).",
+    wrap=_wrap_lock,
+    rules=(Rule(("caller_lock", "threads"), _lock_needs_threads),),
+)
+
+FACTORS = (THREADS, SHARING_FACTOR, CALLER_LOCK)

@@ -1,0 +1,38 @@
+"""A scenario's matrix as combinations of factor values: the cartesian product, minus the
+``exclude:`` entries. Combinations that make no sense (``stress.factors.conflicts``) are an
+error of the scenario, found here before anything runs."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+from stress.factors import REGISTRY, Conflict, conflicts
+from stress.scenario.schema import Scenario
+
+
+def combinations(spec: Scenario) -> Iterator[dict[str, Any]]:
+    """Every factor's value, for each point of the matrix not excluded (registry order)."""
+    matrix = spec.matrix.model_dump()
+    exclusions = [
+        {k: v for k, v in entry.model_dump().items() if v is not None} for entry in spec.exclude
+    ]
+    names = list(REGISTRY)
+    for values in itertools.product(*(matrix[n] for n in names)):
+        params = dict(zip(names, values, strict=True))
+        if not any(_matches(params, exclusion) for exclusion in exclusions):
+            yield params
+
+
+def _matches(params: dict[str, Any], exclusion: dict[str, list[Any]]) -> bool:
+    return bool(exclusion) and all(params[k] in values for k, values in exclusion.items())
+
+
+def first_conflict(spec: Scenario) -> Conflict | None:
+    """The first combination of the matrix that makes no sense, if any."""
+    for params in combinations(spec):
+        found = conflicts(params)
+        if found:
+            return found[0]
+    return None

@@ -1,0 +1,98 @@
+"""Test-only instrumentation that proves, from inside a worker, that factors were applied.
+
+Enabled only by ``MNN_STRESS_TEST_TRACE=DIR`` in the coordinator's environment (no scenario
+key can set it). A layer next to MNN counts, per stage, the most threads inside it at once,
+the calls made while a caller's lock was free, and each thread's calls; a worker that ends
+normally writes ``DIR/trace-PID.json`` with that and each thread's binding facts.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from stress.stages import Binding, Layer
+
+ENV_VAR = "MNN_STRESS_TEST_TRACE"
+
+
+class Tracer:
+    """Shared by the threads of one worker."""
+
+    def __init__(self, shared: dict[str, Any]) -> None:
+        self.shared = shared
+        self.lock = threading.Lock()
+        self.inside: collections.Counter[str] = collections.Counter()
+        self.peak: collections.Counter[str] = collections.Counter()
+        self.unlocked: collections.Counter[str] = collections.Counter()
+        self.calls: dict[int, collections.Counter[str]] = {}
+        self.bindings: dict[int, Binding] = {}
+
+    def layer(self, binding: Binding, thread: int) -> Binding:
+        self.calls[thread] = collections.Counter()
+        self.bindings[thread] = binding
+        return Traced(binding, self, thread)
+
+    def enter(self, stage: str, thread: int) -> None:
+        with self.lock:
+            for key in (stage, "any"):
+                self.inside[key] += 1
+                self.peak[key] = max(self.peak[key], self.inside[key])
+            self.calls[thread][stage] += 1
+            caller_lock = self.shared.get("caller_lock")
+            if caller_lock is not None and not caller_lock.locked():
+                self.unlocked[stage] += 1
+
+    def leave(self, stage: str) -> None:
+        with self.lock:
+            self.inside[stage] -= 1
+            self.inside["any"] -= 1
+
+    def dump(self, directory: str) -> None:
+        report = {
+            "pid": os.getpid(),
+            "peak": dict(self.peak),
+            "unlocked": dict(self.unlocked),
+            "calls": {str(t): dict(c) for t, c in self.calls.items()},
+            "facts": {str(t): b.facts() for t, b in self.bindings.items()},
+        }
+        Path(directory, f"trace-{os.getpid()}.json").write_text(json.dumps(report))
+
+
+class Traced(Layer):
+    def __init__(self, inner: Binding, tracer: Tracer, thread: int) -> None:
+        super().__init__(inner)
+        self.tracer = tracer
+        self.thread = thread
+
+    def _call(self, stage: str, call: Any, *args: Any) -> Any:
+        self.tracer.enter(stage, self.thread)
+        try:
+            return call(*args)
+        finally:
+            self.tracer.leave(stage)
+
+    def setup(self) -> None:
+        self._call("setup", self.inner.setup)
+
+    def renew(self, level: str) -> None:
+        self._call("renew", self.inner.renew, level)
+
+    def begin(self) -> None:
+        self._call("begin", self.inner.begin)
+
+    def feed(self, inputs: list[Any]) -> None:
+        self._call("feed", self.inner.feed, inputs)
+
+    def run(self) -> int:
+        return self._call("run", self.inner.run)
+
+    def fetch(self) -> list[Any]:
+        return self._call("fetch", self.inner.fetch)
+
+    def end(self) -> None:
+        self._call("end", self.inner.end)
