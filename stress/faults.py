@@ -3,7 +3,8 @@ wrong result is detected and counted.
 
 Enabled only by the environment variable ``MNN_STRESS_TEST_FAULT`` in the coordinator's
 environment (no scenario key can set it). Syntax: ``KIND@N`` fires at iteration N, ``KIND@N+``
-at every iteration from N on; several faults are separated by commas (``nan@3,rc@5``).
+at every iteration from N on, in every thread of the worker, or only in thread T with
+``KIND@N/T``; several faults are separated by commas (``nan@3,rc@5/1``).
 
 Kinds that end or upset the worker, before the iteration: segv (a real invalid memory read),
 abort, hang, raise (an exception in harness code), exit, corrupt (publish a record no worker
@@ -42,6 +43,7 @@ class Fault:
     kind: str
     at: int
     repeats: bool
+    thread: int | None = None  # None: every thread of the worker
 
     def fires(self, iteration: int) -> bool:
         return iteration == self.at or (self.repeats and iteration > self.at)
@@ -54,12 +56,14 @@ def parse(spec: str | None) -> tuple[Fault, ...]:
 
 def _parse_one(spec: str) -> Fault:
     kind, _, at = spec.partition("@")
+    at, _, thread = at.partition("/")
     repeats = at.endswith("+")
-    if kind not in KINDS or not at.rstrip("+").isdigit():
+    if kind not in KINDS or not at.rstrip("+").isdigit() or not (thread or "0").isdigit():
         raise ValueError(
-            f"bad {ENV_VAR} {spec!r}: expected KIND@N or KIND@N+ with KIND in {', '.join(KINDS)}"
+            f"bad {ENV_VAR} {spec!r}: expected KIND@N, KIND@N+ or either with /THREAD, "
+            f"KIND in {', '.join(KINDS)}"
         )
-    return Fault(kind, int(at.rstrip("+")), repeats)
+    return Fault(kind, int(at.rstrip("+")), repeats, int(thread) if thread else None)
 
 
 class Injector:
@@ -67,8 +71,8 @@ class Injector:
     earliest iteration any fault can fire at, so the hot loop pays one integer comparison
     when nothing is due."""
 
-    def __init__(self, faults: tuple[Fault, ...], ring: Any) -> None:
-        self.faults = faults
+    def __init__(self, faults: tuple[Fault, ...], ring: Any, thread: int = 0) -> None:
+        self.faults = tuple(f for f in faults if f.thread is None or f.thread == thread)
         self.ring = ring
         self.first = min((f.at for f in faults if f.kind not in LOAD_KINDS), default=NEVER)
         self.armed: set[str] = set()
@@ -99,23 +103,16 @@ class FaultyBinding(Layer):
         super().__init__(inner)
         self.injector = injector
 
-    def run(self) -> int:
-        armed = self.injector.armed
-        if "mnn_raise" in armed:
-            armed.clear()
-            raise_from_mnn()
-        rc = self.inner.run()
-        if "rc" in armed:
-            armed.discard("rc")
-            rc = INJECTED_RC
-        return rc
-
-    def fetch(self) -> list[Any]:
-        outputs = self.inner.fetch()
+    def iteration(self, inputs: list[Any]) -> tuple[int, list[Any]]:
         armed, self.injector.armed = self.injector.armed, set()
+        if "mnn_raise" in armed:
+            raise_from_mnn()
+        rc, outputs = self.inner.iteration(inputs)
+        if "rc" in armed:
+            rc = INJECTED_RC
         if armed & {"perturb", "nan"} and outputs:
             outputs = [_altered(outputs[0], "nan" in armed), *outputs[1:]]
-        return outputs
+        return rc, outputs
 
 
 def _altered(output: Any, nan: bool) -> Any:

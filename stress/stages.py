@@ -7,7 +7,7 @@ launch  coordinator, before exec    ``Factor.launch(value, Launch)``: the worker
 build   worker, main thread         ``Factor.configure_mnn(value, config)``; ``api``, ``sharing``
                                     and ``lifecycle`` decide which MNN objects are built once
 setup   worker, each thread         ``Binding.setup()``: the thread's own MNN objects
-begin   each iteration              ``Binding.begin()``: e.g. a new session (``lifecycle``)
+begin   each iteration              ``Binding.begin()``: a new session (``lifecycle``)
 feed    each iteration              ``Binding.feed(inputs)``: hand the inputs to MNN
 run     each iteration              ``Binding.run() -> rc``: inference
 fetch   each iteration              ``Binding.fetch() -> outputs``: views valid until the next
@@ -17,7 +17,9 @@ end     each iteration              ``Binding.end()``: after the outputs were re
 
 A factor takes part in stages setup to end through ``Factor.wrap(value, binding, context)``,
 which returns a ``Layer`` around one thread's binding (or the binding itself). Layers wrap in
-registry order: the first factor's layer is the closest to MNN. Stdlib only: workers import it.
+registry order: the first factor's layer is the closest to MNN. A layer changes single stages
+(the default ``iteration`` calls them in turn) or the whole ``iteration`` (delegating to its
+inner binding's). Stdlib only: workers import it.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,14 @@ class Tracer:
         self.bindings: dict[int, Binding] = {}
 
     def layer(self, binding: Binding, thread: int) -> Binding:
+        """The layer next to MNN; ``outermost`` names the thread's full binding later."""
         self.calls[thread] = collections.Counter()
         self.bindings[thread] = binding
         return Traced(binding, self, thread)
+
+    def outermost(self, binding: Binding, thread: int) -> None:
+        """The thread's binding with every factor's layer: its facts include theirs."""
+        self.bindings[thread] = binding
 
     def enter(self, stage: str, thread: int) -> None:
         with self.lock:
@@ -59,6 +65,7 @@ class Tracer:
             "unlocked": dict(self.unlocked),
             "calls": {str(t): dict(c) for t, c in self.calls.items()},
             "facts": {str(t): b.facts() for t, b in self.bindings.items()},
+            "switch_interval": sys.getswitchinterval(),
         }
         Path(directory, f"trace-{os.getpid()}.json").write_text(json.dumps(report))
 

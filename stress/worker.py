@@ -162,11 +162,13 @@ class ThreadLoop:
         job = worker.job
         self.worker = worker
         self.thread = thread
-        self.injector = faults.Injector(faults.parse(job.fault), worker.ring)
+        self.injector = faults.Injector(faults.parse(job.fault), worker.ring, thread)
         if tracer is not None:
             binding = tracer.layer(binding, thread)
         context = ThreadContext(thread, params["threads"], job.seed, shared)
         self.binding = self.injector.wrap(wrap(params, binding, context))
+        if tracer is not None:
+            tracer.outermost(self.binding, thread)
         self.writer = IterationWriter(
             worker.ring, worker.ring_lock if params["threads"] > 1 else None
         )

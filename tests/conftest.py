@@ -48,12 +48,20 @@ def scenario_file(tmp_path: Path):
 
 
 def run_cli(
-    *args: str, fault: str | None = None, timeout: float = 300, check: bool = True
+    *args: str,
+    fault: str | None = None,
+    timeout: float = 300,
+    check: bool = True,
+    trace: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m stress ARGS`` for real; ``fault`` sets the test-only fault injection."""
+    """Run ``python -m stress ARGS`` for real; ``fault`` sets the test-only fault injection,
+    ``trace`` the folder where workers leave their test-only trace (``stress.trace``)."""
     env = dict(os.environ)
     if fault:
         env["MNN_STRESS_TEST_FAULT"] = fault
+    if trace:
+        trace.mkdir(parents=True, exist_ok=True)
+        env["MNN_STRESS_TEST_TRACE"] = str(trace)
     done = subprocess.run(
         [sys.executable, "-m", "stress", *args],
         capture_output=True,

@@ -54,7 +54,7 @@ def make_engine(params: dict[str, Any], spec: ModelSpec) -> Engine:
     if params["api"] == "module":
         from stress.drivers.module import ModuleEngine
 
-        return ModuleEngine(spec, params["sharing"])
+        return ModuleEngine(spec, params["sharing"], params["lifecycle"])
     raise ValueError(f"unknown api {params['api']!r}")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from stress import dtypes
 from stress.drivers import MNNError, ModelSpec, calling_mnn
+from stress.factors.lifecycle import RENEWS
 from stress.stages import Binding
 
 
@@ -34,9 +35,10 @@ class ModuleEngine:
     """Builds what the threads share: nothing (``own``) or one module (``module``, and
     ``clone``, where each thread runs its own ``clone()`` of it)."""
 
-    def __init__(self, spec: ModelSpec, sharing: str) -> None:
+    def __init__(self, spec: ModelSpec, sharing: str, lifecycle: str) -> None:
         self.spec = spec
         self.sharing = sharing
+        self.renews = RENEWS.get(lifecycle)  # what each iteration builds anew, if anything
         self.module = load_module(spec) if sharing in ("module", "clone") else None
 
     def bind(self, thread: int) -> ModuleBinding:
@@ -53,6 +55,7 @@ class ModuleBinding(Binding):
         self.input_types = [expr_type(dtype) for _, _, dtype in self.spec.inputs]
         self.input_shapes = [list(shape) for _, shape, _ in self.spec.inputs]
         self.expected = len(self.spec.output_names)
+        self.renews = engine.renews
         self.created = {"modules": 0, "clones": 0}
         self.variables: list[Any] = []
         self.outputs: list[Any] = []  # kept alive while the caller copies their views
@@ -67,6 +70,10 @@ class ModuleBinding(Binding):
                 self.module = shared.clone()
         else:
             self.module = shared
+
+    def begin(self) -> None:
+        if self.renews is not None:
+            self.renew(self.renews)
 
     def renew(self, level: str) -> None:
         self.created["modules"] += 1
@@ -102,6 +109,7 @@ class ModuleBinding(Binding):
             raise MNNError.wrap(exc) from exc
 
     def iteration(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
+        self.begin()
         self.feed(inputs)
         rc = self.run()
         return rc, self.fetch()

@@ -10,6 +10,7 @@ import numpy as np
 
 from stress import dtypes
 from stress.drivers import MNNError, ModelSpec, calling_mnn
+from stress.factors.lifecycle import RENEWS
 from stress.stages import Binding
 
 CAFFE = MNN.Tensor_DimensionType_Caffe
@@ -67,6 +68,7 @@ class SessionEngine:
 
     def __init__(self, spec: ModelSpec, sharing: str, lifecycle: str) -> None:
         self.spec = spec
+        self.renews = RENEWS.get(lifecycle)  # what each iteration builds anew, if anything
         self.with_runtime = lifecycle == "session_per_iteration"
         self.interpreter: Interpreter | None = None
         self.session: Any = None
@@ -90,12 +92,17 @@ class SessionBinding(Binding):
         self.engine = engine
         self.spec = engine.spec
         self.halide = [halide_type(dtype) for _, _, dtype in self.spec.inputs]
+        self.renews = engine.renews
         self.created = {"interpreters": 0, "sessions": 0}
 
     def setup(self) -> None:
         self.interpreter = self.engine.interpreter or self._new_interpreter()
         self.session = self.engine.session or self._new_session()
         self._attach()
+
+    def begin(self) -> None:
+        if self.renews is not None:
+            self.renew(self.renews)
 
     def renew(self, level: str) -> None:
         if level == "interpreter":
@@ -140,7 +147,9 @@ class SessionBinding(Binding):
             raise MNNError.wrap(exc) from exc
 
     def iteration(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-        """feed, run and fetch in one go: the hot path when no factor adds a layer."""
+        """begin, feed, run and fetch in one go: the hot path when no factor adds a layer."""
+        if self.renews is not None:
+            self.renew(self.renews)
         try:
             for tensor, halide, array in zip(self.inputs, self.halide, inputs):
                 tensor.copyFrom(MNN.Tensor(array.shape, halide, array, CAFFE))

@@ -72,6 +72,7 @@ def _registry() -> dict[str, Factor]:
         *lifecycle.FACTORS,
         *inputs_written.FACTORS,
         *perturb.FACTORS,
+        *threads.LOCK_FACTORS,
     ]
     return {factor.name: factor for factor in factors}
 

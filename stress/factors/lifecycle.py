@@ -3,7 +3,8 @@
 ``session_per_iteration`` is the pattern of the original user report: a new session every
 iteration on one Interpreter, created with ``saveTensors`` and a runtime from
 ``Interpreter.createRuntime``. Python has no ``releaseSession``: the sessions live until the
-Interpreter does, so the worker's RSS grows (visible in ``rss_bytes``).
+Interpreter does, so the worker's RSS grows (visible in ``rss_bytes``). The drivers renew
+the objects in the ``begin`` stage of each iteration, so a caller's lock covers it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from stress.factors import Factor, Rule
-from stress.stages import Binding, Layer, ThreadContext
 
 LIFECYCLES = {
     "session": ("reuse", "session_per_iteration", "interpreter_per_iteration"),
@@ -54,23 +54,6 @@ def _lifecycle_fits_sharing(params: Mapping[str, Any]) -> str | None:
     )
 
 
-class Renewed(Layer):
-    """Builds the objects from ``level`` down anew at the start of every iteration."""
-
-    def __init__(self, inner: Binding, level: str) -> None:
-        super().__init__(inner)
-        self.level = level
-
-    def begin(self) -> None:
-        self.inner.renew(self.level)
-        self.inner.begin()
-
-
-def _wrap(value: str, binding: Binding, context: ThreadContext) -> Binding:
-    level = RENEWS.get(value)
-    return binding if level is None else Renewed(binding, level)
-
-
 LIFECYCLE = Factor(
     name="lifecycle",
     kind=str,
@@ -79,7 +62,6 @@ LIFECYCLE = Factor(
     doc="Session API: reuse one session; a new session every iteration on the same "
     "Interpreter (with saveTensors and a createRuntime runtime); a new Interpreter and session "
     "every iteration. Module API: reuse, or a module loaded every iteration.",
-    wrap=_wrap,
     rules=(
         Rule(("lifecycle", "api"), _lifecycle_fits_api),
         Rule(("lifecycle", "sharing"), _lifecycle_fits_sharing),

@@ -24,13 +24,18 @@ class Chaos(Layer):
     def __init__(self, inner: Binding, context: ThreadContext) -> None:
         super().__init__(inner)
         self.random = context.random
+        self.pauses = 0
         sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     def _jitter(self) -> None:
         draw = self.random.random()
         if draw < 0.25:
             return
+        self.pauses += 1
         time.sleep(0 if draw < 0.75 else draw * MAX_SLEEP_S)
+
+    def facts(self) -> dict[str, Any]:
+        return {**self.inner.facts(), "chaos_pauses": self.pauses}
 
     def begin(self) -> None:
         self._jitter()

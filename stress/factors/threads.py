@@ -3,7 +3,8 @@
 Each thread runs its own iteration loop and records its own rows (``thread`` column). MNN's
 contract (alibaba/MNN#592): an Interpreter may be shared if createSession, getSessionInput,
 getSessionOutput and resize are serialised by the caller; a Session must not be shared.
-``caller_lock`` obeys the contract (``setup``) or serialises every call (``all``).
+``caller_lock`` obeys the contract (``setup``) or serialises every iteration (``all``). Its
+layer is the outermost of the factors' (last in the registry), so it covers theirs.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def _lock_needs_threads(params: Mapping[str, Any]) -> str | None:
 
 
 class LockedSetup(Layer):
-    """The caller's lock around the thread's set-up and renewals (createSession,
-    getSessionInput/Output, resize): MNN's documented contract for a shared Interpreter."""
+    """The caller's lock around the thread's set-up and each ``begin`` (where a ``lifecycle``
+    builds new sessions): createSession, getSessionInput/Output and resize, MNN's documented
+    contract for a shared Interpreter."""
 
     def __init__(self, inner: Binding, context: ThreadContext) -> None:
         super().__init__(inner)
@@ -54,29 +56,27 @@ class LockedSetup(Layer):
         with self.lock:
             self.inner.setup()
 
-    def renew(self, level: str) -> None:
-        with self.lock:
-            self.inner.renew(level)
-
-
-class LockedAll(LockedSetup):
-    """The caller's lock around every MNN call: threads never overlap inside MNN."""
-
     def begin(self) -> None:
         with self.lock:
             self.inner.begin()
 
-    def feed(self, inputs: list[Any]) -> None:
-        with self.lock:
-            self.inner.feed(inputs)
 
-    def run(self) -> int:
-        with self.lock:
-            return self.inner.run()
+class LockedAll(Layer):
+    """The caller's lock around set-up and each whole iteration: every MNN call runs under it
+    and no other thread's call comes between a thread's feed, run and fetch (a serialised
+    control)."""
 
-    def fetch(self) -> list[Any]:
+    def __init__(self, inner: Binding, context: ThreadContext) -> None:
+        super().__init__(inner)
+        self.lock = context.shared_lock("caller_lock")
+
+    def setup(self) -> None:
         with self.lock:
-            return self.inner.fetch()
+            self.inner.setup()
+
+    def iteration(self, inputs: list[Any]) -> tuple[int, list[Any]]:
+        with self.lock:
+            return self.inner.iteration(inputs)
 
     def end(self) -> None:
         with self.lock:
@@ -123,9 +123,10 @@ CALLER_LOCK = Factor(
     choices=("none", "setup", "all"),
     doc="A lock the calling threads hold: none; setup (around createSession, "
     "getSessionInput/Output and resize, as MNN documents for a shared Interpreter); "
-    "all (around every MNN call: a serialised control).",
+    "all (around every MNN call, each iteration's as one: a serialised control).",
     wrap=_wrap_lock,
     rules=(Rule(("caller_lock", "threads"), _lock_needs_threads),),
 )
 
-FACTORS = (THREADS, SHARING_FACTOR, CALLER_LOCK)
+FACTORS = (THREADS, SHARING_FACTOR)
+LOCK_FACTORS = (CALLER_LOCK,)  # registered last: its layer wraps every other layer

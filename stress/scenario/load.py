@@ -14,7 +14,7 @@ from ruamel.yaml.comments import CommentedMap
 from stress.errors import ModelError, ScenarioError
 from stress.factors import REGISTRY
 from stress.models import ModelInfo, TensorInfo
-from stress.scenario.matrix import combinations, first_conflict
+from stress.scenario.matrix import MAX_COMBINATIONS, combinations, first_conflict, size
 from stress.scenario.schema import (
     INPUT_DTYPES,
     MAX_INPUT_BYTES,
@@ -80,6 +80,19 @@ def _validate(path: Path, data: CommentedMap) -> Scenario:
 
 def _check_combinations(path: Path, data: CommentedMap, spec: Scenario) -> None:
     """Every combination the matrix makes must make sense, and at least one must remain."""
+    if size(spec) > MAX_COMBINATIONS:
+        raise _error_at(
+            path,
+            data,
+            ("matrix",),
+            f"the matrix crosses {size(spec):,} combinations; the limit is {MAX_COMBINATIONS:,}",
+            fix="split it into several scenarios, or list fewer values",
+        )
+    for index, entry in enumerate(spec.exclude):
+        if not entry.model_dump(exclude_none=True):
+            raise _error_at(
+                path, data, ("exclude", index), "an empty exclude entry", fix="name a factor"
+            )
     conflict = first_conflict(spec)
     if conflict is not None:
         key = conflict.keys[0]
@@ -101,7 +114,7 @@ def _check_backends(path: Path, data: CommentedMap, spec: Scenario, model: Model
     """A backend this MNN wheel lacks would silently run on the CPU: refuse it."""
     from stress.models.resolve import available_backends
 
-    wanted = [b for b in spec.matrix.backend if b != "cpu"]
+    wanted = sorted({p["backend"] for p in combinations(spec)} - {"cpu"})
     if not wanted:
         return
     available = available_backends(model.path)

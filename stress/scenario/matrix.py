@@ -5,11 +5,19 @@ error of the scenario, found here before anything runs."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from typing import Any
 
 from stress.factors import REGISTRY, Conflict, conflicts
 from stress.scenario.schema import Scenario
+
+MAX_COMBINATIONS = 20_000  # a matrix's product before exclusions; more is a typo, not a plan
+
+
+def size(spec: Scenario) -> int:
+    """The number of combinations before exclusions (computed, not enumerated)."""
+    return math.prod(len(values) for values in spec.matrix.model_dump().values())
 
 
 def combinations(spec: Scenario) -> Iterator[dict[str, Any]]:
@@ -26,7 +34,7 @@ def combinations(spec: Scenario) -> Iterator[dict[str, Any]]:
 
 
 def _matches(params: dict[str, Any], exclusion: dict[str, list[Any]]) -> bool:
-    return bool(exclusion) and all(params[k] in values for k, values in exclusion.items())
+    return all(params[k] in values for k, values in exclusion.items())
 
 
 def first_conflict(spec: Scenario) -> Conflict | None:

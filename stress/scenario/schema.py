@@ -173,7 +173,7 @@ class Scenario(BaseModel):
     matrix: Matrix = Field(default_factory=Matrix)  # type: ignore[valid-type]
     exclude: list[Exclusion] = Field(  # type: ignore[valid-type]
         default_factory=list,
-        max_length=1000,
+        max_length=100,
         description="combinations left out of the matrix, e.g. [{api: module, sharing: session}]",
     )
 
