@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from stress import ring
+from stress import factors, ring
 from stress.deaths import Ending, KillReason, python_stack
 from stress.errors import StorageError
 from stress.events import Event
@@ -61,7 +61,7 @@ class WorkerProcess:
                 stderr=log,
                 pass_fds=(fd,),
                 start_new_session=True,
-                env=_worker_env(),
+                env=_worker_env(job.params),
                 cwd=PACKAGE_ROOT,
             )
         except OSError:
@@ -206,8 +206,9 @@ def _open_log(path: Path) -> BinaryIO:
         raise StorageError.of(exc, path) from exc
 
 
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _worker_env(params: dict[str, Any]) -> dict[str, str]:
+    """The coordinator's environment, what the factors add at launch, and ours."""
+    env = {**os.environ, **factors.launch(params).env}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
     env["PYTHONFAULTHANDLER"] = "1"
     env[COORDINATOR_PID_VAR] = str(os.getpid())
