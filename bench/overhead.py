@@ -16,7 +16,10 @@
 4. The time from a worker's death (injected SIGSEGV) to its replacement's first iteration.
 
 "added/it" is the time each thread's iteration gained: threads x (1/rate - 1/baseline rate)
-(for one thread, the added time per iteration). Iteration budgets are per thread.
+(for one thread, the added time per iteration). Iteration budgets are per thread. "others" is
+how many cores processes other than the bench's own kept busy during the case's runs (median /
+max over its runs, from /proc/stat less the bench's own CPU time): on a shared machine, a row
+with others well above 0 is noise, not a figure.
 
 Usage: .venv/bin/python bench/overhead.py [--repeats 5] [--quick] [--threads 4]
                                           [--sharing own[,interpreter,session,module,clone]]
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -55,13 +59,43 @@ THREADED = {"tiny": 10000, "three_input": 100}
 CHAOS = {("tiny", 1): 2000, ("tiny", 4): 2000, ("three_input", 1): 150, ("three_input", 4): 60}
 SHARING = {"session": ("own", "interpreter", "session"), "module": ("own", "module", "clone")}
 DEFAULTS = {"threads": 1, "sharing": "own", "perturb": "none"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+OTHERS: list[float] = []  # per measured subprocess: cores busy with other processes' work
+
+
+def _busy_s() -> float:
+    """CPU time the whole machine spent busy (including time stolen by the hypervisor)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, stat.readline().split()[1:9]
+        )
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def _ours_s() -> float:
+    """CPU time of this process and its reaped descendants (the runs and their workers)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def run_measured(command: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+    """subprocess.run, noting in OTHERS how many cores other processes kept busy meanwhile: on
+    a shared machine that is the noise behind a figure."""
+    busy, ours, start = _busy_s(), _ours_s(), time.monotonic()
+    done = subprocess.run(command, **kwargs)
+    wall = time.monotonic() - start
+    OTHERS.append(max(0.0, (_busy_s() - busy) - (_ours_s() - ours)) / wall)
+    return done
 
 
 def bare(api: str, path: str, n: int, threads: int = 1, sharing: str = "own") -> float:
     args = [api, path, str(n)] + (
         [str(threads), sharing] if (threads, sharing) != (1, "own") else []
     )
-    done = subprocess.run(
+    done = run_measured(
         [sys.executable, str(REPO / "bench" / "bare_loop.py"), *args],
         capture_output=True,
         text=True,
@@ -86,7 +120,7 @@ def harness(
     out = Path(tempfile.mkdtemp(dir=tmp))
     os.rmdir(out)
     env = dict(os.environ, **({"MNN_STRESS_TEST_FAULT": fault} if fault else {}))
-    subprocess.run(
+    run_measured(
         [sys.executable, "-m", "stress", "run", str(scenario), "--out", str(out), "--workers", "1"],
         cwd=REPO,
         env=env,
@@ -132,14 +166,16 @@ def turnaround(tmp: Path, repeats: int) -> list[tuple[float, float]]:
     return results
 
 
-def summary(pairs: list[tuple[float, float]], threads: int) -> str:
-    """Median baseline and measured rates, median and range of the ratios, added time."""
+def summary(pairs: list[tuple[float, float]], threads: int, others: list[float]) -> str:
+    """Median baseline and measured rates, median and range of the ratios, added time, and
+    the cores other processes kept busy during the case's runs (median/max)."""
     ratios = sorted(m / b for b, m in pairs)
     b = statistics.median(p[0] for p in pairs)
     m = statistics.median(p[1] for p in pairs)
     return (
         f"{b:>10.0f} {m:>13.0f} {statistics.median(ratios):>6.3f} "
-        f"{ratios[0]:>6.3f}-{ratios[-1]:<6.3f} {threads * (1 / m - 1 / b) * 1e6:>9.2f} us"
+        f"{ratios[0]:>6.3f}-{ratios[-1]:<6.3f} {threads * (1 / m - 1 / b) * 1e6:>9.2f} us "
+        f"{statistics.median(others):>4.2f}/{max(others):<4.2f}"
     )
 
 
@@ -152,10 +188,12 @@ def measure(
     repeats: int,
     tmp: Path,
     chaos: bool,
-) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]], list[float]]:
     """REPEATS rounds of bare, harness, and (with ``chaos``) harness under chaos, alternated:
-    (bare, harness) pairs and (harness, harness under chaos) pairs."""
+    (bare, harness) pairs, (harness, harness under chaos) pairs, and the other processes' load
+    during every run (OTHERS)."""
     path = resolve_model(model, REPO).path
+    first = len(OTHERS)
     overhead, perturbed = [], []
     for _ in range(repeats):
         b = bare(api, path, n, threads, sharing)
@@ -168,7 +206,7 @@ def measure(
                 model, api, n_chaos, tmp, threads=threads, sharing=sharing, perturb="chaos"
             )
             perturbed.append((h, steady_rate(run, threads)))
-    return overhead, perturbed
+    return overhead, perturbed, OTHERS[first:]
 
 
 def main() -> None:
@@ -199,12 +237,12 @@ def main() -> None:
         tmp = Path(tmp_name)
         print(
             f"{'model':<12} {'api':<8} {'bare it/s':>10} {'harness it/s':>13} "
-            f"{'ratio':>6} {'range':>13} {'overhead/it':>12}"
+            f"{'ratio':>6} {'range':>13} {'overhead/it':>12} {'others':>9}"
         )
         for model, api, n in CASES:
-            pairs, perturbed = measure(model, api, n, 1, "own", repeats, tmp, chaos=True)
-            print(f"{model:<12} {api:<8} {summary(pairs, 1)}")
-            chaos_rows.append((model, api, 1, perturbed))
+            pairs, perturbed, others = measure(model, api, n, 1, "own", repeats, tmp, chaos=True)
+            print(f"{model:<12} {api:<8} {summary(pairs, 1, others)}")
+            chaos_rows.append((model, api, 1, perturbed, others))
 
         threads = args.threads
         print(
@@ -213,16 +251,18 @@ def main() -> None:
         )
         print(
             f"{'model':<12} {'api':<8} {'sharing':<12} {'bare it/s':>10} {'harness it/s':>13} "
-            f"{'ratio':>6} {'range':>13} {'added/it':>12}"
+            f"{'ratio':>6} {'range':>13} {'added/it':>12} {'others':>9}"
         )
         for model, n in THREADED.items():
             for api in ("session", "module"):
                 for sharing in (s for s in sharings if s in SHARING[api]):
                     chaos = sharing == "own"
-                    pairs, perturbed = measure(model, api, n, threads, sharing, repeats, tmp, chaos)
-                    print(f"{model:<12} {api:<8} {sharing:<12} {summary(pairs, threads)}")
+                    pairs, perturbed, others = measure(
+                        model, api, n, threads, sharing, repeats, tmp, chaos
+                    )
+                    print(f"{model:<12} {api:<8} {sharing:<12} {summary(pairs, threads, others)}")
                     if chaos:
-                        chaos_rows.append((model, api, threads, perturbed))
+                        chaos_rows.append((model, api, threads, perturbed, others))
 
         print(
             f"\n# perturb chaos vs none (harness, sharing own); chaos iterations per thread "
@@ -230,10 +270,10 @@ def main() -> None:
         )
         print(
             f"{'model':<12} {'api':<8} {'threads':>7} {'none it/s':>10} {'chaos it/s':>13} "
-            f"{'ratio':>6} {'range':>13} {'added/it':>12}"
+            f"{'ratio':>6} {'range':>13} {'added/it':>12} {'others':>9}"
         )
-        for model, api, n_threads, perturbed in sorted(chaos_rows, key=lambda r: r[:3]):
-            print(f"{model:<12} {api:<8} {n_threads:>7} {summary(perturbed, n_threads)}")
+        for model, api, n_threads, perturbed, others in sorted(chaos_rows, key=lambda r: r[:3]):
+            print(f"{model:<12} {api:<8} {n_threads:>7} {summary(perturbed, n_threads, others)}")
 
         samples = turnaround(tmp, repeats)
         detected = statistics.median(s[0] for s in samples)

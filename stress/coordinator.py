@@ -293,7 +293,14 @@ class Coordinator:
             now = time.monotonic()
             for record in records:
                 worker.thread_progress[record.thread] = now
+            self._check_memory(worker, max(record.rss_bytes for record in records))
         return moved
+
+    @staticmethod
+    def _check_memory(worker: RunningWorker, rss_bytes: int) -> None:
+        limit = worker.state.scenario.spec.max_rss_mib << 20
+        if rss_bytes > limit and worker.process.killed_for is None:
+            worker.process.kill(KillReason.MEMORY, dump_stack=False)
 
     def _context(self, state: VariantState, process: WorkerProcess) -> RowContext:
         """What every row of this worker shares, known once it has said hello."""

@@ -25,6 +25,7 @@ class KillReason(str, Enum):
     """Why the coordinator killed a worker."""
 
     HANG = "hang"
+    MEMORY = "memory"
     PROTOCOL = "protocol"
     STOP = "stop"
 
@@ -75,6 +76,8 @@ def classify(last: LastWords, timeout: float, stopping: bool) -> Ending:
         return Ending(None)
     if last.killed_for is KillReason.HANG:
         return Ending(EventKind.HANG, name, f"no progress for {timeout:g}s; killed")
+    if last.killed_for is KillReason.MEMORY:
+        return Ending(EventKind.MEMORY, name, "resident memory over max_rss_mib; killed")
     if last.killed_for is KillReason.PROTOCOL:
         return Ending(EventKind.PROTOCOL, name, f"unreadable record: {last.protocol_error}")
     if last.killed_for is KillReason.STOP or (stopping and name == "SIGTERM"):

@@ -17,6 +17,7 @@ from stress.records import FACTOR_FIELDS
 class EventKind(str, Enum):
     CRASH = "crash"  # killed by a signal (SIGSEGV, SIGABRT, SIGKILL from the OOM killer, ...)
     HANG = "hang"  # no progress for `timeout`: stacks dumped, then SIGKILL
+    MEMORY = "memory"  # resident memory over the scenario's max_rss_mib: SIGKILL (a leak?)
     EXCEPTION = "exception"  # an MNN call raised outside an iteration (loading the model)
     EXIT = "exit"  # a non-zero exit code without last words
     PROTOCOL = "protocol"  # an unreadable record: the worker scribbled on its ring
@@ -32,7 +33,14 @@ class EventKind(str, Enum):
 
 
 DEATHS = frozenset(
-    {EventKind.CRASH, EventKind.HANG, EventKind.EXCEPTION, EventKind.EXIT, EventKind.PROTOCOL}
+    {
+        EventKind.CRASH,
+        EventKind.HANG,
+        EventKind.MEMORY,
+        EventKind.EXCEPTION,
+        EventKind.EXIT,
+        EventKind.PROTOCOL,
+    }
 )
 
 EVENT_SCHEMA = pa.schema(

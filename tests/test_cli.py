@@ -18,17 +18,32 @@ def test_bundled_scenarios_run_and_summarise(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert manifest["versions"]["MNN"] and manifest["host"]["logical_cores"]
-    assert {s["name"] for s in manifest["scenarios"]} == {"control", "three_input", "deep"}
+    names = {s["name"] for s in manifest["scenarios"]}
+    assert names == {"control", "three_input", "deep", "threads", "lifecycle"}
     rows = read_iterations(out)
-    assert len(rows) == 3 * len(manifest["variants"])
-    assert set(rows.status) == {"ok"}
-    assert rows.groupby(["variant_id", "output_name"]).digest.nunique().max() == 1
-    assert set(rows.num_thread) == {1, 2} and set(rows.precision) == {"normal", "low"}
     summary = json.loads(run_cli("summary", str(out), "--json").stdout)
     assert {v["variant_id"] for v in summary["variants"]} == set(manifest["variants"])
     for variant in summary["variants"]:
-        assert (variant["iterations"], variant["ok"], variant["distinct_outputs"]) == (3, 3, 1)
+        params = manifest["variants"][variant["variant_id"]]["params"]
+        if _contract_broken_on_purpose(params):
+            continue  # findings about MNN, not about the harness: see scenarios/*.yaml
+        mine = rows[rows.variant_id == variant["variant_id"]]
+        assert len(mine.drop_duplicates(["thread", "iteration"])) == 3 * params["threads"]
+        assert (
+            set(mine.status) == {"ok"} and mine.groupby("output_name").digest.nunique().max() == 1
+        )
+        expected = (3 * params["threads"], 3 * params["threads"], 1, "ok")
+        counted = ("iterations", "ok", "distinct_outputs", "verdict")
+        assert tuple(variant[key] for key in counted) == expected
         assert variant["latency_p50_ms"] > 0
+    assert set(rows.num_thread) == {1, 2} and set(rows.precision) == {"normal", "low"}
+    assert set(rows.threads) == {1, 4} and set(rows.thread) == {0, 1, 2, 3}
+
+
+def _contract_broken_on_purpose(params: dict) -> bool:
+    """A session shared by unlocked threads, or a session run again on inputs written once."""
+    shared_session = params["sharing"] == "session" and params["caller_lock"] != "all"
+    return shared_session or (params["api"] == "session" and params["inputs_written"] == "once")
 
 
 def test_out_refuses_a_directory_holding_a_run(tmp_path, scenario_file):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import read_iterations, run_cli
+from .conftest import read_events, read_iterations, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +70,26 @@ def test_mnn_modes_reach_the_rows_and_run(scenario_file, tmp_path):
     rows, _ = run_traced(scenario_file, tmp_path, matrix)
     assert (rows.status == "ok").all()
     assert set(zip(rows.memory_mode, rows.power_mode, rows.precision)) == {("low", "high", "low")}
+
+
+def test_a_worker_growing_past_max_rss_is_killed_as_a_memory_death(scenario_file, tmp_path):
+    """A new session every iteration and no releaseSession: RSS grows ~28 KB per iteration
+    (MNN 3.6.1, tiny model). The coordinator kills the worker past max_rss_mib, records a
+    'memory' death, and quarantines the variant when it keeps happening."""
+    text = """
+        name: leak
+        model: tiny
+        iterations: 1000000
+        max_rss_mib: 64
+        max_crashes: 1
+        matrix:
+          lifecycle: [session_per_iteration]
+    """
+    out = tmp_path / "run"
+    run_cli("run", str(scenario_file(text)), "--out", str(out), check=False)
+    events = read_events(out)
+    memory = events[events.kind == "memory"]
+    assert len(memory) == 2 and set(memory.signal) == {"SIGKILL"}
+    assert list(events.kind)[-1] == "quarantine"
+    rows = read_iterations(out)
+    assert rows.rss_bytes.max() > 64 << 20 > rows.rss_bytes.min()

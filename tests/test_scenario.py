@@ -135,7 +135,8 @@ def test_cli_validate_exit_codes(scenario_file):
     listed = run_cli("validate", "--variants", str(good)).stdout
     for variant in expand(load_scenario(good)):
         assert variant.variant_id in listed
-    assert "api=module num_thread=2 precision=normal" in listed
+    assert "api=module num_thread=2\n" in listed  # only values that differ from the defaults
+    assert "(all defaults)" in listed and "precision" not in listed
     bad = scenario_file(GOOD + "    bogus: 1\n", "bad.yaml")
     done = run_cli("validate", str(bad), check=False)
     assert done.returncode != 0

@@ -169,6 +169,13 @@ class Scenario(BaseModel):
         le=MAX_CRASHES,
         description="worker deaths a variant may cause before it is quarantined",
     )
+    max_rss_mib: int = Field(
+        4096,
+        ge=64,
+        le=1 << 20,
+        description="a worker whose resident memory grows past this many MiB is killed "
+        "(event 'memory', counted as a death): a leak found, not a machine brought down",
+    )
     record: RecordSpec = Field(default_factory=RecordSpec)
     matrix: Matrix = Field(default_factory=Matrix)  # type: ignore[valid-type]
     exclude: list[Exclusion] = Field(  # type: ignore[valid-type]
