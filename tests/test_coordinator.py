@@ -325,6 +325,8 @@ def test_worker_stopped_from_outside_hands_over_without_a_gap(scenario_file, tmp
     assert coordinator.returncode == 0, stderr
     events = read_events(out)
     assert list(events.kind) == ["interrupted"] and events.pid[0] == first.pid
+    # It said it was done: no iteration was in flight.
+    assert pd.isna(events.iteration[0]) and pd.isna(list(events.in_flight[0])).all()
     rows = read_iterations(out)
     assert rows.pid.nunique() == 2
     assert sorted(rows.iteration) == list(range(len(rows)))  # finished its iteration: no gap

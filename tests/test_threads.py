@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from .conftest import read_events, read_iterations, run_cli
@@ -158,3 +159,23 @@ def test_mnn_errors_in_threads_are_rows(scenario_file, tmp_path):
     invalid = rows[rows.status == "invalid"].drop_duplicates(["thread", "iteration"])
     assert sorted(zip(invalid.thread, invalid.iteration)) == [(0, 6), (1, 6)]
     assert read_events(out) is None  # no worker died
+
+
+def test_threads_that_finished_are_not_in_flight_when_another_hangs(scenario_file, tmp_path):
+    """Threads 0 and 2 run their 20 iterations while thread 1 hangs at its 5th: the event
+    says only thread 1 was in an iteration, and a restart would not skip past their ends."""
+    out, _, _ = run_traced(
+        scenario_file,
+        tmp_path,
+        {"threads": 3},
+        iterations=20,
+        fault="hang@5/1",
+        timeout="2s",
+        crashes=0,
+        check=False,
+    )
+    hang = read_events(out).query("kind == 'hang'").iloc[0]
+    assert [None if pd.isna(i) else int(i) for i in hang.in_flight] == [None, 5, None]
+    assert hang.iteration == 5
+    rows = read_iterations(out)
+    assert rows.groupby("thread").iteration.max().to_dict() == {0: 19, 1: 4, 2: 19}

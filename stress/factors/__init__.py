@@ -26,6 +26,21 @@ class Rule:
     check: Callable[[Mapping[str, Any]], str | None]
 
 
+def allowed_per_api(key: str, allowed: Mapping[str, tuple[str, ...]]) -> Rule:
+    """A rule: the value of ``key`` must be one that the variant's ``api`` has."""
+
+    def check(params: Mapping[str, Any]) -> str | None:
+        values = allowed[params["api"]]
+        if params[key] in values:
+            return None
+        return (
+            f"{key}={params[key]} does not exist for api={params['api']}: "
+            f"that API has {', '.join(values)}"
+        )
+
+    return Rule((key, "api"), check)
+
+
 @dataclass(frozen=True)
 class Conflict:
     keys: tuple[str, ...]

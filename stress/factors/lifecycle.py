@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stress.factors import Factor, Rule
+from stress.factors import Factor, Rule, allowed_per_api
 
 LIFECYCLES = {
     "session": ("reuse", "session_per_iteration", "interpreter_per_iteration"),
@@ -30,16 +30,6 @@ _SHARED = {
     "module": "module",
     "clone": "module",
 }
-
-
-def _lifecycle_fits_api(params: Mapping[str, Any]) -> str | None:
-    allowed = LIFECYCLES[params["api"]]
-    if params["lifecycle"] not in allowed:
-        return (
-            f"lifecycle={params['lifecycle']} does not exist for api={params['api']}: "
-            f"that API has {', '.join(allowed)}"
-        )
-    return None
 
 
 def _lifecycle_fits_sharing(params: Mapping[str, Any]) -> str | None:
@@ -63,7 +53,7 @@ LIFECYCLE = Factor(
     "Interpreter (with saveTensors and a createRuntime runtime); a new Interpreter and session "
     "every iteration. Module API: reuse, or a module loaded every iteration.",
     rules=(
-        Rule(("lifecycle", "api"), _lifecycle_fits_api),
+        allowed_per_api("lifecycle", LIFECYCLES),
         Rule(("lifecycle", "sharing"), _lifecycle_fits_sharing),
     ),
 )

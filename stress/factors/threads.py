@@ -12,23 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stress.factors import Factor, Rule
+from stress.factors import Factor, Rule, allowed_per_api
 from stress.stages import Binding, Layer, ThreadContext
 
 SHARING = {
     "session": ("own", "interpreter", "session"),
     "module": ("own", "module", "clone"),
 }
-
-
-def _sharing_fits_api(params: Mapping[str, Any]) -> str | None:
-    allowed = SHARING[params["api"]]
-    if params["sharing"] not in allowed:
-        return (
-            f"sharing={params['sharing']} does not exist for api={params['api']}: "
-            f"that API shares {', '.join(allowed)}"
-        )
-    return None
 
 
 def _sharing_needs_threads(params: Mapping[str, Any]) -> str | None:
@@ -61,18 +51,10 @@ class LockedSetup(Layer):
             self.inner.begin()
 
 
-class LockedAll(Layer):
+class LockedAll(LockedSetup):
     """The caller's lock around set-up and each whole iteration: every MNN call runs under it
     and no other thread's call comes between a thread's feed, run and fetch (a serialised
     control)."""
-
-    def __init__(self, inner: Binding, context: ThreadContext) -> None:
-        super().__init__(inner)
-        self.lock = context.shared_lock("caller_lock")
-
-    def setup(self) -> None:
-        with self.lock:
-            self.inner.setup()
 
     def iteration(self, inputs: list[Any]) -> tuple[int, list[Any]]:
         with self.lock:
@@ -111,7 +93,7 @@ SHARING_FACTOR = Factor(
     "contract). Module API: own (a module each), module (one module), clone (one module, "
     "clone()d per thread).",
     rules=(
-        Rule(("sharing", "api"), _sharing_fits_api),
+        allowed_per_api("sharing", SHARING),
         Rule(("sharing", "threads"), _sharing_needs_threads),
     ),
 )
