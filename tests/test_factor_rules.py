@@ -71,6 +71,13 @@ RULES = [
         id="interpreter-module",
     ),
     pytest.param(("sharing", "session"), "threads", {"threads": 1}, "own", id="sharing-1-thread"),
+    pytest.param(
+        ("sharing", "interpreter"), "threads", {"threads": 1}, "own", id="interpreter-1-thread"
+    ),
+    pytest.param(
+        ("sharing", "clone"), "threads", {"api": "module", "threads": 1}, "own", id="clone-1-thread"
+    ),
+    pytest.param(("caller_lock", "all"), "threads", {"threads": 1}, "none", id="lock-all-1-thread"),
     pytest.param(("caller_lock", "setup"), "threads", {"threads": 1}, "none", id="lock-1-thread"),
     pytest.param(
         ("lifecycle", "module_per_iteration"),
@@ -106,6 +113,13 @@ RULES = [
         {"lifecycle": "session_per_iteration"},
         "every_run",
         id="once-session-per-iteration",
+    ),
+    pytest.param(
+        ("inputs_written", "once"),
+        "lifecycle",
+        {"lifecycle": "interpreter_per_iteration"},
+        "every_run",
+        id="once-interpreter-per-iteration",
     ),
 ]
 

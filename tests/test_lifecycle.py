@@ -93,3 +93,5 @@ def test_a_worker_growing_past_max_rss_is_killed_as_a_memory_death(scenario_file
     assert list(events.kind)[-1] == "quarantine"
     rows = read_iterations(out)
     assert rows.rss_bytes.max() > 64 << 20 > rows.rss_bytes.min()
+    # Killed soon after passing the limit (RSS is sampled every 0.2 s, ~40 MB of growth).
+    assert rows.rss_bytes.max() < 160 << 20
