@@ -21,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stress import ring  # noqa: E402
+from stress.factors import defaults  # noqa: E402
 from stress.parts import PartWriter  # noqa: E402
 from stress.protocol import KIND_ITERATION, IterationWriter, decode_iteration  # noqa: E402
 from stress.records import IterationBuffer, RowContext  # noqa: E402
@@ -40,9 +41,7 @@ def measure(rows: int, elements: int, max_value_bytes: int, directory: Path) -> 
             "run_id": "bench",
             "scenario": "bench",
             "variant_id": "v0",
-            "api": "session",
-            "num_thread": 1,
-            "precision": "normal",
+            **defaults(),
             "worker_id": 0,
             "pid": 1,
             "mnn_version": "x",

@@ -100,7 +100,11 @@ class VariantEntry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VariantEntry:
-        """Strict: an unknown or missing key raises TypeError (never a silent null)."""
+        """Strict: an unknown or missing key raises TypeError (never a silent null). Runs made
+        before threads existed wrote one ``next_iteration``: read as thread 0's."""
+        if "next_iteration" in data and "next_iterations" not in data:
+            data = {**data, "next_iterations": [data["next_iteration"]]}
+            del data["next_iteration"]
         entry = cls(**data)
         entry.status = VariantStatus(entry.status)
         return entry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stress.analysis.summary import _empty, verdict
+from stress.manifest import VariantEntry
 
 
 def variant(status: str = "done", iterations: int = 10, **counts) -> dict:
@@ -40,3 +41,22 @@ def variant(status: str = "done", iterations: int = 10, **counts) -> dict:
 )
 def test_verdict(row, word):
     assert verdict(row) == word
+
+
+def test_a_manifest_entry_from_before_threads_still_reads():
+    """Runs made before the threads factor wrote one next_iteration: thread 0's."""
+    old = {
+        "scenario": "s",
+        "label": "api=session",
+        "params": {"api": "session"},
+        "status": "done",
+        "completed": 5,
+        "crashes": 0,
+        "next_iteration": 5,
+        "stop_iteration": 5,
+        "duration_s": None,
+        "workers_started": 1,
+    }
+    assert VariantEntry.from_dict(old).next_iterations == [5]
+    with pytest.raises(TypeError):
+        VariantEntry.from_dict({**old, "next_iterations": [5], "bogus": 1})
