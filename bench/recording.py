@@ -20,10 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stress import ring  # noqa: E402
+from stress.contract import ring  # noqa: E402
+from stress.contract.protocol import KIND_ITERATION, IterationWriter, decode_iteration  # noqa: E402
 from stress.factors import defaults  # noqa: E402
 from stress.parts import PartWriter  # noqa: E402
-from stress.protocol import KIND_ITERATION, IterationWriter, decode_iteration  # noqa: E402
 from stress.records import IterationBuffer, RowContext  # noqa: E402
 
 CHUNK = 10_000

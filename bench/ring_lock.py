@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stress import ring  # noqa: E402
-from stress.protocol import IterationWriter  # noqa: E402
+from stress.contract import ring  # noqa: E402
+from stress.contract.protocol import IterationWriter  # noqa: E402
 
 CHUNK = 20_000
 RING_BYTES = 64 << 20  # holds a chunk (~26 MB of tiny records) with room to spare

@@ -7,7 +7,9 @@ interpreter is a subprocess started by a test that mutmut 3 is running. Then:
    activates a mutant when `func.__module__` equals the module part of MUTANT_UNDER_TEST
    ("stress.worker"). Without a fix, *no* worker.py mutant is ever active inside a worker process
    (they would all survive). So the decorator is wrapped to rename `__main__` to the real module
-   name (`__main__.__spec__.name`, set by runpy for `-m`).
+   name (`__main__.__spec__.name`, set by runpy for `-m`). Since the worker moved to
+   `stress/worker/main.py` (imported by `stress/worker/__main__.py`) its functions carry their
+   real module name anyway; the rename stays for any module run as `__main__`.
 2. While mutmut collects stats (MUTANT_UNDER_TEST=stats) and the parent pytest plugin
    (mutsub.py) set MUTSUB_DIR: every mutated function this subprocess enters is appended at once
    to a per-process file (survives SIGKILL/segfault of the subprocess); mutsub.py merges the files

@@ -15,8 +15,8 @@ import signal
 from dataclasses import dataclass
 from enum import Enum
 
+from stress.contract.protocol import EXIT_HARNESS_SETUP, Done, Failure
 from stress.events import EventKind
-from stress.protocol import EXIT_HARNESS_SETUP, Done, Failure
 
 _STACK_START = re.compile(r"^(Current thread|Thread) 0x", re.M)
 

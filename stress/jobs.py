@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from stress.contract.protocol import InputPlan, Job
 from stress.models import TensorInfo
-from stress.protocol import InputPlan, Job
 from stress.scenario import LoadedScenario
 from stress.variants import Variant
 

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
+from stress.contract.protocol import STATUS_NAMES, IterationRecord
 from stress.factors import REGISTRY
 from stress.parts import PartWriter
-from stress.protocol import STATUS_NAMES, IterationRecord
 from stress.statistics import (
     NO_STATS,
     STAT_NAMES,

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from stress import faults
 from stress.coordinator import Coordinator, Hooks, StopRequests
 from stress.errors import RunFailure, ScenarioError, StorageError, StressError
 from stress.jobs import ring_capacity
@@ -26,6 +25,7 @@ from stress.plan import Budget, VariantState, plan
 from stress.rundir import Owner, RunDir
 from stress.scenario import LoadedScenario, load_scenario
 from stress.states import RunStatus, VariantStatus
+from stress.worker import faults
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from stress import factors, ring
-from stress.deaths import Ending, KillReason, python_stack
-from stress.errors import StorageError
-from stress.events import Event
-from stress.protocol import (
+from stress import factors
+from stress.contract import ring
+from stress.contract.protocol import (
     KIND_ITERATION,
     Done,
     Failure,
@@ -33,7 +31,10 @@ from stress.protocol import (
     decode_iteration,
     decode_message,
 )
-from stress.ring import COORDINATOR_PID_VAR
+from stress.contract.ring import COORDINATOR_PID_VAR
+from stress.deaths import Ending, KillReason, python_stack
+from stress.errors import StorageError
+from stress.events import Event
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 

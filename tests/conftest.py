@@ -55,7 +55,7 @@ def run_cli(
     trace: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``python -m stress ARGS`` for real; ``fault`` sets the test-only fault injection,
-    ``trace`` the folder where workers leave their test-only trace (``stress.trace``)."""
+    ``trace`` the folder where workers leave their test-only trace (``stress.worker.trace``)."""
     env = dict(os.environ)
     if fault:
         env["MNN_STRESS_TEST_FAULT"] = fault

@@ -78,7 +78,7 @@ def test_worker_death_is_recorded_and_the_variant_continues(
     assert event.iteration == 17
     assert (None if pd.isna(event.signal) else event.signal) == signal_name
     if kind in ("segv", "abort"):
-        assert "Fatal Python error" in event.stack and "worker.py" in event.stack
+        assert "Fatal Python error" in event.stack and "stress/worker/main.py" in event.stack
     if kind == "exit":
         assert event.exit_code == 7
     if kind == "corrupt":

@@ -8,12 +8,12 @@ import MNN
 import numpy as np
 import pytest
 
-from stress.drivers import ModelSpec, make_engine
+from stress.contract.protocol import InputPlan
 from stress.factors import complete
-from stress.inputs import make_inputs
 from stress.models.builtin import BUILTINS
 from stress.models.resolve import resolve_model
-from stress.protocol import InputPlan
+from stress.worker.drivers import ModelSpec, make_engine
+from stress.worker.inputs import make_inputs
 
 
 def direct_session(path: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -1,5 +1,5 @@
 """Lifecycle, inputs written once, chaos perturbation and MNN's knobs, really applied in real
-workers on real MNN (proved by the test-only trace of ``stress.trace``)."""
+workers on real MNN (proved by the test-only trace of ``stress.worker.trace``)."""
 
 from __future__ import annotations
 

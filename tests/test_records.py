@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
+from stress.contract.protocol import STATUS_ERROR, STATUS_OK, IterationRecord
 from stress.errors import StorageError
 from stress.events import EVENT_SCHEMA, Event, EventKind, EventWriter
 from stress.factors import defaults
 from stress.parts import PartWriter
-from stress.protocol import STATUS_ERROR, STATUS_OK, IterationRecord
 from stress.records import ITERATION_SCHEMA, IterationBuffer, RowContext
 from stress.statistics import output_statistics
 

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from stress import ring
-from stress.protocol import (
+from stress.contract import ring
+from stress.contract.protocol import (
     KIND_ITERATION,
     STATUS_ERROR,
     STATUS_OK,

@@ -1,7 +1,7 @@
 """Threads, sharing and the caller's lock, really applied inside real workers on real MNN.
 
-Workers leave a test-only trace (``stress.trace``): a layer next to MNN counts how many threads
-were inside each stage at once and the calls made while the caller's lock was free, and each
+Workers leave a test-only trace (``stress.worker.trace``): a layer next to MNN counts how many
+threads were inside each stage at once and the calls made while the caller's lock was free, and each
 thread reports the ids of the MNN objects it used.
 """
 

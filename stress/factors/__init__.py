@@ -1,9 +1,9 @@
 """The factor registry: every matrix key a scenario may use, defined once.
 
 A factor is a named setting with a type, allowed values and a default, and hooks into the
-stages of a worker's life (``stress.stages``): the worker's launch environment, MNN's runtime
-config, and a layer around each thread's calls. ``rules`` refuse combinations with other
-factors that make no sense. The scenario schema, validation, the Parquet columns and the
+stages of a worker's life (``stress.contract.stages``): the worker's launch environment,
+MNN's runtime config, and a layer around each thread's calls. ``rules`` refuse combinations
+with other factors that make no sense. The scenario schema, validation, the Parquet columns and the
 worker all read this registry, so adding a factor means one new module and one entry in
 ``_registry``. Stdlib only: workers import this.
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stress.stages import Binding, Launch, ThreadContext
+from stress.contract.stages import Binding, Launch, ThreadContext
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from stress.contract.stages import Binding, Layer, ThreadContext
 from stress.factors import Factor, Rule
-from stress.stages import Binding, Layer, ThreadContext
 
 
 class WrittenOnce(Layer):

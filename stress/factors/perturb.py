@@ -10,8 +10,8 @@ import sys
 import time
 from typing import Any
 
+from stress.contract.stages import Binding, Layer, ThreadContext
 from stress.factors import Factor
-from stress.stages import Binding, Layer, ThreadContext
 
 SWITCH_INTERVAL_S = 1e-6
 MAX_SLEEP_S = 200e-6

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from stress.contract.stages import Binding, Layer, ThreadContext
 from stress.factors import Factor, Rule, allowed_per_api
-from stress.stages import Binding, Layer, ThreadContext
 
 SHARING = {
     "session": ("own", "interpreter", "session"),

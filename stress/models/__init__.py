@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stress import dtypes
+from stress.contract import dtypes
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 
 def _dtype_name(halide_type: Any) -> str:
-    from stress.drivers.session import dtype_of
+    from stress.worker.drivers.session import dtype_of
 
     return dtype_of(halide_type).name
 

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from stress import dtypes
+from stress.contract import dtypes
 from stress.factors import REGISTRY, Factor
 from stress.scenario.durations import Duration, Timeout
 

@@ -18,8 +18,7 @@ import time
 import traceback
 from typing import Any
 
-from stress import faults, trace
-from stress.protocol import (
+from stress.contract.protocol import (
     EXIT_HARNESS_SETUP,
     STATUS_ERROR,
     STATUS_INVALID,
@@ -31,8 +30,9 @@ from stress.protocol import (
     Job,
     encode_message,
 )
-from stress.ring import EXIT_ORPHANED, RecordTooLarge, RingWriter, coordinator_pid
-from stress.stages import Binding, ThreadContext
+from stress.contract.ring import EXIT_ORPHANED, RecordTooLarge, RingWriter, coordinator_pid
+from stress.contract.stages import Binding, ThreadContext
+from stress.worker import faults, trace
 
 EXIT_EXCEPTION = 3
 JOIN_GRACE_S = 5.0
@@ -58,8 +58,8 @@ class Worker:
             encode_message(self.ring, message)
 
     def run(self) -> int:
-        from stress.drivers import ModelSpec, make_engine
         from stress.factors import complete, mnn_config
+        from stress.worker.drivers import ModelSpec, make_engine
 
         job = self.job
         params = complete(job.params)
@@ -157,7 +157,7 @@ class ThreadLoop:
         tracer: Any,
     ) -> None:
         from stress.factors import wrap
-        from stress.inputs import make_inputs
+        from stress.worker.inputs import make_inputs
 
         job = worker.job
         self.worker = worker
@@ -179,7 +179,7 @@ class ThreadLoop:
     def run(self) -> None:
         """The hot loop: kept free of anything that is not inference or recording. An
         MNNError is MNN's doing and becomes a row; any other exception is ours and ends it."""
-        from stress.drivers import MNNError
+        from stress.worker.drivers import MNNError
 
         worker, job, write = self.worker, self.worker.job, self.writer.write
         binding, inputs, injector, thread = self.binding, self.inputs, self.injector, self.thread
@@ -279,7 +279,7 @@ def main() -> int:
 
 def failure(exc: Exception) -> Failure:
     """The last words for an exception: whose it was (MNN's or ours) and its traceback."""
-    from stress.drivers import MNNError
+    from stress.worker.drivers import MNNError
 
     return Failure(
         origin="mnn" if isinstance(exc, MNNError) else "harness",

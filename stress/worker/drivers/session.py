@@ -8,10 +8,10 @@ from typing import Any
 import MNN
 import numpy as np
 
-from stress import dtypes
-from stress.drivers import MNNError, ModelSpec, calling_mnn
+from stress.contract import dtypes
+from stress.contract.stages import Binding
 from stress.factors.lifecycle import RENEWS
-from stress.stages import Binding
+from stress.worker.drivers import MNNError, ModelSpec, calling_mnn
 
 CAFFE = MNN.Tensor_DimensionType_Caffe
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from stress.stages import Binding, Layer
+from stress.contract.stages import Binding, Layer
 
 ENV_VAR = "MNN_STRESS_TEST_FAULT"
 WORKER_KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt")
@@ -131,7 +131,7 @@ def raise_from_mnn() -> None:
     import MNN
     import numpy as np
 
-    from stress.drivers import MNNError
+    from stress.worker.drivers import MNNError
 
     try:
         MNN.Tensor((2,), MNN.Halide_Type_Float, np.zeros(2), MNN.Tensor_DimensionType_Caffe)

@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 
-from stress.protocol import InputPlan
+from stress.contract.protocol import InputPlan
 
 
 def make_input(plan: InputPlan, seed: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import IntEnum
 from typing import Any
 
-from stress import dtypes
+from stress.contract import dtypes
 
 KIND_ITERATION = 1
 KIND_MESSAGE = 2
@@ -79,7 +79,7 @@ class Job:
     stop_iteration: int | None = None
     duration_s: float | None = None  # measured from the start of the iteration loop
     rss_interval_s: float = 0.2
-    fault: str | None = None  # test-only; see stress.faults
+    fault: str | None = None  # test-only; see stress.worker.faults
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

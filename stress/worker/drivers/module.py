@@ -8,10 +8,10 @@ import MNN
 import MNN.expr as F
 import numpy as np
 
-from stress import dtypes
-from stress.drivers import MNNError, ModelSpec, calling_mnn
+from stress.contract import dtypes
+from stress.contract.stages import Binding
 from stress.factors.lifecycle import RENEWS
-from stress.stages import Binding
+from stress.worker.drivers import MNNError, ModelSpec, calling_mnn
 
 
 def expr_type(dtype: str) -> Any:

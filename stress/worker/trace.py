@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from stress.stages import Binding, Layer
+from stress.contract.stages import Binding, Layer
 
 ENV_VAR = "MNN_STRESS_TEST_TRACE"
 

@@ -1,8 +1,8 @@
 """API drivers: the build stage of each MNN Python API, and the bindings its threads use.
 
 An engine builds, on the worker's main thread, the MNN objects the threads share (as
-``sharing`` says); ``bind`` gives each thread a ``stress.stages.Binding`` that builds the rest
-in its ``setup``. Bindings wrap every exception an MNN call raises in ``MNNError`` and keep
+``sharing`` says); ``bind`` gives each thread a ``stress.contract.stages.Binding`` that builds
+the rest in its ``setup``. Bindings wrap every exception an MNN call raises in ``MNNError`` and keep
 their own (harness) code outside those wrappers, so an ``MNNError`` is always MNN's doing and
 any other exception is a bug of ours. Any call may kill the process; drivers never catch that.
 """
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stress.stages import Binding
+from stress.contract.stages import Binding
 
 
 class MNNError(Exception):
@@ -48,11 +48,11 @@ class Engine(Protocol):
 def make_engine(params: dict[str, Any], spec: ModelSpec) -> Engine:
     """The engine of ``params['api']``, building what ``params['sharing']`` shares."""
     if params["api"] == "session":
-        from stress.drivers.session import SessionEngine
+        from stress.worker.drivers.session import SessionEngine
 
         return SessionEngine(spec, params["sharing"], params["lifecycle"])
     if params["api"] == "module":
-        from stress.drivers.module import ModuleEngine
+        from stress.worker.drivers.module import ModuleEngine
 
         return ModuleEngine(spec, params["sharing"], params["lifecycle"])
     raise ValueError(f"unknown api {params['api']!r}")
