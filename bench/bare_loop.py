@@ -33,6 +33,15 @@ CONFIG = {"numThread": 1}
 SHARING = {"session": ("own", "interpreter", "session"), "module": ("own", "module", "clone")}
 
 
+def host_tensors(results: list[Any]) -> list[Any]:
+    """NCHW float32 host tensors to copy the session's outputs into (set-up, not timed)."""
+    caffe = MNN.Tensor_DimensionType_Caffe
+    return [
+        MNN.Tensor(r.getShape(), MNN.Halide_Type_Float, np.zeros(r.getShape(), np.float32), caffe)
+        for r in results
+    ]
+
+
 def session_loop(
     path: str, names: list[str], arrays: list[np.ndarray], outputs: list[str], n: int
 ) -> float:
@@ -40,15 +49,7 @@ def session_loop(
     session = interpreter.createSession(CONFIG)
     inputs = [interpreter.getSessionInput(session, name) for name in names]
     results = [interpreter.getSessionOutput(session, name) for name in outputs]
-    hosts = [
-        MNN.Tensor(
-            r.getShape(),
-            MNN.Halide_Type_Float,
-            np.zeros(r.getShape(), np.float32),
-            MNN.Tensor_DimensionType_Caffe,
-        )
-        for r in results
-    ]
+    hosts = host_tensors(results)
     start = time.perf_counter()
     for _ in range(n):
         for tensor, array in zip(inputs, arrays):
@@ -114,15 +115,7 @@ def session_thread(
         session = shared.session or interpreter.createSession(CONFIG)
         inputs = [interpreter.getSessionInput(session, name) for name in names]
         results = [interpreter.getSessionOutput(session, name) for name in outputs]
-        hosts = [
-            MNN.Tensor(
-                r.getShape(),
-                MNN.Halide_Type_Float,
-                np.zeros(r.getShape(), np.float32),
-                MNN.Tensor_DimensionType_Caffe,
-            )
-            for r in results
-        ]
+        hosts = host_tensors(results)
     stamp, clock = stamps.append, time.perf_counter_ns
     ready.wait()
     for _ in range(n):

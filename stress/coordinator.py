@@ -284,16 +284,14 @@ class Coordinator:
         records, moved = process.read()
         if not had_hello and process.hello is not None:
             worker.context = self._context(worker.state, process)
-        state = worker.state
+        state, now, rss_bytes = worker.state, time.monotonic(), -1
         for record in records:
             self.buffer.add(worker.context, record)  # type: ignore[arg-type]
             state.completed += 1
             state.next_iterations[record.thread] = record.iteration + 1
-        if records:
-            now = time.monotonic()
-            for record in records:
-                worker.thread_progress[record.thread] = now
-            self._check_memory(worker, max(record.rss_bytes for record in records))
+            worker.thread_progress[record.thread] = now
+            rss_bytes = max(rss_bytes, record.rss_bytes)
+        self._check_memory(worker, rss_bytes)
         return moved
 
     @staticmethod
@@ -335,9 +333,8 @@ class Coordinator:
         if process.killed_for is not None or process.hello_at is None:
             return
         limit = time.monotonic() - state.scenario.spec.timeout
-        stop = state.stop_iteration
-        for thread, next_iteration in enumerate(state.next_iterations):
-            if stop is not None and next_iteration >= stop:
+        for thread in range(len(state.next_iterations)):
+            if not state.has_iterations_left(thread):
                 continue
             if worker.thread_progress.get(thread, process.hello_at) < limit:
                 worker.process.kill(KillReason.HANG)
@@ -402,10 +399,10 @@ class Coordinator:
         """Per thread, the iteration it was in when the worker ended (None: it was not in
         one: not started, done, or out of iterations)."""
         process, state = worker.process, worker.state
+        threads = range(len(state.next_iterations))
         if process.hello is None or process.done is not None:
-            return [None] * len(state.next_iterations)
-        stop = state.stop_iteration
-        return [n if stop is None or n < stop else None for n in state.next_iterations]
+            return [None for _ in threads]
+        return [state.next_iterations[t] if state.has_iterations_left(t) else None for t in threads]
 
     def _event_for(self, state: VariantState, kind: EventKind, message: str) -> None:
         self._write_event(

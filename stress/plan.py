@@ -46,9 +46,14 @@ class VariantState:
     def remaining_s(self) -> float | None:
         return None if self.duration_s is None else self.duration_s - self.used_s
 
-    def exhausted(self) -> bool:
+    def has_iterations_left(self, thread: int) -> bool:
+        """Whether ``thread`` is below the iteration budget (always, with a time budget)."""
         stop = self.stop_iteration
-        if stop is not None and all(n >= stop for n in self.next_iterations):
+        return stop is None or self.next_iterations[thread] < stop
+
+    def exhausted(self) -> bool:
+        threads = range(len(self.next_iterations))
+        if self.stop_iteration is not None and not any(map(self.has_iterations_left, threads)):
             return True
         remaining = self.remaining_s()
         return remaining is not None and remaining <= 0.01

@@ -80,6 +80,7 @@ class WorkerProcess:
             raise
         finally:
             os.close(fd)
+        self.threads = int(job.params.get("threads", 1))  # record.thread must be below it
         self.started_at = self.progress_at = time.monotonic()
         self._position = 0
         self.killed_for: KillReason | None = None
@@ -159,10 +160,6 @@ class WorkerProcess:
         if self.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
-
-    @property
-    def threads(self) -> int:
-        return int(self.job.params.get("threads", 1))
 
     def ending_event(self, run_id: str, ending: Ending, in_flight: list[int | None]) -> Event:
         """The event for how this worker ended, with its stack and the tail of its log."""

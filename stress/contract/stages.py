@@ -29,8 +29,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-STAGES = ("launch", "build", "setup", "begin", "feed", "run", "fetch", "end")
-
 
 @dataclass
 class Launch:
@@ -45,7 +43,6 @@ class ThreadContext:
     every thread of the worker shares (``shared``, e.g. the caller's lock)."""
 
     thread: int
-    threads: int
     seed: int
     shared: dict[str, Any]
     random: random.Random = field(init=False)

@@ -80,12 +80,13 @@ def _validate(path: Path, data: CommentedMap) -> Scenario:
 
 def _check_combinations(path: Path, data: CommentedMap, spec: Scenario) -> None:
     """Every combination the matrix makes must make sense, and at least one must remain."""
-    if size(spec) > MAX_COMBINATIONS:
+    crossed = size(spec)
+    if crossed > MAX_COMBINATIONS:
         raise _error_at(
             path,
             data,
             ("matrix",),
-            f"the matrix crosses {size(spec):,} combinations; the limit is {MAX_COMBINATIONS:,}",
+            f"the matrix crosses {crossed:,} combinations; the limit is {MAX_COMBINATIONS:,}",
             fix="split it into several scenarios, or list fewer values",
         )
     for index, entry in enumerate(spec.exclude):

@@ -63,7 +63,8 @@ class Worker:
 
         job = self.job
         params = complete(job.params)
-        faults.Injector(faults.parse(job.fault), self.ring).at_load(min(job.start_iterations))
+        planned = faults.parse(job.fault)
+        faults.Injector(planned, self.ring).at_load(min(job.start_iterations))
         spec = ModelSpec(
             job.model_path,
             [(p.name, p.shape, p.dtype) for p in job.inputs],
@@ -74,7 +75,7 @@ class Worker:
         shared: dict[str, Any] = {}
         tracer = _tracer(shared)
         loops = [
-            ThreadLoop(self, thread, engine.bind(thread), params, shared, tracer)
+            ThreadLoop(self, thread, engine.bind(thread), params, shared, tracer, planned)
             for thread in range(params["threads"])
         ]
         if len(loops) == 1:
@@ -155,6 +156,7 @@ class ThreadLoop:
         params: dict[str, Any],
         shared: dict[str, Any],
         tracer: Any,
+        planned: tuple[faults.Fault, ...],
     ) -> None:
         from stress.factors import wrap
         from stress.worker.inputs import make_inputs
@@ -162,10 +164,10 @@ class ThreadLoop:
         job = worker.job
         self.worker = worker
         self.thread = thread
-        self.injector = faults.Injector(faults.parse(job.fault), worker.ring, thread)
+        self.injector = faults.Injector(planned, worker.ring, thread)
         if tracer is not None:
             binding = tracer.layer(binding, thread)
-        context = ThreadContext(thread, params["threads"], job.seed, shared)
+        context = ThreadContext(thread, job.seed, shared)
         self.binding = self.injector.wrap(wrap(params, binding, context))
         if tracer is not None:
             tracer.outermost(self.binding, thread)

@@ -108,11 +108,5 @@ class ModuleBinding(Binding):
         except Exception as exc:
             raise MNNError.wrap(exc) from exc
 
-    def iteration(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-        self.begin()
-        self.feed(inputs)
-        rc = self.run()
-        return rc, self.fetch()
-
     def facts(self) -> dict[str, Any]:
         return {"module": id(self.module), **self.created}
