@@ -38,7 +38,7 @@ def timed(records: int, threads: int, locked: bool) -> float:
     output = np.zeros((1, 8, 6, 6), np.float32)
     warm = IterationWriter(writer)
     for i in range(2 * RING_BYTES // 1300):  # two laps: every page is touched before timing
-        warm.write((i, i, 1000, 0, 0, 0, 0), [output])
+        warm.write((i, i, 1000, 0, 0, 0, 0, 0), [output])
         if i % 1000 == 0:
             reader.drain(max_bytes=1 << 40)
     reader.drain(max_bytes=1 << 40)
@@ -50,7 +50,7 @@ def timed(records: int, threads: int, locked: bool) -> float:
         def produce(thread: int, first: int = start) -> None:
             write = writers[thread].write
             for i in range(first, first + per_thread):
-                write((i, i, 1000, 0, 0, thread, 0), [output])
+                write((i, i, 1000, 0, 0, thread, 0, 0), [output])
 
         workers = [threading.Thread(target=produce, args=(t,)) for t in range(threads)]
         begin = time.perf_counter()

@@ -155,7 +155,7 @@ def _tick(states, elapsed: float) -> None:
 )
 def validate(scenarios: tuple[str, ...], show_variants: bool) -> None:
     """Check scenario files without running them (exit 0 when all are valid)."""
-    from stress.factors import REGISTRY
+    from stress.factors import changed
     from stress.runner import load_all
     from stress.variants import expand
 
@@ -167,8 +167,8 @@ def validate(scenarios: tuple[str, ...], show_variants: bool) -> None:
             highlight=False,
         )
         for variant in variants if show_variants else []:
-            changed = {k: v for k, v in variant.params.items() if REGISTRY[k].default != v}
-            params = " ".join(f"{k}={v}" for k, v in changed.items()) or "(all defaults)"
+            params = " ".join(f"{k}={v}" for k, v in changed(variant.params).items())
+            params = params or "(all defaults)"
             console.print(f"    {variant.variant_id}  {params}", highlight=False)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stress import deaths
+from stress.contract.protocol import Observation
 from stress.deaths import KillReason
 from stress.errors import RunFailure, StorageError
 from stress.events import Event, EventKind, EventWriter
@@ -287,10 +288,11 @@ class Coordinator:
         state, now, rss_bytes = worker.state, time.monotonic(), -1
         for record in records:
             self.buffer.add(worker.context, record)  # type: ignore[arg-type]
-            state.completed += 1
-            state.next_iterations[record.thread] = record.iteration + 1
             worker.thread_progress[record.thread] = now
             rss_bytes = max(rss_bytes, record.rss_bytes)
+            if record.observation == Observation.FETCH:  # not a later look at an old output
+                state.completed += 1
+                state.next_iterations[record.thread] = record.iteration + 1
         self._check_memory(worker, rss_bytes)
         return moved
 

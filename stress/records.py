@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from stress.contract.protocol import STATUS_NAMES, IterationRecord
+from stress.contract.protocol import OBSERVATION_NAMES, STATUS_NAMES, IterationRecord
 from stress.factors import REGISTRY
 from stress.parts import PartWriter
 from stress.statistics import (
@@ -51,6 +51,7 @@ ITERATION_SCHEMA = pa.schema(
         pa.field("latency_ns", pa.int64()),
         pa.field("rc", pa.int32()),
         pa.field("status", pa.string()),
+        pa.field("observation", pa.string()),
         pa.field("error", pa.string()),
         pa.field("output_name", pa.string()),
         pa.field("shape", pa.list_(pa.int64())),
@@ -88,7 +89,7 @@ _HELD = ("context", "output", "data", "stats")
 _ROW_ORDER = (
     *("context", "thread", "iteration", "ts", "output", "dtype", "shape"),
     *("nbytes", "digest", "values", "data", "stats"),
-    *("latency_ns", "rc", "status", "error", "rss_bytes"),
+    *("latency_ns", "rc", "status", "observation", "error", "rss_bytes"),
 )
 if sorted(_ROW_ORDER) != sorted(_HELD + ROW_NAMES):
     raise ImportError(f"records: row order {_ROW_ORDER} does not match the schema {ROW_NAMES}")
@@ -139,7 +140,8 @@ class IterationBuffer:
             self.contexts.append(context)
         head = (self.context_index[key], record.thread, record.iteration, record.ts_ns)
         status = STATUS_NAMES[record.status]
-        tail = (record.latency_ns, record.rc, status, record.error, record.rss_bytes)
+        observation = OBSERVATION_NAMES[record.observation]
+        tail = (record.latency_ns, record.rc, status, observation, record.error, record.rss_bytes)
         rows = [
             (*head, index, dtype, shape, *self._output(context, dtype, data), *tail)
             for index, dtype, shape, data in record.outputs or [(None, None, None, None)]

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from stress.factors import REGISTRY
+from stress.factors import changed
 from stress.scenario import LoadedScenario
-from stress.scenario.matrix import combinations
+from stress.scenario.matrix import combinations, given
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,13 @@ class Variant:
 
 
 def variant_id(scenario: str, params: dict[str, Any]) -> str:
-    changed = {k: v for k, v in params.items() if REGISTRY[k].default != v}
-    canonical = json.dumps({"scenario": scenario, "params": changed}, sort_keys=True)
+    canonical = json.dumps({"scenario": scenario, "params": changed(params)}, sort_keys=True)
     return "v" + hashlib.blake2b(canonical.encode(), digest_size=5).hexdigest()
 
 
 def expand(scenario: LoadedScenario) -> list[Variant]:
     """The matrix's combinations (``exclude:`` applied), in registry order of factors."""
-    matrix = scenario.spec.matrix.model_dump()
-    varied = [n for n in REGISTRY if len(matrix[n]) > 1]
+    varied = [n for n, values in given(scenario.spec).items() if len(values) > 1]
     variants = []
     for params in combinations(scenario.spec):
         label = " ".join(f"{n}={params[n]}" for n in (varied or ["api"]))

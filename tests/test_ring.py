@@ -68,10 +68,10 @@ def test_iteration_round_trip_copies_outputs():
     writer, reader = pair(1 << 16)
     outputs = [np.arange(12, dtype=np.float32).reshape(3, 4), np.array([7, 8], dtype=np.int32)]
     iterations = IterationWriter(writer)
-    iterations.write((5, 111, 222, 333, 0, 1, STATUS_OK), outputs)
+    iterations.write((5, 111, 222, 333, 0, 1, STATUS_OK, 0), outputs)
     outputs[0][:] = -1  # a later run overwriting MNN's memory must not change the record
-    iterations.write((6, 1, 2, 3, -1, 0, STATUS_ERROR), [], "SystemError: boom")
-    iterations.write((7, 1, 2, 3, 0, 0, STATUS_OK), [np.arange(4.0).reshape(2, 2).T])
+    iterations.write((6, 1, 2, 3, -1, 0, STATUS_ERROR, 0), [], "SystemError: boom")
+    iterations.write((7, 1, 2, 3, 0, 0, STATUS_OK, 0), [np.arange(4.0).reshape(2, 2).T])
     encode_message(writer, Done(completed=2, stopped=False))
     (k1, first), (k2, second), (_, changed), (k3, third) = reader.drain()
     assert k1 == k2 == KIND_ITERATION
@@ -139,7 +139,7 @@ def test_messages_round_trip_typed():
 )
 def test_mangled_iteration_records_are_protocol_errors(mangle):
     writer, reader = pair(1 << 16)
-    IterationWriter(writer).write((1, 2, 3, 4, 0, 0, STATUS_OK), [np.zeros(3, np.float32)])
+    IterationWriter(writer).write((1, 2, 3, 4, 0, 0, STATUS_OK, 0), [np.zeros(3, np.float32)])
     ((_, payload),) = reader.drain()
     assert decode_iteration(payload, 1).outputs  # the original decodes
     with pytest.raises(ProtocolError):

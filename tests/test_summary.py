@@ -25,6 +25,10 @@ def variant(status: str = "done", iterations: int = 10, **counts) -> dict:
         (variant(non_finite=1, distinct_outputs=2), "FAILED"),
         (variant(invalid=1), "FAILED"),
         (variant(error=1), "FAILED"),
+        (variant(views_changed=1, views_rechecked=4), "VIEW_CHANGED"),
+        (variant(views_changed=1, distinct_outputs=2), "VIEW_CHANGED"),
+        (variant(views_changed=1, error=1), "FAILED"),
+        (variant(views_changed=0, views_rechecked=4), "ok"),
         (variant(events={"crash": 1}, invalid=1), "CRASHED"),
         (variant(events={"hang": 1}), "CRASHED"),
         (variant(events={"interrupted": 1, "resize": 1}), "ok"),  # neither is a finding

@@ -39,6 +39,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             "iteration",
             "status",
             "output_name",
+            "observation",
             "digest",
             "nan_count",
             "inf_count",
@@ -79,6 +80,8 @@ def _empty(variant_id: str, scenario: str, label: str, status: str) -> dict[str,
         "error": 0,
         "distinct_outputs": 0,
         "non_finite": 0,
+        "views_rechecked": 0,
+        "views_changed": 0,
         "latency_p50_ms": None,
         "events": {kind.value: 0 for kind in EventKind},
     }
@@ -92,6 +95,9 @@ def _rows(table: pa.Table, *columns: str):
 def _add_iterations(per_variant: dict[str, dict[str, Any]], rows: pa.Table) -> None:
     if rows.num_rows == 0:
         return
+    fetched = pc.equal(pc.fill_null(rows["observation"], "fetch"), "fetch")
+    _add_later_looks(per_variant, rows.filter(fetched), rows.filter(pc.invert(fetched)))
+    rows = rows.filter(fetched)
     by_status = _count_iterations(rows, ["variant_id", "status"])
     for vid, status, count in _rows(by_status, "variant_id", "status", "iterations"):
         per_variant[vid][status] = count
@@ -109,6 +115,28 @@ def _add_iterations(per_variant: dict[str, dict[str, Any]], rows: pa.Table) -> N
     latency = rows.group_by("variant_id").aggregate([("latency_ns", "approximate_median")])
     for vid, median in _rows(latency, "variant_id", "latency_ns_approximate_median"):
         per_variant[vid]["latency_p50_ms"] = None if median is None else median / 1e6
+
+
+_OUTPUT_KEYS = ["variant_id", "thread", "iteration", "output_name"]
+
+
+def _add_later_looks(
+    per_variant: dict[str, dict[str, Any]], fetched: pa.Table, later: pa.Table
+) -> None:
+    """Outputs read again later (``output_lifetime``) against what was recorded at fetch: a
+    view changed when its bytes differ, or when nothing could be read from it any more."""
+    if later.num_rows == 0:
+        return
+    at_fetch = fetched.select([*_OUTPUT_KEYS, "digest"]).rename_columns(
+        [*_OUTPUT_KEYS, "digest_at_fetch"]
+    )
+    pairs = later.select([*_OUTPUT_KEYS, "digest"]).join(at_fetch, _OUTPUT_KEYS, join_type="inner")
+    compared = pairs.filter(pc.is_valid(pairs["digest_at_fetch"]))
+    differs = pc.fill_null(pc.not_equal(compared["digest"], compared["digest_at_fetch"]), True)
+    for name, table in (("views_rechecked", compared), ("views_changed", compared.filter(differs))):
+        counts = table.group_by("variant_id").aggregate([("variant_id", "count")])
+        for vid, count in _rows(counts, "variant_id", "variant_id_count"):
+            per_variant[vid][name] = count
 
 
 def _count_iterations(rows: pa.Table, keys: list[str]) -> pa.Table:
@@ -142,6 +170,8 @@ def verdict(variant: dict[str, Any]) -> str:
         return "CRASHED"
     if variant["invalid"] or variant["error"] or variant["non_finite"]:
         return "FAILED"
+    if variant["views_changed"]:
+        return "VIEW_CHANGED"
     if variant["distinct_outputs"] > 1:
         return "INCONSISTENT"
     if variant["status"] != VariantStatus.DONE.value:

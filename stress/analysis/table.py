@@ -13,6 +13,7 @@ _STYLE = {
     "ok": "green",
     "INCONSISTENT": "yellow",
     "FAILED": "red",
+    "VIEW_CHANGED": "yellow",
     "CRASHED": "red",
     "QUARANTINED": "bold red",
     "HARNESS_ERROR": "bold magenta",
@@ -34,6 +35,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         "error",
         "distinct",
         "non-finite",
+        "views",
         "deaths",
         "p50 ms",
         "verdict",
@@ -54,6 +56,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
             str(v["error"]),
             str(v["distinct_outputs"]),
             str(v["non_finite"]),
+            f"{v['views_changed']}/{v['views_rechecked']}" if v["views_rechecked"] else "-",
             deaths or "0",
             "-" if latency is None else f"{latency:.3f}",
             f"[{_STYLE.get(word, 'yellow')}]{word}[/]",
@@ -61,7 +64,8 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(table)
     console.print(
         "distinct = different output digests among ok iterations of one output "
-        "(1 is consistent); deaths = worker crashes/hangs/exceptions/exits.",
+        "(1 is consistent); views = retained output views that changed / were read again "
+        "(output_lifetime); deaths = worker crashes/hangs/exceptions/exits.",
         style="dim",
     )
     if summary["reason"]:

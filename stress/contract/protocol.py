@@ -34,6 +34,22 @@ class Status(IntEnum):
         return self.name.lower()
 
 
+class Observation(IntEnum):
+    """When an iteration's outputs were read; the ``observation`` column holds the lower-case
+    name. Each iteration has one ``fetch`` row set; ``output_lifetime`` adds a second reading
+    of views MNN returned, at the end of the worker's loop."""
+
+    FETCH = 0  # read (copied into the ring) the moment the iteration produced them
+    RETAINED = 1  # the same views read again at the end, their MNN objects still alive
+    AFTER_RELEASE = 2  # the same views read again after their MNN objects were released
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+OBSERVATION_NAMES = tuple(o.label for o in Observation)
+
 # Plain ints for the worker's hot loop (an enum attribute lookup costs more than an int).
 STATUS_OK, STATUS_INVALID, STATUS_ERROR = int(Status.OK), int(Status.INVALID), int(Status.ERROR)
 STATUS_NAMES = tuple(s.label for s in Status)
@@ -41,8 +57,8 @@ STATUS_NAMES = tuple(s.label for s in Status)
 DTYPE_CODES = {char: d.code for char, d in dtypes.BY_CHAR.items()}
 _DIMS = [struct.Struct(f"<{ndim}q") for ndim in range(33)]
 
-# iteration, ts_ns, latency_ns, rss_bytes, rc, thread, status, number of outputs
-ITERATION_HEAD = struct.Struct("<qqqqiHBxH6x")  # 48 bytes: output data stays 8-aligned
+# iteration, ts_ns, latency_ns, rss_bytes, rc, thread, status, observation, number of outputs
+ITERATION_HEAD = struct.Struct("<qqqqiHBBH6x")  # 48 bytes: output data stays 8-aligned
 # output index, dtype code, ndim, nbytes; then ndim int64 dims, then the bytes, 8-aligned
 OUTPUT_HEAD = struct.Struct("<HBBI")
 ERROR_LENGTH = struct.Struct("<I")
@@ -105,6 +121,7 @@ class IterationRecord:
     status: int
     outputs: list[tuple[int, str, tuple[int, ...], bytes]]
     error: str | None = None
+    observation: int = Observation.FETCH
 
 
 class ProtocolError(ValueError):
@@ -281,10 +298,17 @@ def decode_iteration(payload: bytes, output_count: int, threads: int = 1) -> Ite
 
 
 def _decode_iteration(payload: bytes, output_count: int) -> IterationRecord:
-    *head, count = ITERATION_HEAD.unpack_from(payload, 0)
-    record = IterationRecord(*head, outputs=[])
-    if record.status >= len(STATUS_NAMES) or count > output_count:
-        raise ProtocolError(f"iteration record with status {record.status}, {count} outputs")
+    *head, observation, count = ITERATION_HEAD.unpack_from(payload, 0)
+    record = IterationRecord(*head, outputs=[], observation=observation)
+    if (
+        record.status >= len(STATUS_NAMES)
+        or observation >= len(OBSERVATION_NAMES)
+        or count > output_count
+    ):
+        raise ProtocolError(
+            f"iteration record with status {record.status}, observation {observation}, "
+            f"{count} outputs"
+        )
     offset = ITERATION_HEAD.size
     for _ in range(count):
         index, code, ndim, nbytes = OUTPUT_HEAD.unpack_from(payload, offset)

@@ -59,10 +59,17 @@ class Factor:
     choices: tuple[Any, ...] | None = None
     minimum: int | None = None
     maximum: int | None = None
+    per_api: Mapping[str, Any] | None = None  # a default per ``api``, where they differ
     launch: Callable[[Any, Launch], None] | None = None
     configure_mnn: Callable[[Any, dict[str, Any]], None] | None = None
     wrap: Callable[[Any, Binding, ThreadContext], Binding] | None = None
     rules: tuple[Rule, ...] = ()
+
+    def default_for(self, params: Mapping[str, Any]) -> Any:
+        """The default for a variant: the one of its ``api`` where the factor has one each."""
+        if self.per_api is None:
+            return self.default
+        return self.per_api[params.get("api", REGISTRY["api"].default)]
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is not allowed, or None when it is."""
@@ -95,14 +102,24 @@ def _registry() -> dict[str, Factor]:
 REGISTRY: dict[str, Factor] = _registry()
 
 
-def defaults() -> dict[str, Any]:
-    """Every factor at its default value."""
-    return {name: factor.default for name, factor in REGISTRY.items()}
+def defaults(api: str = "session") -> dict[str, Any]:
+    """Every factor at its default value (for ``api``)."""
+    return complete({"api": api})
 
 
 def complete(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` with every factor it lacks at its default."""
-    return {name: params.get(name, factor.default) for name, factor in REGISTRY.items()}
+    """``params`` with every factor it lacks at its default (its ``api``'s, where it has one
+    per API; ``api`` comes first in the registry)."""
+    full: dict[str, Any] = {}
+    for name, factor in REGISTRY.items():
+        full[name] = params[name] if name in params else factor.default_for(full)
+    return full
+
+
+def changed(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The factors of ``params`` that are not at their default for its ``api``."""
+    full = complete(params)
+    return {k: v for k, v in full.items() if REGISTRY[k].default_for(full) != v}
 
 
 def mnn_config(params: Mapping[str, Any]) -> dict[str, Any]:

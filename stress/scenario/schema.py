@@ -63,7 +63,16 @@ def _as_list(value: Any) -> Any:
 
 
 def _factor_field(factor: Factor) -> tuple[Any, Any]:
+    """A matrix key: a list of values (one value is a list of one). A factor with a default
+    per API is left unset (None) when not given: each combination gets its API's default."""
     annotation = Annotated[list[factor.kind], BeforeValidator(_as_list)]
+    if factor.per_api is not None:
+        defaults = ", ".join(f"{v} for api={api}" for api, v in factor.per_api.items())
+        return annotation | None, Field(
+            None,
+            description=f"{factor.doc} Default: {defaults}.",
+            json_schema_extra=_factor_schema(factor),
+        )
     return annotation, Field(
         [factor.default], description=factor.doc, json_schema_extra=_factor_schema(factor)
     )
@@ -83,7 +92,9 @@ def _factor_schema(factor: Factor) -> dict[str, Any]:
 def _matrix_model() -> type[BaseModel]:
     fields = {name: _factor_field(factor) for name, factor in REGISTRY.items()}
     validators = {
-        f"check_{name}": field_validator(name)(_checker(factor))
+        f"check_{name}": field_validator(name)(
+            _optional(_checker(factor)) if factor.per_api else _checker(factor)
+        )
         for name, factor in REGISTRY.items()
     }
     return create_model(

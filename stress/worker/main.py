@@ -207,7 +207,7 @@ class ThreadLoop:
                 rc, outputs, error = -1, [], str(exc)
             latency = clock() - start
             status = STATUS_OK if rc == 0 else (STATUS_ERROR if error else STATUS_INVALID)
-            write((iteration, ts, latency, rss, rc, thread, status), outputs, error)
+            write((iteration, ts, latency, rss, rc, thread, status, 0), outputs, error)
             iteration += 1
             if ends:
                 binding.end()
