@@ -363,15 +363,19 @@ class Coordinator:
             self._record_ending(worker, ending)
         if ending.kind is EventKind.RESIZE and process.failure:
             state.ring_bytes = 4 * (process.failure.ring_bytes_needed or 0)
-        self._set(state, self._next_status(state, ending))
+        self._set(state, self._next_status(state, ending, process.hello is not None))
         if state.status is VariantStatus.PENDING:
             self._requeue(state)
 
-    def _next_status(self, state: VariantState, ending: deaths.Ending) -> VariantStatus:
+    def _next_status(
+        self, state: VariantState, ending: deaths.Ending, started: bool
+    ) -> VariantStatus:
         if ending.kind is EventKind.HARNESS:
             return VariantStatus.FAILED
         if self._stopping() and not state.exhausted():
             return VariantStatus.INTERRUPTED
+        if ending.is_death and not started and state.variant.params["misuse"] != "none":
+            return VariantStatus.REFUSED  # the same misuse would fail the same way again
         if ending.is_death and state.crashes > state.scenario.spec.max_crashes:
             budget = state.scenario.spec.max_crashes
             self._event_for(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from stress.contract.protocol import InputPlan, Job
+from stress.factors import misuse
 from stress.models import TensorInfo
 from stress.scenario import LoadedScenario
+from stress.scenario.schema import InputSpec
 from stress.variants import Variant
 
 MIN_RING_BYTES = 16 << 20
@@ -12,17 +14,21 @@ RING_RECORDS = 16
 
 
 def input_plans(scenario: LoadedScenario) -> list[InputPlan]:
+    """One plan per model input. A file input's ``shape`` is the file's, set when the scenario
+    was loaded; its path is made absolute, so workers read the file wherever they run."""
     plans = []
     for tensor in scenario.model.inputs:
-        given = scenario.spec.inputs.get(tensor.name)
-        shape = list(given.shape) if given and given.shape else list(tensor.shape)
+        given = scenario.spec.inputs.get(tensor.name) or InputSpec()
+        shape = list(given.shape) if given.shape else list(tensor.shape)
+        source = given.file_path(scenario.path.parent)
         plans.append(
             InputPlan(
                 tensor.name,
                 shape,
                 tensor.dtype,
-                given.distribution if given else "normal",
-                given.scale if given else 1.0,
+                given.distribution,
+                given.scale,
+                str(source) if source else None,
             )
         )
     return plans
@@ -57,7 +63,7 @@ def make_job(
         worker_id=worker_id,
         model_path=scenario.model.path,
         inputs=input_plans(scenario),
-        output_names=[t.name for t in scenario.model.outputs],
+        output_names=misuse.output_names(variant.params, [t.name for t in scenario.model.outputs]),
         params=variant.params,
         seed=scenario.spec.seed,
         start_iterations=list(start_iterations),

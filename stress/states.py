@@ -10,6 +10,7 @@ class VariantStatus(str, Enum):
     RUNNING = "running"
     DONE = "done"  # its budget is used up
     QUARANTINED = "quarantined"  # more worker deaths than max_crashes
+    REFUSED = "refused"  # a deliberate misuse that failed while its worker set up: the outcome
     FAILED = "failed"  # the harness itself failed on it (a bug of ours, never a finding)
     INTERRUPTED = "interrupted"  # started, then the run was stopped
     SKIPPED = "skipped"  # never started: the run stopped first
@@ -17,7 +18,12 @@ class VariantStatus(str, Enum):
 
     @property
     def finished(self) -> bool:
-        return self in (VariantStatus.DONE, VariantStatus.QUARANTINED, VariantStatus.FAILED)
+        return self in (
+            VariantStatus.DONE,
+            VariantStatus.QUARANTINED,
+            VariantStatus.REFUSED,
+            VariantStatus.FAILED,
+        )
 
 
 class RunStatus(str, Enum):

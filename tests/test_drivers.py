@@ -73,11 +73,32 @@ def test_nc4hw4_output_and_int_input_match_numpy(api):
     np.testing.assert_array_equal(y, 2 * x + k.astype(np.float32))
 
 
-def test_inputs_are_reproducible_from_the_seed():
-    plan = InputPlan("x", [2, 3], "float32")
-    assert make_inputs([plan], 1)[0].tobytes() == make_inputs([plan], 1)[0].tobytes()
-    assert make_inputs([plan], 1)[0].tobytes() != make_inputs([plan], 2)[0].tobytes()
-    assert not make_inputs([InputPlan("x", [4], "float32", "zeros")], 1)[0].any()
-    # The input's name salts the seed: two inputs of one shape must not get the same bytes.
-    other = InputPlan("y", [2, 3], "float32")
-    assert make_inputs([plan], 1)[0].tobytes() != make_inputs([other], 1)[0].tobytes()
+INPUT_PATHS = [("session", p) for p in ("nhwc", "nc4hw4", "host_write")] + [
+    ("module", p) for p in ("numpy_array", "placeholder")
+]
+
+
+@pytest.mark.parametrize("model", NCHW_MODELS)
+@pytest.mark.parametrize(("api", "path"), INPUT_PATHS)
+def test_every_input_path_gives_the_direct_calls_output(model, api, path):
+    """Layouts converted right (NHWC at rank 3 too, NC4HW4 with C not a multiple of 4) and
+    the path's objects rewritten every iteration (a session's run overwrites its inputs)."""
+    driver, arrays, info = driver_for(api, model, input_path=path)
+    expected = direct_session(info.path, dict(zip([t.name for t in info.inputs], arrays)))
+    for _ in range(3):
+        rc, outputs = driver.iteration(arrays)
+        assert rc == 0
+        for got, want in zip(outputs, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_nc4hw4_packing_puts_channels_in_blocks_of_four():
+    from stress.worker.drivers.session_feed import as_nc4hw4
+
+    array = np.arange(2 * 5 * 2 * 3, dtype=np.float32).reshape(2, 5, 2, 3)
+    shape, packed, _ = as_nc4hw4(array)
+    assert shape == [2, 8, 2, 3] and packed.shape == (2, 8, 2, 3)
+    blocks = packed.reshape(2, 2, 2, 3, 4)  # [N, C/4, H, W, 4]
+    for c in range(8):
+        want = array[:, c] if c < 5 else np.zeros((2, 2, 3), np.float32)
+        np.testing.assert_array_equal(blocks[:, c // 4, :, :, c % 4], want)

@@ -121,6 +121,25 @@ RULES = [
         "every_run",
         id="once-interpreter-per-iteration",
     ),
+    pytest.param(("input_path", "nhwc"), "api", {"api": "module"}, "const", id="nhwc-module"),
+    pytest.param(
+        ("input_path", "placeholder"), "api", {"api": "session"}, "tensor_copy", id="placeholder"
+    ),
+    pytest.param(("misuse", "from_numpy"), "api", {"api": "module"}, "none", id="from-numpy"),
+    pytest.param(
+        ("misuse", "wrong_rank"),
+        "input_path",
+        {"input_path": "host_write"},
+        "none",
+        id="misuse-on-another-path",
+    ),
+    pytest.param(
+        ("input_lifetime", "freed"),
+        "input_path",
+        {"input_path": "nc4hw4"},
+        "copy",
+        id="lifetime-of-a-packed-copy",
+    ),
 ]
 
 
@@ -388,8 +407,9 @@ def test_default_variant_ids_are_unchanged_by_new_factors():
     assert variant_id("control", defaults()) == variant_id("control", {})
     # Pinned in test_scenario.py before the new factors existed.
     assert variant_id("demo", defaults()) == "va7aa0a7e32"
-    module = variant_id("control", {**defaults(), "api": "module"})
-    assert module == variant_id("control", {"api": "module"})
+    module = variant_id("control", defaults("module"))  # input_path at the module's default
+    assert module == variant_id("control", {"api": "module"}) == "v4b3b3142cb"
+    assert variant_id("control", {"api": "module", "input_path": "tensor_copy"}) != module
 
     # The bundled control scenario's variants keep the ids they had before the new factors.
     variants = expand(load_scenario(REPO / "scenarios" / "control.yaml"))
@@ -397,7 +417,7 @@ def test_default_variant_ids_are_unchanged_by_new_factors():
         variant_id("control", {"api": "session"}),
         variant_id("control", {"api": "module"}),
     ]
-    assert all(v.params == {**defaults(), "api": v.params["api"]} for v in variants)
+    assert all(v.params == defaults(v.params["api"]) for v in variants)
 
 
 def test_non_default_new_factor_changes_the_id():

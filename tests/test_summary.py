@@ -33,6 +33,8 @@ def variant(status: str = "done", iterations: int = 10, **counts) -> dict:
         (variant(events={"hang": 1}), "CRASHED"),
         (variant(events={"interrupted": 1, "resize": 1}), "ok"),  # neither is a finding
         (variant("quarantined", events={"crash": 4}), "QUARANTINED"),
+        (variant("refused", iterations=0, completed=0, events={"exception": 1}), "REFUSED"),
+        (variant("refused", iterations=0, completed=0, events={"crash": 1}), "REFUSED"),
         (variant("failed", events={"harness": 1, "crash": 1}), "HARNESS_ERROR"),
         (variant(events={"harness": 1}), "HARNESS_ERROR"),  # even if the variant went on
         (variant(completed=12), "INCOMPLETE"),  # 2 iterations never reached the disk

@@ -164,6 +164,8 @@ def verdict(variant: dict[str, Any]) -> str:
     deaths = sum(variant["events"][k] for k in DEATH_KINDS)
     if variant["status"] == VariantStatus.FAILED.value or variant["events"]["harness"]:
         return "HARNESS_ERROR"
+    if variant["status"] == VariantStatus.REFUSED.value:
+        return "REFUSED"
     if variant["status"] == VariantStatus.QUARANTINED.value:
         return "QUARANTINED"
     if deaths:

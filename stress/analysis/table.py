@@ -14,6 +14,7 @@ _STYLE = {
     "INCONSISTENT": "yellow",
     "FAILED": "red",
     "VIEW_CHANGED": "yellow",
+    "REFUSED": "cyan",
     "CRASHED": "red",
     "QUARANTINED": "bold red",
     "HARNESS_ERROR": "bold magenta",

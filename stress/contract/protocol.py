@@ -67,13 +67,15 @@ SPINS_BEFORE_BLOCKING = 200  # GIL yields before a writer blocks on a taken ring
 
 @dataclass
 class InputPlan:
-    """How the worker makes one input array."""
+    """How the worker makes one input array: generated from the seed, or read from ``file``
+    (an absolute .npy/.npz path; distribution and scale are then unused)."""
 
     name: str
     shape: list[int]
     dtype: str
     distribution: str = "normal"
     scale: float = 1.0
+    file: str | None = None
 
 
 @dataclass

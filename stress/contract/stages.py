@@ -13,6 +13,9 @@ run     each iteration              ``Binding.run() -> rc``: inference
 fetch   each iteration              ``Binding.fetch() -> outputs``: views valid until the next
                                     iteration; the caller copies them at once
 end     each iteration              ``Binding.end()``: after the outputs were recorded
+look    worker, after the loops     ``Binding.kept_views()``: outputs kept to be read again
+                                    (``output_lifetime``); ``Binding.release()`` first drops
+                                    every MNN object when they are read after release
 ======  ==========================  ==========================================================
 
 A factor takes part in stages setup to end through ``Factor.wrap(value, binding, context)``,
@@ -45,6 +48,7 @@ class ThreadContext:
     thread: int
     seed: int
     shared: dict[str, Any]
+    first_iteration: int = 0  # the iteration number of the thread's first ``begin``
     random: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +91,13 @@ class Binding:
         rc = self.run()
         return rc, self.fetch()
 
+    def kept_views(self) -> list[tuple[int, list[Any]]]:
+        """Outputs kept to be read again after the loop, as (iteration, views)."""
+        return []
+
+    def release(self) -> None:
+        """Drop every MNN object this thread holds (after its loop, before a last look)."""
+
     def facts(self) -> dict[str, Any]:
         """What the binding holds, for tests that prove a factor was applied."""
         return {}
@@ -118,6 +129,12 @@ class Layer(Binding):
 
     def end(self) -> None:
         self.inner.end()
+
+    def kept_views(self) -> list[tuple[int, list[Any]]]:
+        return self.inner.kept_views()
+
+    def release(self) -> None:
+        self.inner.release()
 
     def facts(self) -> dict[str, Any]:
         return self.inner.facts()

@@ -85,13 +85,28 @@ class Factor:
 
 
 def _registry() -> dict[str, Factor]:
-    from stress.factors import api, inputs_written, lifecycle, mnn_knobs, perturb, threads
+    from stress.factors import (
+        api,
+        input_lifetime,
+        input_path,
+        inputs_written,
+        lifecycle,
+        misuse,
+        mnn_knobs,
+        output_lifetime,
+        perturb,
+        threads,
+    )
 
     factors = [
         *api.FACTORS,
         *mnn_knobs.FACTORS,
         *threads.FACTORS,
         *lifecycle.FACTORS,
+        *input_path.FACTORS,
+        *misuse.FACTORS,
+        *output_lifetime.FACTORS,
+        *input_lifetime.FACTORS,
         *inputs_written.FACTORS,
         *perturb.FACTORS,
         *threads.LOCK_FACTORS,

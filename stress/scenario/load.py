@@ -4,10 +4,14 @@ the file, the line, the key and a fix."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml.comments import CommentedMap
 
@@ -17,13 +21,18 @@ from stress.models import ModelInfo, TensorInfo
 from stress.scenario.matrix import MAX_COMBINATIONS, combinations, first_conflict, size
 from stress.scenario.schema import (
     INPUT_DTYPES,
+    MAX_DIM,
     MAX_INPUT_BYTES,
+    UNSCALED_DISTRIBUTIONS,
     InputSpec,
     Matrix,
     RecordSpec,
     Scenario,
 )
 from stress.scenario.yaml_source import key_path, line_of, plain, read_yaml
+from stress.worker.inputs import FILE_SUFFIXES, npz_keys, read_array, read_header
+
+Fail = Callable[..., ScenarioError]  # _error_at with the file, data and key already given
 
 
 @dataclass(frozen=True)
@@ -177,9 +186,133 @@ def _check_inputs(path: Path, data: CommentedMap, spec: Scenario, model: ModelIn
                 f"model {spec.model!r} has no input {name!r}",
                 fix=f"the model's inputs are: {names}",
             )
+        _check_generator(path, data, name, given)
         if given.shape is not None:
             _check_shape(path, data, given.shape, tensor)
+        if given.file is not None:
+            _check_file(path, data, given, tensor)
     _check_dynamic_shapes_given(path, data, spec, model)
+
+
+def _check_generator(path: Path, data: CommentedMap, name: str, given: InputSpec) -> None:
+    """``file`` replaces the generator; large and denormal span ranges set by the dtype, which
+    ``scale`` would only leave."""
+    if given.file is not None:
+        for key in ("distribution", "scale"):
+            if key in given.model_fields_set:
+                raise _error_at(
+                    path,
+                    data,
+                    ("inputs", name, key),
+                    f"`{key}` does not apply to an input read from `file`",
+                    fix=f"remove `{key}`, or remove `file` to generate the values",
+                )
+    elif given.distribution in UNSCALED_DISTRIBUTIONS and given.scale != 1.0:
+        raise _error_at(
+            path,
+            data,
+            ("inputs", name, "scale"),
+            f"`scale` does not apply to distribution {given.distribution}: its values span "
+            "a range set by the input's dtype",
+            fix="remove `scale`; for values of a chosen size use distribution: normal with scale",
+        )
+
+
+def _check_file(path: Path, data: CommentedMap, given: InputSpec, tensor: TensorInfo) -> None:
+    """An input read from a file is fed as it is, so it must have the model's dtype and shape;
+    the header is checked first, so a huge or hostile file is refused unread. A dynamic input
+    given no ``shape`` takes the file's."""
+    source = given.file_path(path.parent)
+    assert source is not None
+    fail = partial(_error_at, path, data, ("inputs", tensor.name, "file"))
+    shape, dtype = _file_header(source, tensor.name, fail)
+    _check_file_dtype(source, dtype, tensor, fail)
+    _check_file_shape(source, shape, given.shape, tensor, fail)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > MAX_INPUT_BYTES:
+        raise fail(
+            f"{source} holds {list(shape)} {dtype}: {nbytes:,} bytes, more than the limit of "
+            f"{MAX_INPUT_BYTES:,} for one input",
+            fix="use a smaller array",
+        )
+    _read_file(source, tensor.name, fail)
+    if given.shape is None:
+        # The input's shape from here on: jobs plan with it, workers check the file still has it.
+        given.shape = list(shape)
+
+
+def _file_header(source: Path, name: str, fail: Fail) -> tuple[tuple[int, ...], np.dtype]:
+    if not source.is_file():
+        raise fail(
+            f"no such file: {source}",
+            fix="check the path; a relative one is taken from the scenario file's folder",
+        )
+    if source.suffix not in FILE_SUFFIXES:
+        raise fail(
+            f"{source} is not a .npy or .npz file",
+            fix=f"save the array with numpy.save, or with numpy.savez under the name {name!r}",
+        )
+    try:
+        return read_header(str(source), name)
+    except KeyError:
+        keys = ", ".join(npz_keys(str(source))) or "none"
+        raise fail(
+            f"{source} holds no array named {name!r}; it has: {keys}",
+            fix=f"save it under the input's name: numpy.savez(path, **{{{name!r}: array}})",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise _unreadable(source, exc, fail) from exc
+
+
+def _read_file(source: Path, name: str, fail: Fail) -> None:
+    """All of it, as the worker will: a truncated or damaged file is refused before a run."""
+    try:
+        read_array(str(source), name)
+    except (OSError, ValueError) as exc:
+        raise _unreadable(source, exc, fail) from exc
+
+
+def _unreadable(source: Path, exc: Exception, fail: Fail) -> ScenarioError:
+    if isinstance(exc, OSError):
+        return fail(f"cannot read {source}: {exc.strerror or exc}", fix="check its permissions")
+    return fail(
+        f"{source} is not a valid {source.suffix} file: {exc}",
+        fix="write it again with numpy.save (.npy) or numpy.savez (.npz)",
+    )
+
+
+def _check_file_dtype(source: Path, dtype: np.dtype, tensor: TensorInfo, fail: Fail) -> None:
+    """Never cast: a float file fed to an int input would hide what the file holds. Only the
+    byte order may differ (the worker converts it; values stay the same)."""
+    if dtype.hasobject:
+        raise fail(
+            f"{source} holds Python objects (dtype {dtype}), which are never unpickled",
+            fix=f"save a plain {tensor.dtype} array",
+        )
+    if dtype.newbyteorder("=") != np.dtype(tensor.dtype):
+        raise fail(
+            f"{source} holds {dtype}; the model's input {tensor.name!r} is {tensor.dtype}, "
+            "and inputs are never cast",
+            fix=f"save it as {tensor.dtype}: numpy.save(path, array.astype(numpy.{tensor.dtype}))",
+        )
+
+
+def _check_file_shape(
+    source: Path, shape: tuple[int, ...], given: list[int] | None, tensor: TensorInfo, fail: Fail
+) -> None:
+    """The file's shape must be ``shape`` where given, else the model's (any size where -1)."""
+    wanted = given or list(tensor.shape)
+    fits = len(shape) == len(wanted) and all(
+        0 < dim <= MAX_DIM and (want <= 0 or want == dim) for dim, want in zip(shape, wanted)
+    )
+    if fits:
+        return
+    needs = f"`shape` gives {wanted}" if given else f"the model's input needs {wanted}"
+    any_size = "" if tensor.is_static or given else f", where -1 is any size up to {MAX_DIM:,}"
+    raise fail(
+        f"{source} holds an array of shape {list(shape)}; {needs}",
+        fix=f"save an array of shape {wanted}{any_size}",
+    )
 
 
 def _error_at(
@@ -262,5 +395,6 @@ def _check_dynamic_shapes_given(
                 file=str(path),
                 key=f"inputs.{tensor.name}.shape",
                 line=line_of(data, ("inputs", tensor.name)) or line_of(data, ("model",)),
-                fix=f"set inputs.{tensor.name}.shape to concrete dimensions",
+                fix=f"set inputs.{tensor.name}.shape to concrete dimensions, or give a "
+                "`file` whose array has them",
             )

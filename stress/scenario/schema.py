@@ -6,6 +6,7 @@ validation, ``mnn-stress schema`` and the variants without edits here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -35,15 +36,40 @@ _Strict = ConfigDict(extra="forbid", strict=True)
 INPUT_DTYPES = dtypes.FEEDABLE  # what both APIs take correctly (MNN 3.6.1)
 
 
+# Their range is the dtype's, so ``scale`` would only move them out of it: load refuses it.
+UNSCALED_DISTRIBUTIONS = ("large", "denormal")
+
+
 class InputSpec(BaseModel):
-    """How one model input is filled; the same seed gives the same bytes on every run."""
+    """How one model input is filled: generated (the same seed gives the same bytes on every
+    run) or read from a ``file``. Rules across keys (file excludes distribution and scale,
+    large and denormal take no scale) are checked at load, where errors name the key."""
 
     model_config = _Strict
-    distribution: Literal["normal", "uniform", "zeros", "ones"] = "normal"
-    scale: float = Field(1.0, allow_inf_nan=False, description="multiplies the generated values")
+    distribution: Literal["normal", "uniform", "zeros", "ones", "large", "denormal"] = Field(
+        "normal",
+        description="large: magnitudes near the dtype's limit (floats: normal x max/8, so "
+        "sums and products overflow; ints: a quarter to half of the range); denormal: "
+        "subnormal floats, zeros for ints",
+    )
+    scale: float = Field(
+        1.0,
+        allow_inf_nan=False,
+        description="multiplies the generated values (not with large or denormal)",
+    )
     shape: list[Annotated[int, Field(gt=0, le=MAX_DIM)]] | None = Field(
         None, description="needed only where the model's input shape is dynamic"
     )
+    file: str | None = Field(
+        None,
+        min_length=1,
+        description="the values from a .npy file, or a .npz file's array named after the "
+        "input; relative to the scenario's folder; same dtype and shape as the model's input",
+    )
+
+    def file_path(self, scenario_dir: Path) -> Path | None:
+        """Where ``file`` is: a relative path is taken from the scenario file's folder."""
+        return None if self.file is None else (scenario_dir / self.file).absolute()
 
 
 class RecordSpec(BaseModel):
@@ -87,6 +113,13 @@ def _factor_schema(factor: Factor) -> dict[str, Any]:
     if factor.maximum is not None:
         item["maximum"] = factor.maximum
     return {"items": item} if item else {}
+
+
+def _optional(check: Any) -> Any:
+    def optional(cls, values: list[Any] | None) -> list[Any] | None:
+        return None if values is None else check.__func__(cls, values)
+
+    return classmethod(optional)
 
 
 def _matrix_model() -> type[BaseModel]:
@@ -140,13 +173,6 @@ def _exclusion_model() -> type[BaseModel]:
         __validators__=validators,
         **fields,
     )
-
-
-def _optional(check: Any) -> Any:
-    def optional(cls, values: list[Any] | None) -> list[Any] | None:
-        return None if values is None else check.__func__(cls, values)
-
-    return classmethod(optional)
 
 
 Exclusion = _exclusion_model()

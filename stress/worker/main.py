@@ -8,8 +8,10 @@ is in the ring before the next MNN call is made.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
+import gc
 import os
 import signal
 import sys
@@ -28,6 +30,7 @@ from stress.contract.protocol import (
     Hello,
     IterationWriter,
     Job,
+    Observation,
     encode_message,
 )
 from stress.contract.ring import EXIT_ORPHANED, RecordTooLarge, RingWriter, coordinator_pid
@@ -84,8 +87,10 @@ class Worker:
             loops[0].run()
         else:
             self._run_threads(loops)
+        if params["output_lifetime"] != "copy":
+            self._look_again(loops, engine, params["output_lifetime"])
         if tracer is not None:
-            tracer.dump(os.environ[trace.ENV_VAR])
+            tracer.dump(os.environ[trace.ENV_VAR], job.variant_id)
         self.send(Done(completed=sum(loop.completed for loop in loops), stopped=self.stopping))
         return 0
 
@@ -105,6 +110,29 @@ class Worker:
         )
         if self.job.duration_s is not None:
             self.deadline = time.perf_counter_ns() + int(self.job.duration_s * 1e9)
+
+    def _look_again(self, loops: list[ThreadLoop], engine: Any, lifetime: str) -> None:
+        """``output_lifetime``: every thread runs once more on other inputs; with
+        ``after_release`` every MNN object is then dropped and the freed sizes allocated
+        again, poisoned; then each thread's kept views are recorded again."""
+        from stress.worker import output_lifetimes
+        from stress.worker.drivers import MNNError
+
+        kept = [loop.binding.kept_views() for loop in loops]
+        for loop in loops:
+            with contextlib.suppress(MNNError):  # the views are read all the same
+                loop.binding.iteration(output_lifetimes.other_inputs(loop.inputs))
+        poison: list[int] = []
+        if lifetime == "after_release":
+            for loop in loops:
+                loop.binding.release()
+            engine.release()
+            gc.collect()
+            poison = output_lifetimes.poison_like([v for k in kept for _, vs in k for v in vs])
+        observation = Observation.RETAINED if lifetime == "retained" else Observation.AFTER_RELEASE
+        for loop, views in zip(loops, kept):
+            loop.write_again(views, observation)
+        output_lifetimes.free_all(poison)
 
     def _run_threads(self, loops: list[ThreadLoop]) -> None:
         """Each loop in its own thread: all set up first, then all start together. The first
@@ -167,7 +195,7 @@ class ThreadLoop:
         self.injector = faults.Injector(planned, worker.ring, thread)
         if tracer is not None:
             binding = tracer.layer(binding, thread)
-        context = ThreadContext(thread, job.seed, shared)
+        context = ThreadContext(thread, job.seed, shared, job.start_iterations[thread])
         self.binding = self.injector.wrap(wrap(params, binding, context))
         if tracer is not None:
             tracer.outermost(self.binding, thread)
@@ -212,6 +240,13 @@ class ThreadLoop:
             if ends:
                 binding.end()
         self.completed = iteration - self.start
+
+    def write_again(self, kept: list[tuple[int, list[Any]]], observation: int) -> None:
+        """Rows of earlier iterations: what their kept output views hold now."""
+        rss = read_rss()
+        for iteration, views in kept:
+            head = (iteration, time.time_ns(), 0, rss, 0, self.thread, STATUS_OK, observation)
+            self.writer.write(head, views)
 
 
 def _tracer(shared: dict[str, Any]) -> Any:

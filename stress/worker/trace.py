@@ -32,6 +32,7 @@ class Tracer:
         self.unlocked: collections.Counter[str] = collections.Counter()
         self.calls: dict[int, collections.Counter[str]] = {}
         self.bindings: dict[int, Binding] = {}
+        self.fed: collections.Counter[str] = collections.Counter()  # arrays handed to MNN
 
     def layer(self, binding: Binding, thread: int) -> Binding:
         """The layer next to MNN; ``outermost`` names the thread's full binding later."""
@@ -58,12 +59,23 @@ class Tracer:
             self.inside[stage] -= 1
             self.inside["any"] -= 1
 
-    def dump(self, directory: str) -> None:
+    def saw_inputs(self, inputs: list[Any]) -> None:
+        """How the arrays handed to the driver were made (``input_lifetime``'s proof)."""
+        with self.lock:
+            for array in inputs:
+                self.fed["arrays"] += 1
+                self.fed["non_contiguous"] += not array.flags.c_contiguous
+                self.fed["not_owning"] += not array.flags.owndata
+                self.fed["read_only"] += not array.flags.writeable
+
+    def dump(self, directory: str, variant_id: str) -> None:
         report = {
             "pid": os.getpid(),
+            "variant_id": variant_id,
             "peak": dict(self.peak),
             "unlocked": dict(self.unlocked),
             "calls": {str(t): dict(c) for t, c in self.calls.items()},
+            "fed": dict(self.fed),
             "facts": {str(t): b.facts() for t, b in self.bindings.items()},
             "switch_interval": sys.getswitchinterval(),
         }
@@ -93,6 +105,7 @@ class Traced(Layer):
         self._call("begin", self.inner.begin)
 
     def feed(self, inputs: list[Any]) -> None:
+        self.tracer.saw_inputs(inputs)
         self._call("feed", self.inner.feed, inputs)
 
     def run(self) -> int:

@@ -44,17 +44,22 @@ class Engine(Protocol):
         """A binding for one thread; its ``setup`` builds what the thread does not share."""
         ...
 
+    def release(self) -> None:
+        """Drop the MNN objects the threads share."""
+        ...
+
 
 def make_engine(params: dict[str, Any], spec: ModelSpec) -> Engine:
-    """The engine of ``params['api']``, building what ``params['sharing']`` shares."""
+    """The engine of ``params['api']``, building what ``params['sharing']`` shares; the
+    other factors it reads choose how its bindings feed and fetch."""
     if params["api"] == "session":
         from stress.worker.drivers.session import SessionEngine
 
-        return SessionEngine(spec, params["sharing"], params["lifecycle"])
+        return SessionEngine(spec, params)
     if params["api"] == "module":
         from stress.worker.drivers.module import ModuleEngine
 
-        return ModuleEngine(spec, params["sharing"], params["lifecycle"])
+        return ModuleEngine(spec, params)
     raise ValueError(f"unknown api {params['api']!r}")
 
 

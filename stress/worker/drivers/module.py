@@ -35,19 +35,25 @@ class ModuleEngine:
     """Builds what the threads share: nothing (``own``) or one module (``module``, and
     ``clone``, where each thread runs its own ``clone()`` of it)."""
 
-    def __init__(self, spec: ModelSpec, sharing: str, lifecycle: str) -> None:
+    def __init__(self, spec: ModelSpec, params: dict[str, Any]) -> None:
         self.spec = spec
-        self.sharing = sharing
-        self.renews = RENEWS.get(lifecycle)  # what each iteration builds anew, if anything
-        self.module = load_module(spec) if sharing in ("module", "clone") else None
+        self.sharing = params["sharing"]
+        self.renews = RENEWS.get(params["lifecycle"])  # what each iteration builds anew
+        self.input_path = params["input_path"]
+        self.misuse = params["misuse"]
+        self.module = load_module(spec) if self.sharing in ("module", "clone") else None
 
     def bind(self, thread: int) -> ModuleBinding:
         return ModuleBinding(self)
 
+    def release(self) -> None:
+        self.module = None
+
 
 class ModuleBinding(Binding):
-    """One thread's module. Inputs are ``expr.const`` (copies the array); outputs in NC4HW4
-    are converted to NCHW."""
+    """One thread's module. Inputs become Vars as ``input_path`` (or a ``misuse``) says, by
+    default ``expr.const`` (copies the array); outputs in NC4HW4 are converted to NCHW and
+    ``fetch`` returns their ``read()`` views, valid while ``outputs`` holds the Vars."""
 
     def __init__(self, engine: ModuleEngine) -> None:
         self.engine = engine
@@ -57,8 +63,10 @@ class ModuleBinding(Binding):
         self.expected = len(self.spec.output_names)
         self.renews = engine.renews
         self.created = {"modules": 0, "clones": 0}
-        self.variables: list[Any] = []
+        self.placeholders: list[Any] = []
+        self.variables: Any = []
         self.outputs: list[Any] = []  # kept alive while the caller copies their views
+        self.make_variables = self._feeder(engine.input_path, engine.misuse)
 
     def setup(self) -> None:
         shared = self.engine.module
@@ -70,6 +78,12 @@ class ModuleBinding(Binding):
                 self.module = shared.clone()
         else:
             self.module = shared
+        if self.engine.input_path == "placeholder":
+            with calling_mnn():
+                self.placeholders = [
+                    F.placeholder(shape, F.NCHW, kind)
+                    for shape, kind in zip(self.input_shapes, self.input_types)
+                ]
 
     def begin(self) -> None:
         if self.renews is not None:
@@ -81,10 +95,7 @@ class ModuleBinding(Binding):
 
     def feed(self, inputs: list[np.ndarray]) -> None:
         try:
-            self.variables = [
-                F.const(array, shape, F.NCHW, kind)
-                for array, shape, kind in zip(inputs, self.input_shapes, self.input_types)
-            ]
+            self.variables = self.make_variables(inputs)
         except Exception as exc:
             raise MNNError.wrap(exc) from exc
 
@@ -108,5 +119,40 @@ class ModuleBinding(Binding):
         except Exception as exc:
             raise MNNError.wrap(exc) from exc
 
+    def release(self) -> None:
+        self.module = None
+        self.variables, self.outputs, self.placeholders = [], [], []
+
     def facts(self) -> dict[str, Any]:
-        return {"module": id(self.module), **self.created}
+        return {"module": id(self.module) if self.module else None, **self.created}
+
+    # --- input paths and misuse: each builds what ``forward`` gets from the arrays --------
+    def _feeder(self, input_path: str, misuse: str) -> Any:
+        feeders = {
+            "const": self._consts,
+            "numpy_array": lambda inputs: [MNN.numpy.array(a) for a in inputs],
+            "placeholder": self._write_placeholders,
+            "missing_input": lambda inputs: self._consts(inputs)[:-1],
+            "extra_input": lambda inputs: [*self._consts(inputs), *self._consts(inputs)[:1]],
+            "wrong_rank": self._flat_consts,
+            "wrong_dtype": lambda inputs: self._consts([a.astype(np.float64) for a in inputs]),
+            "bare_ndarray": lambda inputs: inputs[0],  # forward(ndarray): not even a list
+        }
+        return feeders.get(misuse, feeders[input_path])
+
+    def _consts(self, inputs: list[np.ndarray]) -> list[Any]:
+        return [
+            F.const(array, shape, F.NCHW, kind)
+            for array, shape, kind in zip(inputs, self.input_shapes, self.input_types)
+        ]
+
+    def _flat_consts(self, inputs: list[np.ndarray]) -> list[Any]:
+        return [
+            F.const(array.reshape(-1), [array.size], F.NCHW, kind)
+            for array, kind in zip(inputs, self.input_types)
+        ]
+
+    def _write_placeholders(self, inputs: list[np.ndarray]) -> list[Any]:
+        for placeholder, array in zip(self.placeholders, inputs):
+            placeholder.write(array)
+        return self.placeholders

@@ -11,7 +11,7 @@ import numpy as np
 from stress.contract import dtypes
 from stress.contract.stages import Binding
 from stress.factors.lifecycle import RENEWS
-from stress.worker.drivers import MNNError, ModelSpec, calling_mnn
+from stress.worker.drivers import MNNError, ModelSpec, calling_mnn, session_feed
 
 CAFFE = MNN.Tensor_DimensionType_Caffe
 
@@ -66,27 +66,35 @@ class SessionEngine:
     """Builds what the threads share: nothing (``own``), one Interpreter (``interpreter``), or
     one Interpreter and one session (``session``)."""
 
-    def __init__(self, spec: ModelSpec, sharing: str, lifecycle: str) -> None:
+    def __init__(self, spec: ModelSpec, params: dict[str, Any]) -> None:
         self.spec = spec
-        self.renews = RENEWS.get(lifecycle)  # what each iteration builds anew, if anything
-        self.with_runtime = lifecycle == "session_per_iteration"
+        self.renews = RENEWS.get(params["lifecycle"])  # what each iteration builds anew
+        self.with_runtime = params["lifecycle"] == "session_per_iteration"
+        self.feeder = session_feed.feeder(params["input_path"], params["misuse"])
+        self.fast = params["input_path"] == "tensor_copy" and params["misuse"] == "none"
+        self.raw_views = params["output_lifetime"] != "copy"
         self.interpreter: Interpreter | None = None
         self.session: Any = None
-        if sharing in ("interpreter", "session"):
+        if params["sharing"] in ("interpreter", "session"):
             self.interpreter = Interpreter(spec, self.with_runtime)
-        if sharing == "session":
+        if params["sharing"] == "session":
             assert self.interpreter is not None
             self.session = self.interpreter.new_session()
 
     def bind(self, thread: int) -> SessionBinding:
         return SessionBinding(self)
 
+    def release(self) -> None:
+        self.interpreter = self.session = None
+
 
 class SessionBinding(Binding):
-    """One thread's session. Inputs go in through a fresh NCHW host tensor per call
-    (``MNN.Tensor`` copies the array). Every output is read through ``copyToHostTensor`` into
-    an NCHW host tensor of ours: MNN converts its internal layout (NC4HW4 outputs report the
-    NCHW dimension type in MNN 3.6.1, so a type check cannot find them)."""
+    """One thread's session. Inputs go in as ``input_path`` (or a ``misuse``) says; by
+    default through a fresh NCHW host tensor per call (``MNN.Tensor`` copies the array).
+    Every output is read through ``copyToHostTensor`` into an NCHW host tensor of ours: MNN
+    converts its internal layout (NC4HW4 outputs report the NCHW dimension type in MNN
+    3.6.1, so a type check cannot find them); an ``output_lifetime`` other than ``copy``
+    reads MNN's own ``getNumpyData()`` views instead, as a user keeping them would."""
 
     def __init__(self, engine: SessionEngine) -> None:
         self.engine = engine
@@ -125,14 +133,13 @@ class SessionBinding(Binding):
             self.inputs = [mnn.getSessionInput(session, name) for name, _, _ in self.spec.inputs]
             outputs = [mnn.getSessionOutput(session, name) for name in self.spec.output_names]
             described = [(t, t.getShape(), t.getDataType()) for t in outputs]
-        self.readers = [_reader(*output) for output in described]
+        if self.engine.raw_views:
+            self.readers = [tensor.getNumpyData for tensor, _, _ in described]
+        else:
+            self.readers = [_reader(*output) for output in described]
 
     def feed(self, inputs: list[np.ndarray]) -> None:
-        try:
-            for tensor, halide, array in zip(self.inputs, self.halide, inputs):
-                tensor.copyFrom(MNN.Tensor(array.shape, halide, array, CAFFE))
-        except Exception as exc:
-            raise MNNError.wrap(exc) from exc
+        self.engine.feeder(self, inputs)
 
     def run(self) -> int:
         try:
@@ -148,6 +155,8 @@ class SessionBinding(Binding):
 
     def iteration(self, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
         """begin, feed, run and fetch in one go: the hot path when no factor adds a layer."""
+        if not self.engine.fast:
+            return Binding.iteration(self, inputs)
         if self.renews is not None:
             self.renew(self.renews)
         try:
@@ -158,9 +167,13 @@ class SessionBinding(Binding):
         except Exception as exc:
             raise MNNError.wrap(exc) from exc
 
+    def release(self) -> None:
+        self.interpreter = self.session = None  # type: ignore[assignment]
+        self.inputs, self.readers = [], []
+
     def facts(self) -> dict[str, Any]:
         return {
-            "interpreter": id(self.interpreter.mnn),
+            "interpreter": id(self.interpreter.mnn) if self.interpreter else None,
             "session": id(self.session),
             **self.created,
         }
