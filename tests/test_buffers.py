@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -129,6 +130,17 @@ def test_retained_views_are_read_again_as_rows_of_their_iteration(scenario_file,
     assert (session["views_rechecked"], session["views_changed"]) == (16, 16)
     assert session["verdict"] == "VIEW_CHANGED"
     assert (session["iterations"], session["completed"]) == (40, 40)  # later rows are not more
+    # The README's DuckDB query finds the same changed views as the summary.
+    parts = f"'{out}/iterations/*.parquet'"
+    changed = duckdb.sql(
+        f"""SELECT l.variant_id, count(*) AS n FROM read_parquet({parts}) l
+        JOIN read_parquet({parts}) f USING (variant_id, thread, iteration, output_name)
+        WHERE l.observation <> 'fetch' AND f.observation = 'fetch'
+          AND l.digest IS DISTINCT FROM f.digest GROUP BY ALL"""
+    ).fetchall()
+    assert {vid: n for vid, n in changed} == {
+        vid: v["views_changed"] for vid, v in summary.items() if v["views_changed"]
+    }
 
 
 def test_views_read_after_release_are_rows_or_a_crash(scenario_file, tmp_path):
