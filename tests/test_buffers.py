@@ -192,3 +192,27 @@ def test_a_setup_failure_without_misuse_is_still_retried(scenario_file, tmp_path
     assert summary["misuse=none"]["events"]["exception"] == 3
     assert summary["misuse=wrong_rank"]["verdict"] == "REFUSED"
     assert summary["misuse=wrong_rank"]["events"]["exception"] == 1
+
+
+SESSION_MISUSES = ["missing_input", "extra_input", "wrong_rank", "wrong_dtype", "from_numpy"]
+SESSION_MISUSES += ["bare_ndarray", "untyped_tensor", "unknown_output"]
+MODULE_MISUSES = ["missing_input", "extra_input", "wrong_rank", "wrong_dtype", "bare_ndarray"]
+MODULE_MISUSES += ["unknown_output"]
+
+
+@pytest.mark.parametrize(
+    ("api", "misuses"), [("session", SESSION_MISUSES), ("module", MODULE_MISUSES)]
+)
+def test_every_misuse_is_a_finding_never_a_harness_error(scenario_file, tmp_path, api, misuses):
+    """Each misuse ends as MNN's outcome (rows, error/invalid rows, deaths, refused), made on
+    the default path, never as a failure of ours."""
+    matrix = {"api": [api], "misuse": misuses}
+    out, rows, events, _ = run_matrix(scenario_file, tmp_path, matrix, iterations=3, max_crashes=0)
+    assert not events.kind.isin(["harness"]).any()
+    summary = summary_of(out)
+    assert len(summary) == len(misuses)
+    for variant in summary.values():
+        assert variant["verdict"] not in ("HARNESS_ERROR", "EMPTY", "ok") or (
+            variant["verdict"] == "ok" and variant["iterations"] == 3
+        ), variant
+    assert (rows.input_path == ("tensor_copy" if api == "session" else "const")).all()

@@ -199,7 +199,8 @@ def _truncated(path: Path) -> None:
 Writer = Callable[[Path], object]
 ARRAY = np.ones((1, 3, 24, 24), np.float32)
 FILE_ERRORS: list[tuple[str, Writer, str, str]] = [
-    ("nowhere.npy", lambda d: None, "no such file: {d}/nowhere.npy", "the scenario file's folder"),
+    ("nowhere.npy", lambda d: None, "{d}/nowhere.npy does not exist", "the scenario file's folder"),
+    ("dir.npy", lambda d: (d / "dir.npy").mkdir(), "dir.npy is not a regular file", ".npy or .npz"),
     ("x.txt", lambda d: np.savetxt(d / "x.txt", [1.0]), "x.txt is not a .npy or .npz", "savez"),
     ("x.npy", lambda d: (d / "x.npy").write_bytes(b"\x93NUMPY junk"), "not a valid .npy", "save"),
     ("x.npy", lambda d: _truncated(d / "x.npy"), "x.npy is not a valid .npy file", "numpy.save"),

@@ -243,9 +243,11 @@ def _check_file(path: Path, data: CommentedMap, given: InputSpec, tensor: Tensor
 
 def _file_header(source: Path, name: str, fail: Fail) -> tuple[tuple[int, ...], np.dtype]:
     if not source.is_file():
+        what = "is not a regular file" if source.exists() else "does not exist"
         raise fail(
-            f"no such file: {source}",
-            fix="check the path; a relative one is taken from the scenario file's folder",
+            f"{source} {what}",
+            fix="give a .npy or .npz file; a relative path is taken from the scenario file's "
+            "folder",
         )
     if source.suffix not in FILE_SUFFIXES:
         raise fail(

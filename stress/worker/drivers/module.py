@@ -31,6 +31,13 @@ def load_module(spec: ModelSpec) -> Any:
         )
 
 
+# misuse: what the harness does to the arrays before MNN gets them
+PREPARE = {
+    "wrong_rank": lambda array: array.reshape(-1),  # rank 1, the same elements
+    "wrong_dtype": lambda array: array.astype(np.float64),
+}
+
+
 class ModuleEngine:
     """Builds what the threads share: nothing (``own``) or one module (``module``, and
     ``clone``, where each thread runs its own ``clone()`` of it)."""
@@ -67,6 +74,7 @@ class ModuleBinding(Binding):
         self.variables: Any = []
         self.outputs: list[Any] = []  # kept alive while the caller copies their views
         self.make_variables = self._feeder(engine.input_path, engine.misuse)
+        self.prepare = PREPARE.get(engine.misuse)  # harness work on the arrays, outside MNN's
 
     def setup(self) -> None:
         shared = self.engine.module
@@ -94,6 +102,8 @@ class ModuleBinding(Binding):
         self.module = load_module(self.spec)
 
     def feed(self, inputs: list[np.ndarray]) -> None:
+        if self.prepare is not None:
+            inputs = [self.prepare(array) for array in inputs]
         try:
             self.variables = self.make_variables(inputs)
         except Exception as exc:
@@ -134,8 +144,8 @@ class ModuleBinding(Binding):
             "placeholder": self._write_placeholders,
             "missing_input": lambda inputs: self._consts(inputs)[:-1],
             "extra_input": lambda inputs: [*self._consts(inputs), *self._consts(inputs)[:1]],
-            "wrong_rank": self._flat_consts,
-            "wrong_dtype": lambda inputs: self._consts([a.astype(np.float64) for a in inputs]),
+            "wrong_rank": self._consts_as_shaped,
+            "wrong_dtype": self._consts,
             "bare_ndarray": lambda inputs: inputs[0],  # forward(ndarray): not even a list
         }
         return feeders.get(misuse, feeders[input_path])
@@ -146,9 +156,10 @@ class ModuleBinding(Binding):
             for array, shape, kind in zip(inputs, self.input_shapes, self.input_types)
         ]
 
-    def _flat_consts(self, inputs: list[np.ndarray]) -> list[Any]:
+    def _consts_as_shaped(self, inputs: list[np.ndarray]) -> list[Any]:
+        """Consts of the arrays' own shapes, not the model's."""
         return [
-            F.const(array.reshape(-1), [array.size], F.NCHW, kind)
+            F.const(array, list(array.shape), F.NCHW, kind)
             for array, kind in zip(inputs, self.input_types)
         ]
 

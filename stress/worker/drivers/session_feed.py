@@ -69,14 +69,23 @@ def _layout(convert: Callable[[np.ndarray], Host]) -> Feeder:
     return feed
 
 
-def host_write(binding: Any, inputs: list[np.ndarray]) -> None:
-    """Into each session input's ``getNumpyData()`` view (MNN's memory; numpy copies). A view
+def _per_input(call: Callable[[Any, np.ndarray], Any]) -> Feeder:
+    """A feeder making one MNN call per (session input tensor, array)."""
+
+    def feed(binding: Any, inputs: list[np.ndarray]) -> None:
+        try:
+            for tensor, array in zip(binding.inputs, inputs):
+                call(tensor, array)
+        except Exception as exc:
+            raise MNNError.wrap(exc) from exc
+
+    return feed
+
+
+def _write_view(tensor: Any, array: np.ndarray) -> None:
+    """Into the session input's ``getNumpyData()`` view (MNN's memory; numpy copies). A view
     whose shape does not take the array is MNN's answer, recorded as an error."""
-    try:
-        for tensor, array in zip(binding.inputs, inputs):
-            tensor.getNumpyData()[...] = array
-    except Exception as exc:
-        raise MNNError.wrap(exc) from exc
+    tensor.getNumpyData()[...] = array
 
 
 # --- misuse: each one mistake, made on the default path -------------------------------------
@@ -105,45 +114,21 @@ def wrong_dtype(binding: Any, inputs: list[np.ndarray]) -> None:
     _copy_hosts(binding, [as_nchw(a.astype(np.float64)) for a in inputs])
 
 
-def from_numpy(binding: Any, inputs: list[np.ndarray]) -> None:
-    """``Tensor.fromNumpy`` on the session inputs instead of ``copyFrom``."""
-    try:
-        for tensor, array in zip(binding.inputs, inputs):
-            tensor.fromNumpy(array)
-    except Exception as exc:
-        raise MNNError.wrap(exc) from exc
-
-
-def bare_ndarray(binding: Any, inputs: list[np.ndarray]) -> None:
-    """``copyFrom`` given the ndarray itself instead of an MNN.Tensor."""
-    try:
-        for tensor, array in zip(binding.inputs, inputs):
-            tensor.copyFrom(array)
-    except Exception as exc:
-        raise MNNError.wrap(exc) from exc
-
-
-def untyped_tensor(binding: Any, inputs: list[np.ndarray]) -> None:
-    """``MNN.Tensor(array)`` with no shape, type or layout, then ``copyFrom``."""
-    try:
-        for tensor, array in zip(binding.inputs, inputs):
-            tensor.copyFrom(MNN.Tensor(array))
-    except Exception as exc:
-        raise MNNError.wrap(exc) from exc
-
-
 FEEDERS: dict[str, Feeder] = {
     "tensor_copy": _layout(as_nchw),
     "nhwc": _layout(as_nhwc),
     "nc4hw4": _layout(as_nc4hw4),
-    "host_write": host_write,
+    "host_write": _per_input(_write_view),
     "missing_input": missing_input,
     "extra_input": extra_input,
     "wrong_rank": wrong_rank,
     "wrong_dtype": wrong_dtype,
-    "from_numpy": from_numpy,
-    "bare_ndarray": bare_ndarray,
-    "untyped_tensor": untyped_tensor,
+    # Tensor.fromNumpy on the session inputs instead of copyFrom
+    "from_numpy": _per_input(lambda tensor, array: tensor.fromNumpy(array)),
+    # copyFrom given the ndarray itself instead of an MNN.Tensor
+    "bare_ndarray": _per_input(lambda tensor, array: tensor.copyFrom(array)),
+    # MNN.Tensor(array) with no shape, type or layout, then copyFrom
+    "untyped_tensor": _per_input(lambda tensor, array: tensor.copyFrom(MNN.Tensor(array))),
 }
 
 
