@@ -19,7 +19,10 @@ def test_bundled_scenarios_run_and_summarise(tmp_path):
     assert manifest["status"] == "complete"
     assert manifest["versions"]["MNN"] and manifest["host"]["logical_cores"]
     names = {s["name"] for s in manifest["scenarios"]}
-    assert names == {"control", "three_input", "deep", "threads", "lifecycle"}
+    assert names == {
+        *("control", "three_input", "deep", "threads", "lifecycle"),
+        *("input_paths", "lifetimes", "misuse"),
+    }
     rows = read_iterations(out)
     summary = json.loads(run_cli("summary", str(out), "--json").stdout)
     assert {v["variant_id"] for v in summary["variants"]} == set(manifest["variants"])
@@ -41,9 +44,15 @@ def test_bundled_scenarios_run_and_summarise(tmp_path):
 
 
 def _contract_broken_on_purpose(params: dict) -> bool:
-    """A session shared by unlocked threads, or a session run again on inputs written once."""
+    """A session shared by unlocked threads, a session run again on inputs written once, a
+    deliberate misuse, or output views kept past their iteration."""
     shared_session = params["sharing"] == "session" and params["caller_lock"] != "all"
-    return shared_session or (params["api"] == "session" and params["inputs_written"] == "once")
+    return (
+        shared_session
+        or (params["api"] == "session" and params["inputs_written"] == "once")
+        or params["misuse"] != "none"
+        or params["output_lifetime"] != "copy"
+    )
 
 
 def test_out_refuses_a_directory_holding_a_run(tmp_path, scenario_file):
