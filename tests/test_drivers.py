@@ -102,3 +102,51 @@ def test_nc4hw4_packing_puts_channels_in_blocks_of_four():
     for c in range(8):
         want = array[:, c] if c < 5 else np.zeros((2, 2, 3), np.float32)
         np.testing.assert_array_equal(blocks[:, c // 4, :, :, c % 4], want)
+
+
+class SpyInput:
+    """Stands in for a session input tensor, to see what a feeder hands over (the feeders'
+    own choice of call; what MNN makes of each is tested above on real sessions)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.view = np.zeros(shape, np.float32)
+        self.copied: list = []
+
+    def copyFrom(self, host) -> bool:  # noqa: N802 (MNN's name)
+        self.copied.append(host)
+        return True
+
+    def getNumpyData(self) -> np.ndarray:  # noqa: N802
+        return self.view
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [("tensor_copy", [1, 3, 4, 5]), ("nhwc", [1, 4, 5, 3]), ("nc4hw4", [1, 4, 4, 5])],
+)
+def test_each_session_path_hands_mnn_its_own_host_tensor(path, shape):
+    from types import SimpleNamespace
+
+    from stress.worker.drivers.session_feed import feeder
+
+    array = np.arange(60, dtype=np.float32).reshape(1, 3, 4, 5)
+    spy = SpyInput(array.shape)
+    feeder(path, "none")(SimpleNamespace(inputs=[spy], halide=[MNN.Halide_Type_Float]), [array])
+    (host,) = spy.copied
+    assert list(host.getShape()) == shape
+    data = np.array(host.getData(), np.float32)
+    if path == "nhwc":
+        np.testing.assert_array_equal(data, np.moveaxis(array, 1, -1).reshape(-1))
+    elif path == "tensor_copy":
+        np.testing.assert_array_equal(data, array.reshape(-1))
+
+
+def test_host_write_writes_into_the_session_inputs_view():
+    from types import SimpleNamespace
+
+    from stress.worker.drivers.session_feed import feeder
+
+    array = np.arange(60, dtype=np.float32).reshape(1, 3, 4, 5)
+    spy = SpyInput(array.shape)
+    feeder("host_write", "none")(SimpleNamespace(inputs=[spy]), [array])
+    assert spy.copied == [] and np.array_equal(spy.view, array)
