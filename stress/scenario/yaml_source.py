@@ -234,3 +234,12 @@ class _Expansion:
             file=self.file,
             fix="use an alias for a small shared part, not to repeat aliases",
         )
+
+
+def error_at(
+    path: Path, data: CommentedMap, loc: tuple[Any, ...], message: str, *, fix: str
+) -> ScenarioError:
+    """A ScenarioError at ``loc`` of the file: its key path and line."""
+    return ScenarioError(
+        message, file=str(path), key=key_path(loc), line=line_of(data, loc), fix=fix
+    )
