@@ -74,6 +74,7 @@ def test_every_input_lifetime_is_applied_before_the_run(scenario_file, tmp_path,
     assert facts("mutated")["mutated_before_run"] == iterations
     assert facts("freed")["freed"] == facts("freed")["freed_poisoned"] == arrays
     assert facts("freed")["freed_reused"] > 0  # glibc handed the freed block back, poisoned
+    assert fed("freed")["not_owning"] == fed("unmapped")["not_owning"] == arrays  # not numpy's
     assert facts("unmapped")["unmapped"] == arrays
     assert facts("unmapped")["unmapped_verified"] == 8  # gone from /proc/self/maps
     assert facts("gc_churn")["churned_collected"] == facts("gc_churn")["churned"] == arrays
@@ -130,6 +131,10 @@ def test_retained_views_are_read_again_as_rows_of_their_iteration(scenario_file,
     assert (session["views_rechecked"], session["views_changed"]) == (16, 16)
     assert session["verdict"] == "VIEW_CHANGED"
     assert (session["iterations"], session["completed"]) == (40, 40)  # later rows are not more
+    assert session["distinct_outputs"] == 1  # the changed later reads are not outputs
+    manifest = json.loads((out / "manifest.json").read_text())
+    for vid in summary:  # later rows did not move any thread's progress back
+        assert manifest["variants"][vid]["next_iterations"] == [iterations, iterations]
     # The README's DuckDB query finds the same changed views as the summary.
     parts = f"'{out}/iterations/*.parquet'"
     changed = duckdb.sql(
@@ -155,6 +160,7 @@ def test_views_read_after_release_are_rows_or_a_crash(scenario_file, tmp_path):
             held = traces[vid]["facts"]["0"]
             api = rows[rows.variant_id == vid].api.iloc[0]
             assert held["interpreter" if api == "session" else "module"] is None
+            assert traces[vid]["last_look"] == {"views": 8, "poisoned": 8}
         # Either every kept view was read after release, or reading one killed the worker
         # after all its iterations were recorded (nothing was in flight).
         assert len(later) == 8 or len(crashed) == 1, variant
@@ -216,3 +222,24 @@ def test_every_misuse_is_a_finding_never_a_harness_error(scenario_file, tmp_path
             variant["verdict"] == "ok" and variant["iterations"] == 3
         ), variant
     assert (rows.input_path == ("tensor_copy" if api == "session" else "const")).all()
+
+
+def test_a_short_variant_keeps_every_iteration_and_not_the_run_after_it(scenario_file, tmp_path):
+    matrix = {"api": ["session"], "output_lifetime": ["retained"]}
+    _, rows, _, traces = run_matrix(scenario_file, tmp_path, matrix, iterations=5)
+    later = rows[rows.observation == "retained"]
+    assert sorted(later.iteration) == [0, 1, 2, 3, 4]
+    (trace,) = traces.values()
+    assert trace["last_look"] == {"views": 5, "poisoned": 0}  # retained: nothing released
+
+
+def test_a_misuse_variant_that_dies_after_set_up_is_retried(scenario_file, tmp_path):
+    """Only a failure before the first iteration is a misuse's refusal: a death after it is
+    a death like any other (retried, then quarantined)."""
+    matrix = {"misuse": ["wrong_rank"]}
+    out, _, events, _ = run_matrix(
+        scenario_file, tmp_path, matrix, iterations=6, max_crashes=1, fault="segv@2+"
+    )
+    (variant,) = summary_of(out).values()
+    assert variant["verdict"] == "QUARANTINED"
+    assert variant["events"]["crash"] == 2

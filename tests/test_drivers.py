@@ -150,3 +150,80 @@ def test_host_write_writes_into_the_session_inputs_view():
     spy = SpyInput(array.shape)
     feeder("host_write", "none")(SimpleNamespace(inputs=[spy]), [array])
     assert spy.copied == [] and np.array_equal(spy.view, array)
+
+
+class SpyMisuseInput(SpyInput):
+    def fromNumpy(self, array) -> None:  # noqa: N802 (MNN's name)
+        self.copied.append(("fromNumpy", array))
+
+
+def fed_by_misuse(misuse: str, inputs: list[np.ndarray]) -> tuple[list, list]:
+    """What a Session API misuse feeder hands each spy input, and the names asked of the
+    Interpreter."""
+    from types import SimpleNamespace
+
+    from stress.worker.drivers.session_feed import feeder
+
+    spies = [SpyMisuseInput(a.shape) for a in inputs]
+    asked: list = []
+
+    def get_session_input(session, name):
+        asked.append(name)
+        return SpyMisuseInput((1,))
+
+    binding = SimpleNamespace(
+        inputs=spies,
+        halide=[MNN.Halide_Type_Float] * len(inputs),
+        interpreter=SimpleNamespace(mnn=SimpleNamespace(getSessionInput=get_session_input)),
+        session=None,
+    )
+    feeder("tensor_copy", misuse)(binding, inputs)
+    return [spy.copied for spy in spies], asked
+
+
+def test_each_session_misuse_makes_its_mistake():
+    from stress.factors.misuse import UNKNOWN_NAME
+
+    a, b = np.ones((1, 3, 4, 5), np.float32), np.zeros((1, 2, 3), np.float32)
+    fed, _ = fed_by_misuse("missing_input", [a, b])
+    assert [len(f) for f in fed] == [1, 0]  # the last input is never given
+    fed, asked = fed_by_misuse("extra_input", [a, b])
+    assert [len(f) for f in fed] == [1, 1] and asked == [UNKNOWN_NAME]
+    fed, _ = fed_by_misuse("wrong_rank", [a, b])
+    assert [list(f[0].getShape()) for f in fed] == [[60], [6]]
+    fed, _ = fed_by_misuse("from_numpy", [a, b])
+    assert [f[0][0] for f in fed] == ["fromNumpy", "fromNumpy"]
+    fed, _ = fed_by_misuse("bare_ndarray", [a, b])
+    assert fed[0][0] is a and fed[1][0] is b
+    fed, _ = fed_by_misuse("untyped_tensor", [a, b])
+    assert isinstance(fed[0][0], MNN.Tensor) and list(fed[0][0].getShape()) != [1, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("misuse", "check"),
+    [
+        ("missing_input", lambda v, n: len(v) == n - 1),
+        ("extra_input", lambda v, n: len(v) == n + 1),
+        ("wrong_rank", lambda v, n: len(v) == n and all(len(x.shape) == 1 for x in v)),
+        ("bare_ndarray", lambda v, n: isinstance(v, np.ndarray)),
+    ],
+)
+def test_each_module_misuse_makes_its_mistake(misuse, check):
+    binding, arrays, _ = driver_for("module", "three_input", misuse=misuse)
+    binding.feed(arrays)
+    assert check(binding.variables, len(arrays))
+
+
+def test_module_paths_use_placeholders_and_mnn_numpy(monkeypatch):
+    binding, arrays, _ = driver_for("module", "three_input", input_path="placeholder")
+    binding.feed(arrays)
+    first = list(binding.variables)
+    binding.feed(arrays)
+    assert len(first) == 3 and all(a is b for a, b in zip(first, binding.variables))
+    assert all(a is b for a, b in zip(first, binding.placeholders))
+    made = []
+    real = MNN.numpy.array
+    monkeypatch.setattr(MNN.numpy, "array", lambda *a, **k: made.append(1) or real(*a, **k))
+    binding, arrays, _ = driver_for("module", "three_input", input_path="numpy_array")
+    binding.feed(arrays)
+    assert len(made) == 3

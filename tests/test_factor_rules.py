@@ -431,3 +431,13 @@ def test_non_default_new_factor_changes_the_id():
         changed = variant_id("control", {**defaults(), name: other})
         assert changed not in seen, name
         seen.add(changed)
+
+
+@pytest.mark.parametrize(
+    "path", ["tensor_copy", "nhwc", "nc4hw4", "host_write", "const", "numpy_array", "placeholder"]
+)
+def test_input_lifetimes_only_where_mnn_receives_the_array(path):
+    api = "session" if path in ("tensor_copy", "nhwc", "nc4hw4", "host_write") else "module"
+    found = conflicts({"api": api, "input_path": path, "input_lifetime": "freed"})
+    hands_over = path in ("tensor_copy", "const", "numpy_array", "placeholder")
+    assert [c.keys for c in found] == ([] if hands_over else [("input_lifetime", "input_path")])

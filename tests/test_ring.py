@@ -17,6 +17,7 @@ from stress.contract.protocol import (
     Failure,
     Hello,
     IterationWriter,
+    Observation,
     ProtocolError,
     decode_iteration,
     decode_message,
@@ -134,6 +135,7 @@ def test_messages_round_trip_typed():
         lambda b: b[:20],  # truncated head
         lambda b: b[:60],  # truncated output header
         lambda b: b[:48] + bytes([0, 0, 99]) + b[51:],  # unknown dtype code
+        lambda b: b[:39] + bytes([3]) + b[40:],  # unknown observation
         lambda b: b[:48] + bytes([5, 0]) + b[50:],  # output index past the model's outputs
     ],
 )
@@ -144,3 +146,12 @@ def test_mangled_iteration_records_are_protocol_errors(mangle):
     assert decode_iteration(payload, 1).outputs  # the original decodes
     with pytest.raises(ProtocolError):
         decode_iteration(mangle(payload), 1)
+
+
+def test_a_later_observation_round_trips():
+    writer, reader = pair(1 << 16)
+    head = (4, 2, 0, 0, 0, 1, STATUS_OK, Observation.AFTER_RELEASE)
+    IterationWriter(writer).write(head, [np.zeros(3, np.float32)])
+    ((_, payload),) = reader.drain()
+    record = decode_iteration(payload, 1, threads=2)
+    assert (record.iteration, record.thread, record.observation) == (4, 1, 2)

@@ -66,3 +66,39 @@ def test_a_manifest_entry_from_before_threads_still_reads():
     assert VariantEntry.from_dict(old).next_iterations == [5]
     with pytest.raises(TypeError):
         VariantEntry.from_dict({**old, "next_iterations": [5], "bogus": 1})
+
+
+def later_looks(fetch_digest, later_digest) -> dict:
+    """The summary's later-look counts for one fetch row and one later read of it."""
+    import pyarrow as pa
+
+    from stress.analysis.summary import _add_later_looks
+
+    def table(observation, digest):
+        return pa.table(
+            {
+                "variant_id": ["v1"],
+                "thread": pa.array([0], pa.int16()),
+                "iteration": pa.array([3], pa.int64()),
+                "output_name": ["y"],
+                "observation": [observation],
+                "digest": pa.array([digest], pa.string()),
+            }
+        )
+
+    row = _empty("v1", "s", "label", "done")
+    _add_later_looks({"v1": row}, table("fetch", fetch_digest), table("retained", later_digest))
+    return {"rechecked": row["views_rechecked"], "changed": row["views_changed"]}
+
+
+@pytest.mark.parametrize(
+    ("fetch_digest", "later_digest", "counts"),
+    [
+        ("aa", "aa", {"rechecked": 1, "changed": 0}),
+        ("aa", "bb", {"rechecked": 1, "changed": 1}),
+        ("aa", None, {"rechecked": 1, "changed": 1}),  # nothing readable any more: changed
+        (None, "aa", {"rechecked": 0, "changed": 0}),  # nothing was recorded to compare with
+    ],
+)
+def test_later_reads_are_compared_with_the_fetch_digest(fetch_digest, later_digest, counts):
+    assert later_looks(fetch_digest, later_digest) == counts

@@ -178,10 +178,10 @@ class GcChurn(Layer):
         self.made = self.collected = 0
 
     def feed(self, inputs: list[np.ndarray]) -> None:
-        fresh = [a.copy() for a in inputs]
-        alive = [weakref.ref(a) for a in fresh]
-        self.inner.feed(fresh)
-        del fresh
+        handed = [a.copy() for a in inputs]
+        alive = [weakref.ref(a) for a in handed]  # of exactly what MNN was given
+        self.inner.feed(handed)
+        del handed
         gc.collect()
         self.made += len(alive)
         self.collected += sum(ref() is None for ref in alive)

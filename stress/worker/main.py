@@ -52,6 +52,7 @@ class Worker:
         self.ring_lock = threading.Lock()
         self.stopping = False
         self.deadline = faults.NEVER
+        self.last_look: dict[str, int] = {}  # what _look_again read and poisoned (for the trace)
 
     def stop(self, *_: Any) -> None:
         self.stopping = True
@@ -90,7 +91,7 @@ class Worker:
         if params["output_lifetime"] != "copy":
             self._look_again(loops, engine, params["output_lifetime"])
         if tracer is not None:
-            tracer.dump(os.environ[trace.ENV_VAR], job.variant_id)
+            tracer.dump(os.environ[trace.ENV_VAR], job.variant_id, self.last_look)
         self.send(Done(completed=sum(loop.completed for loop in loops), stopped=self.stopping))
         return 0
 
@@ -130,6 +131,10 @@ class Worker:
             gc.collect()
             poison = output_lifetimes.poison_like([v for k in kept for _, vs in k for v in vs])
         observation = Observation.RETAINED if lifetime == "retained" else Observation.AFTER_RELEASE
+        self.last_look = {
+            "views": sum(len(vs) for k in kept for _, vs in k),
+            "poisoned": len(poison),
+        }
         for loop, views in zip(loops, kept):
             loop.write_again(views, observation)
         output_lifetimes.free_all(poison)

@@ -68,10 +68,11 @@ class Tracer:
                 self.fed["not_owning"] += not array.flags.owndata
                 self.fed["read_only"] += not array.flags.writeable
 
-    def dump(self, directory: str, variant_id: str) -> None:
+    def dump(self, directory: str, variant_id: str, last_look: dict[str, int]) -> None:
         report = {
             "pid": os.getpid(),
             "variant_id": variant_id,
+            "last_look": last_look,
             "peak": dict(self.peak),
             "unlocked": dict(self.unlocked),
             "calls": {str(t): dict(c) for t, c in self.calls.items()},
