@@ -165,8 +165,8 @@ def test_views_read_after_release_are_rows_or_a_crash(scenario_file, tmp_path):
         # after all its iterations were recorded (nothing was in flight).
         assert len(later) == 8 or len(crashed) == 1, variant
         assert variant["iterations"] == 10
-        for in_flight in crashed.in_flight:
-            assert list(in_flight) == []
+        for in_flight in crashed.in_flight:  # the worker had said it was done
+            assert in_flight is None or all(i is None for i in in_flight)
 
 
 def test_a_misuse_that_fails_at_setup_ends_its_variant_once(scenario_file, tmp_path):
@@ -243,3 +243,26 @@ def test_a_misuse_variant_that_dies_after_set_up_is_retried(scenario_file, tmp_p
     (variant,) = summary_of(out).values()
     assert variant["verdict"] == "QUARANTINED"
     assert variant["events"]["crash"] == 2
+
+
+def test_a_death_in_the_last_look_has_nothing_in_flight(scenario_file, tmp_path):
+    """On MNN 3.6.1, reading three_input's Session API output view after its Interpreter is
+    gone kills the worker (3 of 3 runs). With a time budget the coordinator cannot tell from
+    the budget that the loop had ended: the worker's ``done`` came first, so the death costs
+    no iteration and every fetch row is there."""
+    text = """
+    name: last_look
+    model: three_input
+    duration: 1s
+    max_crashes: 3
+    matrix:
+      output_lifetime: [after_release]
+    """
+    out = tmp_path / "run"
+    run_cli("run", str(scenario_file(text)), "--out", str(out), check=False)
+    (event,) = read_events(out).itertuples()  # one death: the variant's time was used up
+    assert (event.kind, event.signal) == ("crash", "SIGSEGV")
+    assert pd.isna(event.iteration) and all(pd.isna(i) for i in event.in_flight)
+    (variant,) = summary_of(out).values()
+    assert variant["iterations"] == variant["completed"] > 0
+    assert variant["verdict"] == "CRASHED"

@@ -144,7 +144,8 @@ class Hello:
 @dataclass(frozen=True)
 class Done:
     """Last message of a worker that ended on its own: iterations run, and whether a SIGTERM
-    stopped it early."""
+    stopped it early. Only ``output_lifetime``'s last look may follow it: rows of earlier
+    iterations (``observation`` retained / after_release)."""
 
     completed: int
     stopped: bool

@@ -88,11 +88,12 @@ class Worker:
             loops[0].run()
         else:
             self._run_threads(loops)
+        # Done first: a death in the last look then has no iteration in flight.
+        self.send(Done(completed=sum(loop.completed for loop in loops), stopped=self.stopping))
         if params["output_lifetime"] != "copy":
             self._look_again(loops, engine, params["output_lifetime"])
         if tracer is not None:
             tracer.dump(os.environ[trace.ENV_VAR], job.variant_id, self.last_look)
-        self.send(Done(completed=sum(loop.completed for loop in loops), stopped=self.stopping))
         return 0
 
     def _start(self) -> None:
