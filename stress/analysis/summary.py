@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stress.analysis.dataset import check_run_dir, events, iterations
+from stress.analysis.rates import variant_rates
+from stress.analysis.signatures import signatures
 from stress.events import DEATHS, EventKind
 from stress.manifest import ManifestData, read_manifest
 from stress.rundir import Owner
@@ -54,9 +56,12 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         per_variant[vid] = _empty(vid, entry.scenario, entry.label, variant_status.value)
         per_variant[vid]["completed"] = entry.completed
     _add_iterations(per_variant, rows)
-    _add_events(per_variant, events(run_dir).to_table(columns=["variant_id", "kind"]))
+    event_rows = events(run_dir).to_table()
+    _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
     for variant in per_variant.values():
         variant["verdict"] = verdict(variant)
+        deaths = sum(variant["events"][k] for k in DEATH_KINDS)
+        variant.update(variant_rates(variant, deaths))
     return {
         "run_id": manifest.run_id,
         "status": status.value,
@@ -65,6 +70,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "ended": manifest.ended,
         "mnn_version": manifest.versions["MNN"],
         "variants": list(per_variant.values()),
+        "crash_signatures": signatures(event_rows, DEATH_KINDS),
     }
 
 

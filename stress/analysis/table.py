@@ -7,7 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from stress.analysis.rates import describe
 from stress.analysis.summary import DEATH_KINDS
+from stress.factors import REGISTRY
 
 _STYLE = {
     "ok": "green",
@@ -69,7 +71,50 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         "(output_lifetime); deaths = worker crashes/hangs/exceptions/exits.",
         style="dim",
     )
+    _print_rates(summary["variants"], console)
+    _print_signatures(summary["crash_signatures"], console)
     if summary["reason"]:
         console.print(
             f"run {summary['status']}: {summary['reason']}", style="bold", highlight=False
+        )
+
+
+def _print_rates(variants: list[dict[str, Any]], console: Console) -> None:
+    """How often each failing variant failed, with 95 % intervals; what the clean ones rule
+    out."""
+    failing = [v for v in variants if v["clean_bound"] is None and v["iterations"]]
+    for v in failing:
+        parts = [
+            f"{name} {describe(r['count'], r['n'])}" for name, r in v["rates"].items() if r["count"]
+        ]
+        console.print(f"{v['variant_id']} {v['label']}: " + "; ".join(parts), highlight=False)
+    clean = [v for v in variants if v["clean_bound"] is not None]
+    if clean:
+        shortest = min(clean, key=lambda v: v["iterations"])
+        console.print(
+            f"{len(clean)} variants without a failure; the shortest ({shortest['variant_id']}) "
+            f"ran {describe(0, shortest['iterations'])}: a rarer failure could have gone unseen.",
+            style="dim",
+            highlight=False,
+        )
+
+
+def _print_signatures(signatures: list[dict[str, Any]], console: Console) -> None:
+    """Worker deaths grouped by cause: kind, signal or exception, innermost Python frames."""
+    if not signatures:
+        return
+    console.print("crash signatures:", style="bold")
+    for group in signatures:
+        where = " < ".join(group["frames"]) or "no Python stack"
+        varied = {
+            name: values
+            for name, values in group["factors"].items()
+            if values != [REGISTRY[name].default]
+        }
+        under = " ".join(f"{k}={'|'.join(map(str, v))}" for k, v in varied.items())
+        console.print(
+            f"  {group['count']:>5} {group['kind']} {group['cause']} at {where}; "
+            f"{len(group['variants'])} variant(s), first {group['first']}, last {group['last']}"
+            + (f"; under {under}" if under else ""),
+            highlight=False,
         )

@@ -1,0 +1,82 @@
+"""Crash signatures: a night's worker deaths grouped by their cause, so 5,000 crashes show
+their few causes, each with its count, first and last occurrence and the factor values it
+occurred under.
+
+A signature is the kind of death, its signal or exception type, and the innermost frames of
+the Python stack (file name and function; line numbers left out so that one cause stays one
+signature).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+
+from stress.factors import REGISTRY
+
+TOP_FRAMES = 3
+_PLUMBING = {"contextlib.py", "threading.py", "runpy.py"}  # frames that tell no cause
+_FRAME = re.compile(r'File "(?:[^"]*/)?([^"/]+)", line \d+ in (\S+)')
+_TRACEBACK_FRAME = re.compile(r'File "(?:[^"]*/)?([^"/]+)", line \d+, in (\S+)')
+
+
+def frames(stack: str | None) -> tuple[str, ...]:
+    """The innermost TOP_FRAMES frames as 'file:function', innermost first: from a
+    faulthandler dump (innermost first already) or a traceback (innermost last)."""
+    if not stack:
+        return ()
+    dump = _FRAME.findall(stack)
+    inner_first = dump if dump else list(reversed(_TRACEBACK_FRAME.findall(stack)))
+    named = [f"{file}:{function}" for file, function in inner_first if file not in _PLUMBING]
+    return tuple(named[:TOP_FRAMES])
+
+
+def cause(kind: str, signal: str | None, message: str | None) -> str:
+    """The signal, or the exception type a message starts with (past our MNNError wrapper)."""
+    if signal:
+        return signal
+    text = (message or "").removeprefix("MNNError: ")
+    head = text.split(":", 1)[0].strip()
+    return head if head.isidentifier() else kind
+
+
+def signatures(events: pa.Table, kinds: Iterable[str]) -> list[dict[str, Any]]:
+    """Death events of ``kinds`` grouped by signature, the most frequent first."""
+    wanted = set(kinds)
+    groups: dict[tuple, dict[str, Any]] = {}
+    for event in events.to_pylist():
+        if event["kind"] not in wanted:
+            continue
+        key = (event["kind"], cause(event["kind"], event["signal"], event["message"]))
+        key += frames(event["stack"])
+        group = groups.setdefault(key, _new_group(key))
+        group["count"] += 1
+        group["first"] = min(group["first"] or event["ts"], event["ts"])
+        group["last"] = max(group["last"] or event["ts"], event["ts"])
+        group["variants"].add(event["variant_id"])
+        for name in REGISTRY:
+            group["factors"].setdefault(name, set()).add(event[name])
+    found = sorted(groups.values(), key=lambda g: (-g["count"], g["first"]))
+    for group in found:
+        group["variants"] = sorted(group["variants"])
+        group["factors"] = {k: sorted(v, key=str) for k, v in group["factors"].items()}
+        group["first"] = group["first"].isoformat(timespec="seconds")
+        group["last"] = group["last"].isoformat(timespec="seconds")
+    return found
+
+
+def _new_group(key: tuple) -> dict[str, Any]:
+    kind, why, *top = key
+    return {
+        "kind": kind,
+        "cause": why,
+        "frames": top,
+        "count": 0,
+        "first": None,
+        "last": None,
+        "variants": set(),
+        "factors": {},
+    }
