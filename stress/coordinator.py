@@ -226,6 +226,7 @@ class Coordinator:
             worker_id,
             start_iterations=state.next_iterations,
             stop_iteration=state.stop_iteration,
+            iterations_per_worker=state.scenario.spec.fresh_worker_every,
             duration_s=state.remaining_s(),
             fault=self.fault,
         )
@@ -384,6 +385,9 @@ class Coordinator:
                 message=f"{state.crashes} worker deaths; budget is max_crashes={budget}",
             )
             return VariantStatus.QUARANTINED
+        recycled = state.scenario.spec.fresh_worker_every is not None
+        if ending.kind is None and recycled and not state.exhausted():
+            return VariantStatus.PENDING  # a fresh worker goes on where this one stopped
         if ending.kind is None or state.exhausted():
             return VariantStatus.DONE
         return VariantStatus.PENDING

@@ -53,6 +53,7 @@ def make_job(
     *,
     start_iterations: list[int],
     stop_iteration: int | None,
+    iterations_per_worker: int | None = None,
     duration_s: float | None,
     fault: str | None,
 ) -> Job:
@@ -68,6 +69,7 @@ def make_job(
         seed=scenario.spec.seed,
         start_iterations=list(start_iterations),
         stop_iteration=stop_iteration,
+        iterations_per_worker=iterations_per_worker,
         duration_s=duration_s,
         fault=fault,
     )

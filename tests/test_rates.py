@@ -101,10 +101,9 @@ def test_variant_rates_say_what_a_clean_variant_rules_out():
     from stress.analysis.rates import variant_rates
 
     clean = {"iterations": 600, "invalid": 0, "error": 0, "non_finite": 0}
-    assert variant_rates(clean, deaths=0)["clean_bound"] == pytest.approx(0.005)
+    assert variant_rates(clean, deaths=0, clean=True)["clean_bound"] == pytest.approx(0.005)
+    assert variant_rates(clean, deaths=0, clean=False)["clean_bound"] is None
     for outcome in ("invalid", "error", "non_finite"):
-        found = variant_rates({**clean, outcome: 6}, deaths=0)
-        assert found["clean_bound"] is None
+        found = variant_rates({**clean, outcome: 6}, deaths=0, clean=False)
         assert found["rates"][outcome]["rate"] == pytest.approx(0.01)
-    died = variant_rates(clean, deaths=1)
-    assert died["clean_bound"] is None and died["rates"]["death"]["n"] == 601
+    assert variant_rates(clean, deaths=1, clean=False)["rates"]["death"]["n"] == 601

@@ -54,15 +54,14 @@ def rule_of_three(n: int) -> float | None:
 OUTCOMES = ("invalid", "error", "non_finite")
 
 
-def variant_rates(variant: dict[str, Any], deaths: int) -> dict[str, Any]:
+def variant_rates(variant: dict[str, Any], deaths: int, clean: bool) -> dict[str, Any]:
     """Per outcome of the variant's iterations, and for worker deaths per iteration tried
-    (each death cost one): count, rate and interval; and, when nothing at all failed, the
-    rate the run rules out."""
+    (each death cost one): count, rate and interval; and for a ``clean`` variant (nothing
+    wrong at all) the rate its iterations rule out."""
     n = variant["iterations"]
     rates = {outcome: rate(variant[outcome], n).as_dict() for outcome in OUTCOMES}
     rates["death"] = rate(deaths, n + deaths).as_dict()
-    failed = deaths or any(variant[outcome] for outcome in OUTCOMES)
-    return {"rates": rates, "clean_bound": None if failed else rule_of_three(n)}
+    return {"rates": rates, "clean_bound": rule_of_three(n) if clean else None}
 
 
 def describe(count: int, n: int) -> str:

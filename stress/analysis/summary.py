@@ -37,6 +37,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     rows = iterations(run_dir).to_table(
         columns=[
             "variant_id",
+            "worker_id",
             "thread",
             "iteration",
             "status",
@@ -61,7 +62,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     for variant in per_variant.values():
         variant["verdict"] = verdict(variant)
         deaths = sum(variant["events"][k] for k in DEATH_KINDS)
-        variant.update(variant_rates(variant, deaths))
+        variant.update(variant_rates(variant, deaths, clean=variant["verdict"] == "ok"))
     return {
         "run_id": manifest.run_id,
         "status": status.value,
@@ -86,6 +87,9 @@ def _empty(variant_id: str, scenario: str, label: str, status: str) -> dict[str,
         "error": 0,
         "distinct_outputs": 0,
         "non_finite": 0,
+        "workers": 0,
+        "distinct_within_worker": 0,
+        "distinct_first_per_worker": 0,
         "views_rechecked": 0,
         "views_changed": 0,
         "latency_p50_ms": None,
@@ -112,6 +116,7 @@ def _add_iterations(per_variant: dict[str, dict[str, Any]], rows: pa.Table) -> N
     distinct = ok.group_by(["variant_id", "output_name"]).aggregate([("digest", "count_distinct")])
     for vid, count in _rows(distinct, "variant_id", "digest_count_distinct"):
         per_variant[vid]["distinct_outputs"] = max(per_variant[vid]["distinct_outputs"], count)
+    _add_process_repeats(per_variant, rows, ok)
     non_finite_count = pc.add(
         pc.fill_null(rows["nan_count"], 0), pc.fill_null(rows["inf_count"], 0)
     )
@@ -121,6 +126,31 @@ def _add_iterations(per_variant: dict[str, dict[str, Any]], rows: pa.Table) -> N
     latency = rows.group_by("variant_id").aggregate([("latency_ns", "approximate_median")])
     for vid, median in _rows(latency, "variant_id", "latency_ns_approximate_median"):
         per_variant[vid]["latency_p50_ms"] = None if median is None else median / 1e6
+
+
+def _add_process_repeats(per_variant: dict[str, dict[str, Any]], rows: pa.Table, ok: pa.Table):
+    """Repeats within one process against repeats across fresh ones: the most distinct
+    outputs any one worker produced, and the distinct outputs among the first ok iteration
+    of each worker (reruns in one process can hide what fresh processes show)."""
+    workers = rows.group_by("variant_id").aggregate([("worker_id", "count_distinct")])
+    for vid, count in _rows(workers, "variant_id", "worker_id_count_distinct"):
+        per_variant[vid]["workers"] = count
+    keys = ["variant_id", "worker_id", "output_name"]
+    within = ok.group_by(keys).aggregate([("digest", "count_distinct")])
+    for vid, count in _rows(within, "variant_id", "digest_count_distinct"):
+        per_variant[vid]["distinct_within_worker"] = max(
+            per_variant[vid]["distinct_within_worker"], count
+        )
+    first = ok.group_by(keys).aggregate([("iteration", "min")])
+    first = pa.table({**{k: first[k] for k in keys}, "iteration": first["iteration_min"]})
+    firsts = ok.join(first, [*keys, "iteration"], join_type="inner")
+    across = firsts.group_by(["variant_id", "output_name"]).aggregate(
+        [("digest", "count_distinct")]
+    )
+    for vid, count in _rows(across, "variant_id", "digest_count_distinct"):
+        per_variant[vid]["distinct_first_per_worker"] = max(
+            per_variant[vid]["distinct_first_per_worker"], count
+        )
 
 
 _OUTPUT_KEYS = ["variant_id", "thread", "iteration", "output_name"]

@@ -72,6 +72,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         style="dim",
     )
     _print_rates(summary["variants"], console)
+    _print_repeats(summary["variants"], console)
     _print_signatures(summary["crash_signatures"], console)
     if summary["reason"]:
         console.print(
@@ -80,19 +81,20 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
 
 
 def _print_rates(variants: list[dict[str, Any]], console: Console) -> None:
-    """How often each failing variant failed, with 95 % intervals; what the clean ones rule
-    out."""
-    failing = [v for v in variants if v["clean_bound"] is None and v["iterations"]]
-    for v in failing:
+    """How often each variant failed, with 95 % intervals; what the clean ones rule out."""
+    for v in variants:
         parts = [
-            f"{name} {describe(r['count'], r['n'])}" for name, r in v["rates"].items() if r["count"]
+            f"{name} {describe(r['count'], r['n'])}"
+            for name, r in v["rates"].items()
+            if r["count"] and r["n"]
         ]
-        console.print(f"{v['variant_id']} {v['label']}: " + "; ".join(parts), highlight=False)
+        if parts:
+            console.print(f"{v['variant_id']} {v['label']}: " + "; ".join(parts), highlight=False)
     clean = [v for v in variants if v["clean_bound"] is not None]
     if clean:
         shortest = min(clean, key=lambda v: v["iterations"])
         console.print(
-            f"{len(clean)} variants without a failure; the shortest ({shortest['variant_id']}) "
+            f"{len(clean)} variant(s) with nothing wrong; the shortest ({shortest['variant_id']}) "
             f"ran {describe(0, shortest['iterations'])}: a rarer failure could have gone unseen.",
             style="dim",
             highlight=False,
@@ -116,5 +118,18 @@ def _print_signatures(signatures: list[dict[str, Any]], console: Console) -> Non
             f"  {group['count']:>5} {group['kind']} {group['cause']} at {where}; "
             f"{len(group['variants'])} variant(s), first {group['first']}, last {group['last']}"
             + (f"; under {under}" if under else ""),
+            highlight=False,
+        )
+
+
+def _print_repeats(variants: list[dict[str, Any]], console: Console) -> None:
+    """Where repeats in one process and repeats across fresh processes disagree."""
+    for v in variants:
+        within, across = v["distinct_within_worker"], v["distinct_first_per_worker"]
+        if within == across or max(within, across) < 2:
+            continue
+        console.print(
+            f"{v['variant_id']} {v['label']}: at most {within} distinct output(s) within one "
+            f"worker, {across} among the first outputs of its {v['workers']} fresh workers",
             highlight=False,
         )

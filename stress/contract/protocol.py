@@ -95,6 +95,7 @@ class Job:
     ring_fd: int = -1
     start_iterations: list[int] = field(default_factory=lambda: [0])  # one per thread
     stop_iteration: int | None = None
+    iterations_per_worker: int | None = None  # per thread; then the worker ends (recycling)
     duration_s: float | None = None  # measured from the start of the iteration loop
     rss_interval_s: float = 0.2
     fault: str | None = None  # test-only; see stress.worker.faults

@@ -200,6 +200,13 @@ class Scenario(BaseModel):
     timeout: Timeout = Field(
         30.0, description="longest one iteration may take before the worker is killed as hung"
     )
+    fresh_worker_every: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_ITERATIONS,
+        description="start a fresh worker process after this many iterations per thread, so "
+        "repeats happen across fresh processes and not only within one",
+    )
     max_crashes: int = Field(
         3,
         ge=0,

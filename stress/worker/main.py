@@ -221,6 +221,8 @@ class ThreadLoop:
         binding, inputs, injector, thread = self.binding, self.inputs, self.injector, self.thread
         ends = type(binding).end is not Binding.end  # skip the call when it does nothing
         stop_at = job.stop_iteration if job.stop_iteration is not None else faults.NEVER
+        if job.iterations_per_worker is not None:  # a fresh worker takes over after these
+            stop_at = min(stop_at, self.start + job.iterations_per_worker)
         rss_every = int(job.rss_interval_s * 1e9)
         rss, rss_at = read_rss(), 0
         iteration = self.start
