@@ -113,9 +113,7 @@ def _add_iterations(per_variant: dict[str, dict[str, Any]], rows: pa.Table) -> N
         per_variant[vid][status] = count
         per_variant[vid]["iterations"] += count
     ok = rows.filter(pc.equal(rows["status"], "ok"))
-    distinct = ok.group_by(["variant_id", "output_name"]).aggregate([("digest", "count_distinct")])
-    for vid, count in _rows(distinct, "variant_id", "digest_count_distinct"):
-        per_variant[vid]["distinct_outputs"] = max(per_variant[vid]["distinct_outputs"], count)
+    _most_distinct(per_variant, "distinct_outputs", ok, ["output_name"])
     _add_process_repeats(per_variant, rows, ok)
     non_finite_count = pc.add(
         pc.fill_null(rows["nan_count"], 0), pc.fill_null(rows["inf_count"], 0)
@@ -135,22 +133,21 @@ def _add_process_repeats(per_variant: dict[str, dict[str, Any]], rows: pa.Table,
     workers = rows.group_by("variant_id").aggregate([("worker_id", "count_distinct")])
     for vid, count in _rows(workers, "variant_id", "worker_id_count_distinct"):
         per_variant[vid]["workers"] = count
+    _most_distinct(per_variant, "distinct_within_worker", ok, ["worker_id", "output_name"])
     keys = ["variant_id", "worker_id", "output_name"]
-    within = ok.group_by(keys).aggregate([("digest", "count_distinct")])
-    for vid, count in _rows(within, "variant_id", "digest_count_distinct"):
-        per_variant[vid]["distinct_within_worker"] = max(
-            per_variant[vid]["distinct_within_worker"], count
-        )
     first = ok.group_by(keys).aggregate([("iteration", "min")])
     first = pa.table({**{k: first[k] for k in keys}, "iteration": first["iteration_min"]})
     firsts = ok.join(first, [*keys, "iteration"], join_type="inner")
-    across = firsts.group_by(["variant_id", "output_name"]).aggregate(
-        [("digest", "count_distinct")]
-    )
-    for vid, count in _rows(across, "variant_id", "digest_count_distinct"):
-        per_variant[vid]["distinct_first_per_worker"] = max(
-            per_variant[vid]["distinct_first_per_worker"], count
-        )
+    _most_distinct(per_variant, "distinct_first_per_worker", firsts, ["output_name"])
+
+
+def _most_distinct(
+    per_variant: dict[str, dict[str, Any]], key: str, rows: pa.Table, groups: list[str]
+) -> None:
+    """Per variant, the most distinct digests in any one group of its rows, into ``key``."""
+    counts = rows.group_by(["variant_id", *groups]).aggregate([("digest", "count_distinct")])
+    for vid, count in _rows(counts, "variant_id", "digest_count_distinct"):
+        per_variant[vid][key] = max(per_variant[vid][key], count)
 
 
 _OUTPUT_KEYS = ["variant_id", "thread", "iteration", "output_name"]

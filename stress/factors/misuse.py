@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stress.factors import Factor, Rule, allowed_per_api
+from stress.factors.input_path import INPUT_PATH
 
 UNKNOWN_NAME = "mnn_stress_no_such_tensor"  # the input or output name no model has
 _BOTH = ("none", "missing_input", "extra_input", "wrong_rank", "wrong_dtype", "unknown_output")
@@ -23,7 +24,7 @@ MISUSES = {
 
 
 def _misuse_takes_the_default_path(params: Mapping[str, Any]) -> str | None:
-    default = "tensor_copy" if params["api"] == "session" else "const"
+    default = INPUT_PATH.default_for(params)
     if params["misuse"] == "none" or params["input_path"] == default:
         return None
     return (

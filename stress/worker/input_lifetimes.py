@@ -271,8 +271,6 @@ LAYERS = {
 
 
 def wrap(value: str, binding: Binding, context: ThreadContext) -> Binding:
-    """The layer for an ``input_lifetime`` value (``copy`` is the binding itself)."""
-    if value == "copy":
-        return binding
+    """The layer for an ``input_lifetime`` value other than ``copy``."""
     layer = LAYERS[value]
     return layer(binding, context) if layer is Borrowed else layer(binding)

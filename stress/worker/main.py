@@ -52,7 +52,6 @@ class Worker:
         self.ring_lock = threading.Lock()
         self.stopping = False
         self.deadline = faults.NEVER
-        self.last_look: dict[str, int] = {}  # what _look_again read and poisoned (for the trace)
 
     def stop(self, *_: Any) -> None:
         self.stopping = True
@@ -90,10 +89,11 @@ class Worker:
             self._run_threads(loops)
         # Done first: a death in the last look then has no iteration in flight.
         self.send(Done(completed=sum(loop.completed for loop in loops), stopped=self.stopping))
+        last_look: dict[str, int] = {}
         if params["output_lifetime"] != "copy":
-            self._look_again(loops, engine, params["output_lifetime"])
+            last_look = self._look_again(loops, engine, params["output_lifetime"])
         if tracer is not None:
-            tracer.dump(os.environ[trace.ENV_VAR], job.variant_id, self.last_look)
+            tracer.dump(os.environ[trace.ENV_VAR], job.variant_id, last_look)
         return 0
 
     def _start(self) -> None:
@@ -113,14 +113,16 @@ class Worker:
         if self.job.duration_s is not None:
             self.deadline = time.perf_counter_ns() + int(self.job.duration_s * 1e9)
 
-    def _look_again(self, loops: list[ThreadLoop], engine: Any, lifetime: str) -> None:
+    def _look_again(self, loops: list[ThreadLoop], engine: Any, lifetime: str) -> dict[str, int]:
         """``output_lifetime``: every thread runs once more on other inputs; with
         ``after_release`` every MNN object is then dropped and the freed sizes allocated
-        again, poisoned; then each thread's kept views are recorded again."""
+        again, poisoned; then each thread's kept views are recorded again. Returns how many
+        views were read and blocks poisoned (for the test trace)."""
         from stress.worker import output_lifetimes
         from stress.worker.drivers import MNNError
 
         kept = [loop.binding.kept_views() for loop in loops]
+        views = [view for k in kept for _, outputs in k for view in outputs]
         for loop in loops:
             with contextlib.suppress(MNNError):  # the views are read all the same
                 loop.binding.iteration(output_lifetimes.other_inputs(loop.inputs))
@@ -130,15 +132,12 @@ class Worker:
                 loop.binding.release()
             engine.release()
             gc.collect()
-            poison = output_lifetimes.poison_like([v for k in kept for _, vs in k for v in vs])
+            poison = output_lifetimes.poison_like(views)
         observation = Observation.RETAINED if lifetime == "retained" else Observation.AFTER_RELEASE
-        self.last_look = {
-            "views": sum(len(vs) for k in kept for _, vs in k),
-            "poisoned": len(poison),
-        }
-        for loop, views in zip(loops, kept):
-            loop.write_again(views, observation)
+        for loop, thread_kept in zip(loops, kept):
+            loop.write_again(thread_kept, observation)
         output_lifetimes.free_all(poison)
+        return {"views": len(views), "poisoned": len(poison)}
 
     def _run_threads(self, loops: list[ThreadLoop]) -> None:
         """Each loop in its own thread: all set up first, then all start together. The first

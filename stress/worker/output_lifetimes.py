@@ -69,4 +69,5 @@ def free_all(addresses: list[int]) -> None:
 
 
 def wrap(value: str, binding: Binding, context: ThreadContext) -> Binding:
-    return binding if value == "copy" else Retained(binding, context)
+    """The layer for an ``output_lifetime`` value other than ``copy``."""
+    return Retained(binding, context)
