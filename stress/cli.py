@@ -67,12 +67,20 @@ def _scenario_files(paths: tuple[str, ...]) -> list[Path]:
     type=click.IntRange(min=1),
     help="iterations per variant; overrides the scenarios' budgets",
 )
+@click.option(
+    "--reference/--no-reference",
+    default=True,
+    show_default=True,
+    help="first run each scenario's model once, clean and alone, as the reference that "
+    "outputs are graded against",
+)
 def run(
     scenarios: tuple[str, ...],
     out: Path | None,
     workers: int | None,
     duration: str | None,
     iterations: int | None,
+    reference: bool,
 ) -> None:
     """Run scenario files (or folders of them) and print the per-variant summary."""
     from stress.analysis.summary import summarize
@@ -92,7 +100,8 @@ def run(
         out,
         workers,
         Budget(iterations, seconds),
-        RunHooks(on_start=_started, on_change=_progress, on_tick=_tick),
+        RunHooks(on_start=_started, on_change=_progress, on_tick=_tick, on_reference=_referenced),
+        reference,
     )
     try:
         render_summary(summarize(result.run_dir), console)
@@ -112,6 +121,17 @@ def _started(run_dir: Path, states) -> None:
     errors.print(
         f"run directory: {run_dir} ({len(states)} variants, each {' or '.join(budgets)})",
         highlight=False,
+    )
+
+
+def _referenced(entries: dict[str, dict]) -> None:
+    usable = [name for name, entry in entries.items() if entry["status"] == "done"]
+    failed = ", ".join(name for name in entries if name not in usable)
+    errors.print(
+        f"references: {len(usable)} of {len(entries)} scenarios"
+        + (f"; none for {failed} (see RUN_DIR/reference/)" if failed else ""),
+        highlight=False,
+        style="dim",
     )
 
 

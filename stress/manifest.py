@@ -129,6 +129,7 @@ class ManifestData:
     versions: dict[str, str | None]
     scenarios: list[dict[str, Any]]
     variants: dict[str, VariantEntry] = field(default_factory=dict)
+    reference: dict[str, dict[str, Any]] = field(default_factory=dict)  # per scenario
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -22,6 +22,7 @@ from stress.jobs import ring_capacity
 from stress.journal import Journal
 from stress.manifest import Manifest, ManifestData, VariantEntry, host_info, now_iso, versions
 from stress.plan import Budget, VariantState, plan
+from stress.reference import reference_coordinator, reference_entries
 from stress.rundir import Owner, RunDir
 from stress.scenario import LoadedScenario, load_scenario
 from stress.states import RunStatus, VariantStatus
@@ -38,6 +39,7 @@ class RunSetup:
     concurrency: int
     budget: Budget
     fault: str | None
+    reference: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class RunHooks:
     on_start: Callable[[Path, list[VariantState]], None] = lambda run_dir, states: None
     on_change: Callable[[VariantState], None] = lambda state: None
     on_tick: Callable[[list[VariantState], float], None] = lambda states, elapsed: None
+    on_reference: Callable[[dict[str, dict]], None] = lambda entries: None
 
 
 def execute(
@@ -110,6 +113,7 @@ def execute(
     workers: int | None,
     budget: Budget,
     hooks: RunHooks = RunHooks(),
+    reference: bool = True,
 ) -> RunResult:
     """Validate everything, then run. State changes go to the journal; the manifest is
     written at the start and at the end, whatever ends the run."""
@@ -117,9 +121,8 @@ def execute(
     concurrency = workers or os.cpu_count() or 1
     fault = os.environ.get(faults.ENV_VAR) or None
     faults.parse(fault)
-    setup = RunSetup(
-        new_run_id(), scenarios, plan(scenarios, budget, concurrency), concurrency, budget, fault
-    )
+    states = plan(scenarios, budget, concurrency)
+    setup = RunSetup(new_run_id(), scenarios, states, concurrency, budget, fault, reference)
     check_file_size_limit(scenarios)
     stop = StopRequests()
     with stop_signals(stop):
@@ -137,6 +140,12 @@ def _run(setup: RunSetup, run_dir: RunDir, stop: StopRequests, hooks: RunHooks) 
     manifest.save()
     journal = Journal(run_dir.path)
     hooks.on_start(run_dir.path, states)
+    if setup.reference:
+        failure, lost_rows = _run_reference(setup, run_dir, stop, manifest, hooks)
+        if failure is not None:  # nothing could be written: the variants cannot run either
+            for state in states:
+                state.status = VariantStatus.SKIPPED
+            return _finish(manifest, journal, states, failure, lost_rows, run_dir)
 
     def changed(state: VariantState) -> None:
         journal.variant(state.variant.variant_id, variant_entry(state).to_dict())
@@ -159,7 +168,31 @@ def _run(setup: RunSetup, run_dir: RunDir, stop: StopRequests, hooks: RunHooks) 
         Hooks(on_change=changed, on_progress=progress, on_tick=hooks.on_tick),
     )
     _drive(coordinator, run_dir)
-    status, reason = outcome(states, coordinator.failure, coordinator.lost_rows)
+    return _finish(manifest, journal, states, coordinator.failure, coordinator.lost_rows, run_dir)
+
+
+def _run_reference(
+    setup: RunSetup, run_dir: RunDir, stop: StopRequests, manifest: Manifest, hooks: RunHooks
+) -> tuple[RunFailure | None, int]:
+    """Every scenario's clean reference, before the variants; recorded in the manifest."""
+    coordinator = reference_coordinator(setup.run_id, run_dir.path, setup.scenarios, stop)
+    _drive(coordinator, run_dir)
+    manifest.data.reference = reference_entries(coordinator.states)
+    with contextlib.suppress(StorageError):  # the end of the run tries again
+        manifest.save()
+    hooks.on_reference(manifest.data.reference)
+    return coordinator.failure, coordinator.lost_rows
+
+
+def _finish(
+    manifest: Manifest,
+    journal: Journal,
+    states: list[VariantState],
+    failure: RunFailure | None,
+    lost_rows: int,
+    run_dir: RunDir,
+) -> RunResult:
+    status, reason = outcome(states, failure, lost_rows)
     manifest.data.status, manifest.data.reason, manifest.data.ended = status, reason, now_iso()
     record_states(manifest, states)
     _finish_files(journal, manifest, status, reason)
@@ -244,7 +277,13 @@ def new_manifest(setup: RunSetup) -> ManifestData:
         host=host_info(),
         versions=versions(),
         scenarios=[
-            {"name": s.spec.name, "path": str(s.path), "text": s.text, "model": s.model.to_dict()}
+            {
+                "name": s.spec.name,
+                "path": str(s.path),
+                "text": s.text,
+                "model": s.model.to_dict(),
+                "tolerance": s.spec.tolerance.model_dump(exclude_none=True),
+            }
             for s in setup.scenarios
         ],
     )

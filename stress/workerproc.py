@@ -56,7 +56,8 @@ class WorkerProcess:
         job.ring_fd = fd
         try:
             self.process = subprocess.Popen(
-                [python, "-m", "stress.worker"],
+                # The variant and worker in the command line, so ``ps`` shows who is who.
+                [python, "-m", "stress.worker", job.variant_id, f"w{job.worker_id}"],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,

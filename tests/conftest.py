@@ -81,6 +81,12 @@ def read_iterations(run_dir: Path):
     return ds.dataset(str(run_dir / "iterations"), format="parquet").to_table().to_pandas()
 
 
+def read_traces(trace_dir: Path, reference: bool = False) -> list[dict]:
+    """The workers' test traces: the variants' (by default) or the reference pass's."""
+    traces = [json.loads(p.read_text()) for p in sorted(trace_dir.glob("trace-*.json"))]
+    return [t for t in traces if t["variant_id"].startswith("reference-") == reference]
+
+
 def read_events(run_dir: Path):
     files = sorted((run_dir / "events").glob("*.parquet"))
     if not files:
@@ -113,7 +119,8 @@ def workers_of(coordinator_pid: int) -> list[psutil.Process]:
         return found
     for child in children:
         try:
-            if "stress.worker" in " ".join(child.cmdline()):
+            command = " ".join(child.cmdline())
+            if "stress.worker" in command and "reference-" not in command:
                 found.append(child)
         except psutil.Error:
             continue

@@ -11,7 +11,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from .conftest import read_events, read_iterations, run_cli
+from .conftest import read_events, read_iterations, read_traces, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +31,7 @@ def run_matrix(scenario_file, tmp_path: Path, matrix: dict, iterations: int = 12
     text += "".join(f"      {key}: [{', '.join(values)}]\n" for key, values in matrix.items())
     out, trace = tmp_path / "run", tmp_path / "trace"
     run_cli("run", str(scenario_file(text)), "--out", str(out), trace=trace, check=False, **kw)
-    traces = {}
-    for path in sorted(trace.glob("trace-*.json")):
-        report = json.loads(path.read_text())
-        traces[report["variant_id"]] = report
+    traces = {report["variant_id"]: report for report in read_traces(trace)}
     events = read_events(out)
     if events is None:
         events = pd.DataFrame(columns=["variant_id", "kind", "message", "in_flight"])

@@ -3,12 +3,11 @@ workers on real MNN (proved by the test-only trace of ``stress.worker.trace``)."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from .conftest import read_events, read_iterations, run_cli
+from .conftest import read_events, read_iterations, read_traces, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +17,7 @@ def run_traced(scenario_file, tmp_path: Path, matrix: dict, iterations: int = 20
     text += "".join(f"  {key}: [{value}]\n" for key, value in {"api": "session", **matrix}.items())
     out, trace = tmp_path / "run", tmp_path / "trace"
     run_cli("run", str(scenario_file(text)), "--out", str(out), trace=trace)
-    (report,) = [json.loads(p.read_text()) for p in trace.glob("trace-*.json")]
+    (report,) = read_traces(trace)
     return read_iterations(out), report
 
 

@@ -98,12 +98,14 @@ def test_a_night_of_crashes_shows_its_causes(scenario_file, tmp_path):
 
 
 def test_variant_rates_say_what_a_clean_variant_rules_out():
+    from stress.analysis.grading import GRADES
     from stress.analysis.rates import variant_rates
 
-    clean = {"iterations": 600, "invalid": 0, "error": 0, "non_finite": 0}
+    grades = dict.fromkeys(GRADES, 0) | {"exact": 600}
+    clean = {"iterations": 600, "grades": grades}
     assert variant_rates(clean, deaths=0, clean=True)["clean_bound"] == pytest.approx(0.005)
     assert variant_rates(clean, deaths=0, clean=False)["clean_bound"] is None
-    for outcome in ("invalid", "error", "non_finite"):
-        found = variant_rates({**clean, outcome: 6}, deaths=0, clean=False)
+    for outcome in ("mismatch", "invalid", "error", "non_finite"):
+        found = variant_rates({**clean, "grades": grades | {outcome: 6}}, deaths=0, clean=False)
         assert found["rates"][outcome]["rate"] == pytest.approx(0.01)
     assert variant_rates(clean, deaths=1, clean=False)["rates"]["death"]["n"] == 601

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import read_events, read_iterations, run_cli
+from .conftest import read_events, read_iterations, read_traces, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def run_traced(scenario_file, tmp_path: Path, matrix: dict, iterations: int = 30
     done = run_cli(
         "run", str(scenario_file(text)), "--out", str(out), "--workers", "1", trace=trace, **kw
     )
-    traces = [json.loads(p.read_text()) for p in sorted(trace.glob("trace-*.json"))]
+    traces = read_traces(trace)
     return out, done, traces
 
 

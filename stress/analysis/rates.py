@@ -50,16 +50,12 @@ def rule_of_three(n: int) -> float | None:
     return 3 / n if n > 0 else None
 
 
-# What counts as a failure of an iteration, per outcome the summary counts.
-OUTCOMES = ("invalid", "error", "non_finite")
-
-
 def variant_rates(variant: dict[str, Any], deaths: int, clean: bool) -> dict[str, Any]:
-    """Per outcome of the variant's iterations, and for worker deaths per iteration tried
-    (each death cost one): count, rate and interval; and for a ``clean`` variant (nothing
-    wrong at all) the rate its iterations rule out."""
+    """Per graded outcome of the variant's iterations, and for worker deaths per iteration
+    tried (each death cost one): count, rate and interval; and for a ``clean`` variant
+    (nothing wrong at all) the rate its iterations rule out."""
     n = variant["iterations"]
-    rates = {outcome: rate(variant[outcome], n).as_dict() for outcome in OUTCOMES}
+    rates = {grade: rate(count, n).as_dict() for grade, count in variant["grades"].items()}
     rates["death"] = rate(deaths, n + deaths).as_dict()
     return {"rates": rates, "clean_bound": rule_of_three(n) if clean else None}
 

@@ -9,8 +9,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stress.analysis.dataset import check_run_dir, events, iterations
+from stress.analysis.grading import (
+    GRADES,
+    bases,
+    distinct_outputs,
+    grade_digests,
+    graded_outputs,
+    iteration_grades,
+    worst_mismatch,
+)
 from stress.analysis.rates import variant_rates
+from stress.analysis.references import load_references
 from stress.analysis.signatures import signatures
+from stress.analysis.tolerance import tolerances_for
 from stress.events import DEATHS, EventKind
 from stress.manifest import ManifestData, read_manifest
 from stress.rundir import Owner
@@ -36,6 +47,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     status, reason = run_status(manifest)
     rows = iterations(run_dir).to_table(
         columns=[
+            "scenario",
             "variant_id",
             "worker_id",
             "thread",
@@ -46,6 +58,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             "digest",
             "nan_count",
             "inf_count",
+            "min",
+            "max",
+            "mean",
             "latency_ns",
         ]
     )
@@ -57,6 +72,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         per_variant[vid] = _empty(vid, entry.scenario, entry.label, variant_status.value)
         per_variant[vid]["completed"] = entry.completed
     _add_iterations(per_variant, rows)
+    references = _add_grades(run_dir, manifest, per_variant, rows)
     event_rows = events(run_dir).to_table()
     _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
     for variant in per_variant.values():
@@ -70,6 +86,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "started": manifest.started,
         "ended": manifest.ended,
         "mnn_version": manifest.versions["MNN"],
+        "references": references,
         "variants": list(per_variant.values()),
         "crash_signatures": signatures(event_rows, DEATH_KINDS),
     }
@@ -92,6 +109,9 @@ def _empty(variant_id: str, scenario: str, label: str, status: str) -> dict[str,
         "distinct_first_per_worker": 0,
         "views_rechecked": 0,
         "views_changed": 0,
+        "grades": {grade: 0 for grade in GRADES},
+        "mismatch": None,
+        "graded_by": {},
         "latency_p50_ms": None,
         "events": {kind.value: 0 for kind in EventKind},
     }
@@ -172,6 +192,32 @@ def _add_later_looks(
             per_variant[vid][name] = count
 
 
+def _add_grades(
+    run_dir: Path, manifest: ManifestData, per_variant: dict[str, dict[str, Any]], rows: pa.Table
+) -> dict[str, dict[str, Any]]:
+    """Every fetch row graded against its scenario's reference: iterations per grade and
+    the worst mismatch per variant. Returns per scenario what the reference is."""
+    names = [s["name"] for s in manifest.scenarios]
+    tolerances = {s["name"]: s.get("tolerance", {}) for s in manifest.scenarios}
+    references = load_references(run_dir, names)
+    fetched = rows.filter(pc.equal(pc.fill_null(rows["observation"], "fetch"), "fetch"))
+    grades = grade_digests(run_dir, distinct_outputs(fetched), references, tolerances)
+    counts = iteration_grades(fetched, grades)
+    for vid, grade, count in _rows(counts, "variant_id", "grade", "iterations"):
+        per_variant[vid]["grades"][grade] = count
+    for vid, outputs in graded_outputs(fetched, grades).items():
+        per_variant[vid]["mismatch"] = worst_mismatch(outputs)
+        per_variant[vid]["graded_by"] = bases(outputs)
+    return {
+        name: {
+            "outputs": sorted(o for s, o in references.outputs if s == name),
+            "problem": references.problems.get(name),
+            "tolerance": tolerances_for(tolerances[name], "").describe(),
+        }
+        for name in names
+    }
+
+
 def _count_iterations(rows: pa.Table, keys: list[str]) -> pa.Table:
     """Iterations per group: distinct (thread, iteration) pairs, as column ``iterations``."""
     per_thread = rows.group_by([*keys, "thread"]).aggregate([("iteration", "count_distinct")])
@@ -209,6 +255,8 @@ def verdict(variant: dict[str, Any]) -> str:
         return "VIEW_CHANGED"
     if variant["distinct_outputs"] > 1:
         return "INCONSISTENT"
+    if variant["grades"]["mismatch"]:
+        return "MISMATCH"
     if variant["status"] != VariantStatus.DONE.value:
         return variant["status"].upper()
     if variant["completed"] > variant["iterations"]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
 from stress.analysis.summary import DEATH_KINDS
 from stress.factors import REGISTRY
@@ -16,6 +18,7 @@ _STYLE = {
     "INCONSISTENT": "yellow",
     "FAILED": "red",
     "VIEW_CHANGED": "yellow",
+    "MISMATCH": "red",
     "REFUSED": "cyan",
     "CRASHED": "red",
     "QUARANTINED": "bold red",
@@ -23,28 +26,23 @@ _STYLE = {
 }
 
 
+_COLUMNS = ("scenario", "variant", "id", "iters", "exact", "close", "mism", "nan", "inval")
+_COLUMNS += ("err", "dist", "views", "deaths", "p50ms", "verdict")
+
+
 def render_summary(summary: dict[str, Any], console: Console) -> None:
     table = Table(
         title=f"run {summary['run_id']} ({summary['status']}, MNN {summary['mnn_version']})",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
     )
-    for column in (
-        "scenario",
-        "variant",
-        "id",
-        "iters",
-        "ok",
-        "invalid",
-        "error",
-        "distinct",
-        "non-finite",
-        "views",
-        "deaths",
-        "p50 ms",
-        "verdict",
-    ):
+    for column in _COLUMNS:
         numeric = column not in ("scenario", "variant", "id", "verdict")
-        table.add_column(column, justify="right" if numeric else "left")
+        fixed = column in ("id", "verdict")
+        table.add_column(
+            column, justify="right" if numeric else "left", no_wrap=fixed, overflow="fold"
+        )
     for v in summary["variants"]:
         deaths = ", ".join(f"{v['events'][k]} {k}" for k in DEATH_KINDS if v["events"][k])
         word = v["verdict"]
@@ -54,11 +52,8 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
             v["label"],
             v["variant_id"],
             str(v["iterations"]),
-            str(v["ok"]),
-            str(v["invalid"]),
-            str(v["error"]),
+            *(_graded(v, grade) for grade in _GRADE_COLUMNS),
             str(v["distinct_outputs"]),
-            str(v["non_finite"]),
             f"{v['views_changed']}/{v['views_rechecked']}" if v["views_rechecked"] else "-",
             deaths or "0",
             "-" if latency is None else f"{latency:.3f}",
@@ -66,11 +61,16 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         )
     console.print(table)
     console.print(
-        "distinct = different output digests among ok iterations of one output "
-        "(1 is consistent); views = retained output views that changed / were read again "
-        "(output_lifetime); deaths = worker crashes/hangs/exceptions/exits.",
+        "exact/close/mism(atch) = outputs against the clean reference (bit-identical / within "
+        "tolerance / beyond it); nan = NaN or Inf appeared; inval(id) = MNN returned an error "
+        "code; err(or) = MNN raised; dist(inct) = different output digests among ok "
+        "iterations of one output (1 is consistent); views = retained output views that "
+        "changed / were read again (output_lifetime); deaths = worker crashes, hangs, "
+        "exceptions, exits.",
         style="dim",
     )
+    _print_references(summary["references"], console)
+    _print_mismatches(summary["variants"], console)
     _print_rates(summary["variants"], console)
     _print_repeats(summary["variants"], console)
     _print_signatures(summary["crash_signatures"], console)
@@ -80,13 +80,51 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         )
 
 
+_GRADE_COLUMNS = ("exact", "close", "mismatch", "non_finite", "invalid", "error")
+
+
+def _graded(variant: dict[str, Any], grade: str) -> str:
+    count = variant["grades"][grade]
+    return str(count) if count or variant["iterations"] else "-"
+
+
+def _print_references(references: dict[str, dict[str, Any]], console: Console) -> None:
+    """Which scenarios were graded against what, and any reference that is doubtful."""
+    for name, reference in references.items():
+        if reference["problem"]:
+            console.print(f"reference of {name}: {reference['problem']}", style="yellow")
+    tolerances = sorted({r["tolerance"] for r in references.values()})
+    console.print(f"tolerance: {'; '.join(tolerances)}", style="dim", highlight=False)
+
+
+def _print_mismatches(variants: list[dict[str, Any]], console: Console) -> None:
+    """The worst mismatch of each variant that has one, and how it was graded."""
+    for v in variants:
+        worst = v["mismatch"]
+        if worst is None:
+            continue
+        if worst["basis"] == "values":
+            how = (
+                f"max|diff| {worst['max_abs']:.3g} (relative {worst['max_rel']:.3g}), mean "
+                f"{worst['mean_abs']:.3g}; {worst['differing']:,} element(s) differ, the first "
+                f"at {worst['first_index']}"
+            )
+        else:
+            how = "its min/max/mean are beyond the tolerance (values not stored)"
+        console.print(
+            f"{v['variant_id']} {v['label']}: output {worst['output_name']} mismatches in "
+            f"{worst['rows']:,} row(s): {how}; graded by {worst['basis']}",
+            highlight=False,
+        )
+
+
 def _print_rates(variants: list[dict[str, Any]], console: Console) -> None:
     """How often each variant failed, with 95 % intervals; what the clean ones rule out."""
     for v in variants:
         parts = [
             f"{name} {describe(r['count'], r['n'])}"
             for name, r in v["rates"].items()
-            if r["count"] and r["n"]
+            if r["count"] and r["n"] and name not in PASSING
         ]
         if parts:
             console.print(f"{v['variant_id']} {v['label']}: " + "; ".join(parts), highlight=False)

@@ -16,7 +16,14 @@ from stress.factors import REGISTRY
 from stress.models import ModelInfo
 from stress.scenario.inputs import check_inputs
 from stress.scenario.matrix import MAX_COMBINATIONS, combinations, first_conflict, size
-from stress.scenario.schema import InputSpec, Matrix, RecordSpec, Scenario
+from stress.scenario.schema import (
+    InputSpec,
+    Matrix,
+    OutputTolerance,
+    RecordSpec,
+    Scenario,
+    ToleranceSpec,
+)
 from stress.scenario.yaml_source import error_at, key_path, line_of, plain, read_yaml
 
 
@@ -45,6 +52,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
             exc.message, file=str(path), key="model", line=line_of(data, ("model",)), fix=exc.fix
         ) from exc
     check_inputs(path, data, spec, model)
+    _check_tolerance_outputs(path, data, spec, model)
     _check_backends(path, data, spec, model)
     return LoadedScenario(path=path, text=text, spec=spec, model=model)
 
@@ -105,6 +113,22 @@ def _check_combinations(path: Path, data: CommentedMap, spec: Scenario) -> None:
         )
 
 
+def _check_tolerance_outputs(
+    path: Path, data: CommentedMap, spec: Scenario, model: ModelInfo
+) -> None:
+    """A per-output tolerance must name an output of the model."""
+    names = [t.name for t in model.outputs]
+    for name in spec.tolerance.outputs:
+        if name not in names:
+            raise error_at(
+                path,
+                data,
+                ("tolerance", "outputs", name),
+                f"the model has no output {name!r}",
+                fix=f"its outputs are: {', '.join(names)}",
+            )
+
+
 def _check_backends(path: Path, data: CommentedMap, spec: Scenario, model: ModelInfo) -> None:
     """A backend this MNN wheel lacks would silently run on the CPU: refuse it."""
     from stress.models.resolve import available_backends
@@ -150,7 +174,10 @@ def _known_keys(parent: tuple[Any, ...]) -> list[str]:
         (): Scenario,
         ("matrix",): Matrix,
         ("record",): RecordSpec,
+        ("tolerance",): ToleranceSpec,
     }
+    if len(parent) == 3 and parent[:2] == ("tolerance", "outputs"):
+        return list(OutputTolerance.model_fields)
     if len(parent) == 2 and parent[0] == "inputs":
         return list(InputSpec.model_fields)
     model = models.get(parent)

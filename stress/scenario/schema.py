@@ -84,6 +84,32 @@ class RecordSpec(BaseModel):
     )
 
 
+class OutputTolerance(BaseModel):
+    """How far one output may be from the clean reference and still be graded ``close``."""
+
+    model_config = _Strict
+    statistic: Literal["mnn", "elementwise", "max", "mean", "quantile"] | None = Field(
+        None,
+        description="mnn (default): max|diff| <= atol + rtol x max(max|expected|, 1e-4), as "
+        "MNN's own tools check; elementwise: every |diff| <= atol + rtol x |expected|; max, "
+        "mean, quantile: that statistic of |diff| <= atol, or of |diff|/|expected| <= rtol",
+    )
+    atol: float | None = Field(None, ge=0, allow_inf_nan=False, description="default 0")
+    rtol: float | None = Field(None, ge=0, allow_inf_nan=False, description="default 0.01")
+    quantile: float | None = Field(
+        None, gt=0, le=1, description="for statistic: quantile (default 0.99)"
+    )
+
+
+class ToleranceSpec(OutputTolerance):
+    """The scenario's tolerance, and per output ones over it (``outputs: {prob: {atol: 1e-4}}``).
+    The same variant is still held to bit equality run to run (``distinct``)."""
+
+    outputs: dict[str, OutputTolerance] = Field(
+        default_factory=dict, max_length=1000, description="per output name"
+    )
+
+
 def _as_list(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
@@ -221,6 +247,10 @@ class Scenario(BaseModel):
         "(event 'memory', counted as a death): a leak found, not a machine brought down",
     )
     record: RecordSpec = Field(default_factory=RecordSpec)
+    tolerance: ToleranceSpec = Field(
+        default_factory=ToleranceSpec,
+        description="how far outputs may be from the clean reference and still be close",
+    )
     matrix: Matrix = Field(default_factory=Matrix)  # type: ignore[valid-type]
     exclude: list[Exclusion] = Field(  # type: ignore[valid-type]
         default_factory=list,

@@ -1,4 +1,5 @@
-"""``python -m stress.worker``: a worker process's entry point."""
+"""``python -m stress.worker [VARIANT WORKER]``: a worker process's entry point. The job comes
+on stdin; the arguments only label the process for ``ps``."""
 
 import sys
 

@@ -4,12 +4,14 @@ wrong result is detected and counted.
 Enabled only by the environment variable ``MNN_STRESS_TEST_FAULT`` in the coordinator's
 environment (no scenario key can set it). Syntax: ``KIND@N`` fires at iteration N, ``KIND@N+``
 at every iteration from N on, in every thread of the worker, or only in thread T with
-``KIND@N/T``; several faults are separated by commas (``nan@3,rc@5/1``).
+``KIND@N/T``; ``?FACTOR=VALUE`` at the end limits it to the variants with that factor value
+(``perturb@0+?threads=2``); several faults are separated by commas (``nan@3,rc@5/1``).
 
 Kinds that end or upset the worker, before the iteration: segv (a real invalid memory read),
 abort, hang, raise (an exception in harness code), exit, corrupt (publish a record no worker
-could write). Kinds that change what the driver returns: perturb (one output element changed),
-nan (one output element made NaN), rc (a non-zero return code), mnn_raise (a real MNN call
+could write). Kinds that change what the driver returns: perturb (one output element changed
+by +1), ulp (one output element moved by one unit in the last place: still close), nan (one
+output element made NaN), rc (a non-zero return code), mnn_raise (a real MNN call
 raises inside ``infer``). ``load_error`` makes a real MNN call raise while a worker whose first
 iteration is at or past N loads the model.
 """
@@ -27,7 +29,7 @@ from stress.contract.stages import Binding, Layer
 
 ENV_VAR = "MNN_STRESS_TEST_FAULT"
 WORKER_KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt")
-DRIVER_KINDS = ("perturb", "nan", "rc", "mnn_raise")
+DRIVER_KINDS = ("perturb", "ulp", "nan", "rc", "mnn_raise")
 LOAD_KINDS = ("load_error",)
 KINDS = WORKER_KINDS + DRIVER_KINDS + LOAD_KINDS
 NEVER = 1 << 62
@@ -44,9 +46,14 @@ class Fault:
     at: int
     repeats: bool
     thread: int | None = None  # None: every thread of the worker
+    when: tuple[str, str] | None = None  # (factor, value): only variants with that value
 
     def fires(self, iteration: int) -> bool:
         return iteration == self.at or (self.repeats and iteration > self.at)
+
+    def applies(self, params: dict[str, Any]) -> bool:
+        """Whether this fault is for a variant with these factor values."""
+        return self.when is None or str(params.get(self.when[0])) == self.when[1]
 
 
 def parse(spec: str | None) -> tuple[Fault, ...]:
@@ -55,15 +62,23 @@ def parse(spec: str | None) -> tuple[Fault, ...]:
 
 
 def _parse_one(spec: str) -> Fault:
-    kind, _, at = spec.partition("@")
+    spec_only, _, condition = spec.partition("?")
+    kind, _, at = spec_only.partition("@")
     at, _, thread = at.partition("/")
     repeats = at.endswith("+")
-    if kind not in KINDS or not at.rstrip("+").isdigit() or not (thread or "0").isdigit():
+    factor, equals, value = condition.partition("=")
+    if (
+        kind not in KINDS
+        or not at.rstrip("+").isdigit()
+        or not (thread or "0").isdigit()
+        or (condition and not (factor and equals and value))
+    ):
         raise ValueError(
-            f"bad {ENV_VAR} {spec!r}: expected KIND@N, KIND@N+ or either with /THREAD, "
-            f"KIND in {', '.join(KINDS)}"
+            f"bad {ENV_VAR} {spec!r}: expected KIND@N, KIND@N+ or either with /THREAD, then "
+            f"optionally ?FACTOR=VALUE; KIND in {', '.join(KINDS)}"
         )
-    return Fault(kind, int(at.rstrip("+")), repeats, int(thread) if thread else None)
+    when = (factor, value) if condition else None
+    return Fault(kind, int(at.rstrip("+")), repeats, int(thread) if thread else None, when)
 
 
 class Injector:
@@ -110,19 +125,25 @@ class FaultyBinding(Layer):
         rc, outputs = self.inner.iteration(inputs)
         if "rc" in armed:
             rc = INJECTED_RC
-        if armed & {"perturb", "nan"} and outputs:
-            outputs = [_altered(outputs[0], "nan" in armed), *outputs[1:]]
+        alteration = next((kind for kind in ("nan", "perturb", "ulp") if kind in armed), None)
+        if alteration and outputs:
+            outputs = [_altered(outputs[0], alteration), *outputs[1:]]
         return rc, outputs
 
 
-def _altered(output: Any, nan: bool) -> Any:
-    """A copy of ``output`` (never MNN's own memory) with its first element changed."""
+def _altered(output: Any, how: str) -> Any:
+    """A copy of ``output`` (never MNN's own memory) with its first element changed: made NaN,
+    +1, or moved one unit in the last place away from zero (+1 for integers)."""
+    import numpy as np
+
     changed = output.copy()
     flat = changed.reshape(-1)
-    if nan:
+    if how == "nan":
         flat[0] = float("nan")
-    else:
+    elif how == "perturb" or changed.dtype.kind != "f":
         flat[0] = flat[0] + 1
+    else:
+        flat[0] = np.nextafter(flat[0], np.inf if flat[0] >= 0 else -np.inf)
     return changed
 
 

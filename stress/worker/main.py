@@ -66,7 +66,7 @@ class Worker:
 
         job = self.job
         params = complete(job.params)
-        planned = faults.parse(job.fault)
+        planned = tuple(f for f in faults.parse(job.fault) if f.applies(params))
         faults.Injector(planned, self.ring).at_load(min(job.start_iterations))
         spec = ModelSpec(
             job.model_path,

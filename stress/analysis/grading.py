@@ -1,0 +1,226 @@
+"""Graded outcomes: every iteration against its scenario's clean reference.
+
+An output is ``exact`` (bit-identical to the reference), ``close`` (within the tolerance),
+``mismatch``, or ``non_finite`` (NaN/Inf appeared); an iteration is ``invalid`` when MNN returned
+an error code and ``error`` when it raised, whatever its outputs hold; ``ungraded`` when its
+scenario has no usable reference. An iteration takes the worst grade of its outputs.
+
+Outputs are graded once per distinct digest (equal bytes, equal grade), so a night of millions
+of identical rows costs a handful of comparisons. A digest is compared value by value where
+its values were stored, and by its statistics (min, max, mean) where they were not; the
+``basis`` says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stress.analysis.references import ReferenceOutput, References
+from stress.analysis.tolerance import Tolerance, compare, statistics_within, tolerances_for
+
+GRADES = ("exact", "close", "ungraded", "mismatch", "non_finite", "invalid", "error")
+SEVERITY = {grade: rank for rank, grade in enumerate(GRADES)}
+PASSING = ("exact", "close", "ungraded")
+MAX_VALUE_COMPARISONS = 20_000  # distinct digests compared value by value; the rest by statistics
+
+_DIGEST_KEYS = ["scenario", "output_name", "digest"]
+GRADE_SCHEMA = pa.schema(
+    [
+        *(pa.field(k, pa.string()) for k in _DIGEST_KEYS),
+        pa.field("grade", pa.string()),
+        pa.field("basis", pa.string()),  # digest, values, statistics, or none (no reference)
+        pa.field("max_abs", pa.float64()),
+        pa.field("mean_abs", pa.float64()),
+        pa.field("max_rel", pa.float64()),
+        pa.field("mean_rel", pa.float64()),
+        pa.field("differing", pa.int64()),
+        pa.field("first_index", pa.list_(pa.int64())),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class DigestGrade:
+    grade: str
+    basis: str
+    difference: dict[str, Any] | None = None  # max_abs ... first_index, for values
+
+
+def distinct_outputs(rows: pa.Table) -> pa.Table:
+    """One row per (scenario, output, digest) of ``ok`` fetch rows, with its statistics."""
+    ok = rows.filter(pc.and_(pc.equal(rows["status"], "ok"), pc.is_valid(rows["digest"])))
+    stats = [(c, "max") for c in ("nan_count", "inf_count", "min", "max", "mean")]
+    grouped = ok.group_by(_DIGEST_KEYS).aggregate(stats)
+    return grouped.rename_columns([c.removesuffix("_max") for c in grouped.column_names])
+
+
+def grade_digests(
+    run_dir: Path,
+    distinct: pa.Table,
+    references: References,
+    tolerances: dict[str, dict[str, Any]],
+) -> pa.Table:
+    """The grade of every distinct output (``distinct_outputs``), as a GRADE_SCHEMA table."""
+    graded: dict[tuple[str, str, str], DigestGrade] = {}
+    needs_values: list[tuple[str, str, str]] = []
+    for row in distinct.to_pylist():
+        key = (row["scenario"], row["output_name"], row["digest"])
+        reference = references.get(row["scenario"], row["output_name"])
+        quick = _without_values(row, reference)
+        if quick is None:
+            needs_values.append(key)
+        else:
+            graded[key] = quick
+    samples = _sample_values(run_dir, needs_values[:MAX_VALUE_COMPARISONS])
+    for key, row in zip(needs_values, distinct_rows(distinct, needs_values)):
+        reference = references.get(key[0], key[1])
+        tolerance = tolerances_for(tolerances.get(key[0]), key[1])
+        graded[key] = _with_values(row, reference, samples.get(key), tolerance)
+    return _grade_table(graded)
+
+
+def distinct_rows(distinct: pa.Table, keys: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    by_key = {(r["scenario"], r["output_name"], r["digest"]): r for r in distinct.to_pylist()}
+    return [by_key[key] for key in keys]
+
+
+def _without_values(row: dict[str, Any], reference: ReferenceOutput | None) -> DigestGrade | None:
+    """The grade where no values are needed, or None."""
+    if (row["nan_count"] or 0) + (row["inf_count"] or 0):
+        return DigestGrade("non_finite", "statistics")
+    if reference is None:
+        return DigestGrade("ungraded", "none")
+    if row["digest"] == reference.digest:
+        return DigestGrade("exact", "digest")
+    return None
+
+
+def _with_values(
+    row: dict[str, Any],
+    reference: ReferenceOutput,
+    sample: tuple[np.ndarray, str] | None,
+    tolerance: Tolerance,
+) -> DigestGrade:
+    """Compare values where both sides kept them; otherwise the statistics."""
+    if sample is not None and reference.values is not None:
+        actual, _ = sample
+        if actual.shape != reference.values.shape:
+            return DigestGrade("mismatch", "values", _shape_difference(actual))
+        difference = compare(actual, reference.values, tolerance)
+        fields = {k: v for k, v in vars(difference).items() if k != "passed"}
+        return DigestGrade("close" if difference.passed else "mismatch", "values", fields)
+    statistics = (row["min"], row["max"], row["mean"])
+    close = statistics_within(statistics, reference.statistics, tolerance)
+    return DigestGrade("close" if close else "mismatch", "statistics")
+
+
+def _shape_difference(actual: np.ndarray) -> dict[str, Any]:
+    return {"differing": int(actual.size), "first_index": None}
+
+
+def _sample_values(
+    run_dir: Path, keys: list[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], tuple[np.ndarray, str]]:
+    """One stored copy of each wanted digest's values, read batch by batch (never the whole
+    column): the array and its dtype."""
+    from stress.analysis.dataset import iterations
+
+    if not keys:
+        return {}
+    wanted = set(keys)
+    found: dict[tuple[str, str, str], tuple[np.ndarray, str]] = {}
+    digests = pa.array(sorted({k[2] for k in keys}), pa.string())
+    condition = pc.field("digest").isin(digests) & pc.field("values").is_valid()
+    columns = [*_DIGEST_KEYS, "values", "dtype", "shape"]
+    for batch in iterations(run_dir).to_batches(columns=columns, filter=condition):
+        for row in batch.to_pylist():
+            key = (row["scenario"], row["output_name"], row["digest"])
+            if key in wanted and key not in found:
+                shape = tuple(row["shape"] or ())
+                array = np.frombuffer(row["values"], dtype=row["dtype"]).reshape(shape)
+                found[key] = (array, row["dtype"])
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def _grade_table(graded: dict[tuple[str, str, str], DigestGrade]) -> pa.Table:
+    rows = []
+    for (scenario, output, digest), grade in graded.items():
+        difference = grade.difference or {}
+        rows.append(
+            {
+                "scenario": scenario,
+                "output_name": output,
+                "digest": digest,
+                "grade": grade.grade,
+                "basis": grade.basis,
+                **{f: difference.get(f) for f in GRADE_SCHEMA.names[5:]},
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=GRADE_SCHEMA)
+
+
+def iteration_grades(rows: pa.Table, grades: pa.Table) -> pa.Table:
+    """Per (variant, grade): iterations, each with the worst grade of its outputs, as columns
+    variant_id, grade, iterations."""
+    severity = pa.table(
+        {"grade": list(SEVERITY), "severity": pa.array(list(SEVERITY.values()), pa.int8())}
+    )
+    keyed = rows.select(["variant_id", "thread", "iteration", "status", *_DIGEST_KEYS])
+    joined = keyed.join(grades.select([*_DIGEST_KEYS, "grade"]), _DIGEST_KEYS)
+    status = joined["status"]
+    grade = pc.if_else(pc.equal(status, "ok"), pc.fill_null(joined["grade"], "ungraded"), status)
+    joined = pa.table(
+        {k: joined[k] for k in ("variant_id", "thread", "iteration")} | {"grade": grade}
+    ).join(severity, "grade")
+    worst = joined.group_by(["variant_id", "thread", "iteration"]).aggregate([("severity", "max")])
+    counts = worst.group_by(["variant_id", "severity_max"]).aggregate([("severity_max", "count")])
+    names = pc.take(pa.array(list(SEVERITY)), counts["severity_max"])
+    return pa.table(
+        {
+            "variant_id": counts["variant_id"],
+            "grade": names,
+            "iterations": counts["severity_max_count"],
+        }
+    )
+
+
+def graded_outputs(rows: pa.Table, grades: pa.Table) -> dict[str, list[dict[str, Any]]]:
+    """Per variant: each distinct output it produced that is not ``exact``, with its grade,
+    basis, differences and the number of rows that had it."""
+    inexact = grades.filter(pc.not_equal(grades["grade"], "exact"))
+    if inexact.num_rows == 0:
+        return {}
+    by_key = {(g["scenario"], g["output_name"], g["digest"]): g for g in inexact.to_pylist()}
+    ok = rows.filter(pc.equal(rows["status"], "ok"))
+    seen = ok.group_by(["variant_id", *_DIGEST_KEYS]).aggregate([("digest", "count")])
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in seen.to_pylist():
+        grade = by_key.get((row["scenario"], row["output_name"], row["digest"]))
+        if grade is not None:
+            found.setdefault(row["variant_id"], []).append(grade | {"rows": row["digest_count"]})
+    return found
+
+
+def worst_mismatch(outputs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The mismatch with the largest absolute difference (one graded by values first)."""
+    mismatches = [o for o in outputs if o["grade"] == "mismatch"]
+    if not mismatches:
+        return None
+    worst = max(mismatches, key=lambda o: (o["basis"] == "values", o["max_abs"] or 0.0))
+    return {k: v for k, v in worst.items() if k not in ("scenario", "grade")}
+
+
+def bases(outputs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per grade: how its outputs were graded (values, statistics, none)."""
+    found: dict[str, set[str]] = {}
+    for output in outputs:
+        found.setdefault(output["grade"], set()).add(output["basis"])
+    return {grade: sorted(basis) for grade, basis in sorted(found.items())}

@@ -1,0 +1,104 @@
+"""The clean reference outputs of a run (``RUN_DIR/reference/``), one per scenario and output,
+and what is wrong with them if anything is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+
+from stress.analysis.dataset import events, iterations
+from stress.reference import REFERENCE_DIR
+
+_COLUMNS = ["scenario", "iteration", "status", "error", "observation", "output_name", "digest"]
+_COLUMNS += ["dtype", "shape", "values", "nan_count", "inf_count", "min", "max", "mean"]
+
+
+@dataclass(frozen=True)
+class ReferenceOutput:
+    """One output of a scenario's clean reference run."""
+
+    scenario: str
+    output_name: str
+    digest: str
+    dtype: str
+    shape: tuple[int, ...]
+    values: np.ndarray | None  # None when the output was too large to keep
+    statistics: tuple[float | None, float | None, float | None]  # min, max, mean (finite)
+    non_finite: int  # NaN and Inf elements
+    digests: int  # distinct digests over the reference's iterations (1: stable)
+
+
+@dataclass(frozen=True)
+class References:
+    outputs: dict[tuple[str, str], ReferenceOutput]
+    problems: dict[str, str]  # per scenario: why its reference is missing or doubtful
+
+    def get(self, scenario: str, output: str) -> ReferenceOutput | None:
+        return self.outputs.get((scenario, output))
+
+
+def load_references(run_dir: Path, scenarios: list[str]) -> References:
+    """The first clean iteration's outputs of each scenario's reference, with problems noted:
+    no reference run (``--no-reference``, or the run died first), a reference that raised,
+    returned an error code or crashed, one not bit-identical run to run, or one with NaN/Inf."""
+    root = run_dir / REFERENCE_DIR
+    table = iterations(root).to_table(columns=_COLUMNS)
+    table = table.filter(pc.equal(pc.fill_null(table["observation"], "fetch"), "fetch"))
+    deaths = events(root).to_table(columns=["scenario", "kind", "message"]).to_pylist()
+    outputs: dict[tuple[str, str], ReferenceOutput] = {}
+    problems: dict[str, str] = {}
+    for scenario in scenarios:
+        rows = table.filter(pc.equal(table["scenario"], scenario)).to_pylist()
+        found, problem = _reference_of(scenario, rows, [e for e in deaths if _of(e, scenario)])
+        outputs.update({(scenario, out.output_name): out for out in found})
+        if problem:
+            problems[scenario] = problem
+    return References(outputs, problems)
+
+
+def _of(event: dict[str, Any], scenario: str) -> bool:
+    return event["scenario"] == scenario
+
+
+def _reference_of(
+    scenario: str, rows: list[dict[str, Any]], deaths: list[dict[str, Any]]
+) -> tuple[list[ReferenceOutput], str | None]:
+    if not rows:
+        why = f"{deaths[0]['kind']}: {deaths[0]['message']}" if deaths else "it did not run"
+        return [], f"no reference ({why}): outputs are not graded"
+    bad = [r for r in rows if r["status"] != "ok"]
+    if bad:
+        return [], f"the reference run was {bad[0]['status']}: {bad[0]['error'] or ''}".strip()
+    first = min(r["iteration"] for r in rows)
+    found = [_output(scenario, r, rows) for r in rows if r["iteration"] == first]
+    unstable = [o.output_name for o in found if o.digests > 1]
+    non_finite = [o.output_name for o in found if o.non_finite]
+    problem = None
+    if unstable:
+        problem = f"the reference differed between its own runs (outputs {', '.join(unstable)})"
+    elif non_finite:
+        problem = f"the reference has NaN/Inf (outputs {', '.join(non_finite)})"
+    return found, problem
+
+
+def _output(scenario: str, row: dict[str, Any], rows: list[dict[str, Any]]) -> ReferenceOutput:
+    name = row["output_name"]
+    shape = tuple(row["shape"] or ())
+    values = None
+    if row["values"] is not None:
+        values = np.frombuffer(row["values"], dtype=row["dtype"]).reshape(shape)
+    return ReferenceOutput(
+        scenario=scenario,
+        output_name=name,
+        digest=row["digest"],
+        dtype=row["dtype"],
+        shape=shape,
+        values=values,
+        statistics=(row["min"], row["max"], row["mean"]),
+        non_finite=(row["nan_count"] or 0) + (row["inf_count"] or 0),
+        digests=len({r["digest"] for r in rows if r["output_name"] == name}),
+    )
