@@ -208,6 +208,132 @@ def summary(run_dir: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="also write a self-contained HTML report with plots to this file",
+)
+@click.option("--json", "as_json", is_flag=True, help="the whole analysis as JSON")
+def report(run_dir: Path, html_path: Path | None, as_json: bool) -> None:
+    """The morning view of a run: outcomes with rates, attribution, crash signatures, drift.
+    Exit status 1 when anything other than exact or close outcomes occurred (for cron)."""
+    from stress.analysis.report import EXIT_FINDINGS, has_findings, render_report
+    from stress.analysis.summary import summarize
+
+    result = summarize(run_dir)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        render_report(result, console)
+    if html_path is not None:
+        from stress.analysis.html import write_html
+
+        write_html(result, run_dir, html_path)
+        errors.print(f"HTML report: {html_path}", highlight=False)
+    if has_findings(result):
+        sys.exit(EXIT_FINDINGS)
+
+
+@main.command()
+@click.argument("run_a", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_b", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="the comparison as JSON")
+def compare(run_a: Path, run_b: Path, as_json: bool) -> None:
+    """Two runs variant by variant (matched by id): failure rates with intervals, verdicts,
+    latency ratio, and whether the clean references agree. Exit status 1 when B is worse."""
+    from stress.analysis.compare import compare_runs, regressed, render_comparison
+    from stress.analysis.report import EXIT_FINDINGS
+    from stress.analysis.summary import summarize
+
+    comparison = compare_runs(run_a, run_b, summarize(run_a), summarize(run_b))
+    if as_json:
+        click.echo(json.dumps(comparison, indent=2))
+    else:
+        render_comparison(comparison, console)
+    if regressed(comparison):
+        sys.exit(EXIT_FINDINGS)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("variant_id")
+@click.option(
+    "--runs",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="run the script this many times, each in a fresh process",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    help="iterations per thread in the script (default: the variant's, at most 1000)",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="where to write the script (default: RUN_DIR/repro/VARIANT_ID.py)",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="seconds one run of the script may take",
+)
+def repro(
+    run_dir: Path,
+    variant_id: str,
+    runs: int,
+    iterations: int | None,
+    out: Path | None,
+    timeout: float,
+) -> None:
+    """Write a standalone script (MNN and numpy only) that recreates a variant and checks for
+    what the run saw; run it K times in fresh processes and say how often it reproduced."""
+    from stress.repro.make import run_script, write_script
+
+    script = out or run_dir / "repro" / f"{variant_id}.py"
+    settings = write_script(run_dir, variant_id, script, iterations)
+    console.print(f"script: {script}", highlight=False)
+    if settings["not_recreated"]:
+        missing = " ".join(f"{k}={v}" for k, v in settings["not_recreated"].items())
+        console.print(f"not recreated by the script: {missing}", style="yellow", highlight=False)
+    if runs == 0:
+        return
+    looking_for = settings["looking_for"]
+    result = run_script(script, runs, looking_for, timeout)
+    console.print(
+        f"reproduced in {result.reproduced} of {runs} fresh runs "
+        f"(looked for {', '.join(looking_for)}): {', '.join(result.outcomes)}",
+        highlight=False,
+    )
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--margin",
+    type=click.FloatRange(min=1.0),
+    default=2.0,
+    show_default=True,
+    help="the tolerance is this many times the widest difference seen",
+)
+@click.option("--json", "as_json", is_flag=True, help="what was measured, as JSON")
+def calibrate(run_dir: Path, margin: float, as_json: bool) -> None:
+    """Tolerances from a clean baseline run (say, num_thread and precision varied with
+    nothing wrong): per scenario output, the widest difference from the reference, times a
+    margin, as a `tolerance:` block to paste into the scenario."""
+    from stress.analysis.calibrate import as_yaml
+    from stress.analysis.calibrate import calibrate as measure
+
+    found = measure(run_dir, margin)
+    click.echo(json.dumps(found, indent=2) if as_json else as_yaml(found), nl=not as_json)
+
+
+@main.command()
 def models() -> None:
     """List the built-in models with their inputs and outputs."""
     from stress.models.builtin import BUILTINS

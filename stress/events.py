@@ -42,6 +42,7 @@ DEATHS = frozenset(
         EventKind.PROTOCOL,
     }
 )
+DEATH_KINDS = tuple(kind.value for kind in EventKind if kind in DEATHS)  # in declaration order
 
 EVENT_SCHEMA = pa.schema(
     [

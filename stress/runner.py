@@ -21,6 +21,7 @@ from stress.errors import RunFailure, ScenarioError, StorageError, StressError
 from stress.jobs import ring_capacity
 from stress.journal import Journal
 from stress.manifest import Manifest, ManifestData, VariantEntry, host_info, now_iso, versions
+from stress.onnx_reference import run_onnxruntime
 from stress.plan import Budget, VariantState, plan
 from stress.reference import reference_coordinator, reference_entries
 from stress.rundir import Owner, RunDir
@@ -178,6 +179,9 @@ def _run_reference(
     coordinator = reference_coordinator(setup.run_id, run_dir.path, setup.scenarios, stop)
     _drive(coordinator, run_dir)
     manifest.data.reference = reference_entries(coordinator.states)
+    if coordinator.failure is None and not stop.count:
+        for name, status in run_onnxruntime(run_dir.path, setup.scenarios).items():
+            manifest.data.reference[name]["onnxruntime"] = status
     with contextlib.suppress(StorageError):  # the end of the run tries again
         manifest.save()
     hooks.on_reference(manifest.data.reference)

@@ -5,6 +5,7 @@ the reference's own settings and its absence are checked the same way."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,45 @@ def test_per_output_tolerance_overrides_the_scenario_tolerance():
     assert tolerances_for(spec, "prob") == Tolerance("max", 0.5, 0.01, 0.99)
     assert tolerances_for(spec, "other") == Tolerance("max", 0.1, 0.01, 0.99)
     assert tolerances_for(None, "x") == Tolerance()
+
+
+@pytest.mark.integration
+def test_calibrate_derives_a_tolerance_that_accepts_the_baseline_and_no_more(
+    scenario_file, tmp_path
+):
+    """A baseline whose module outputs move by one ulp: calibrate proposes a tolerance just
+    wide enough; with it, the same ulp grades close while a +1 still mismatches."""
+    _, _, out = graded_run(scenario_file, tmp_path / "base", "ulp@0+?api=module", 6)
+    found = json.loads(run_cli("calibrate", str(out), "--json").stdout)["graded"]["y"]
+    assert found["by_values"] == 1 and found["distinct_outputs"] == 2
+    assert 0 < found["rtol"] < 1e-5  # two ulps of the largest magnitude, about
+    block = run_cli("calibrate", str(out)).stdout
+    assert "tolerance:" in block and "y: {rtol:" in block
+    extra = f"tolerance: {{statistic: mnn, rtol: {found['rtol']}}}"
+    by_api, _, _ = graded_run(scenario_file, tmp_path / "a", "ulp@0+?api=module", 6, extra)
+    assert by_api["module"]["grades"]["close"] == 6
+    by_api, _, _ = graded_run(scenario_file, tmp_path / "b", "perturb@0+?api=module", 6, extra)
+    assert by_api["module"]["grades"]["mismatch"] == 6
+
+
+def readme_query(title: str, run_dir) -> str:
+    """The SQL under the README's ``-- DuckDB: <title>`` comment, pointed at ``run_dir``."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    start = text.index(f"-- DuckDB: {title}")
+    end = min(i for i in (text.find("\n\n", start), text.find("\n```", start)) if i > 0)
+    return text[start:end].replace("results/<run-id>", str(run_dir))
+
+
+@pytest.mark.integration
+def test_the_readme_query_for_exact_rows_agrees_with_the_summary(scenario_file, tmp_path):
+    import duckdb
+
+    by_api, _, out = graded_run(scenario_file, tmp_path, "perturb@3+?api=module")
+    query = readme_query("per variant, iterations whose outputs are bit-identical", out)
+    found = {vid: (exact, other) for vid, exact, other in duckdb.sql(query).fetchall()}
+    for variant in by_api.values():
+        grades = variant["grades"]
+        assert found[variant["variant_id"]] == (
+            grades["exact"],
+            variant["iterations"] - grades["exact"],
+        )

@@ -80,6 +80,34 @@ def test_onnx_file_is_converted_once_and_runs(tmp_path, scenario_file):
     assert rows.digest.nunique() == 1  # both APIs agree on the converted model
 
 
+def test_conversion_neither_runs_pip_nor_leaves_files_behind(tmp_path, monkeypatch):
+    """The wheel's mnnconvert command runs `pip install aliyun-log-python-sdk` (and then
+    uploads telemetry); ours calls the converter itself, in a directory of its own."""
+    from stress.models.probe import convert
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "pip-calls"
+    for name in ("pip", "pip3"):
+        (fake / name).write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+        (fake / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{__import__('os').environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    _onnx_model(tmp_path / "net.onnx")
+    info = convert(str(tmp_path / "net.onnx"), str(tmp_path / "net.mnn"))
+    assert info["inputs"][0]["name"] == "image"
+    assert not calls.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "net.mnn", "net.onnx"]
+
+
+def test_a_failed_conversion_says_so(tmp_path):
+    from stress.models.probe import convert
+
+    (tmp_path / "bad.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(RuntimeError, match="MNN's converter failed"):
+        convert(str(tmp_path / "bad.onnx"), str(tmp_path / "bad.mnn"))
+
+
 def test_models_command_lists_builtins():
     out = run_cli("models").stdout
     for name in BUILTINS:

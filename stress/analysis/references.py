@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow.compute as pc
 
 from stress.analysis.dataset import events, iterations
+from stress.analysis.tolerance import Tolerance, compare, tolerances_for
+from stress.onnx_reference import ORT_DIR
 from stress.reference import REFERENCE_DIR
 
 _COLUMNS = ["scenario", "iteration", "status", "error", "observation", "output_name", "digest"]
@@ -102,3 +104,47 @@ def _output(scenario: str, row: dict[str, Any], rows: list[dict[str, Any]]) -> R
         non_finite=(row["nan_count"] or 0) + (row["inf_count"] or 0),
         digests=len({r["digest"] for r in rows if r["output_name"] == name}),
     )
+
+
+def against_onnxruntime(
+    run_dir: Path, scenario: str, references: References, tolerance: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """Per output: MNN's clean reference graded against ONNX Runtime's outputs on the same
+    inputs (``stress.onnx_reference``), with the scenario's tolerances; empty without them."""
+    path = run_dir / REFERENCE_DIR / ORT_DIR / f"{scenario}.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        expected = {name: data[name] for name in data.files}
+    found = {}
+    for (name, output), reference in sorted(references.outputs.items()):
+        if name != scenario:
+            continue
+        found[output] = _agreement(
+            reference, expected.get(output), tolerances_for(tolerance, output)
+        )
+    return found
+
+
+def _agreement(
+    reference: ReferenceOutput, expected: np.ndarray | None, tolerance: Tolerance
+) -> dict[str, Any]:
+    if expected is None:
+        return {"grade": "missing", "detail": "ONNX Runtime has no output of this name"}
+    if reference.values is None:
+        return {"grade": "ungraded", "detail": "the reference's values were not kept"}
+    if reference.values.size != expected.size:
+        detail = f"shape {list(reference.shape)} against {list(expected.shape)}"
+        return {"grade": "mismatch", "detail": detail}
+    actual = reference.values.reshape(expected.shape)
+    if not np.isfinite(actual).all():
+        return {"grade": "non_finite", "detail": "MNN's reference has NaN/Inf"}
+    difference = compare(actual, expected.astype(actual.dtype, copy=False), tolerance)
+    grade = "exact" if not difference.differing else "close" if difference.passed else "mismatch"
+    return {
+        "grade": grade,
+        "max_abs": difference.max_abs,
+        "max_rel": difference.max_rel,
+        "differing": difference.differing,
+        "elements": int(actual.size),
+    }

@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stress.analysis.dataset import check_run_dir, events, iterations
+from stress.analysis.drift import drift
+from stress.analysis.explain import attribution
 from stress.analysis.grading import (
     GRADES,
     bases,
@@ -19,15 +21,15 @@ from stress.analysis.grading import (
     worst_mismatch,
 )
 from stress.analysis.rates import variant_rates
-from stress.analysis.references import load_references
+from stress.analysis.references import against_onnxruntime, load_references
 from stress.analysis.signatures import signatures
 from stress.analysis.tolerance import tolerances_for
-from stress.events import DEATHS, EventKind
+from stress.events import DEATH_KINDS, EventKind
 from stress.manifest import ManifestData, read_manifest
 from stress.rundir import Owner
 from stress.states import RunStatus, VariantStatus
 
-DEATH_KINDS = tuple(kind.value for kind in EventKind if kind in DEATHS)
+INEXACT_KEPT = 50  # per variant, the most frequent distinct outputs that are not exact
 
 
 def run_status(manifest: ManifestData) -> tuple[RunStatus, str | None]:
@@ -62,6 +64,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             "max",
             "mean",
             "latency_ns",
+            "ts",
+            "rss_bytes",
         ]
     )
     per_variant = {}
@@ -73,6 +77,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         per_variant[vid]["completed"] = entry.completed
     _add_iterations(per_variant, rows)
     references = _add_grades(run_dir, manifest, per_variant, rows)
+    fetched = rows.filter(pc.equal(pc.fill_null(rows["observation"], "fetch"), "fetch"))
+    for vid, found in drift(fetched).items():
+        per_variant[vid]["drift"] = found
     event_rows = events(run_dir).to_table()
     _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
     for variant in per_variant.values():
@@ -89,6 +96,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "references": references,
         "variants": list(per_variant.values()),
         "crash_signatures": signatures(event_rows, DEATH_KINDS),
+        "attribution": attribution(manifest, per_variant),
     }
 
 
@@ -112,7 +120,10 @@ def _empty(variant_id: str, scenario: str, label: str, status: str) -> dict[str,
         "grades": {grade: 0 for grade in GRADES},
         "mismatch": None,
         "graded_by": {},
+        "inexact_outputs": [],
         "latency_p50_ms": None,
+        "latency_p99_ms": None,
+        "drift": None,
         "events": {kind.value: 0 for kind in EventKind},
     }
 
@@ -141,9 +152,12 @@ def _add_iterations(per_variant: dict[str, dict[str, Any]], rows: pa.Table) -> N
     non_finite = _count_iterations(rows.filter(pc.greater(non_finite_count, 0)), ["variant_id"])
     for vid, count in _rows(non_finite, "variant_id", "iterations"):
         per_variant[vid]["non_finite"] = count
-    latency = rows.group_by("variant_id").aggregate([("latency_ns", "approximate_median")])
-    for vid, median in _rows(latency, "variant_id", "latency_ns_approximate_median"):
-        per_variant[vid]["latency_p50_ms"] = None if median is None else median / 1e6
+    quantiles = pc.TDigestOptions(q=[0.5, 0.99])
+    latency = rows.group_by("variant_id").aggregate([("latency_ns", "tdigest", quantiles)])
+    for vid, found in _rows(latency, "variant_id", "latency_ns_tdigest"):
+        if found and found[0] == found[0]:  # all latencies null: no digest (NaN)
+            per_variant[vid]["latency_p50_ms"] = found[0] / 1e6
+            per_variant[vid]["latency_p99_ms"] = found[1] / 1e6
 
 
 def _add_process_repeats(per_variant: dict[str, dict[str, Any]], rows: pa.Table, ok: pa.Table):
@@ -208,11 +222,20 @@ def _add_grades(
     for vid, outputs in graded_outputs(fetched, grades).items():
         per_variant[vid]["mismatch"] = worst_mismatch(outputs)
         per_variant[vid]["graded_by"] = bases(outputs)
+        by_rows = sorted(outputs, key=lambda o: -o["rows"])[:INEXACT_KEPT]
+        per_variant[vid]["inexact_outputs"] = [
+            {k: v for k, v in o.items() if k != "scenario"} for o in by_rows
+        ]
     return {
         name: {
             "outputs": sorted(o for s, o in references.outputs if s == name),
+            "digests": {o: ref.digest for (s, o), ref in references.outputs.items() if s == name},
             "problem": references.problems.get(name),
             "tolerance": tolerances_for(tolerances[name], "").describe(),
+            "onnxruntime": {
+                "status": manifest.reference.get(name, {}).get("onnxruntime"),
+                "outputs": against_onnxruntime(run_dir, name, references, tolerances[name]),
+            },
         }
         for name in names
     }

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
-from stress.analysis.summary import DEATH_KINDS
+from stress.events import DEATH_KINDS
 from stress.factors import REGISTRY
 
 _STYLE = {
@@ -69,11 +69,14 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         "exceptions, exits.",
         style="dim",
     )
-    _print_references(summary["references"], console)
+    print_references(summary["references"], console)
     _print_mismatches(summary["variants"], console)
     _print_rates(summary["variants"], console)
     _print_repeats(summary["variants"], console)
-    _print_signatures(summary["crash_signatures"], console)
+    print_signatures(summary["crash_signatures"], console)
+    for kind, found in summary["attribution"].items():
+        if found["scores"]:  # something failed
+            console.print(f"attribution ({kind}): {found['sentence']}", highlight=False)
     if summary["reason"]:
         console.print(
             f"run {summary['status']}: {summary['reason']}", style="bold", highlight=False
@@ -88,13 +91,32 @@ def _graded(variant: dict[str, Any], grade: str) -> str:
     return str(count) if count or variant["iterations"] else "-"
 
 
-def _print_references(references: dict[str, dict[str, Any]], console: Console) -> None:
-    """Which scenarios were graded against what, and any reference that is doubtful."""
+def print_references(references: dict[str, dict[str, Any]], console: Console) -> None:
+    """Which scenarios were graded against what, any reference that is doubtful, and how
+    MNN's clean reference compares with ONNX Runtime's where the model came from ONNX."""
     for name, reference in references.items():
         if reference["problem"]:
             console.print(f"reference of {name}: {reference['problem']}", style="yellow")
+        independent = reference["onnxruntime"]
+        if independent["status"] and independent["status"] != "done":
+            console.print(f"ONNX Runtime reference of {name}: {independent['status']}", style="dim")
+        for output, found in independent["outputs"].items():
+            console.print(
+                f"{name}: MNN's clean output {output} against ONNX Runtime: {_agreement(found)}",
+                style="red" if found["grade"] not in ("exact", "close") else None,
+                highlight=False,
+            )
     tolerances = sorted({r["tolerance"] for r in references.values()})
     console.print(f"tolerance: {'; '.join(tolerances)}", style="dim", highlight=False)
+
+
+def _agreement(found: dict[str, Any]) -> str:
+    if "max_abs" not in found:
+        return f"{found['grade']} ({found['detail']})"
+    return (
+        f"{found['grade']} (max|diff| {found['max_abs']:.3g}, relative {found['max_rel']:.3g}; "
+        f"{found['differing']:,} of {found['elements']:,} elements differ)"
+    )
 
 
 def _print_mismatches(variants: list[dict[str, Any]], console: Console) -> None:
@@ -139,7 +161,7 @@ def _print_rates(variants: list[dict[str, Any]], console: Console) -> None:
         )
 
 
-def _print_signatures(signatures: list[dict[str, Any]], console: Console) -> None:
+def print_signatures(signatures: list[dict[str, Any]], console: Console) -> None:
     """Worker deaths grouped by cause: kind, signal or exception, innermost Python frames."""
     if not signatures:
         return

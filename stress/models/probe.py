@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +56,34 @@ def build(name: str, out: str) -> dict[str, Any]:
     return inspect(out)
 
 
+# The wheel's converter itself: its ``mnnconvert`` command (MNN.tools.mnnconvert) runs
+# ``pip install aliyun-log-python-sdk`` with whatever pip is on PATH and, once that is
+# installed, uploads the machine id and the converter's arguments. ``_tools.mnnconvert`` is
+# the same converter without either. It returns True even when it failed: the output file
+# and its "Converted Success!" line are what tell.
+_CONVERT = "import sys, _tools; sys.exit(0 if _tools.mnnconvert(sys.argv) else 1)"
+
+
 def convert(onnx_path: str, out: str) -> dict[str, Any]:
-    """Convert ONNX to MNN with the ``mnnconvert`` that ships in the MNN wheel."""
-    tool = shutil.which("mnnconvert", path=str(Path(sys.executable).parent)) or shutil.which(
-        "mnnconvert"
-    )
-    if tool is None:
-        raise RuntimeError("mnnconvert not found next to this Python; is the MNN wheel installed?")
-    cmd = [tool, "-f", "ONNX", "--modelFile", onnx_path, "--MNNModel", out, "--bizCode", "stress"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0 or not os.path.exists(out):
+    """Convert ONNX to MNN with the converter in the MNN wheel, in a directory of its own:
+    it keeps its weights in ``./.__convert_external_data.bin`` while it works, and a second
+    conversion in the same directory deletes that file and silently zeroes the first's
+    weights (seen with MNN 3.6.1)."""
+    args = ["-f", "ONNX", "--modelFile", os.path.abspath(onnx_path)]
+    args += ["--MNNModel", os.path.abspath(out), "--bizCode", "stress"]
+    with tempfile.TemporaryDirectory(prefix="mnn-stress-convert-") as workdir:
+        done = subprocess.run(
+            [sys.executable, "-c", _CONVERT, *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=workdir,
+        )
+    written = os.path.exists(out) and os.path.getsize(out) > 0
+    if done.returncode != 0 or not written or "Converted Success" not in done.stdout:
         raise RuntimeError(
-            f"mnnconvert failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}"
+            f"MNN's converter failed ({done.returncode}): {done.stdout[-2000:]}"
+            f"{done.stderr[-2000:]}"
         )
     return inspect(out)
 

@@ -72,10 +72,15 @@ def _builtin(name: str) -> ModelInfo:
     return info
 
 
+# Bumped when conversion changes: 2 converts in a directory of its own, so files from
+# conversions that raced in one directory (weights silently zeroed) are not reused.
+CONVERTER_VERSION = 2
+
+
 @cache
 def _converted(ref: str, onnx_path: str) -> ModelInfo:
     digest = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()[:16]
-    target = cache_dir() / "onnx" / f"mnn-{mnn_version()}" / f"{digest}.mnn"
+    target = cache_dir() / "onnx" / f"mnn-{mnn_version()}" / f"{digest}-c{CONVERTER_VERSION}.mnn"
     if target.is_file():
         return _inspected(ref, str(target), "onnx")
     result = _atomic_probe("convert", onnx_path, target)

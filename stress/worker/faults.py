@@ -11,9 +11,10 @@ Kinds that end or upset the worker, before the iteration: segv (a real invalid m
 abort, hang, raise (an exception in harness code), exit, corrupt (publish a record no worker
 could write). Kinds that change what the driver returns: perturb (one output element changed
 by +1), ulp (one output element moved by one unit in the last place: still close), nan (one
-output element made NaN), rc (a non-zero return code), mnn_raise (a real MNN call
-raises inside ``infer``). ``load_error`` makes a real MNN call raise while a worker whose first
-iteration is at or past N loads the model.
+output element made NaN), leak (256 KiB allocated, touched and kept: resident memory grows),
+slow (a sleep that grows by 50 us at each firing: latency drifts), rc (a non-zero return
+code), mnn_raise (a real MNN call raises inside ``infer``). ``load_error`` makes a real MNN
+call raise while a worker whose first iteration is at or past N loads the model.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from stress.contract.stages import Binding, Layer
 
 ENV_VAR = "MNN_STRESS_TEST_FAULT"
 WORKER_KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt")
-DRIVER_KINDS = ("perturb", "ulp", "nan", "rc", "mnn_raise")
+DRIVER_KINDS = ("perturb", "ulp", "nan", "rc", "mnn_raise", "leak", "slow")
+LEAK_BYTES = 256 << 10
+SLOW_STEP_S = 50e-6
 LOAD_KINDS = ("load_error",)
 KINDS = WORKER_KINDS + DRIVER_KINDS + LOAD_KINDS
 NEVER = 1 << 62
@@ -91,6 +94,8 @@ class Injector:
         self.ring = ring
         self.first = min((f.at for f in faults if f.kind not in LOAD_KINDS), default=NEVER)
         self.armed: set[str] = set()
+        self.leaked: list[bytearray] = []
+        self.slowed = 0
 
     def at_load(self, start_iteration: int) -> None:
         if any(f.kind in LOAD_KINDS and start_iteration >= f.at for f in self.faults):
@@ -122,6 +127,11 @@ class FaultyBinding(Layer):
         armed, self.injector.armed = self.injector.armed, set()
         if "mnn_raise" in armed:
             raise_from_mnn()
+        if "leak" in armed:
+            self.injector.leaked.append(bytearray(b"\x01") * LEAK_BYTES)
+        if "slow" in armed:
+            self.injector.slowed += 1
+            time.sleep(self.injector.slowed * SLOW_STEP_S)
         rc, outputs = self.inner.iteration(inputs)
         if "rc" in armed:
             rc = INJECTED_RC

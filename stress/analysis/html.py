@@ -1,0 +1,333 @@
+"""The run report as one self-contained HTML file (``mnn-stress report RUN_DIR --html``): inline
+CSS and inline SVG plots, nothing fetched. Every value from the run is escaped: scenario
+texts, labels, messages and stack frames may be hostile."""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import Any
+
+from stress.analysis import plots
+from stress.events import DEATH_KINDS
+from stress.factors import REGISTRY
+from stress.manifest import read_manifest
+
+SERIES_SHOWN = 8  # variants whose latency and RSS over time are plotted
+# Verdicts from what needs a look first to what does not; colours by class.
+SEVERITY = ("HARNESS_ERROR", "QUARANTINED", "CRASHED", "FAILED", "VIEW_CHANGED")
+SEVERITY += ("INCONSISTENT", "MISMATCH", "REFUSED", "KILLED", "INCOMPLETE", "INTERRUPTED")
+SEVERITY += ("RUNNING", "SKIPPED", "EMPTY", "ok")
+_CLASS = {"HARNESS_ERROR": "harness", "QUARANTINED": "bad", "CRASHED": "bad", "FAILED": "bad"}
+_CLASS |= {"MISMATCH": "bad", "VIEW_CHANGED": "warn", "INCONSISTENT": "warn", "REFUSED": "info"}
+_CLASS |= {"ok": "ok"}
+_GRADES = ("exact", "close", "ungraded", "mismatch", "non_finite", "invalid", "error")
+
+CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#222}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ccc}
+h3{font-size:15px;margin:16px 0 6px}table{border-collapse:collapse;font-size:12px}
+th,td{padding:2px 6px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+th{background:#f4f4f4;position:sticky;top:0}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.zero{color:#bbb}.dim{color:#777}.mono{font-family:ui-monospace,monospace;font-size:11px}
+.v{font-weight:600;padding:0 4px;border-radius:3px}.v.ok{padding:0}.bad{background:#fdd;color:#a00}
+.warn{background:#ffefc2;color:#7a5a00}.info{background:#dff2f7;color:#06607a}
+.harness{background:#f3d9f7;color:#7a007a}.ok{color:#17702a}.other{background:#eee}
+.nowrap{white-space:nowrap}.problem{background:#fff3cd}.verdicts{font-size:16px;margin:6px 0}
+svg{max-width:100%;height:auto}
+"""
+
+
+class Html(str):
+    """Markup made here: inserted as is, where any other value is escaped."""
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, Html) else html.escape("" if value is None else str(value))
+
+
+def _tag(name: str, body: object, cls: str = "") -> Html:
+    attribute = f' class="{cls}"' if cls else ""
+    return Html(f"<{name}{attribute}>{_text(body)}</{name}>")
+
+
+def _table(head: Iterable[str], rows: Iterable[Iterable[object]], numeric: Collection[int] = ()):
+    """A table; cells that are Html go in as is, the rest escaped; ``numeric`` columns right."""
+    header = "".join(f"<th>{_text(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(_cell(cell, i in numeric) for i, cell in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return Html(f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def _cell(value: object, numeric: bool) -> str:
+    return f"<td class=n>{_text(value)}</td>" if numeric else f"<td>{_text(value)}</td>"
+
+
+def write_html(summary: dict[str, Any], run_dir: Path, path: Path) -> None:
+    """The report of ``summary`` (``summarize(run_dir)``) into ``path``, one file."""
+    variants = sorted(summary["variants"], key=_problems_first)
+    sections = [
+        _header(summary),
+        _variant_section(variants),
+        _plot_section(variants, run_dir),
+        _attribution_section(summary["attribution"]),
+        _signature_section(summary["crash_signatures"]),
+        _reference_section(summary["references"], run_dir),
+    ]
+    title = _text(f"mnn-stress {summary['run_id']}")
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>"
+    )
+    path.write_text(page, encoding="utf-8")
+
+
+def _problems_first(variant: dict[str, Any]) -> tuple:
+    """Sort key: the worst verdict first, then the highest failure rate."""
+    worst = plots.failing_rates(variant)
+    rate = worst[0][1]["rate"] if worst else 0.0
+    return _rank(variant["verdict"]), -rate, variant["scenario"], variant["label"]
+
+
+def _rank(verdict: str) -> int:
+    """Place in SEVERITY; a verdict this module does not know yet goes first, to be seen."""
+    return SEVERITY.index(verdict) if verdict in SEVERITY else -1
+
+
+def _verdict(word: str) -> Html:
+    return _tag("span", word, f"v {_CLASS.get(word, 'other')}")
+
+
+def _header(summary: dict[str, Any]) -> Html:
+    """Run id, status and why, MNN version, times, and the verdicts counted in one line."""
+    counts = Counter(v["verdict"] for v in summary["variants"])
+    order = sorted(counts, key=lambda word: (word != "ok", _rank(word)))
+    line = ", ".join(f"{counts[w]} {_verdict(w)}" for w in order) or "no variants"
+    status = summary["status"] + (f": {summary['reason']}" if summary["reason"] else "")
+    facts = [
+        ("status", status),
+        ("MNN", summary["mnn_version"]),
+        ("started", when(summary["started"])),
+        ("ended", when(summary["ended"]) if summary["ended"] else "not ended"),
+    ]
+    items = " &middot; ".join(f"{_text(k)} <b>{_text(v)}</b>" for k, v in facts)
+    return Html(
+        f"<h1>mnn-stress run {_text(summary['run_id'])}</h1><div>{items}</div>"
+        f'<div class="verdicts">{line}</div>'
+    )
+
+
+def _variant_section(variants: list[dict[str, Any]]) -> Html:
+    """Variants with a problem first; the ok ones folded away. Grade columns that are zero
+    for every variant are left out (the table must fit a screen)."""
+    grades = [g for g in _GRADES if g == "exact" or any(v["grades"][g] for v in variants)]
+    head = ["verdict", "scenario", "variant", "id", "iterations", "distinct", *grades]
+    head += ["worst failure (95 % CI)", "deaths", "p50 ms", "p99 ms", "RSS/1k it.", "flags"]
+    numeric = {4, 5, *range(6, 6 + len(grades)), *range(7 + len(grades), 11 + len(grades))}
+    problems = [_variant_row(v, grades) for v in variants if v["verdict"] != "ok"]
+    fine = [_variant_row(v, grades) for v in variants if v["verdict"] == "ok"]
+    parts = [_tag("h2", "Variants")]
+    parts.append(_table(head, problems, numeric) if problems else _tag("p", "No problems."))
+    if fine:
+        parts.append(
+            Html(f"<details><summary>{len(fine)} ok variant(s)</summary>")
+            + _table(head, fine, numeric)
+            + Html("</details>")
+        )
+    return Html("".join(parts))
+
+
+def _variant_row(v: dict[str, Any], grades: list[str]) -> list[object]:
+    counts = [_count(v["grades"][g]) for g in grades]
+    deaths = ", ".join(f"{v['events'][k]} {k}" for k in DEATH_KINDS if v["events"][k])
+    drift = v["drift"] or {}
+    slope = drift.get("rss_bytes_per_1k_iterations")
+    return [
+        _verdict(v["verdict"]),
+        v["scenario"],
+        v["label"],
+        _tag("span", v["variant_id"], "mono"),
+        v["iterations"],
+        v["distinct_outputs"],
+        *counts,
+        _worst_rate(v),
+        _tag("span", deaths, "nowrap") if deaths else _count(0),
+        _number(v["latency_p50_ms"]),
+        _number(v["latency_p99_ms"]),
+        "-" if slope is None else _tag("span", human_bytes(slope), _slope_class(drift) + " nowrap"),
+        ", ".join(drift.get("flags", [])),
+    ]
+
+
+def _slope_class(drift: dict[str, Any]) -> str:
+    """A slope that earned no flag is noise or warm-up: shown, but dimmed."""
+    return "bad" if "rss_growth" in drift["flags"] else "dim"
+
+
+def _count(value: int) -> object:
+    return _tag("span", 0, "zero") if value == 0 else f"{value:,}"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def percent(value: float) -> str:
+    """'0.11 %', '96 %'."""
+    scaled = 100 * value
+    return f"{scaled:.2g} %" if abs(scaled) < 10 else f"{scaled:.0f} %"
+
+
+def _worst_rate(v: dict[str, Any]) -> object:
+    worst = plots.failing_rates(v)
+    if worst:
+        outcome, r = worst[0]
+        interval = f"{percent(r['low']).removesuffix(' %')}–{percent(r['high'])}"
+        return _tag("span", f"{outcome} {percent(r['rate'])} ({interval})", "nowrap")
+    if v["views_changed"]:
+        return f"views changed: {v['views_changed']} of {v['views_rechecked']}"
+    if v.get("clean_bound"):
+        return _tag("span", f"< {percent(v['clean_bound'])}", "dim")
+    return ""
+
+
+def when(iso: str) -> str:
+    """'2026-11-25T00:46:02.260+00:00' as '2026-11-25 00:46:02 UTC'."""
+    return iso[:19].replace("T", " ") + (" UTC" if iso.endswith("+00:00") else iso[19:])
+
+
+def human_bytes(value: float) -> str:
+    """Signed bytes in binary units: '512 B', '-28.0 KiB', '1.5 MiB'."""
+    size, unit = abs(value), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    sign = "-" if value < 0 else ""
+    return f"{sign}{size:.0f} {unit}" if unit == "B" else f"{sign}{size:.1f} {unit}"
+
+
+def _plot_section(variants: list[dict[str, Any]], run_dir: Path) -> Html:
+    series = _series_variants(variants)
+    picked = (
+        f"{len(series)} variant(s): drift flags and failures first, then the slowest; "
+        f"each worker thinned to at most {plots.POINTS_PER_WORKER:,} points."
+        if series
+        else ""
+    )
+    figures = [
+        ("Failure rates", plots.failure_rates(variants), "no variant failed", ""),
+        ("Latency and RSS over time", plots.time_series(run_dir, series), "no iterations", picked),
+        (
+            "Differences from the reference",
+            plots.differences(variants),
+            "no close or mismatching output with stored values",
+            _statistics_only(variants),
+        ),
+        ("Worker deaths over time", plots.crash_timeline(run_dir, variants), "no deaths", ""),
+    ]
+    parts = [_tag("h2", "Plots")]
+    for title, svg, none, note in figures:
+        parts += [_tag("h3", title), Html(svg) if svg else _tag("p", f"none: {none}.", "dim")]
+        parts += [_tag("p", note, "dim")] if note else []
+    return Html("".join(parts))
+
+
+def _series_variants(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Whose latency and RSS to plot: drift flags first, then failures, then the slowest."""
+    ran = [v for v in variants if v["iterations"]]
+    return sorted(
+        ran,
+        key=lambda v: (
+            not (v["drift"] or {}).get("flags"),
+            not plots.failing_rates(v),
+            -(v["latency_p50_ms"] or 0),
+        ),
+    )[:SERIES_SHOWN]
+
+
+def _statistics_only(variants: list[dict[str, Any]]) -> str:
+    """A note on the inexact outputs the differences plot cannot show (no stored values)."""
+    count = sum(
+        1
+        for v in variants
+        for o in v["inexact_outputs"]
+        if o["grade"] in ("close", "mismatch") and o["max_abs"] is None
+    )
+    return (
+        f"{count} inexact output(s) graded by min/max/mean only (values not stored)."
+        if count
+        else ""
+    )
+
+
+def _attribution_section(attribution: dict[str, Any]) -> Html:
+    parts = [_tag("h2", "Attribution")]
+    if not attribution:
+        return Html(parts[0] + _tag("p", "none: nothing failed.", "dim"))
+    head = ["predicate", "with", "without", "increase (lower bound)", "importance"]
+    for kind, found in attribution.items():
+        rows = [
+            [
+                s["predicate"],
+                f"{s['with']} ({percent(s['rate_with'])})",
+                f"{s['without']} ({percent(s['rate_without'])})",
+                f"{percent(s['increase'])} (≥ {percent(s['increase_low'])})",
+                f"{s['importance']:.3f}",
+            ]
+            for s in found["scores"]
+        ]
+        parts += [_tag("h3", kind), _tag("p", found["sentence"])]
+        parts.append(_table(head, rows, {3, 4}) if rows else _tag("p", "no scores", "dim"))
+    return Html("".join(parts))
+
+
+def _signature_section(signatures: list[dict[str, Any]]) -> Html:
+    parts = [_tag("h2", "Crash signatures")]
+    if not signatures:
+        return Html(parts[0] + _tag("p", "none: no worker died.", "dim"))
+    head = ["count", "kind", "cause", "innermost frames", "variants", "first", "last", "under"]
+    rows = [
+        [
+            g["count"],
+            g["kind"],
+            g["cause"],
+            _tag("span", " < ".join(g["frames"]) or "no Python stack", "mono"),
+            _tag("span", " ".join(g["variants"]), "mono"),
+            _tag("span", when(g["first"]), "nowrap"),
+            _tag("span", when(g["last"]), "nowrap"),
+            _varied(g["factors"]),
+        ]
+        for g in signatures
+    ]
+    return Html(parts[0] + _table(head, rows, {0}))
+
+
+def _varied(factors: dict[str, list[Any]]) -> str:
+    """Factor values a signature occurred under, where they are not just the default."""
+    return " ".join(
+        f"{name}={'|'.join(map(str, values))}"
+        for name, values in factors.items()
+        if name not in REGISTRY or values != [REGISTRY[name].default]
+    )
+
+
+def _reference_section(references: dict[str, Any], run_dir: Path) -> Html:
+    models = {s["name"]: s.get("model", {}).get("ref") for s in read_manifest(run_dir).scenarios}
+    head = ["scenario", "model", "outputs", "tolerance", "problem"]
+    rows = [
+        [
+            name,
+            models.get(name),
+            ", ".join(r["outputs"]),
+            r["tolerance"],
+            _tag("span", r["problem"], "problem") if r["problem"] else "",
+        ]
+        for name, r in references.items()
+    ]
+    body = _table(head, rows) if rows else _tag("p", "none", "dim")
+    return Html(_tag("h2", "References and tolerance") + body)

@@ -1,0 +1,267 @@
+"""The report's plots as inline SVG (matplotlib, Agg): failure rates, latency and RSS over time,
+differences from the reference, worker deaths over time. Each returns None when there is
+nothing to draw. Time series are read batch by batch and thinned per worker, so a night of
+10 million rows never sits in memory."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.dataset as ds  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+from stress.analysis.dataset import events, iterations  # noqa: E402
+from stress.analysis.grading import PASSING  # noqa: E402
+from stress.events import DEATH_KINDS  # noqa: E402
+
+POINTS_PER_WORKER = 2000
+POINTS_PER_VARIANT = 8000  # many short workers (fresh_worker_every) share this
+MIN_POINTS_PER_WORKER = 20
+FEW_POINTS = 100  # a worker with this many points or fewer has each one marked
+MOST_ROWS = 30  # variants (or variant outcomes) one plot shows; the rest are counted
+# Labels are data: never mathtext (a '$' in a label would be parsed, or fail).
+_STYLE = {"text.parse_math": False, "font.size": 8, "svg.fonttype": "none"}
+_NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
+_KIND_MARKERS = {"crash": "X", "hang": "s", "memory": "^", "exception": "o"}
+_KIND_MARKERS |= {"exit": "D", "protocol": "v"}
+_GRADE_COLOURS = {"close": "tab:blue", "mismatch": "tab:red"}
+
+
+def name(variant: dict[str, Any]) -> str:
+    return f"{variant['scenario']} {variant['label']}"
+
+
+def _svg(figure: Figure) -> str:
+    """The figure as an <svg> element for inline use (no XML prolog, comments or metadata)."""
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", metadata=_NO_METADATA)
+    plt.close(figure)
+    text = buffer.getvalue()
+    text = re.sub(r"<!--.*?-->", "", text[text.index("<svg") :], flags=re.DOTALL)
+    return text
+
+
+def _figure(rows: int) -> tuple[Figure, Any]:
+    """One axes, tall enough for ``rows`` labelled rows."""
+    return plt.subplots(figsize=(13.0, max(1.6, 0.9 + rows * 0.24)), layout="constrained")
+
+
+def failing_rates(variant: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The variant's outcomes that failed at least once: (outcome, rate), highest first."""
+    found = [(k, r) for k, r in variant["rates"].items() if k not in PASSING and r["count"]]
+    return sorted(found, key=lambda item: -item[1]["rate"])
+
+
+def failure_rates(variants: list[dict[str, Any]]) -> str | None:
+    """Failure rate per variant and outcome with its 95 % Wilson interval, highest first."""
+    found = [(name(v), k, r) for v in variants for k, r in failing_rates(v) if r["n"]]
+    if not found:
+        return None
+    found.sort(key=lambda item: -item[2]["rate"])
+    shown = found[:MOST_ROWS][::-1]
+    with plt.rc_context(_STYLE):
+        figure, axes = _figure(len(shown))
+        rate = np.array([r["rate"] for _, _, r in shown])
+        # Clipped: a Wilson bound can miss a rate of 0 or 1 by a rounding error.
+        low = np.maximum(rate - np.array([r["low"] for _, _, r in shown]), 0)
+        high = np.maximum(np.array([r["high"] for _, _, r in shown]) - rate, 0)
+        axes.errorbar(rate, range(len(shown)), xerr=[low, high], fmt="o", color="tab:red")
+        axes.set_yticks(range(len(shown)), [f"{n}: {k}" for n, k, _ in shown])
+        if rate.max() / max(rate.min(), 1e-12) > 100:
+            _log_x(axes)
+        axes.set_xlabel("failure rate (95 % Wilson interval)")
+        axes.xaxis.set_major_formatter(lambda x, _: f"{100 * x:.3g} %")
+        axes.grid(axis="x", alpha=0.3)
+        _note_left_out(axes, len(found) - len(shown))
+        return _svg(figure)
+
+
+def _log_x(axes: Any) -> None:
+    """A log x axis labelled in plain numbers (labels are not mathtext here)."""
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(lambda x, _: f"{x:g}")
+    axes.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _note_left_out(axes: Any, count: int) -> None:
+    if count > 0:
+        axes.set_title(f"(and {count} more not shown)", loc="right", fontsize=7)
+
+
+def differences(variants: list[dict[str, Any]]) -> str | None:
+    """Largest absolute difference of each distinct inexact output, marker area by rows."""
+    shown = [v for v in variants if v["grades"]["close"] or v["grades"]["mismatch"]]
+    shown = shown[:MOST_ROWS][::-1]
+    points = [
+        (row, o["max_abs"], o["rows"], o["grade"])
+        for row, v in enumerate(shown)
+        for o in v["inexact_outputs"]
+        if o["grade"] in _GRADE_COLOURS and o["max_abs"] and np.isfinite(o["max_abs"])
+    ]
+    if not points:
+        return None
+    with plt.rc_context(_STYLE):
+        figure, axes = _figure(len(shown))
+        for grade, colour in _GRADE_COLOURS.items():
+            mine = [p for p in points if p[3] == grade]
+            if mine:
+                rows, max_abs, counts, _ = zip(*mine)
+                sizes = 12 + 60 * np.sqrt(np.array(counts) / max(p[2] for p in points))
+                axes.scatter(max_abs, rows, s=sizes, c=colour, alpha=0.6, label=grade)
+        axes.set_yticks(range(len(shown)), [name(v) for v in shown])
+        axes.set_ylim(-0.7, len(shown) - 0.3)
+        _log_x(axes)
+        axes.set_xlabel("max |difference| from the reference (marker area: rows)")
+        axes.grid(axis="x", alpha=0.3)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        return _svg(figure)
+
+
+def crash_timeline(run_dir: Path, variants: list[dict[str, Any]]) -> str | None:
+    """Worker deaths over wall-clock time (UTC), one row per variant, a marker per kind."""
+    table = events(run_dir).to_table(
+        columns=["variant_id", "kind", "ts"], filter=pc.field("kind").isin(DEATH_KINDS)
+    )
+    if table.num_rows == 0:
+        return None
+    names = {v["variant_id"]: name(v) for v in variants}
+    counts = table.group_by("variant_id").aggregate([("kind", "count")]).to_pylist()
+    counts.sort(key=lambda row: (-row["kind_count"], row["variant_id"]))
+    rows = {row["variant_id"]: i for i, row in enumerate(counts[:MOST_ROWS][::-1])}
+    with plt.rc_context(_STYLE):
+        figure, axes = _figure(len(rows))
+        deaths = [e for e in table.to_pylist() if e["variant_id"] in rows]
+        for kind in DEATH_KINDS:
+            picked = [e for e in deaths if e["kind"] == kind]
+            if picked:
+                times = [e["ts"].replace(tzinfo=None) for e in picked]
+                where = [rows[e["variant_id"]] for e in picked]
+                axes.scatter(times, where, marker=_KIND_MARKERS[kind], s=36, label=kind)
+        axes.set_yticks(list(rows.values()), [names.get(v, v) for v in rows])
+        axes.set_ylim(-0.7, len(rows) - 0.3)
+        _time_axis(axes)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        _note_left_out(axes, len(counts) - len(rows))
+        return _svg(figure)
+
+
+def _time_axis(axes: Any) -> None:
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    axes.set_xlabel("time (UTC)")
+    axes.grid(axis="x", alpha=0.3)
+
+
+def time_series(run_dir: Path, variants: list[dict[str, Any]]) -> str | None:
+    """Latency and RSS of each worker over time, one row of two panels per variant."""
+    if not variants:
+        return None
+    series = thinned_series(iterations(run_dir), {v["variant_id"]: _limit(v) for v in variants})
+    if not series:
+        return None
+    with plt.rc_context(_STYLE):
+        figure, grid = plt.subplots(
+            len(variants),
+            2,
+            figsize=(13, 0.6 + 1.7 * len(variants)),
+            layout="constrained",
+            squeeze=False,
+        )
+        for (latency, rss), variant in zip(grid, variants):
+            _plot_workers(latency, rss, variant, series)
+        grid[-1][0].set_xlabel("time (UTC)")
+        grid[-1][1].set_xlabel("time (UTC)")
+        return _svg(figure)
+
+
+def _limit(variant: dict[str, Any]) -> int:
+    """Points per worker: POINTS_PER_WORKER, less when many workers share the variant's."""
+    share = POINTS_PER_VARIANT // max(variant["workers"], 1)
+    return max(MIN_POINTS_PER_WORKER, min(POINTS_PER_WORKER, share))
+
+
+def _plot_workers(latency: Any, rss: Any, variant: dict[str, Any], series: dict) -> None:
+    workers = sorted(w for v, w in series if v == variant["variant_id"])
+    for worker in workers:
+        ts, latency_ms, rss_mib = series[variant["variant_id"], worker]
+        dots = {"marker": ".", "ms": 2} if len(ts) <= FEW_POINTS else {}  # sparse: show each
+        latency.plot(ts, latency_ms, lw=0.8, label=f"worker {worker}", **dots)
+        rss.plot(ts, rss_mib, lw=0.8, **dots)
+    flags = ", ".join((variant["drift"] or {}).get("flags", []))
+    latency.set_title(name(variant) + (f"  [{flags}]" if flags else ""), loc="left", fontsize=8)
+    latency.set_ylabel("latency ms")
+    rss.set_ylabel("RSS MiB")
+    for axes in (latency, rss):
+        _time_axis(axes)
+        axes.set_xlabel("")
+        axes.ticklabel_format(axis="y", useOffset=False)
+    if 1 < len(workers) <= 8:
+        latency.legend(fontsize=6, frameon=False, ncols=min(len(workers), 4))
+
+
+def thinned_series(
+    dataset: ds.Dataset, limits: dict[str, int]
+) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per (variant, worker): times, latency (ms) and RSS (MiB) of every stride-th iteration,
+    the stride doubling whenever a worker holds more than its variant's limit of points. One
+    pass over only the needed columns; memory stays bounded by the limits."""
+    wanted = list(limits)
+    fetched = pc.field("observation").is_null() | (pc.field("observation") == "fetch")
+    columns = ["variant_id", "worker_id", "iteration", "ts", "latency_ns", "rss_bytes"]
+    kept: dict[tuple[str, int], _Thinned] = {}
+    for batch in dataset.to_batches(
+        columns=columns,
+        filter=pc.field("variant_id").isin(wanted) & fetched,
+        batch_readahead=2,
+        fragment_readahead=1,
+    ):
+        if batch.num_rows == 0:
+            continue
+        variant = batch["variant_id"].dictionary_encode()
+        workers = np.asarray(batch["worker_id"].fill_null(-1))
+        keys = np.stack([np.asarray(variant.indices), workers])
+        data = [np.asarray(batch[c]) for c in ("iteration", "ts")]
+        data += [np.asarray(batch[c].fill_null(0)) for c in ("latency_ns", "rss_bytes")]
+        for index, worker in np.unique(keys, axis=1).T:
+            rows = (keys[0] == index) & (keys[1] == worker)
+            vid = variant.dictionary[index].as_py()
+            points = kept.setdefault((vid, int(worker)), _Thinned(limits[vid]))
+            points.add(*(column[rows] for column in data))
+    return {key: points.arrays() for key, points in kept.items()}
+
+
+class _Thinned:
+    """One worker's points at iterations divisible by a stride that doubles when full."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.stride = limit, 1
+        self.columns: list[np.ndarray] = [np.empty(0, dtype) for dtype in ("i8", "M8[ns]")]
+        self.columns += [np.empty(0, "i8"), np.empty(0, "i8")]
+
+    def add(self, *columns: np.ndarray) -> None:
+        self._keep([np.concatenate(pair) for pair in zip(self.columns, columns)])
+        while np.unique(self.columns[0]).size > self.limit:
+            self.stride *= 2
+            self._keep(self.columns)
+
+    def _keep(self, columns: list[np.ndarray]) -> None:
+        on_stride = columns[0] % self.stride == 0
+        self.columns = [column[on_stride] for column in columns]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        iteration, ts, latency, rss = self.columns
+        _, first = np.unique(iteration, return_index=True)  # one point per iteration, in order
+        return ts[first], latency[first] / 1e6, rss[first] / (1 << 20)

@@ -1,0 +1,133 @@
+"""The morning view in the terminal: ``mnn-stress report``. The same analysis as ``summary``
+(``stress.analysis.summary.summarize``), rendered at length: a paragraph per variant, then
+attribution, crash signatures and drift; and the exit status cron alerts on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from stress.analysis.grading import PASSING
+from stress.analysis.rates import describe
+from stress.analysis.table import print_references, print_signatures
+from stress.events import DEATH_KINDS
+
+# Verdicts that are findings (anything but exact/close outcomes); the others say how far a
+# variant got (RUNNING, INTERRUPTED, SKIPPED, KILLED, INCOMPLETE, EMPTY) or that all is well.
+FINDINGS = (
+    "HARNESS_ERROR",
+    "REFUSED",
+    "QUARANTINED",
+    "CRASHED",
+    "FAILED",
+    "VIEW_CHANGED",
+    "INCONSISTENT",
+    "MISMATCH",
+)
+EXIT_FINDINGS = 1
+
+
+def has_findings(summary: dict[str, Any]) -> bool:
+    """Whether anything other than exact or close outcomes occurred: a failing grade, a death,
+    a changed view, outputs that differ run to run, a refusal, a harness error, or a clean
+    reference that ONNX Runtime disagrees with."""
+    independent = [
+        found["grade"]
+        for reference in summary["references"].values()
+        for found in reference["onnxruntime"]["outputs"].values()
+    ]
+    disagrees = any(grade not in ("exact", "close", "ungraded") for grade in independent)
+    return disagrees or any(v["verdict"] in FINDINGS for v in summary["variants"])
+
+
+def render_report(summary: dict[str, Any], console: Console) -> None:
+    console.print(
+        f"[bold]run {summary['run_id']}[/] ({summary['status']}, MNN {summary['mnn_version']}), "
+        f"{summary['started']} to {summary['ended'] or 'now'}",
+        highlight=False,
+    )
+    if summary["reason"]:
+        console.print(f"  {summary['reason']}", highlight=False)
+    verdicts: dict[str, int] = {}
+    for v in summary["variants"]:
+        verdicts[v["verdict"]] = verdicts.get(v["verdict"], 0) + 1
+    console.print(", ".join(f"{n} {word}" for word, n in sorted(verdicts.items())))
+    print_references(summary["references"], console)
+    console.print()
+    for v in sorted(summary["variants"], key=lambda v: v["verdict"] == "ok"):
+        console.print(_variant(v), highlight=False)
+    _print_attribution(summary["attribution"], console)
+    print_signatures(summary["crash_signatures"], console)
+
+
+def _variant(v: dict[str, Any]) -> str:
+    """A few lines: verdict, outcomes with rates, deaths, latency, memory."""
+    head = f"[bold]{v['verdict']}[/] {v['scenario']} {v['label']} ({v['variant_id']}):"
+    graded = ", ".join(f"{g} {n:,}" for g, n in v["grades"].items() if n)
+    lines = [f"{head} {v['iterations']:,} iterations: {graded or 'none'}"]
+    for name, r in v["rates"].items():
+        if r["count"] and name not in PASSING:
+            lines.append(f"    {name}: {describe(r['count'], r['n'])}")
+    if v["clean_bound"] is not None:
+        lines.append(f"    nothing wrong: {describe(0, v['iterations'])}")
+    deaths = ", ".join(f"{v['events'][k]} {k}" for k in DEATH_KINDS if v["events"][k])
+    if deaths:
+        lines.append(f"    deaths: {deaths}")
+    if v["mismatch"]:
+        worst = v["mismatch"]
+        lines.append(
+            f"    worst mismatch: output {worst['output_name']}, "
+            + (
+                f"max|diff| {worst['max_abs']:.3g}, {worst['differing']:,} element(s)"
+                if worst["basis"] == "values"
+                else "beyond the tolerance by its statistics"
+            )
+        )
+    lines.append("    " + _performance(v))
+    return "\n".join(lines)
+
+
+def _performance(v: dict[str, Any]) -> str:
+    if v["latency_p50_ms"] is None:
+        return "latency: none recorded"
+    text = f"latency p50 {v['latency_p50_ms']:.3f} ms, p99 {v['latency_p99_ms']:.3f} ms"
+    drift = v["drift"]
+    if drift is None:
+        return text + "; too few iterations for a memory slope"
+    text += (
+        f"; RSS {_bytes(drift['rss_bytes_per_1k_iterations'])}/1k iterations "
+        f"({_bytes(drift['rss_bytes_per_hour'])}/h)"
+    )
+    if drift["latency_trend"] is not None:
+        text += f"; latency trend x{drift['latency_trend']:.2f}"
+    if drift["flags"]:
+        text += f" [yellow]flagged: {', '.join(drift['flags'])}[/]"
+    return text
+
+
+def _bytes(value: float) -> str:
+    sign = "-" if value < 0 else "+"
+    size = abs(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{sign}{size:.3g} {unit}"
+        size /= 1024
+    return f"{sign}{size:.3g} GiB"
+
+
+def _print_attribution(attribution: dict[str, Any], console: Console) -> None:
+    """Per failure kind: the sentence, then the best-ranked factor values."""
+    console.print()
+    console.print("attribution:", style="bold")
+    for kind, found in attribution.items():
+        console.print(f"  {kind}: {found['sentence']}", highlight=False)
+        for score in found["scores"][:3]:
+            if score["importance"] <= 0:
+                continue
+            console.print(
+                f"      {score['predicate']}: {score['with']} with, {score['without']} "
+                f"without{'' if score['matched'] else ' (no comparable variant)'}; "
+                f"increase {score['increase']:+.3g} (at least {score['increase_low']:+.3g})",
+                highlight=False,
+            )

@@ -1,0 +1,177 @@
+"""Write a variant's reproduction script and run it K times in fresh processes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import pprint
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ruamel.yaml import YAML
+
+from stress.analysis.references import load_references
+from stress.analysis.summary import summarize
+from stress.analysis.tolerance import tolerances_for
+from stress.contract import dtypes
+from stress.errors import StressError
+from stress.factors import changed, complete, mnn_config
+from stress.jobs import input_plans
+from stress.manifest import ManifestData, read_manifest
+from stress.models import ModelInfo
+from stress.scenario import LoadedScenario
+from stress.scenario.schema import Scenario
+from stress.worker import faults
+
+TEMPLATE = Path(__file__).with_name("script.py")
+SETTINGS_LINE = "SETTINGS: dict = {}  # filled in by mnn-stress repro\n"
+# Factors the script recreates; any other at a non-default value is named as not recreated.
+RECREATED = ("api", "threads", "sharing", "lifecycle", "inputs_written")
+RECREATED += ("num_thread", "precision", "memory_mode", "power_mode", "backend")
+DEFAULT_ITERATIONS = 1000
+# What the script looks for, per grade or death the run saw.
+LOOKING_FOR = {"mismatch": "mismatch", "non_finite": "non_finite", "invalid": "invalid"}
+LOOKING_FOR |= {"error": "error"}
+
+
+@dataclass
+class ReproRuns:
+    """How K fresh runs of the script ended."""
+
+    script: Path
+    runs: int
+    reproduced: int = 0
+    outcomes: list[str] = field(default_factory=list)
+
+
+def write_script(
+    run_dir: Path, variant_id: str, out: Path, iterations: int | None
+) -> dict[str, Any]:
+    """Write the variant's script to ``out`` (a .py file) and return its settings;
+    StressError for an unknown variant."""
+    manifest = read_manifest(run_dir)
+    entry = manifest.variants.get(variant_id)
+    if entry is None:
+        known = ", ".join(sorted(manifest.variants)[:8])
+        raise StressError(
+            f"{run_dir} has no variant {variant_id!r}", fix=f"its variants include: {known}"
+        )
+    summary = next(v for v in summarize(run_dir)["variants"] if v["variant_id"] == variant_id)
+    settings = _settings(run_dir, manifest, variant_id, summary, iterations)
+    text = TEMPLATE.read_text()
+    if SETTINGS_LINE not in text:
+        raise RuntimeError("repro: the script template lost its SETTINGS line")
+    text = text.replace(SETTINGS_LINE, f"SETTINGS: dict = {_literal(settings)}\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return settings
+
+
+def _settings(
+    run_dir: Path, manifest: ManifestData, vid: str, summary: dict, iterations: int | None
+) -> dict[str, Any]:
+    entry = manifest.variants[vid]
+    scenario = _scenario(manifest, entry.scenario)
+    params = complete(entry.params)
+    per_thread = iterations or min(entry.stop_iteration or DEFAULT_ITERATIONS, DEFAULT_ITERATIONS)
+    fault = _fault(manifest.test_fault, params)
+    return {
+        "run": manifest.run_id,
+        "variant": vid,
+        "scenario": entry.scenario,
+        "mnn_version_in_run": manifest.versions.get("MNN"),
+        "observed": {"verdict": summary["verdict"], "grades": summary["grades"]},
+        "not_recreated": {k: v for k, v in changed(params).items() if k not in RECREATED},
+        "looking_for": _looking_for(summary),
+        "model": scenario.model.path,
+        "inputs": [vars(plan) for plan in input_plans(scenario)],
+        "seed": scenario.spec.seed,
+        "outputs": [t.name for t in scenario.model.outputs],
+        "output_dtypes": {t.name: t.dtype for t in scenario.model.outputs},
+        "halide": {t.name: dtypes.by_name(t.dtype).halide for t in scenario.model.inputs},
+        "api": params["api"],
+        "threads": params["threads"],
+        "sharing": params["sharing"],
+        "lifecycle": params["lifecycle"],
+        "inputs_written": params["inputs_written"],
+        "config": mnn_config(params),
+        "iterations": per_thread,
+        "fault": fault,
+        "tolerance": vars(tolerances_for(_tolerance(manifest, entry.scenario), "")),
+        "reference": _reference(run_dir, entry.scenario),
+    }
+
+
+def _scenario(manifest: ManifestData, name: str) -> LoadedScenario:
+    """The scenario as the run had it: its text and resolved model, from the manifest."""
+    recorded = next(s for s in manifest.scenarios if s["name"] == name)
+    path = Path(manifest.cwd) / recorded["path"]
+    spec = Scenario.model_validate(YAML(typ="safe").load(recorded["text"]))
+    return LoadedScenario(path, recorded["text"], spec, ModelInfo.from_dict(recorded["model"]))
+
+
+def _tolerance(manifest: ManifestData, name: str) -> dict[str, Any]:
+    return next(s for s in manifest.scenarios if s["name"] == name).get("tolerance", {})
+
+
+def _looking_for(summary: dict[str, Any]) -> list[str]:
+    """The failures to look for: the run's failing grades, inconsistency, and crashes."""
+    wanted = [LOOKING_FOR[g] for g, n in summary["grades"].items() if n and g in LOOKING_FOR]
+    if summary["distinct_outputs"] > 1:
+        wanted.append("inconsistent")
+    if summary["events"].get("crash"):
+        wanted.append("crash")
+    return wanted or ["mismatch", "non_finite", "invalid", "error", "inconsistent"]
+
+
+def _fault(spec: str | None, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's test-only fault for this variant (the first that applies), if it had one."""
+    for fault in faults.parse(spec):
+        if fault.applies(params):
+            return {"kind": fault.kind, "at": fault.at, "repeats": fault.repeats}
+    return None
+
+
+def _reference(run_dir: Path, scenario: str) -> str | None:
+    """The clean reference outputs as a base64 .npz (None without a reference)."""
+    found = load_references(run_dir, [scenario])
+    arrays = {o: ref.values for (s, o), ref in found.outputs.items() if ref.values is not None}
+    if not arrays:
+        return None
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _literal(settings: dict[str, Any]) -> str:
+    """A Python literal of the settings (plain values only: repr round-trips them)."""
+    return pprint.pformat(settings, width=100, sort_dicts=False)
+
+
+def run_script(script: Path, runs: int, looking_for: list[str], timeout: float) -> ReproRuns:
+    """Run the script ``runs`` times, each in a fresh process; a signal death counts as
+    reproduced when the run crashed."""
+    result = ReproRuns(script, runs)
+    for _ in range(runs):
+        try:
+            done = subprocess.run(
+                [sys.executable, str(script)], capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            result.outcomes.append("timeout")
+            continue
+        if done.returncode < 0:
+            outcome = f"signal {-done.returncode}"
+            result.reproduced += "crash" in looking_for
+        elif done.returncode == 1:
+            outcome, result.reproduced = "reproduced", result.reproduced + 1
+        elif done.returncode == 0:
+            outcome = "not seen"
+        else:
+            outcome = f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
+        result.outcomes.append(outcome)
+    return result

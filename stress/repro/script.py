@@ -1,0 +1,260 @@
+"""Standalone reproduction of one mnn-stress variant: MNN, numpy and the standard library only.
+
+Written by ``mnn-stress repro``: SETTINGS says which model, inputs and MNN settings the variant
+ran with, and what the run saw. The script runs the same calls (Session API: Interpreter,
+createSession, copyFrom, runSession, copyToHostTensor; Module API: load_module_from_file,
+forward, read) in the same number of Python threads sharing the same objects, then checks for
+what the run saw. Exit status 1: reproduced; 0: not reproduced; a crash ends the process by its
+signal, as it did in the run.
+"""
+
+import base64
+import io
+import sys
+import threading
+import zlib
+
+import numpy as np
+
+SETTINGS: dict = {}  # filled in by mnn-stress repro
+
+
+# --- inputs: the same bytes as the run's, from its seed ------------------------------------
+def make_input(spec: dict, seed: int) -> np.ndarray:
+    dtype = np.dtype(spec["dtype"])
+    if spec.get("file"):
+        data = np.load(spec["file"], allow_pickle=False)
+        return np.ascontiguousarray(data[spec["name"]] if hasattr(data, "files") else data)
+    rng = np.random.default_rng([seed, zlib.crc32(spec["name"].encode())])
+    shape, kind = spec["shape"], spec["distribution"]
+    if kind == "large":
+        values = _large(rng, shape, dtype)
+    elif kind == "denormal":
+        values = _denormal(rng, shape, dtype)
+    else:
+        draw = {
+            "normal": lambda: rng.standard_normal(shape),
+            "uniform": lambda: rng.uniform(-1.0, 1.0, shape),
+            "zeros": lambda: np.zeros(shape),
+            "ones": lambda: np.ones(shape),
+        }[kind]
+        values = draw() * spec["scale"]
+        values = np.round(values) if dtype.kind in "iu" else values
+    return np.ascontiguousarray(values.astype(dtype))
+
+
+def _large(rng, shape, dtype):
+    if dtype.kind == "f":
+        return np.clip(rng.standard_normal(shape), -8.0, 8.0) * (float(np.finfo(dtype).max) / 8)
+    info = np.iinfo(dtype)
+    quarter = (int(info.max) - int(info.min) + 1) // 4
+    values = rng.integers(quarter, 2 * quarter, shape, dtype=np.int64)
+    return values * rng.choice([-1, 1], shape) if info.min < 0 else values
+
+
+def _denormal(rng, shape, dtype):
+    if dtype.kind in "iu":
+        return np.zeros(shape, dtype)
+    bits = np.dtype(f"uint{dtype.itemsize * 8}")
+    mantissa = rng.integers(1, 1 << np.finfo(dtype).nmant, shape, dtype=bits)
+    sign = rng.integers(0, 2, shape, dtype=bits) << (dtype.itemsize * 8 - 1)
+    return (mantissa | sign).view(dtype.newbyteorder("="))
+
+
+# --- the two APIs ---------------------------------------------------------------------------
+class Session:
+    """One thread's session; ``shared`` holds what the threads share (sharing)."""
+
+    def __init__(self, mnn, shared: dict) -> None:
+        self.MNN, self.shared = mnn, shared
+        self.renew("interpreter")
+
+    def renew(self, level: str) -> None:
+        sharing, config = SETTINGS["sharing"], SETTINGS["config"]
+        if sharing in ("interpreter", "session") and "interpreter" in self.shared:
+            self.interpreter = self.shared["interpreter"]
+        elif level == "interpreter" or not hasattr(self, "interpreter"):
+            self.interpreter = self.MNN.Interpreter(SETTINGS["model"])
+            self.shared.setdefault("interpreter", self.interpreter)
+        if sharing == "session" and "session" in self.shared:
+            self.session = self.shared["session"]
+            return
+        self.session = self.interpreter.createSession(config)
+        self.shared.setdefault("session", self.session)
+
+    def iteration(self, inputs: list, write: bool) -> tuple:
+        MNN = self.MNN
+        for spec, array in zip(SETTINGS["inputs"], inputs if write else []):
+            tensor = self.interpreter.getSessionInput(self.session, spec["name"])
+            halide = getattr(MNN, f"Halide_Type_{SETTINGS['halide'][spec['name']]}")
+            tensor.copyFrom(MNN.Tensor(array.shape, halide, array, MNN.Tensor_DimensionType_Caffe))
+        rc = self.interpreter.runSession(self.session)
+        outputs = []
+        for name in SETTINGS["outputs"]:
+            tensor = self.interpreter.getSessionOutput(self.session, name)
+            shape = tuple(tensor.getShape())
+            zeros = np.zeros(shape, SETTINGS["output_dtypes"][name])
+            host = MNN.Tensor(shape, tensor.getDataType(), zeros, MNN.Tensor_DimensionType_Caffe)
+            tensor.copyToHostTensor(host)
+            outputs.append(np.array(host.getNumpyData(), copy=True))
+        return rc, outputs
+
+
+class Module:
+    def __init__(self, mnn, shared: dict) -> None:
+        self.MNN, self.shared = mnn, shared
+        self.renew("module")
+
+    def load(self):
+        runtime = self.MNN.nn.create_runtime_manager((SETTINGS["config"],))
+        names = [spec["name"] for spec in SETTINGS["inputs"]]
+        return self.MNN.nn.load_module_from_file(
+            SETTINGS["model"], names, SETTINGS["outputs"], runtime_manager=runtime
+        )
+
+    def renew(self, level: str) -> None:
+        sharing = SETTINGS["sharing"]
+        if sharing in ("module", "clone"):
+            if "module" not in self.shared:
+                self.shared["module"] = self.load()
+            module = self.shared["module"]
+            self.module = module.clone() if sharing == "clone" else module
+        else:
+            self.module = self.load()
+
+    def iteration(self, inputs: list, write: bool) -> tuple:
+        F = self.MNN.expr
+        if write or not hasattr(self, "variables"):
+            types = [_expr_type(F, a.dtype) for a in inputs]
+            self.variables = [F.const(a, list(a.shape), F.NCHW, t) for a, t in zip(inputs, types)]
+        outputs = self.module.forward(self.variables)
+        if outputs is None or len(outputs) != len(SETTINGS["outputs"]):
+            return -1, []
+        converted = [F.convert(v, F.NCHW) if v.data_format == F.NC4HW4 else v for v in outputs]
+        return 0, [np.array(v.read(), copy=True) for v in converted]
+
+
+def _expr_type(F, dtype):
+    return {"float32": F.float, "int32": F.int, "uint8": F.uint8}[np.dtype(dtype).name]
+
+
+# --- the loop, with the run's test-only fault if it had one --------------------------------
+def apply_fault(iteration: int, rc: int, outputs: list) -> tuple:
+    fault = SETTINGS.get("fault")
+    if not fault or not (
+        iteration == fault["at"] or (fault["repeats"] and iteration > fault["at"])
+    ):
+        return rc, outputs
+    kind = fault["kind"]
+    if kind == "segv":
+        import ctypes
+
+        ctypes.string_at(0)
+    if kind == "abort":
+        import os
+
+        os.abort()
+    if kind == "rc":
+        return 7, outputs
+    if kind in ("perturb", "ulp", "nan") and outputs:
+        changed = outputs[0].copy().reshape(-1)
+        if kind == "nan":
+            changed[0] = np.nan
+        elif kind == "perturb" or changed.dtype.kind != "f":
+            changed[0] += 1
+        else:
+            changed[0] = np.nextafter(changed[0], np.inf if changed[0] >= 0 else -np.inf)
+        outputs = [changed.reshape(outputs[0].shape), *outputs[1:]]
+    return rc, outputs
+
+
+def run_thread(runner, inputs: list, seen: list) -> None:
+    lifecycle = SETTINGS["lifecycle"]
+    for iteration in range(SETTINGS["iterations"]):
+        if iteration and lifecycle != "reuse":
+            runner.renew("interpreter" if lifecycle == "interpreter_per_iteration" else "session")
+        write = iteration == 0 or SETTINGS["inputs_written"] == "every_run"
+        try:
+            rc, outputs = apply_fault(iteration, *runner.iteration(inputs, write))
+        except Exception as exc:  # MNN raised
+            seen.append(("error", f"{type(exc).__name__}: {exc}"))
+            print("repro: MNN raised:", seen[-1][1], file=sys.stderr)
+            continue
+        seen.append(("ok" if rc == 0 else "invalid", outputs))
+
+
+# --- what the run saw, checked -------------------------------------------------------------
+def reference() -> dict:
+    data = np.load(io.BytesIO(base64.b64decode(SETTINGS["reference"])), allow_pickle=False)
+    return {name: data[name] for name in data.files}
+
+
+def beyond_tolerance(actual: np.ndarray, expected: np.ndarray) -> bool:
+    t = SETTINGS["tolerance"]
+    if actual.shape != expected.shape or not np.isfinite(actual).all():
+        return True
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    magnitude = np.abs(expected.astype(np.float64))
+    if t["statistic"] == "mnn":
+        return diff.max(initial=0) > t["atol"] + t["rtol"] * max(magnitude.max(initial=0), 1e-4)
+    if t["statistic"] == "elementwise":
+        return bool((diff > t["atol"] + t["rtol"] * magnitude).any())
+    relative = np.where(magnitude > 0, diff / np.where(magnitude > 0, magnitude, 1), np.inf)
+    relative = np.where(diff == 0, 0.0, relative)
+    stat = {
+        "max": np.max,
+        "mean": np.mean,
+        "quantile": lambda a: np.quantile(a, t["quantile"]),
+    }[t["statistic"]]
+    return not (stat(diff) <= t["atol"] or stat(relative) <= t["rtol"])
+
+
+def found(seen: list) -> dict:
+    """What happened, per failure kind the run can grade."""
+    results = [outputs for status, outputs in seen if status == "ok"]
+    counts = {
+        "iterations": len(seen),
+        "invalid": sum(status == "invalid" for status, _ in seen),
+        "error": sum(status == "error" for status, _ in seen),
+        "non_finite": sum(any(not np.isfinite(o).all() for o in r) for r in results),
+        "inconsistent": 0,
+        "mismatch": 0,
+    }
+    for index in range(len(SETTINGS["outputs"])):
+        digests = {r[index].tobytes() for r in results if index < len(r)}
+        counts["inconsistent"] = max(counts["inconsistent"], len(digests) - 1)
+    if SETTINGS.get("reference"):
+        expected = reference()
+        counts["mismatch"] = sum(
+            any(beyond_tolerance(o, expected[n]) for o, n in zip(r, SETTINGS["outputs"]))
+            for r in results
+        )
+    return counts
+
+
+def main() -> int:
+    import MNN  # prints its banner to stdout
+
+    inputs = [make_input(spec, SETTINGS["seed"]) for spec in SETTINGS["inputs"]]
+    shared: dict = {}
+    kind = Session if SETTINGS["api"] == "session" else Module
+    runners = [kind(MNN, shared) for _ in range(SETTINGS["threads"])]
+    seen: list[list] = [[] for _ in runners]
+    threads = [
+        threading.Thread(target=run_thread, args=(runner, inputs, seen[i]))
+        for i, runner in enumerate(runners)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    counts = found([item for thread_seen in seen for item in thread_seen])
+    print("repro:", counts, flush=True)
+    looked_for = SETTINGS["looking_for"]
+    reproduced = any(counts.get(kind, 0) for kind in looked_for)
+    print(f"repro: looked for {', '.join(looked_for)}:", "REPRODUCED" if reproduced else "not seen")
+    return 1 if reproduced else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
