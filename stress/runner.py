@@ -283,6 +283,7 @@ def new_manifest(setup: RunSetup) -> ManifestData:
         scenarios=[
             {
                 "name": s.spec.name,
+                "description": s.spec.description,
                 "path": str(s.path),
                 "text": s.text,
                 "model": s.model.to_dict(),

@@ -37,6 +37,9 @@ def test_a_clean_run_reports_exit_0_and_what_it_rules_out(scenario_file, tmp_pat
     assert "2 ok" in done.stdout and "nothing failed in 40 iterations" in done.stdout
     as_json = json.loads(run_cli("report", str(out), "--json").stdout)
     assert as_json == json.loads(run_cli("summary", str(out), "--json").stdout)
+    page = tmp_path / "morning.html"
+    assert run_cli("report", str(out), "--html", str(page)).returncode == 0
+    assert "<svg" in page.read_text() and "2 ok" in page.read_text()
 
 
 @pytest.mark.integration
@@ -122,3 +125,13 @@ def test_too_few_iterations_give_no_slope_and_workers_are_fitted_apart():
     # two workers, each starting afresh: pooled naively, the line would be far flatter
     found = drift(rows(np.arange(500) * 1000, np.ones(500), workers=2))["v"]
     assert found["rss_bytes_per_1k_iterations"] == pytest.approx(1_000_000)
+
+
+def test_a_latency_trend_lost_in_noise_is_not_flagged():
+    """The fitted end is over twice the start, but the iterations scatter far more than the
+    line moves: the slope is not significant, so no flag (a short variant's noise)."""
+    x = np.arange(200)
+    latency = 100 + 10 * x + np.where(x % 2, 4000, 0)
+    found = drift(rows(np.full(200, 1 << 20), latency))["v"]
+    assert found["latency_trend"] >= 1.5 and found["latency_t"] < 5
+    assert found["flags"] == []

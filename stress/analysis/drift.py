@@ -19,7 +19,8 @@ WARMUP_MIN = 10
 MIN_FITTED = 30  # iterations after warm-up needed for a slope
 LEAK_BYTES_PER_1K = 64 << 10  # flag RSS growing faster than this per 1,000 iterations ...
 LEAK_MIN_GROWTH = 16 << 20  # ... when the fitted growth over the variant is at least this
-LATENCY_DRIFT = 1.5  # flag latency whose fitted end is this many times its fitted start
+LATENCY_DRIFT = 1.5  # flag latency whose fitted end is this many times its fitted start ...
+LATENCY_T = 5.0  # ... when its slope is at least this many standard errors from flat
 
 _KEYS = ["variant_id", "worker_id"]
 
@@ -68,6 +69,7 @@ def _sums(table: pa.Table) -> pa.Table:
         "x_rss": pc.multiply(x, table["rss_bytes"]),
         "t_rss": pc.multiply(t, table["rss_bytes"]),
         "x_lat": pc.multiply(x, table["latency_ns"]),
+        "lat_lat": pc.multiply(table["latency_ns"], table["latency_ns"]),
     }
     table = table.append_column("one", pa.array([1] * table.num_rows, pa.int64()))
     for name, column in extra.items():
@@ -82,6 +84,19 @@ def _slope(n: float, sx: float, sy: float, sxx: float, sxy: float) -> float | No
     return None if n < MIN_FITTED or denominator <= 0 else (n * sxy - sx * sy) / denominator
 
 
+def _t_statistic(n: float, sx: float, sy: float, sxx: float, sxy: float, syy: float) -> float:
+    """The slope over its standard error (inf for a perfect line, 0 for no slope)."""
+    x_spread, y_spread = sxx - sx * sx / n, syy - sy * sy / n
+    covariance = sxy - sx * sy / n
+    if x_spread <= 0 or covariance == 0:
+        return 0.0
+    slope = covariance / x_spread
+    residual = max(y_spread - slope * covariance, 0.0)
+    if residual == 0 or n <= 2:
+        return float("inf")
+    return slope / ((residual / (n - 2)) / x_spread) ** 0.5
+
+
 def _per_variant(sums: pa.Table) -> dict[str, dict[str, Any]]:
     fits: dict[str, list[dict[str, float]]] = {}
     for row in sums.to_pylist():
@@ -93,6 +108,9 @@ def _per_variant(sums: pa.Table) -> dict[str, dict[str, Any]]:
         if per_iteration is None or per_second is None or latency is None:
             continue
         intercept = row["latency_ns_sum"] / n - latency * sx / n
+        t = _t_statistic(
+            n, sx, row["latency_ns_sum"], row["xx_sum"], row["x_lat_sum"], row["lat_lat_sum"]
+        )
         fits.setdefault(row["variant_id"], []).append(
             {
                 "n": n,
@@ -101,6 +119,7 @@ def _per_variant(sums: pa.Table) -> dict[str, dict[str, Any]]:
                 "latency_start": intercept + latency * row["x_min"],
                 "latency_end": intercept + latency * row["x_max"],
                 "span": row["x_max"] - row["x_min"],
+                "latency_t": t,
             }
         )
     return {vid: _combined(workers) for vid, workers in fits.items()}
@@ -117,13 +136,15 @@ def _combined(workers: list[dict[str, float]]) -> dict[str, Any]:
     flags = []
     if per_1k > LEAK_BYTES_PER_1K and growth >= LEAK_MIN_GROWTH:
         flags.append("rss_growth")
-    if trend is not None and trend >= LATENCY_DRIFT:
+    significant = all(w["latency_t"] >= LATENCY_T for w in workers)
+    if trend is not None and trend >= LATENCY_DRIFT and significant:
         flags.append("latency_drift")
     return {
         "rss_bytes_per_1k_iterations": per_1k,
         "rss_bytes_per_hour": mean("rss_per_second") * 3600,
         "rss_growth_bytes": growth,
         "latency_trend": trend,
+        "latency_t": min(w["latency_t"] for w in workers),
         "fitted_iterations": total,
         "flags": flags,
     }

@@ -70,15 +70,20 @@ def _as_dict(found: Attribution) -> dict[str, Any]:
         "scores": [
             {
                 "predicate": str(score.predicate),
-                "with": f"{score.failed_with} of {score.n_with}",
+                "with": f"{score.failed_with:,} of {score.n_with:,}",
+                "failed_with": score.failed_with,
+                "n_with": score.n_with,
+                "failed_without": score.failed_without,
+                "n_without": score.n_without,
                 "rate_with": score.rate_with,
                 "ci_with": list(score.ci_with),
-                "without": f"{score.failed_without} of {score.n_without}",
+                "without": f"{score.failed_without:,} of {score.n_without:,}",
                 "rate_without": score.rate_without,
                 "ci_without": list(score.ci_without),
                 "matched": score.matched,
                 "increase": score.increase,
                 "increase_low": score.increase_low,
+                "increase_high": score.ci_with[1] - score.ci_without[0],
                 "importance": score.importance,
             }
             for score in found.scores[:TOP_SCORES]

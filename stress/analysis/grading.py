@@ -8,7 +8,8 @@ scenario has no usable reference. An iteration takes the worst grade of its outp
 Outputs are graded once per distinct digest (equal bytes, equal grade), so a night of millions
 of identical rows costs a handful of comparisons. A digest is compared value by value where
 its values were stored, and by its statistics (min, max, mean) where they were not; the
-``basis`` says which.
+``basis`` says which; by statistics, ``max_abs`` is a lower bound (the largest of the
+differences of min, max and mean) and the other differences are unknown.
 """
 
 from __future__ import annotations
@@ -117,7 +118,19 @@ def _with_values(
         return DigestGrade("close" if difference.passed else "mismatch", "values", fields)
     statistics = (row["min"], row["max"], row["mean"])
     close = statistics_within(statistics, reference.statistics, tolerance)
-    return DigestGrade("close" if close else "mismatch", "statistics")
+    return DigestGrade(
+        "close" if close else "mismatch",
+        "statistics",
+        {"max_abs": _statistics_bound(statistics, reference.statistics)},
+    )
+
+
+def _statistics_bound(actual: tuple, expected: tuple) -> float | None:
+    """A lower bound of max|diff| from the statistics alone: the largest of |d min|, |d max|
+    and |d mean| (each is at most max|diff|)."""
+    if None in actual or None in expected:
+        return None
+    return max(abs(a - e) for a, e in zip(actual, expected))
 
 
 def _shape_difference(actual: np.ndarray) -> dict[str, Any]:

@@ -269,14 +269,15 @@ def _attribution_section(attribution: dict[str, Any]) -> Html:
     parts = [_tag("h2", "Attribution")]
     if not attribution:
         return Html(parts[0] + _tag("p", "none: nothing failed.", "dim"))
-    head = ["predicate", "with", "without", "increase (lower bound)", "importance"]
+    head = ["predicate", "with", "without", "increase (95 % bounds)", "importance"]
     for kind, found in attribution.items():
         rows = [
             [
                 s["predicate"],
                 f"{s['with']} ({percent(s['rate_with'])})",
                 f"{s['without']} ({percent(s['rate_without'])})",
-                f"{percent(s['increase'])} (≥ {percent(s['increase_low'])})",
+                f"{percent(s['increase'])} ({percent(s['increase_low'])} to "
+                f"{percent(s['increase_high'])})",
                 f"{s['importance']:.3f}",
             ]
             for s in found["scores"]

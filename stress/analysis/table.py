@@ -132,7 +132,8 @@ def _print_mismatches(variants: list[dict[str, Any]], console: Console) -> None:
                 f"at {worst['first_index']}"
             )
         else:
-            how = "its min/max/mean are beyond the tolerance (values not stored)"
+            bound = "" if worst["max_abs"] is None else f"; max|diff| >= {worst['max_abs']:.3g}"
+            how = f"its min/max/mean are beyond the tolerance (values not stored{bound})"
         console.print(
             f"{v['variant_id']} {v['label']}: output {worst['output_name']} mismatches in "
             f"{worst['rows']:,} row(s): {how}; graded by {worst['basis']}",
