@@ -72,22 +72,23 @@ def later_looks(fetch_digest, later_digest) -> dict:
     """The summary's later-look counts for one fetch row and one later read of it."""
     import pyarrow as pa
 
-    from stress.analysis.summary import _add_later_looks
+    from stress.analysis.counts import add_counts
+    from stress.analysis.scan import Scan
 
-    def table(observation, digest):
-        return pa.table(
-            {
-                "variant_id": ["v1"],
-                "thread": pa.array([0], pa.int16()),
-                "iteration": pa.array([3], pa.int64()),
-                "output_name": ["y"],
-                "observation": [observation],
-                "digest": pa.array([digest], pa.string()),
-            }
-        )
-
+    rows = pa.table(
+        {
+            "variant_id": ["v1", "v1"],
+            "thread": pa.array([0, 0], pa.int16()),
+            "iteration": pa.array([3, 3], pa.int64()),
+            "status": ["ok", "ok"],
+            "output_name": ["y", "y"],
+            "observation": ["fetch", "retained"],
+            "digest": pa.array([fetch_digest, later_digest], pa.string()),
+        }
+    )
     row = _empty("v1", "s", "label", "done")
-    _add_later_looks({"v1": row}, table("fetch", fetch_digest), table("retained", later_digest))
+    with Scan(rows) as scan:
+        add_counts({"v1": row}, scan)
     return {"rechecked": row["views_rechecked"], "changed": row["views_changed"]}
 
 

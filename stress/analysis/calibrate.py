@@ -12,16 +12,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
-
-from stress.analysis.dataset import check_run_dir, iterations
+from stress.analysis.dataset import check_run_dir
 from stress.analysis.grading import distinct_outputs, grade_digests
 from stress.analysis.references import load_references
+from stress.analysis.scan import Scan
 from stress.analysis.tolerance import MNN_FLOOR
 from stress.manifest import read_manifest
 
-_COLUMNS = ["scenario", "status", "observation", "output_name", "digest"]
-_COLUMNS += ["nan_count", "inf_count", "min", "max", "mean"]
 _ZERO = {"statistic": "mnn", "atol": 0.0, "rtol": 0.0}  # every difference is measured
 
 
@@ -31,15 +28,12 @@ def calibrate(run_dir: Path, margin: float = 2.0) -> dict[str, dict[str, Any]]:
     check_run_dir(run_dir)
     names = [s["name"] for s in read_manifest(run_dir).scenarios]
     references = load_references(run_dir, names)
-    rows = iterations(run_dir).to_table(columns=_COLUMNS)
-    rows = rows.filter(pc.equal(pc.fill_null(rows["observation"], "fetch"), "fetch"))
-    distinct = distinct_outputs(rows)
-    graded = grade_digests(run_dir, distinct, references, dict.fromkeys(names, _ZERO))
+    with Scan(run_dir / "iterations") as scan:
+        zero = dict.fromkeys(names, _ZERO)
+        graded = grade_digests(scan, distinct_outputs(scan), references, zero).to_pylist()
     found: dict[str, dict[str, Any]] = {}
     for (scenario, output), reference in sorted(references.outputs.items()):
-        mine = [
-            g for g in graded.to_pylist() if (g["scenario"], g["output_name"]) == (scenario, output)
-        ]
+        mine = [g for g in graded if (g["scenario"], g["output_name"]) == (scenario, output)]
         magnitude = _magnitude(reference)
         measured = [g["max_abs"] for g in mine if g["basis"] == "values"]
         widest = max(measured, default=0.0)

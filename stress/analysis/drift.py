@@ -1,10 +1,10 @@
 """Leaks and drift: how a variant's resident memory and latency move over its iterations.
 
 Per worker, a least-squares line through (iteration, RSS) and (iteration, latency) after a
-warm-up (the first 10 % of the worker's iterations, at least 10), computed from sums so a
-night of rows costs one grouped pass. A variant's slope is the iteration-weighted mean of its
-workers' (workers restart, so their RSS lines start afresh). Flags say where a slope is beyond
-what noise and allocator caches explain.
+warm-up (the first 10 % of the worker's iterations, at least 10), computed from sums in one
+aggregate query, so a night of rows costs one pass. A variant's slope is the iteration-weighted
+mean of its workers' (workers restart, so their RSS lines start afresh). Flags say where a
+slope is beyond what noise and allocator caches explain.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from stress.analysis.scan import Scan
 
 WARMUP_FRACTION = 0.10
 WARMUP_MIN = 10
@@ -22,61 +23,37 @@ LEAK_MIN_GROWTH = 16 << 20  # ... when the fitted growth over the variant is at 
 LATENCY_DRIFT = 1.5  # flag latency whose fitted end is this many times its fitted start ...
 LATENCY_T = 5.0  # ... when its slope is at least this many standard errors from flat
 
-_KEYS = ["variant_id", "worker_id"]
-
-
-def drift(rows: pa.Table) -> dict[str, dict[str, Any]]:
-    """Per variant: RSS slope (bytes per 1,000 iterations and per hour), latency trend
-    (fitted end / fitted start) and flags; variants with too few iterations are left out."""
-    columns = [*_KEYS, "iteration", "ts", "rss_bytes", "latency_ns"]
-    fitted = _after_warmup(rows.select(columns))
-    if fitted.num_rows == 0:
-        return {}
-    x = pc.cast(fitted["iteration"], pa.float64())
-    ns = pc.cast(fitted["ts"], pa.int64())
-    since = pc.subtract(ns, pc.min(ns))  # centred: epoch nanoseconds squared overflow precision
-    seconds = pc.divide(pc.cast(since, pa.float64()), 1e9)
-    columns = {"x": x, "t": seconds}
-    for name in ("rss_bytes", "latency_ns"):
-        columns[name] = pc.cast(fitted[name], pa.float64())
-    sums = _sums(pa.table({k: fitted[k] for k in _KEYS} | columns))
-    return _per_variant(sums)
-
-
-def _after_warmup(rows: pa.Table) -> pa.Table:
-    """Rows of each worker past its warm-up."""
-    if rows.num_rows == 0:
-        return rows
-    spans = rows.group_by(_KEYS).aggregate([("iteration", "min"), ("iteration", "max")])
-    span = pc.subtract(spans["iteration_max"], spans["iteration_min"])
-    skip = pc.max_element_wise(
-        pc.multiply(pc.cast(span, pa.float64()), WARMUP_FRACTION), float(WARMUP_MIN)
+_SUMS = f"""
+    WITH spans AS (
+        SELECT variant_id, worker_id, min(iteration) AS lo, max(iteration) AS hi,
+               min(epoch_ns(ts)) AS t0
+        FROM its WHERE rss_bytes IS NOT NULL AND latency_ns IS NOT NULL GROUP BY ALL
+    ), fitted AS (
+        SELECT variant_id, worker_id, iteration::DOUBLE AS x,
+               (epoch_ns(ts) - t0)::DOUBLE / 1e9 AS t,  -- per worker: squares keep precision
+               rss_bytes::DOUBLE AS rss, latency_ns::DOUBLE AS lat
+        FROM its JOIN spans USING (variant_id, worker_id)
+        WHERE rss_bytes IS NOT NULL AND latency_ns IS NOT NULL
+          AND iteration >= lo + greatest({WARMUP_MIN}, {WARMUP_FRACTION} * (hi - lo))
     )
-    start = pc.add(pc.cast(spans["iteration_min"], pa.float64()), skip)
-    starts = pa.table({k: spans[k] for k in _KEYS} | {"fit_from": start})
-    joined = rows.join(starts, _KEYS, join_type="inner")
-    keep = pc.greater_equal(pc.cast(joined["iteration"], pa.float64()), joined["fit_from"])
-    return joined.filter(keep)
+    SELECT variant_id, worker_id, count(*)::DOUBLE AS one_sum, sum(x) AS x_sum,
+           sum(t) AS t_sum, sum(rss) AS rss_bytes_sum, sum(lat) AS latency_ns_sum,
+           sum(x * x) AS xx_sum, sum(t * t) AS tt_sum, sum(x * rss) AS x_rss_sum,
+           sum(t * rss) AS t_rss_sum, sum(x * lat) AS x_lat_sum,
+           sum(lat * lat) AS lat_lat_sum, min(x) AS x_min, max(x) AS x_max
+    FROM fitted GROUP BY ALL
+"""
 
 
-def _sums(table: pa.Table) -> pa.Table:
-    """Per worker: n and the sums a least-squares line needs, for RSS and latency against the
-    iteration and RSS against time."""
-    x, t = table["x"], table["t"]
-    extra = {
-        "xx": pc.multiply(x, x),
-        "tt": pc.multiply(t, t),
-        "x_rss": pc.multiply(x, table["rss_bytes"]),
-        "t_rss": pc.multiply(t, table["rss_bytes"]),
-        "x_lat": pc.multiply(x, table["latency_ns"]),
-        "lat_lat": pc.multiply(table["latency_ns"], table["latency_ns"]),
-    }
-    table = table.append_column("one", pa.array([1] * table.num_rows, pa.int64()))
-    for name, column in extra.items():
-        table = table.append_column(name, column)
-    summed = ["one", "x", "t", "rss_bytes", "latency_ns", *extra]
-    aggregates = [(c, "sum") for c in summed] + [("x", "min"), ("x", "max")]
-    return table.group_by(_KEYS).aggregate(aggregates)
+def drift(source: Scan | pa.Table) -> dict[str, dict[str, Any]]:
+    """Per variant: RSS slope (bytes per 1,000 iterations and per hour), latency trend
+    (fitted end / fitted start) and flags; variants with too few iterations are left out.
+    ``source``: a run's rows, or a table of one row per iteration (variant_id, worker_id,
+    iteration, ts, rss_bytes, latency_ns)."""
+    if isinstance(source, Scan):
+        return _per_variant(source.table(_SUMS))
+    with Scan(source) as scan:
+        return _per_variant(scan.table(_SUMS))
 
 
 def _slope(n: float, sx: float, sy: float, sxx: float, sxy: float) -> float | None:

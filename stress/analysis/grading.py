@@ -15,7 +15,6 @@ differences of min, max and mean) and the other differences are unknown.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stress.analysis.references import ReferenceOutput, References
+from stress.analysis.scan import Scan
 from stress.analysis.tolerance import Tolerance, compare, statistics_within, tolerances_for
 
 GRADES = ("exact", "close", "ungraded", "mismatch", "non_finite", "invalid", "error")
@@ -53,16 +53,18 @@ class DigestGrade:
     difference: dict[str, Any] | None = None  # max_abs ... first_index, for values
 
 
-def distinct_outputs(rows: pa.Table) -> pa.Table:
+def distinct_outputs(scan: Scan) -> pa.Table:
     """One row per (scenario, output, digest) of ``ok`` fetch rows, with its statistics."""
-    ok = rows.filter(pc.and_(pc.equal(rows["status"], "ok"), pc.is_valid(rows["digest"])))
-    stats = [(c, "max") for c in ("nan_count", "inf_count", "min", "max", "mean")]
-    grouped = ok.group_by(_DIGEST_KEYS).aggregate(stats)
-    return grouped.rename_columns([c.removesuffix("_max") for c in grouped.column_names])
+    return scan.table(
+        """SELECT scenario, output_name, digest, max(nan_count) AS nan_count,
+                  max(inf_count) AS inf_count, max("min") AS "min", max("max") AS "max",
+                  max(mean) AS mean
+           FROM fetched WHERE status = 'ok' AND digest IS NOT NULL GROUP BY ALL"""
+    )
 
 
 def grade_digests(
-    run_dir: Path,
+    scan: Scan,
     distinct: pa.Table,
     references: References,
     tolerances: dict[str, dict[str, Any]],
@@ -78,7 +80,7 @@ def grade_digests(
             needs_values.append(key)
         else:
             graded[key] = quick
-    samples = _sample_values(run_dir, needs_values[:MAX_VALUE_COMPARISONS])
+    samples = _sample_values(scan, needs_values[:MAX_VALUE_COMPARISONS])
     for key, row in zip(needs_values, distinct_rows(distinct, needs_values)):
         reference = references.get(key[0], key[1])
         tolerance = tolerances_for(tolerances.get(key[0]), key[1])
@@ -138,29 +140,25 @@ def _shape_difference(actual: np.ndarray) -> dict[str, Any]:
 
 
 def _sample_values(
-    run_dir: Path, keys: list[tuple[str, str, str]]
+    scan: Scan, keys: list[tuple[str, str, str]]
 ) -> dict[tuple[str, str, str], tuple[np.ndarray, str]]:
-    """One stored copy of each wanted digest's values, read batch by batch (never the whole
-    column): the array and its dtype."""
-    from stress.analysis.dataset import iterations
-
+    """One stored copy of each wanted digest's values: the array and its dtype."""
     if not keys:
         return {}
-    wanted = set(keys)
-    found: dict[tuple[str, str, str], tuple[np.ndarray, str]] = {}
-    digests = pa.array(sorted({k[2] for k in keys}), pa.string())
-    condition = pc.field("digest").isin(digests) & pc.field("values").is_valid()
-    columns = [*_DIGEST_KEYS, "values", "dtype", "shape"]
-    for batch in iterations(run_dir).to_batches(columns=columns, filter=condition):
-        for row in batch.to_pylist():
-            key = (row["scenario"], row["output_name"], row["digest"])
-            if key in wanted and key not in found:
-                shape = tuple(row["shape"] or ())
-                array = np.frombuffer(row["values"], dtype=row["dtype"]).reshape(shape)
-                found[key] = (array, row["dtype"])
-        if len(found) == len(wanted):
-            break
-    return found
+    wanted = pa.table({name: [k[i] for k in keys] for i, name in enumerate(_DIGEST_KEYS)})
+    scan.register("wanted_digests", wanted)
+    found = scan.table(
+        """SELECT scenario, output_name, digest, any_value("values") AS "values",
+                  any_value(dtype) AS dtype, any_value(shape) AS shape
+           FROM fetched JOIN wanted_digests USING (scenario, output_name, digest)
+           WHERE "values" IS NOT NULL GROUP BY ALL"""
+    )
+    samples = {}
+    for row in found.to_pylist():
+        shape = tuple(row["shape"] or ())
+        array = np.frombuffer(row["values"], dtype=row["dtype"]).reshape(shape)
+        samples[(row["scenario"], row["output_name"], row["digest"])] = (array, row["dtype"])
+    return samples
 
 
 def _grade_table(graded: dict[tuple[str, str, str], DigestGrade]) -> pa.Table:
@@ -180,45 +178,55 @@ def _grade_table(graded: dict[tuple[str, str, str], DigestGrade]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=GRADE_SCHEMA)
 
 
-def iteration_grades(rows: pa.Table, grades: pa.Table) -> pa.Table:
-    """Per (variant, grade): iterations, each with the worst grade of its outputs, as columns
-    variant_id, grade, iterations."""
-    severity = pa.table(
-        {"grade": list(SEVERITY), "severity": pa.array(list(SEVERITY.values()), pa.int8())}
-    )
-    keyed = rows.select(["variant_id", "thread", "iteration", "status", *_DIGEST_KEYS])
-    joined = keyed.join(grades.select([*_DIGEST_KEYS, "grade"]), _DIGEST_KEYS)
-    status = joined["status"]
-    grade = pc.if_else(pc.equal(status, "ok"), pc.fill_null(joined["grade"], "ungraded"), status)
-    joined = pa.table(
-        {k: joined[k] for k in ("variant_id", "thread", "iteration")} | {"grade": grade}
-    ).join(severity, "grade")
-    worst = joined.group_by(["variant_id", "thread", "iteration"]).aggregate([("severity", "max")])
-    counts = worst.group_by(["variant_id", "severity_max"]).aggregate([("severity_max", "count")])
-    names = pc.take(pa.array(list(SEVERITY)), counts["severity_max"])
-    return pa.table(
-        {
-            "variant_id": counts["variant_id"],
-            "grade": names,
-            "iterations": counts["severity_max_count"],
-        }
+def iteration_grades(scan: Scan, grades: pa.Table, variants: list[str]) -> pa.Table:
+    """Per (variant, grade) of ``variants``: iterations, each with the worst grade of its
+    outputs, as columns variant_id, grade, iterations. (A variant all of whose ok outputs are
+    exact needs no such pass: its ok iterations are its exact ones.)"""
+    severity = pa.table({"grade": list(SEVERITY), "severity": list(SEVERITY.values())})
+    scan.register("severities", severity)
+    scan.register("digest_grades", grades.select([*_DIGEST_KEYS, "grade"]))
+    scan.register("graded_variants", pa.table({"variant_id": pa.array(variants, pa.string())}))
+    return scan.table(
+        """WITH graded AS (
+               SELECT f.variant_id, f.thread, f.iteration,
+                      CASE WHEN f.status = 'ok' THEN coalesce(g.grade, 'ungraded')
+                           ELSE f.status END AS grade
+               FROM fetched f LEFT JOIN digest_grades g USING (scenario, output_name, digest)
+               WHERE f.variant_id IN (SELECT variant_id FROM graded_variants)
+           ), worst AS (
+               SELECT variant_id, thread, iteration, max(s.severity) AS severity
+               FROM graded JOIN severities s USING (grade) GROUP BY ALL
+           )
+           SELECT variant_id, s.grade, count(*) AS iterations
+           FROM worst JOIN severities s USING (severity) GROUP BY ALL"""
     )
 
 
-def graded_outputs(rows: pa.Table, grades: pa.Table) -> dict[str, list[dict[str, Any]]]:
+def undigested(scan: Scan) -> set[str]:
+    """Variants with an ok output that has no digest (nothing could be read): ungraded."""
+    found = scan.table(
+        "SELECT DISTINCT variant_id FROM fetched WHERE status = 'ok' AND digest IS NULL"
+    )
+    return set(found["variant_id"].to_pylist())
+
+
+def graded_outputs(scan: Scan, grades: pa.Table) -> dict[str, list[dict[str, Any]]]:
     """Per variant: each distinct output it produced that is not ``exact``, with its grade,
     basis, differences and the number of rows that had it."""
     inexact = grades.filter(pc.not_equal(grades["grade"], "exact"))
     if inexact.num_rows == 0:
         return {}
     by_key = {(g["scenario"], g["output_name"], g["digest"]): g for g in inexact.to_pylist()}
-    ok = rows.filter(pc.equal(rows["status"], "ok"))
-    seen = ok.group_by(["variant_id", *_DIGEST_KEYS]).aggregate([("digest", "count")])
+    scan.register("inexact_digests", inexact.select(_DIGEST_KEYS))
+    seen = scan.table(
+        """SELECT variant_id, scenario, output_name, digest, count(*) AS n
+           FROM fetched JOIN inexact_digests USING (scenario, output_name, digest)
+           WHERE status = 'ok' GROUP BY ALL"""
+    )
     found: dict[str, list[dict[str, Any]]] = {}
     for row in seen.to_pylist():
-        grade = by_key.get((row["scenario"], row["output_name"], row["digest"]))
-        if grade is not None:
-            found.setdefault(row["variant_id"], []).append(grade | {"rows": row["digest_count"]})
+        grade = by_key[(row["scenario"], row["output_name"], row["digest"])]
+        found.setdefault(row["variant_id"], []).append(grade | {"rows": row["n"]})
     return found
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from stress.analysis.dataset import check_run_dir, events, iterations
+from stress.analysis.counts import add_counts
+from stress.analysis.dataset import check_run_dir, events
 from stress.analysis.drift import drift
 from stress.analysis.explain import attribution
 from stress.analysis.grading import (
@@ -18,10 +18,12 @@ from stress.analysis.grading import (
     grade_digests,
     graded_outputs,
     iteration_grades,
+    undigested,
     worst_mismatch,
 )
 from stress.analysis.rates import variant_rates
 from stress.analysis.references import against_onnxruntime, load_references
+from stress.analysis.scan import Scan
 from stress.analysis.signatures import signatures
 from stress.analysis.tolerance import tolerances_for
 from stress.events import DEATH_KINDS, EventKind
@@ -43,31 +45,12 @@ def run_status(manifest: ManifestData) -> tuple[RunStatus, str | None]:
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:
-    """Counts per variant: iterations by status, distinct outputs, non-finite, deaths, latency."""
+    """Everything the summary, the report and compare show: per variant its counts, grades,
+    rates, drift, deaths and verdict; the references, crash signatures and attribution.
+    The rows are aggregated where they lie (``stress.analysis.scan``), never loaded whole."""
     check_run_dir(run_dir)
     manifest = read_manifest(run_dir)
     status, reason = run_status(manifest)
-    rows = iterations(run_dir).to_table(
-        columns=[
-            "scenario",
-            "variant_id",
-            "worker_id",
-            "thread",
-            "iteration",
-            "status",
-            "output_name",
-            "observation",
-            "digest",
-            "nan_count",
-            "inf_count",
-            "min",
-            "max",
-            "mean",
-            "latency_ns",
-            "ts",
-            "rss_bytes",
-        ]
-    )
     per_variant = {}
     for vid, entry in manifest.variants.items():
         variant_status = entry.status
@@ -75,11 +58,11 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             variant_status = VariantStatus.KILLED  # it was going when the coordinator died
         per_variant[vid] = _empty(vid, entry.scenario, entry.label, variant_status.value)
         per_variant[vid]["completed"] = entry.completed
-    _add_iterations(per_variant, rows)
-    references = _add_grades(run_dir, manifest, per_variant, rows)
-    fetched = rows.filter(pc.equal(pc.fill_null(rows["observation"], "fetch"), "fetch"))
-    for vid, found in drift(fetched).items():
-        per_variant[vid]["drift"] = found
+    with Scan(run_dir / "iterations") as scan:
+        add_counts(per_variant, scan)
+        references = _add_grades(run_dir, manifest, per_variant, scan)
+        for vid, found in drift(scan).items():
+            per_variant[vid]["drift"] = found
     event_rows = events(run_dir).to_table()
     _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
     for variant in per_variant.values():
@@ -133,93 +116,25 @@ def _rows(table: pa.Table, *columns: str):
     return zip(*(table[c].to_pylist() for c in columns))
 
 
-def _add_iterations(per_variant: dict[str, dict[str, Any]], rows: pa.Table) -> None:
-    if rows.num_rows == 0:
-        return
-    fetched = pc.equal(pc.fill_null(rows["observation"], "fetch"), "fetch")
-    _add_later_looks(per_variant, rows.filter(fetched), rows.filter(pc.invert(fetched)))
-    rows = rows.filter(fetched)
-    by_status = _count_iterations(rows, ["variant_id", "status"])
-    for vid, status, count in _rows(by_status, "variant_id", "status", "iterations"):
-        per_variant[vid][status] = count
-        per_variant[vid]["iterations"] += count
-    ok = rows.filter(pc.equal(rows["status"], "ok"))
-    _most_distinct(per_variant, "distinct_outputs", ok, ["output_name"])
-    _add_process_repeats(per_variant, rows, ok)
-    non_finite_count = pc.add(
-        pc.fill_null(rows["nan_count"], 0), pc.fill_null(rows["inf_count"], 0)
-    )
-    non_finite = _count_iterations(rows.filter(pc.greater(non_finite_count, 0)), ["variant_id"])
-    for vid, count in _rows(non_finite, "variant_id", "iterations"):
-        per_variant[vid]["non_finite"] = count
-    quantiles = pc.TDigestOptions(q=[0.5, 0.99])
-    latency = rows.group_by("variant_id").aggregate([("latency_ns", "tdigest", quantiles)])
-    for vid, found in _rows(latency, "variant_id", "latency_ns_tdigest"):
-        if found and found[0] == found[0]:  # all latencies null: no digest (NaN)
-            per_variant[vid]["latency_p50_ms"] = found[0] / 1e6
-            per_variant[vid]["latency_p99_ms"] = found[1] / 1e6
-
-
-def _add_process_repeats(per_variant: dict[str, dict[str, Any]], rows: pa.Table, ok: pa.Table):
-    """Repeats within one process against repeats across fresh ones: the most distinct
-    outputs any one worker produced, and the distinct outputs among the first ok iteration
-    of each worker (reruns in one process can hide what fresh processes show)."""
-    workers = rows.group_by("variant_id").aggregate([("worker_id", "count_distinct")])
-    for vid, count in _rows(workers, "variant_id", "worker_id_count_distinct"):
-        per_variant[vid]["workers"] = count
-    _most_distinct(per_variant, "distinct_within_worker", ok, ["worker_id", "output_name"])
-    keys = ["variant_id", "worker_id", "output_name"]
-    first = ok.group_by(keys).aggregate([("iteration", "min")])
-    first = pa.table({**{k: first[k] for k in keys}, "iteration": first["iteration_min"]})
-    firsts = ok.join(first, [*keys, "iteration"], join_type="inner")
-    _most_distinct(per_variant, "distinct_first_per_worker", firsts, ["output_name"])
-
-
-def _most_distinct(
-    per_variant: dict[str, dict[str, Any]], key: str, rows: pa.Table, groups: list[str]
-) -> None:
-    """Per variant, the most distinct digests in any one group of its rows, into ``key``."""
-    counts = rows.group_by(["variant_id", *groups]).aggregate([("digest", "count_distinct")])
-    for vid, count in _rows(counts, "variant_id", "digest_count_distinct"):
-        per_variant[vid][key] = max(per_variant[vid][key], count)
-
-
-_OUTPUT_KEYS = ["variant_id", "thread", "iteration", "output_name"]
-
-
-def _add_later_looks(
-    per_variant: dict[str, dict[str, Any]], fetched: pa.Table, later: pa.Table
-) -> None:
-    """Outputs read again later (``output_lifetime``) against what was recorded at fetch: a
-    view changed when its bytes differ, or when nothing could be read from it any more."""
-    if later.num_rows == 0:
-        return
-    at_fetch = fetched.select([*_OUTPUT_KEYS, "digest"]).rename_columns(
-        [*_OUTPUT_KEYS, "digest_at_fetch"]
-    )
-    pairs = later.select([*_OUTPUT_KEYS, "digest"]).join(at_fetch, _OUTPUT_KEYS, join_type="inner")
-    compared = pairs.filter(pc.is_valid(pairs["digest_at_fetch"]))
-    differs = pc.fill_null(pc.not_equal(compared["digest"], compared["digest_at_fetch"]), True)
-    for name, table in (("views_rechecked", compared), ("views_changed", compared.filter(differs))):
-        counts = table.group_by("variant_id").aggregate([("variant_id", "count")])
-        for vid, count in _rows(counts, "variant_id", "variant_id_count"):
-            per_variant[vid][name] = count
-
-
 def _add_grades(
-    run_dir: Path, manifest: ManifestData, per_variant: dict[str, dict[str, Any]], rows: pa.Table
+    run_dir: Path, manifest: ManifestData, per_variant: dict[str, dict[str, Any]], scan: Scan
 ) -> dict[str, dict[str, Any]]:
     """Every fetch row graded against its scenario's reference: iterations per grade and
     the worst mismatch per variant. Returns per scenario what the reference is."""
     names = [s["name"] for s in manifest.scenarios]
     tolerances = {s["name"]: s.get("tolerance", {}) for s in manifest.scenarios}
     references = load_references(run_dir, names)
-    fetched = rows.filter(pc.equal(pc.fill_null(rows["observation"], "fetch"), "fetch"))
-    grades = grade_digests(run_dir, distinct_outputs(fetched), references, tolerances)
-    counts = iteration_grades(fetched, grades)
+    grades = grade_digests(scan, distinct_outputs(scan), references, tolerances)
+    inexact = graded_outputs(scan, grades)
+    for variant in per_variant.values():  # all ok outputs exact: ok iterations are exact
+        variant["grades"].update({k: variant[k] for k in ("invalid", "error")}, exact=variant["ok"])
+    others = sorted(set(inexact) | undigested(scan))
+    for vid in others:
+        per_variant[vid]["grades"] = {grade: 0 for grade in GRADES}
+    counts = iteration_grades(scan, grades, others)
     for vid, grade, count in _rows(counts, "variant_id", "grade", "iterations"):
         per_variant[vid]["grades"][grade] = count
-    for vid, outputs in graded_outputs(fetched, grades).items():
+    for vid, outputs in inexact.items():
         per_variant[vid]["mismatch"] = worst_mismatch(outputs)
         per_variant[vid]["graded_by"] = bases(outputs)
         by_rows = sorted(outputs, key=lambda o: -o["rows"])[:INEXACT_KEPT]
@@ -239,14 +154,6 @@ def _add_grades(
         }
         for name in names
     }
-
-
-def _count_iterations(rows: pa.Table, keys: list[str]) -> pa.Table:
-    """Iterations per group: distinct (thread, iteration) pairs, as column ``iterations``."""
-    per_thread = rows.group_by([*keys, "thread"]).aggregate([("iteration", "count_distinct")])
-    summed = per_thread.group_by(keys).aggregate([("iteration_count_distinct", "sum")])
-    columns = {key: summed[key] for key in keys}
-    return pa.table({**columns, "iterations": summed["iteration_count_distinct_sum"]})
 
 
 def _add_events(per_variant: dict[str, dict[str, Any]], table: pa.Table) -> None:

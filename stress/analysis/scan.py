@@ -1,0 +1,100 @@
+"""A run's iteration rows as DuckDB views, so analysis aggregates them where they lie: no step
+loads a whole run into memory (DuckDB streams the Parquet parts and spills to a temporary
+directory beyond its memory limit), and every answer it returns is small (one row per variant,
+worker or distinct output).
+
+Views: ``run_rows`` (every row), ``fetched`` (rows recorded when their iteration ran),
+``later_reads``
+(outputs read again after the loop, ``output_lifetime``), ``its`` (one fetch row per iteration:
+status, worker, time, latency, memory).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from stress.records import ITERATION_SCHEMA
+
+MEMORY_LIMIT = "1GB"
+THREADS = 2
+
+_VIEWS = """
+CREATE VIEW fetched AS SELECT * FROM run_rows WHERE observation IS NULL OR observation = 'fetch';
+CREATE VIEW later_reads AS SELECT * FROM run_rows WHERE observation <> 'fetch';
+CREATE TEMP TABLE first_outputs AS
+    SELECT variant_id, min(output_name) AS first_output FROM fetched GROUP BY variant_id;
+CREATE VIEW its AS
+    SELECT f.* FROM fetched f JOIN first_outputs USING (variant_id)
+    WHERE f.output_name IS NULL OR f.output_name = first_output;
+"""
+
+
+class Scan:
+    """The iteration rows of ``directory`` (``RUN_DIR/iterations``), or of a table already in
+    memory with some of the schema's columns (tests, small inputs). A context manager."""
+
+    def __init__(self, source: Path | pa.Table) -> None:
+        self._spill = tempfile.mkdtemp(prefix="mnn-stress-duckdb-")
+        self.con = duckdb.connect(
+            config={
+                "memory_limit": MEMORY_LIMIT,
+                "threads": THREADS,
+                "temp_directory": self._spill,
+            }
+        )
+        self._rows(source)
+        self.con.execute(_VIEWS)
+
+    def _rows(self, source: Path | pa.Table) -> None:
+        files = [] if isinstance(source, pa.Table) else _parts(source)
+        if files:
+            listed = ", ".join(_quoted(str(f)) for f in files)
+            parquet = f"read_parquet([{listed}], union_by_name = true)"
+            self.con.execute(f"CREATE VIEW run_rows AS SELECT * FROM {parquet}")
+            return
+        table = _padded(source) if isinstance(source, pa.Table) else ITERATION_SCHEMA.empty_table()
+        self.con.register("rows_table", table)
+        self.con.execute("CREATE VIEW run_rows AS SELECT * FROM rows_table")
+
+    def table(self, sql: str, parameters: list | None = None) -> pa.Table:
+        """A query's answer as an Arrow table (keep answers small)."""
+        return self.con.execute(sql, parameters or []).to_arrow_table()
+
+    def register(self, name: str, table: pa.Table) -> None:
+        """A small table (grades, references) for queries to join with."""
+        self.con.register(name, table)
+
+    def close(self) -> None:
+        self.con.close()
+        shutil.rmtree(self._spill, ignore_errors=True)
+
+    def __enter__(self) -> Scan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _padded(table: pa.Table) -> pa.Table:
+    """Some of the schema's columns as iteration rows: the others null."""
+    columns = {}
+    for field in ITERATION_SCHEMA:
+        if field.name in table.column_names:
+            columns[field.name] = table[field.name].cast(field.type)
+        else:
+            columns[field.name] = pa.nulls(table.num_rows, field.type)
+    return pa.table(columns, schema=ITERATION_SCHEMA)
+
+
+def _parts(directory: Path) -> list[Path]:
+    """The complete part files (hidden temporary ones are still being written)."""
+    return sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
