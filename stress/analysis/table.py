@@ -26,8 +26,24 @@ _STYLE = {
 }
 
 
-_COLUMNS = ("scenario", "variant", "id", "iters", "exact", "close", "mism", "nan", "inval")
-_COLUMNS += ("err", "dist", "views", "deaths", "p50ms", "verdict")
+def _cells(v: dict[str, Any]) -> dict[str, str]:
+    """One variant's row, by column."""
+    word, latency = v["verdict"], v["latency_p50_ms"]
+    cells = {"scenario": v["scenario"], "variant": v["label"], "id": v["variant_id"]}
+    cells["iters"] = f"{v['iterations']:,}"
+    cells |= {_SHORT[g]: _graded(v, g) for g in _GRADE_COLUMNS}
+    cells["dist"] = str(v["distinct_outputs"])
+    views = f"{v['views_changed']}/{v['views_rechecked']}" if v["views_rechecked"] else "-"
+    cells["views"] = views
+    cells["deaths"] = str(sum(v["events"][k] for k in DEATH_KINDS))
+    cells["p50ms"] = "-" if latency is None else f"{latency:.3f}"
+    cells["verdict"] = f"[{_STYLE.get(word, 'yellow')}]{word}[/]"
+    return cells
+
+
+_SHORT = {"exact": "exact", "close": "close", "mismatch": "mism", "non_finite": "nan"}
+_SHORT |= {"invalid": "inval", "error": "err"}
+_OPTIONAL = ("close", "mism", "nan", "inval", "err", "views")  # shown when any row has one
 
 
 def render_summary(summary: dict[str, Any], console: Console) -> None:
@@ -37,28 +53,19 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         box=box.SIMPLE_HEAD,
         padding=(0, 1),
     )
-    for column in _COLUMNS:
+    rows = [_cells(v) for v in summary["variants"]]
+    columns = [c for c in (rows[0] if rows else {}) if c not in _OPTIONAL or _any(rows, c)]
+    for column in columns:
         numeric = column not in ("scenario", "variant", "id", "verdict")
-        fixed = column in ("id", "verdict")
         table.add_column(
-            column, justify="right" if numeric else "left", no_wrap=fixed, overflow="fold"
+            column,
+            justify="right" if numeric else "left",
+            no_wrap=column != "variant",
+            overflow="fold",
+            min_width=24 if column == "variant" else None,
         )
-    for v in summary["variants"]:
-        deaths = ", ".join(f"{v['events'][k]} {k}" for k in DEATH_KINDS if v["events"][k])
-        word = v["verdict"]
-        latency = v["latency_p50_ms"]
-        table.add_row(
-            v["scenario"],
-            v["label"],
-            v["variant_id"],
-            str(v["iterations"]),
-            *(_graded(v, grade) for grade in _GRADE_COLUMNS),
-            str(v["distinct_outputs"]),
-            f"{v['views_changed']}/{v['views_rechecked']}" if v["views_rechecked"] else "-",
-            deaths or "0",
-            "-" if latency is None else f"{latency:.3f}",
-            f"[{_STYLE.get(word, 'yellow')}]{word}[/]",
-        )
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
     console.print(table)
     console.print(
         "exact/close/mism(atch) = outputs against the clean reference (bit-identical / within "
@@ -86,9 +93,13 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
 _GRADE_COLUMNS = ("exact", "close", "mismatch", "non_finite", "invalid", "error")
 
 
+def _any(rows: list[dict[str, str]], column: str) -> bool:
+    return any(row[column] not in ("0", "-") for row in rows)
+
+
 def _graded(variant: dict[str, Any], grade: str) -> str:
     count = variant["grades"][grade]
-    return str(count) if count or variant["iterations"] else "-"
+    return f"{count:,}" if count or variant["iterations"] else "-"
 
 
 def print_references(references: dict[str, dict[str, Any]], console: Console) -> None:
