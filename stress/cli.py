@@ -230,7 +230,14 @@ def report(run_dir: Path, html_path: Path | None, as_json: bool) -> None:
     if html_path is not None:
         from stress.analysis.html import write_html
 
-        write_html(result, run_dir, html_path)
+        try:
+            write_html(result, run_dir, html_path)
+        except OSError as exc:
+            raise StressError(
+                f"cannot write the HTML report to {html_path}: {exc.strerror or exc}",
+                key="--html",
+                fix="give a file in a folder that exists and can be written",
+            ) from exc
         errors.print(f"HTML report: {html_path}", highlight=False)
     if has_findings(result):
         sys.exit(EXIT_FINDINGS)

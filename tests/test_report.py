@@ -135,3 +135,11 @@ def test_a_latency_trend_lost_in_noise_is_not_flagged():
     found = drift(rows(np.full(200, 1 << 20), latency))["v"]
     assert found["latency_trend"] >= 1.5 and found["latency_t"] < 5
     assert found["flags"] == []
+
+
+@pytest.mark.integration
+def test_an_html_path_that_cannot_be_written_is_a_clear_error(scenario_file, tmp_path):
+    _, out = reported(scenario_file, tmp_path, iterations=3)
+    done = run_cli("report", str(out), "--html", str(tmp_path / "no" / "such.html"), check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--html: cannot write the HTML report" in done.stderr and "fix:" in done.stderr

@@ -95,3 +95,17 @@ def test_an_unknown_variant_is_refused_with_the_known_ones(scenario_file, tmp_pa
     done = run_cli("repro", str(out), "vnope", check=False)
     assert done.returncode == 2 and "no variant 'vnope'" in done.stderr
     assert "its variants include" in done.stderr
+
+
+def test_a_refused_misuse_reproduces_as_a_raise_while_setting_up(scenario_file, tmp_path):
+    """misuse=unknown_output asks for an output the model lacks: the run refused the variant
+    when its worker set up; the script asks for the same names and raises in the same place."""
+    path = scenario_file(
+        "name: refused\nmodel: tiny\niterations: 5\nmatrix:\n  misuse: [unknown_output]\n"
+    )
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out), check=False)  # nothing ran: exit 3
+    (vid,) = variant_ids(out).values()
+    shown = repro(out, vid)
+    assert "reproduced in 2 of 2 fresh runs (looked for setup_error)" in shown
+    assert "not recreated" not in shown

@@ -19,7 +19,7 @@ from stress.analysis.summary import summarize
 from stress.analysis.tolerance import tolerances_for
 from stress.contract import dtypes
 from stress.errors import StressError
-from stress.factors import changed, complete, mnn_config
+from stress.factors import changed, complete, misuse, mnn_config
 from stress.jobs import input_plans
 from stress.manifest import ManifestData, read_manifest
 from stress.models import ModelInfo
@@ -28,10 +28,12 @@ from stress.scenario.schema import Scenario
 from stress.worker import faults
 
 TEMPLATE = Path(__file__).with_name("script.py")
+SETUP_RAISED = 3  # the script's exit status when MNN raised before the first iteration
 SETTINGS_LINE = "SETTINGS: dict = {}  # filled in by mnn-stress repro\n"
 # Factors the script recreates; any other at a non-default value is named as not recreated.
 RECREATED = ("api", "threads", "sharing", "lifecycle", "inputs_written")
 RECREATED += ("num_thread", "precision", "memory_mode", "power_mode", "backend")
+RECREATED_VALUES = {("misuse", "unknown_output")}  # the job's output names carry it
 DEFAULT_ITERATIONS = 1000
 # What the script looks for, per grade or death the run saw.
 LOOKING_FOR = {"mismatch": "mismatch", "non_finite": "non_finite", "invalid": "invalid"}
@@ -85,12 +87,12 @@ def _settings(
         "scenario": entry.scenario,
         "mnn_version_in_run": manifest.versions.get("MNN"),
         "observed": {"verdict": summary["verdict"], "grades": summary["grades"]},
-        "not_recreated": {k: v for k, v in changed(params).items() if k not in RECREATED},
+        "not_recreated": {k: v for k, v in changed(params).items() if not _recreated(k, v)},
         "looking_for": _looking_for(summary),
         "model": scenario.model.path,
         "inputs": [vars(plan) for plan in input_plans(scenario)],
         "seed": scenario.spec.seed,
-        "outputs": [t.name for t in scenario.model.outputs],
+        "outputs": misuse.output_names(params, [t.name for t in scenario.model.outputs]),
         "output_dtypes": {t.name: t.dtype for t in scenario.model.outputs},
         "halide": {t.name: dtypes.by_name(t.dtype).halide for t in scenario.model.inputs},
         "api": params["api"],
@@ -104,6 +106,10 @@ def _settings(
         "tolerance": vars(tolerances_for(_tolerance(manifest, entry.scenario), "")),
         "reference": _reference(run_dir, entry.scenario),
     }
+
+
+def _recreated(factor: str, value: Any) -> bool:
+    return factor in RECREATED or (factor, value) in RECREATED_VALUES
 
 
 def _scenario(manifest: ManifestData, name: str) -> LoadedScenario:
@@ -125,6 +131,8 @@ def _looking_for(summary: dict[str, Any]) -> list[str]:
         wanted.append("inconsistent")
     if summary["events"].get("crash"):
         wanted.append("crash")
+    if summary["events"].get("exception") and summary["iterations"] == 0:
+        wanted.append("setup_error")  # it raised before its first iteration (REFUSED)
     return wanted or ["mismatch", "non_finite", "invalid", "error", "inconsistent"]
 
 
@@ -169,6 +177,9 @@ def run_script(script: Path, runs: int, looking_for: list[str], timeout: float) 
             result.reproduced += "crash" in looking_for
         elif done.returncode == 1:
             outcome, result.reproduced = "reproduced", result.reproduced + 1
+        elif done.returncode == SETUP_RAISED:
+            outcome = "raised while setting up"
+            result.reproduced += "setup_error" in looking_for
         elif done.returncode == 0:
             outcome = "not seen"
         else:

@@ -5,7 +5,7 @@ ran with, and what the run saw. The script runs the same calls (Session API: Int
 createSession, copyFrom, runSession, copyToHostTensor; Module API: load_module_from_file,
 forward, read) in the same number of Python threads sharing the same objects, then checks for
 what the run saw. Exit status 1: reproduced; 0: not reproduced; a crash ends the process by its
-signal, as it did in the run.
+signal, as it did in the run; 3: MNN raised while setting up.
 """
 
 import base64
@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 
 SETTINGS: dict = {}  # filled in by mnn-stress repro
+SETUP_RAISED = 3  # exit status when MNN raised before the first iteration
 
 
 # --- inputs: the same bytes as the run's, from its seed ------------------------------------
@@ -78,9 +79,12 @@ class Session:
             self.shared.setdefault("interpreter", self.interpreter)
         if sharing == "session" and "session" in self.shared:
             self.session = self.shared["session"]
-            return
-        self.session = self.interpreter.createSession(config)
-        self.shared.setdefault("session", self.session)
+        else:
+            self.session = self.interpreter.createSession(config)
+            self.shared.setdefault("session", self.session)
+        self.outputs = [  # as the harness does at set-up: an unknown name raises here
+            self.interpreter.getSessionOutput(self.session, name) for name in SETTINGS["outputs"]
+        ]
 
     def iteration(self, inputs: list, write: bool) -> tuple:
         MNN = self.MNN
@@ -90,10 +94,9 @@ class Session:
             tensor.copyFrom(MNN.Tensor(array.shape, halide, array, MNN.Tensor_DimensionType_Caffe))
         rc = self.interpreter.runSession(self.session)
         outputs = []
-        for name in SETTINGS["outputs"]:
-            tensor = self.interpreter.getSessionOutput(self.session, name)
+        for name, tensor in zip(SETTINGS["outputs"], self.outputs):
             shape = tuple(tensor.getShape())
-            zeros = np.zeros(shape, SETTINGS["output_dtypes"][name])
+            zeros = np.zeros(shape, SETTINGS["output_dtypes"].get(name, "float32"))
             host = MNN.Tensor(shape, tensor.getDataType(), zeros, MNN.Tensor_DimensionType_Caffe)
             tensor.copyToHostTensor(host)
             outputs.append(np.array(host.getNumpyData(), copy=True))
@@ -238,7 +241,11 @@ def main() -> int:
     inputs = [make_input(spec, SETTINGS["seed"]) for spec in SETTINGS["inputs"]]
     shared: dict = {}
     kind = Session if SETTINGS["api"] == "session" else Module
-    runners = [kind(MNN, shared) for _ in range(SETTINGS["threads"])]
+    try:
+        runners = [kind(MNN, shared) for _ in range(SETTINGS["threads"])]
+    except Exception as exc:  # MNN raised while loading or setting up
+        print(f"repro: MNN raised while setting up: {type(exc).__name__}: {exc}", flush=True)
+        return SETUP_RAISED
     seen: list[list] = [[] for _ in runners]
     threads = [
         threading.Thread(target=run_thread, args=(runner, inputs, seen[i]))
