@@ -109,3 +109,21 @@ def test_a_refused_misuse_reproduces_as_a_raise_while_setting_up(scenario_file, 
     shown = repro(out, vid)
     assert "reproduced in 2 of 2 fresh runs (looked for setup_error)" in shown
     assert "not recreated" not in shown
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32", "uint8"])
+@pytest.mark.parametrize(
+    "distribution", ["normal", "uniform", "zeros", "ones", "large", "denormal"]
+)
+def test_the_scripts_inputs_are_the_runs_bytes(distribution, dtype):
+    """The script restates the input generator (it must stand alone): it must give the
+    worker's bytes for every distribution and dtype, or every repro would grade mismatch."""
+    from stress.contract.protocol import InputPlan
+    from stress.repro import script
+    from stress.worker.inputs import make_input
+
+    plan = InputPlan("x", [2, 3, 5], dtype, distribution, 0.5 if distribution == "normal" else 1.0)
+    spec = {**vars(plan)}
+    expected = make_input(plan, 42)
+    found = script.make_input(spec, 42)
+    assert found.dtype == expected.dtype and found.tobytes() == expected.tobytes()
