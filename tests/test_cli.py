@@ -21,7 +21,7 @@ def test_bundled_scenarios_run_and_summarise(tmp_path):
     names = {s["name"] for s in manifest["scenarios"]}
     assert names == {
         *("control", "three_input", "deep", "threads", "lifecycle"),
-        *("input_paths", "lifetimes", "misuse"),
+        *("input_paths", "lifetimes", "misuse", "pressure"),
     }
     rows = read_iterations(out)
     summary = json.loads(run_cli("summary", str(out), "--json").stdout)
@@ -38,9 +38,12 @@ def test_bundled_scenarios_run_and_summarise(tmp_path):
         expected = (3 * params["threads"], 3 * params["threads"], 1, "ok")
         counted = ("iterations", "ok", "distinct_outputs", "verdict")
         assert tuple(variant[key] for key in counted) == expected
+        assert variant["grades"]["exact"] == 3 * params["threads"]  # as the clean reference
         assert variant["latency_p50_ms"] > 0
     assert set(rows.num_thread) == {1, 2} and set(rows.precision) == {"normal", "low"}
     assert set(rows.threads) == {1, 4} and set(rows.thread) == {0, 1, 2, 3}
+    assert set(rows.ballast_mib) == {0, 256} and set(rows.cpu_hogs) == {0, 1}
+    assert set(rows.malloc_perturb) == {0, 85} and set(rows.pressure_mib) == {0, 128}
 
 
 def _contract_broken_on_purpose(params: dict) -> bool:

@@ -140,6 +140,9 @@ RULES = [
         "copy",
         id="lifetime-of-a-packed-copy",
     ),
+    pytest.param(
+        ("pressure_siblings", 2), "pressure_mib", {"pressure_mib": 0}, 0, id="pressure-no-size"
+    ),
 ]
 
 

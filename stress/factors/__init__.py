@@ -63,6 +63,8 @@ class Factor:
     launch: Callable[[Any, Launch], None] | None = None
     configure_mnn: Callable[[Any, dict[str, Any]], None] | None = None
     wrap: Callable[[Any, Binding, ThreadContext], Binding] | None = None
+    # In the worker, before its engine is built: returns what undoes it when the worker ends
+    before_loop: Callable[[Any, Mapping[str, Any]], Callable[[], None] | None] | None = None
     rules: tuple[Rule, ...] = ()
 
     def default_for(self, params: Mapping[str, Any]) -> Any:
@@ -95,6 +97,7 @@ def _registry() -> dict[str, Factor]:
         mnn_knobs,
         output_lifetime,
         perturb,
+        pressure,
         threads,
     )
 
@@ -110,6 +113,7 @@ def _registry() -> dict[str, Factor]:
         *inputs_written.FACTORS,
         *perturb.FACTORS,
         *threads.LOCK_FACTORS,
+        *pressure.FACTORS,
     ]
     return {factor.name: factor for factor in factors}
 
@@ -155,6 +159,19 @@ def launch(params: Mapping[str, Any]) -> Launch:
         if hook is not None:
             hook(value, result)
     return result
+
+
+def before_loop(params: Mapping[str, Any]) -> list[Callable[[], None]]:
+    """Apply every factor's worker-side set-up (ballast, sibling processes); the returned
+    calls undo them, last first."""
+    full = complete(params)
+    undo = []
+    for name, value in full.items():
+        hook = REGISTRY[name].before_loop
+        found = hook(value, full) if hook is not None else None
+        if found is not None:
+            undo.append(found)
+    return undo[::-1]
 
 
 def wrap(params: Mapping[str, Any], binding: Binding, context: ThreadContext) -> Binding:

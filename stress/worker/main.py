@@ -61,11 +61,22 @@ class Worker:
             encode_message(self.ring, message)
 
     def run(self) -> int:
-        from stress.factors import complete, mnn_config
+        """Set up the world around the loop (ballast, sibling processes), run, undo it."""
+        from stress.factors import before_loop, complete
+
+        params = complete(self.job.params)
+        undo = before_loop(params)
+        try:
+            return self._run(params)
+        finally:
+            for call in undo:
+                call()
+
+    def _run(self, params: dict[str, Any]) -> int:
+        from stress.factors import mnn_config
         from stress.worker.drivers import ModelSpec, make_engine
 
         job = self.job
-        params = complete(job.params)
         planned = tuple(f for f in faults.parse(job.fault) if f.applies(params))
         faults.Injector(planned, self.ring).at_load(min(job.start_iterations))
         spec = ModelSpec(
