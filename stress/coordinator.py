@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from stress import deaths
 from stress.contract.protocol import Observation
 from stress.deaths import KillReason
@@ -32,6 +34,7 @@ STOP_GRACE_S = 10.0
 IDLE_SLEEP_S = 0.005
 TICK_S = 10.0
 PROGRESS_S = 1.0
+MEMORY_SAMPLE_S = 0.2  # the system's available memory, into every row received meanwhile
 
 
 class StopRequests:
@@ -98,6 +101,7 @@ class Coordinator:
         """Run every variant, until done, stopped, or a failure (``self.failure``)."""
         started = time.monotonic()
         next_tick, next_progress = started + TICK_S, started + PROGRESS_S
+        next_memory = started
         try:
             while self.running or (self._queued() and not self._stopping()):
                 now = time.monotonic()
@@ -109,6 +113,9 @@ class Coordinator:
                     self._report_progress()
                 if not self._stopping():
                     self._start_workers()
+                if now >= next_memory:  # before the rows it is for are drained
+                    next_memory = now + MEMORY_SAMPLE_S
+                    self.buffer.available_bytes = psutil.virtual_memory().available
                 busy = self._service_workers()
                 self._handle_stop()
                 if self.buffer.due() and self.failure is None:

@@ -65,6 +65,7 @@ ITERATION_SCHEMA = pa.schema(
         pa.field("mean", pa.float64()),
         pa.field("values", pa.binary()),
         pa.field("rss_bytes", pa.int64()),
+        pa.field("available_bytes", pa.int64()),
     ]
 )
 
@@ -89,7 +90,7 @@ _HELD = ("context", "output", "data", "stats")
 _ROW_ORDER = (
     *("context", "thread", "iteration", "ts", "output", "dtype", "shape"),
     *("nbytes", "digest", "values", "data", "stats"),
-    *("latency_ns", "rc", "status", "observation", "error", "rss_bytes"),
+    *("latency_ns", "rc", "status", "observation", "error", "rss_bytes", "available_bytes"),
 )
 if sorted(_ROW_ORDER) != sorted(_HELD + ROW_NAMES):
     raise ImportError(f"records: row order {_ROW_ORDER} does not match the schema {ROW_NAMES}")
@@ -118,6 +119,7 @@ class IterationBuffer:
         self.writer = writer
         self.max_rows, self.max_bytes, self.max_age_s = max_rows, max_bytes, max_age_s
         self.rows_written = 0
+        self.available_bytes: int | None = None  # the system's, set by the caller as it goes
         self._reset()
 
     def _reset(self) -> None:
@@ -142,6 +144,7 @@ class IterationBuffer:
         status = STATUS_NAMES[record.status]
         observation = OBSERVATION_NAMES[record.observation]
         tail = (record.latency_ns, record.rc, status, observation, record.error, record.rss_bytes)
+        tail += (self.available_bytes,)
         rows = [
             (*head, index, dtype, shape, *self._output(context, dtype, data), *tail)
             for index, dtype, shape, data in record.outputs or [(None, None, None, None)]

@@ -118,3 +118,12 @@ def test_siblings_die_when_the_coordinator_is_killed(scenario_file, tmp_path):
     coordinator.communicate(timeout=10)
     assert dies_within(worker.pid, 5.0)
     assert all(dies_within(hog.pid, 5.0) for hog in hogs)
+
+
+def test_every_row_carries_the_machines_available_memory(scenario_file, tmp_path):
+    path = scenario_file("name: avail\nmodel: tiny\niterations: 50\n")
+    run_cli("run", str(path), "--out", str(tmp_path / "run"))
+    rows = read_iterations(tmp_path / "run")
+    total = psutil.virtual_memory().total
+    assert rows.available_bytes.notna().all()
+    assert ((rows.available_bytes > 0) & (rows.available_bytes < total)).all()
