@@ -241,7 +241,7 @@ class Coordinator:
         threads = len(state.next_iterations)
         state.ring_bytes = max(state.ring_bytes, ring_capacity(state.scenario, threads))
         try:
-            process = WorkerProcess(job, log, state.ring_bytes)
+            process = WorkerProcess(job, log, state.ring_bytes, state.scenario.spec.python)
         except StorageError as exc:  # its log cannot be created: nothing more can be written
             self._requeue(state)
             self._fail(exc)
@@ -321,6 +321,8 @@ class Coordinator:
                 **state.variant.params,
                 "worker_id": process.job.worker_id,
                 "pid": process.hello.pid,
+                # The factor's column: the version that ran, not the one asked for (the
+                # worker stopped before its hello if they differed: stress.factors.version)
                 "mnn_version": process.hello.mnn_version,
             },
             output_names=tuple(process.job.output_names),
@@ -363,12 +365,15 @@ class Coordinator:
                 process.done,
                 process.failure,
                 process.protocol_error,
+                process.oom_killed,
             ),
             state.scenario.spec.timeout,
             self._stopping(),
         )
         if ending.kind is not None:
             self._record_ending(worker, ending)
+        for event in process.memcheck_events(self.run_id):
+            self._write_event(event)
         if ending.kind is EventKind.RESIZE and process.failure:
             state.ring_bytes = 4 * (process.failure.ring_bytes_needed or 0)
         self._set(state, self._next_status(state, ending, process.hello is not None))

@@ -59,6 +59,11 @@ class LastWords:
     done: Done | None
     failure: Failure | None
     protocol_error: str | None = None
+    oom_killed: bool = False  # the kernel's OOM killer acted in the worker's memory cgroup
+
+
+# Whose exception ended a worker: MNN's, or the memory it could not get (both findings).
+_FAILURE_KINDS = {"mnn": EventKind.EXCEPTION, "memory": EventKind.MEMORY}
 
 
 def classify(last: LastWords, timeout: float, stopping: bool) -> Ending:
@@ -78,6 +83,10 @@ def classify(last: LastWords, timeout: float, stopping: bool) -> Ending:
         return Ending(EventKind.HANG, name, f"no progress for {timeout:g}s; killed")
     if last.killed_for is KillReason.MEMORY:
         return Ending(EventKind.MEMORY, name, "resident memory over max_rss_mib; killed")
+    if last.oom_killed and name == "SIGKILL":
+        return Ending(
+            EventKind.MEMORY, name, "killed by the kernel's OOM killer at cgroup_memory_max_mib"
+        )
     if last.killed_for is KillReason.PROTOCOL:
         return Ending(EventKind.PROTOCOL, name, f"unreadable record: {last.protocol_error}")
     if last.killed_for is KillReason.STOP or (stopping and name == "SIGTERM"):
@@ -85,7 +94,7 @@ def classify(last: LastWords, timeout: float, stopping: bool) -> Ending:
     if failure and failure.ring_bytes_needed:
         return Ending(EventKind.RESIZE, None, f"{failure.message}; restarting with a larger ring")
     if failure:
-        kind = EventKind.EXCEPTION if failure.origin == "mnn" else EventKind.HARNESS
+        kind = _FAILURE_KINDS.get(failure.origin, EventKind.HARNESS)
         return Ending(kind, name, f"{failure.exception}: {failure.message}")
     if name:
         return Ending(EventKind.CRASH, name, f"worker died of {name}")

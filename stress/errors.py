@@ -46,6 +46,10 @@ class ModelError(StressError):
     """A model that cannot be found, built, converted or inspected."""
 
 
+class EnvError(StressError):
+    """A cached MNN environment (``mnn_version``) that cannot be created or does not work."""
+
+
 class RunDirError(StressError):
     """A run directory that cannot be created or read."""
 

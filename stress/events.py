@@ -17,7 +17,9 @@ from stress.records import FACTOR_FIELDS
 class EventKind(str, Enum):
     CRASH = "crash"  # killed by a signal (SIGSEGV, SIGABRT, SIGKILL from the OOM killer, ...)
     HANG = "hang"  # no progress for `timeout`: stacks dumped, then SIGKILL
-    MEMORY = "memory"  # resident memory over the scenario's max_rss_mib: SIGKILL (a leak?)
+    # Out of memory: over the scenario's max_rss_mib (SIGKILL: a leak?), OOM-killed in its
+    # cgroup (cgroup_memory_max_mib), or a MemoryError outside an iteration
+    MEMORY = "memory"
     EXCEPTION = "exception"  # an MNN call raised outside an iteration (loading the model)
     EXIT = "exit"  # a non-zero exit code without last words
     PROTOCOL = "protocol"  # an unreadable record: the worker scribbled on its ring
@@ -25,6 +27,9 @@ class EventKind(str, Enum):
     QUARANTINE = "quarantine"  # the variant's crash budget is spent
     INTERRUPTED = "interrupted"  # a worker stopped by a SIGTERM from outside, or by the run
     RESIZE = "resize"  # a record did not fit the ring: restarted with a larger one
+    # valgrind memcheck saw an invalid read, write or free (memcheck=on): a finding, one event
+    # per distinct error with its native stack; the worker itself may have lived on
+    MEMCHECK = "memcheck"
 
     @property
     def is_death(self) -> bool:
@@ -61,7 +66,6 @@ EVENT_SCHEMA = pa.schema(
         pa.field("message", pa.string()),
         pa.field("stack", pa.string()),
         pa.field("stderr_tail", pa.string()),
-        pa.field("mnn_version", pa.string()),
     ]
 )
 
@@ -84,7 +88,7 @@ class Event:
     exit_code: int | None = None
     stack: str | None = None
     stderr_tail: str | None = None
-    mnn_version: str | None = None
+    mnn_version: str | None = None  # as the worker said in its hello (None: it did not)
     in_flight: list[int | None] | None = None
     params: dict[str, object] | None = None  # the variant's factor values
     ts: int = 0  # ns since the epoch; 0 = now
@@ -94,8 +98,9 @@ class Event:
         row["kind"] = self.kind.value
         row["ts"] = self.ts or time.time_ns()
         params = row.pop("params") or {}
+        # The event's own fields win: its ``mnn_version`` is the one that ran (None: unknown)
         for factor in FACTOR_FIELDS:
-            row[factor.name] = params.get(factor.name)
+            row.setdefault(factor.name, params.get(factor.name))
         return row
 
 

@@ -62,7 +62,7 @@ def make_job(
         scenario=scenario.spec.name,
         variant_id=variant.variant_id,
         worker_id=worker_id,
-        model_path=scenario.model.path,
+        model_path=scenario.model_for(variant.params).path,
         inputs=input_plans(scenario),
         output_names=misuse.output_names(variant.params, [t.name for t in scenario.model.outputs]),
         params=variant.params,

@@ -31,7 +31,8 @@ from stress.statistics import (
 _ARROW_TYPES = {int: pa.int32(), str: pa.string(), float: pa.float64(), bool: pa.bool_()}
 FACTOR_FIELDS = [pa.field(name, _ARROW_TYPES[f.kind]) for name, f in REGISTRY.items()]
 
-# Columns that are the same for every row a worker sends.
+# Columns that are the same for every row a worker sends. The factor ``mnn_version`` holds the
+# version that really ran (the worker's hello), not the one asked for (``installed``).
 CONTEXT_FIELDS = [
     pa.field("run_id", pa.string()),
     pa.field("scenario", pa.string()),
@@ -39,7 +40,6 @@ CONTEXT_FIELDS = [
     *FACTOR_FIELDS,
     pa.field("worker_id", pa.int32()),
     pa.field("pid", pa.int32()),
-    pa.field("mnn_version", pa.string()),
 ]
 
 ITERATION_SCHEMA = pa.schema(

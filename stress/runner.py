@@ -120,9 +120,23 @@ def execute(
     written at the start and at the end, whatever ends the run."""
     scenarios = load_all(paths)
     concurrency = workers or os.cpu_count() or 1
+    states = plan(scenarios, budget, concurrency)
+    return execute_planned(scenarios, states, out, concurrency, budget, hooks, reference)
+
+
+def execute_planned(
+    scenarios: list[LoadedScenario],
+    states: list[VariantState],
+    out: Path | None,
+    concurrency: int,
+    budget: Budget,
+    hooks: RunHooks = RunHooks(),
+    reference: bool = True,
+) -> RunResult:
+    """Run variants planned by the caller (``execute``'s, or ``bisect``'s own: one variant
+    under one MNN version) into a new run directory."""
     fault = os.environ.get(faults.ENV_VAR) or None
     faults.parse(fault)
-    states = plan(scenarios, budget, concurrency)
     setup = RunSetup(new_run_id(), scenarios, states, concurrency, budget, fault, reference)
     check_file_size_limit(scenarios)
     stop = StopRequests()

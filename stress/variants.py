@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from stress.factors import changed
+from stress.factors import changed, shown
 from stress.scenario import LoadedScenario
 from stress.scenario.matrix import combinations, given
 
@@ -37,7 +37,7 @@ def expand(scenario: LoadedScenario) -> list[Variant]:
     varied = [n for n, values in given(scenario.spec).items() if len(values) > 1]
     variants = []
     for params in combinations(scenario.spec):
-        label = " ".join(f"{n}={params[n]}" for n in (varied or ["api"]))
+        label = " ".join(f"{n}={shown(params[n])}" for n in (varied or ["api"]))
         variants.append(
             Variant(scenario.spec.name, variant_id(scenario.spec.name, params), params, label)
         )

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from stress import factors
+from stress import cgroups, factors
 from stress.contract import ring
 from stress.contract.protocol import (
     KIND_ITERATION,
@@ -32,9 +32,12 @@ from stress.contract.protocol import (
     decode_message,
 )
 from stress.contract.ring import COORDINATOR_PID_VAR
+from stress.contract.stages import Launch
 from stress.deaths import Ending, KillReason, python_stack
 from stress.errors import StorageError
-from stress.events import Event
+from stress.events import Event, EventKind
+from stress.factors.memcheck import XML_SUFFIX
+from stress.memcheck.report import MemcheckError, read_errors
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -43,10 +46,13 @@ class WorkerProcess:
     """A running worker and its ring. ``progress_at`` is when the ring last moved."""
 
     def __init__(
-        self, job: Job, log_path: Path, ring_capacity: int, python: str = sys.executable
+        self, job: Job, log_path: Path, ring_capacity: int, python: str | None = None
     ) -> None:
         self.job = job
         self.log_path = log_path
+        launch = factors.launch(job.params)
+        self.memory_group: cgroups.MemoryGroup | None = None
+        self.oom_killed = False
         log = _open_log(log_path)  # StorageError: nothing more can be written there
         try:
             fd = ring.create(ring_capacity)  # OSError: no memory, or a file-size limit (memfd)
@@ -55,29 +61,36 @@ class WorkerProcess:
             raise
         job.ring_fd = fd
         try:
+            if launch.memory_limit_bytes is not None:
+                self.memory_group = cgroups.MemoryGroup(
+                    cgroups.group_name(job.variant_id, job.worker_id), launch.memory_limit_bytes
+                )
             self.process = subprocess.Popen(
-                # The variant and worker in the command line, so ``ps`` shows who is who.
-                [python, "-m", "stress.worker", job.variant_id, f"w{job.worker_id}"],
+                _command(launch, python, job, log_path),
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
                 pass_fds=(fd,),
                 start_new_session=True,
-                env=_worker_env(job.params),
+                env=_worker_env(launch),
                 cwd=PACKAGE_ROOT,
             )
         except OSError:
             os.close(fd)
+            self._leave_group()
             raise
         finally:
             log.close()
         try:
+            if self.memory_group is not None:  # before the job: the worker waits for it
+                self.memory_group.add(self.process.pid)
             self.reader = ring.RingReader(fd)
             self.process.stdin.write(job.to_json().encode())
             self.process.stdin.close()
         except OSError:  # never leave a started worker unsupervised
             self.process.kill()
             self.process.wait()
+            self._leave_group()
             raise
         finally:
             os.close(fd)
@@ -162,28 +175,54 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
 
-    def ending_event(self, run_id: str, ending: Ending, in_flight: list[int | None]) -> Event:
-        """The event for how this worker ended, with its stack and the tail of its log."""
-        assert ending.kind is not None
-        tail = self.log_tail()
-        traceback = self.failure.traceback if self.failure else None
+    def _event(self, run_id: str, kind: EventKind, message: str, **fields: Any) -> Event:
+        """An event about this worker: who it was, and ``fields``."""
         return Event(
             run_id=run_id,
             scenario=self.job.scenario,
             variant_id=self.job.variant_id,
             worker_id=self.job.worker_id,
             pid=self.pid,
-            kind=ending.kind,
-            message=ending.message,
+            kind=kind,
+            message=message,
+            params=self.job.params,
+            mnn_version=self.hello.mnn_version if self.hello else None,
+            **fields,
+        )
+
+    def ending_event(self, run_id: str, ending: Ending, in_flight: list[int | None]) -> Event:
+        """The event for how this worker ended, with its stack and the tail of its log."""
+        assert ending.kind is not None
+        tail = self.log_tail()
+        traceback = self.failure.traceback if self.failure else None
+        return self._event(
+            run_id,
+            ending.kind,
+            ending.message,
             iteration=min((i for i in in_flight if i is not None), default=None),
             in_flight=in_flight,
-            params=self.job.params,
             signal=ending.signal,
             exit_code=self.poll(),
             stack=traceback or python_stack(tail),
             stderr_tail="\n".join(tail.splitlines()[-40:]),
-            mnn_version=self.hello.mnn_version if self.hello else None,
         )
+
+    def memcheck_events(self, run_id: str) -> list[Event]:
+        """One event per distinct error in valgrind's report (memcheck=on), with its native
+        stacks; the report is deleted once read."""
+        if self.job.params.get("memcheck") != "on":
+            return []
+        path = Path(f"{self.log_path}{XML_SUFFIX}")
+        errors, more = read_errors(path)
+        if more:
+            errors.append(MemcheckError("more", f"{more} more distinct errors not kept", more, ""))
+        with contextlib.suppress(OSError):
+            path.unlink()
+        message = "{0.kind}: {0.what} ({0.count}x)"
+        return [
+            self._event(run_id, EventKind.MEMCHECK, message.format(e), stack=e.stack)
+            for e in errors
+        ]
 
     def log_tail(self, max_bytes: int = 8192) -> str:
         try:
@@ -194,7 +233,16 @@ class WorkerProcess:
             return ""
 
     def close(self) -> None:
+        """After the worker was reaped: free its ring, and its memory group (noting first
+        whether the kernel's OOM killer ended it there)."""
         self.reader.close()
+        self._leave_group()
+
+    def _leave_group(self) -> None:
+        if self.memory_group is not None:
+            self.oom_killed = self.memory_group.oom_kills() > 0
+            self.memory_group.remove()
+            self.memory_group = None
 
 
 def _open_log(path: Path) -> BinaryIO:
@@ -205,9 +253,18 @@ def _open_log(path: Path) -> BinaryIO:
         raise StorageError.of(exc, path) from exc
 
 
-def _worker_env(params: dict[str, Any]) -> dict[str, str]:
+def _command(launch: Launch, python: str | None, job: Job, log_path: Path) -> list[str]:
+    """The worker's command line: under the launch's prefix (``{log}`` there is the worker's
+    log path), with the factors' interpreter, else the scenario's, else ours. The variant and
+    worker are in it, so ``ps`` shows who is who."""
+    prefix = [part.replace("{log}", str(log_path)) for part in launch.prefix]
+    interpreter = launch.python or python or sys.executable
+    return [*prefix, interpreter, "-m", "stress.worker", job.variant_id, f"w{job.worker_id}"]
+
+
+def _worker_env(launch: Launch) -> dict[str, str]:
     """The coordinator's environment, what the factors add at launch, and ours."""
-    env = {**os.environ, **factors.launch(params).env}
+    env = {**os.environ, **launch.env}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
     env["PYTHONFAULTHANDLER"] = "1"
     env[COORDINATOR_PID_VAR] = str(os.getpid())

@@ -21,7 +21,7 @@ def test_bundled_scenarios_run_and_summarise(tmp_path):
     names = {s["name"] for s in manifest["scenarios"]}
     assert names == {
         *("control", "three_input", "deep", "threads", "lifecycle"),
-        *("input_paths", "lifetimes", "misuse", "pressure"),
+        *("input_paths", "lifetimes", "misuse", "pressure", "limits", "covering"),
     }
     rows = read_iterations(out)
     summary = json.loads(run_cli("summary", str(out), "--json").stdout)
@@ -40,21 +40,24 @@ def test_bundled_scenarios_run_and_summarise(tmp_path):
         assert tuple(variant[key] for key in counted) == expected
         assert variant["grades"]["exact"] == 3 * params["threads"]  # as the clean reference
         assert variant["latency_p50_ms"] > 0
-    assert set(rows.num_thread) == {1, 2} and set(rows.precision) == {"normal", "low"}
-    assert set(rows.threads) == {1, 4} and set(rows.thread) == {0, 1, 2, 3}
-    assert set(rows.ballast_mib) == {0, 256} and set(rows.cpu_hogs) == {0, 1}
-    assert set(rows.malloc_perturb) == {0, 85} and set(rows.pressure_mib) == {0, 128}
+    assert set(rows.num_thread) == {1, 2, 4} and set(rows.precision) == {"normal", "low"}
+    assert set(rows.threads) == {1, 2, 4} and set(rows.thread) == {0, 1, 2, 3}
+    assert set(rows.ballast_mib) == {0, 64, 256} and set(rows.cpu_hogs) == {0, 1}
+    assert set(rows.malloc_perturb) == {0, 85, 165} and set(rows.pressure_mib) == {0, 128}
+    assert set(rows.rlimit_as_headroom_mib.dropna()) == {0, 8, 64}
 
 
 def _contract_broken_on_purpose(params: dict) -> bool:
     """A session shared by unlocked threads, a session run again on inputs written once, a
-    deliberate misuse, or output views kept past their iteration."""
+    deliberate misuse, output views kept past their iteration, or an address space capped
+    below what MNN needs."""
     shared_session = params["sharing"] == "session" and params["caller_lock"] != "all"
     return (
         shared_session
         or (params["api"] == "session" and params["inputs_written"] == "once")
         or params["misuse"] != "none"
         or params["output_lifetime"] != "copy"
+        or params["rlimit_as_headroom_mib"] in (0, 8)
     )
 
 

@@ -4,6 +4,7 @@ backends and variant ids. In-process, against the real MNN wheel; no worker proc
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,14 @@ RULES = [
     ),
     pytest.param(
         ("pressure_siblings", 2), "pressure_mib", {"pressure_mib": 0}, 0, id="pressure-no-size"
+    ),
+    pytest.param(
+        ("memcheck", "on"),
+        "rlimit_as_headroom_mib",
+        {"rlimit_as_headroom_mib": 64},
+        "off",
+        id="memcheck-with-a-cap",
+        marks=pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind not installed"),
     ),
 ]
 
@@ -429,8 +438,10 @@ def test_non_default_new_factor_changes_the_id():
     seen = {base}
     for name, factor in REGISTRY.items():
         other = next((c for c in factor.choices or () if c != factor.default), None)
-        if other is None:
-            other = factor.default + 1
+        if other is None and factor.kind is str:  # mnn_version: any release number
+            other = "3.4.1"
+        elif other is None:
+            other = 64 if factor.off else factor.default + 1
         changed = variant_id("control", {**defaults(), name: other})
         assert changed not in seen, name
         seen.add(changed)

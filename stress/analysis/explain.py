@@ -10,7 +10,7 @@ from stress.events import DEATH_KINDS
 from stress.factors import REGISTRY
 from stress.manifest import ManifestData
 
-# What fails an iteration, per kind: graded outcomes and worker deaths.
+# What fails an iteration, per kind: graded outcomes, worker deaths, memcheck errors.
 FAILURE_GRADES = ("mismatch", "non_finite", "invalid", "error")
 TOP_SCORES = 10
 
@@ -18,7 +18,7 @@ TOP_SCORES = 10
 def attribution(manifest: ManifestData, per_variant: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per failure kind that occurred (and for all of them together, ``any``): the ranked
     factor values, the explanation and its sentence. The scenario counts as a factor."""
-    kinds = {kind: _failed_by(kind) for kind in (*FAILURE_GRADES, "death")}
+    kinds = {kind: _failed_by(kind) for kind in (*FAILURE_GRADES, "death", "memcheck")}
     found = {k: f for k, f in kinds.items() if any(f(v) for v in per_variant.values())}
     if len(found) > 1 or not found:
         found = {"any": lambda v: sum(f(v) for f in kinds.values()), **found}
@@ -54,6 +54,8 @@ def _chosen(params: dict[str, Any]) -> dict[str, Any]:
 def _failed_by(kind: str):
     if kind == "death":
         return lambda v: sum(v["events"].get(k, 0) for k in DEATH_KINDS)
+    if kind == "memcheck":  # distinct invalid accesses valgrind saw
+        return lambda v: v["events"].get("memcheck", 0)
     return lambda v: v["grades"][kind]
 
 

@@ -76,6 +76,7 @@ def write_html(summary: dict[str, Any], run_dir: Path, path: Path) -> None:
         _plot_section(variants, run_dir),
         _attribution_section(summary["attribution"]),
         _signature_section(summary["crash_signatures"]),
+        _signature_section(summary["memcheck_signatures"], "Memcheck errors", ""),
         _reference_section(summary["references"], run_dir),
     ]
     title = _text(f"mnn-stress {summary['run_id']}")
@@ -287,17 +288,22 @@ def _attribution_section(attribution: dict[str, Any]) -> Html:
     return Html("".join(parts))
 
 
-def _signature_section(signatures: list[dict[str, Any]]) -> Html:
-    parts = [_tag("h2", "Crash signatures")]
+def _signature_section(
+    signatures: list[dict[str, Any]],
+    title: str = "Crash signatures",
+    nothing: str = "none: no worker died.",
+) -> Html:
+    """Signatures as a table; with none, ``nothing`` (or no section at all when empty)."""
+    parts = [_tag("h2", title)]
     if not signatures:
-        return Html(parts[0] + _tag("p", "none: no worker died.", "dim"))
+        return Html(parts[0] + _tag("p", nothing, "dim") if nothing else "")
     head = ["count", "kind", "cause", "innermost frames", "variants", "first", "last", "under"]
     rows = [
         [
             g["count"],
             g["kind"],
             g["cause"],
-            _tag("span", " < ".join(g["frames"]) or "no Python stack", "mono"),
+            _tag("span", " < ".join(g["frames"]) or "no stack", "mono"),
             _tag("span", " ".join(g["variants"]), "mono"),
             _tag("span", when(g["first"]), "nowrap"),
             _tag("span", when(g["last"]), "nowrap"),

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
-from stress.analysis.table import print_references, print_signatures
+from stress.analysis.table import MEMCHECK_TITLE, print_references, print_signatures
 from stress.events import DEATH_KINDS
 
 # Verdicts that are findings (anything but exact/close outcomes); the others say how far a
@@ -20,6 +20,7 @@ FINDINGS = (
     "REFUSED",
     "QUARANTINED",
     "CRASHED",
+    "MEMCHECK",
     "FAILED",
     "VIEW_CHANGED",
     "INCONSISTENT",
@@ -59,6 +60,7 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
         console.print(_variant(v), highlight=False)
     _print_attribution(summary["attribution"], console)
     print_signatures(summary["crash_signatures"], console)
+    print_signatures(summary["memcheck_signatures"], console, MEMCHECK_TITLE)
 
 
 def _variant(v: dict[str, Any]) -> str:
@@ -74,6 +76,11 @@ def _variant(v: dict[str, Any]) -> str:
     deaths = ", ".join(f"{v['events'][k]} {k}" for k in DEATH_KINDS if v["events"][k])
     if deaths:
         lines.append(f"    deaths: {deaths}")
+    if v["events"]["memcheck"]:
+        lines.append(f"    memcheck: {v['events']['memcheck']} distinct invalid access(es)")
+    if v["memcheck_slowdown"]:
+        slower = v["memcheck_slowdown"]
+        lines.append(f"    under valgrind: p50 {slower:.0f}x the same variant without it")
     if v["mismatch"]:
         worst = v["mismatch"]
         lines.append(

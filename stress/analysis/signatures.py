@@ -4,7 +4,7 @@ occurred under.
 
 A signature is the kind of death, its signal or exception type, and the innermost frames of
 the Python stack (file name and function; line numbers left out so that one cause stays one
-signature).
+signature), or of the native stack where there is only that (valgrind memcheck's errors).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ TOP_FRAMES = 3
 _PLUMBING = {"contextlib.py", "threading.py", "runpy.py"}  # frames that tell no cause
 _FRAME = re.compile(r'File "(?:[^"]*/)?([^"/]+)", line \d+ in (\S+)')
 _TRACEBACK_FRAME = re.compile(r'File "(?:[^"]*/)?([^"/]+)", line \d+, in (\S+)')
+_NATIVE_FRAME = re.compile(r"^  (\S+) \((?:[^():]*/)?([^():/]+)(?::\d+)?\)$", re.M)
+_VALGRIND = "vgpreload"  # valgrind's own replacements (malloc, memmove): not the cause
 
 
 def frames(stack: str | None) -> tuple[str, ...]:
@@ -30,6 +32,9 @@ def frames(stack: str | None) -> tuple[str, ...]:
         return ()
     dump = _FRAME.findall(stack)
     inner_first = dump if dump else list(reversed(_TRACEBACK_FRAME.findall(stack)))
+    if not inner_first:  # a native stack (innermost first), up to its first `auxwhat`
+        native = _NATIVE_FRAME.findall(stack.split("\n\n")[0])
+        inner_first = [(f, fn) for fn, f in native if not f.startswith(_VALGRIND)]
     named = [f"{file}:{function}" for file, function in inner_first if file not in _PLUMBING]
     return tuple(named[:TOP_FRAMES])
 

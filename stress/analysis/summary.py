@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             per_variant[vid]["drift"] = found
     event_rows = events(run_dir).to_table()
     _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
+    _add_memcheck_slowdown(manifest, per_variant)
     for variant in per_variant.values():
         variant["verdict"] = verdict(variant)
         deaths = sum(variant["events"][k] for k in DEATH_KINDS)
@@ -79,6 +81,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "references": references,
         "variants": list(per_variant.values()),
         "crash_signatures": signatures(event_rows, DEATH_KINDS),
+        "memcheck_signatures": signatures(event_rows, [EventKind.MEMCHECK.value]),
         "attribution": attribution(manifest, per_variant),
     }
 
@@ -107,6 +110,7 @@ def _empty(variant_id: str, scenario: str, label: str, status: str) -> dict[str,
         "latency_p50_ms": None,
         "latency_p99_ms": None,
         "drift": None,
+        "memcheck_slowdown": None,
         "events": {kind.value: 0 for kind in EventKind},
     }
 
@@ -156,6 +160,27 @@ def _add_grades(
     }
 
 
+def _add_memcheck_slowdown(manifest: ManifestData, per_variant: dict[str, dict[str, Any]]) -> None:
+    """For a variant run under valgrind, its p50 latency over that of the same variant
+    without memcheck, where the run has both (``memcheck_slowdown``)."""
+    plain = {
+        _without_memcheck(entry.params): vid
+        for vid, entry in manifest.variants.items()
+        if entry.params.get("memcheck") == "off"
+    }
+    for vid, entry in manifest.variants.items():
+        twin = plain.get(_without_memcheck(entry.params))
+        if entry.params.get("memcheck") != "on" or twin is None:
+            continue
+        on, off = per_variant[vid]["latency_p50_ms"], per_variant[twin]["latency_p50_ms"]
+        if on and off:
+            per_variant[vid]["memcheck_slowdown"] = on / off
+
+
+def _without_memcheck(params: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in params.items() if k != "memcheck"}, sort_keys=True)
+
+
 def _add_events(per_variant: dict[str, dict[str, Any]], table: pa.Table) -> None:
     if table.num_rows == 0:
         return
@@ -167,7 +192,8 @@ def _add_events(per_variant: dict[str, dict[str, Any]], table: pa.Table) -> None
 def verdict(variant: dict[str, Any]) -> str:
     """One word for the variant: what a user should look at first. Findings about MNN come
     first; then a variant that did not run its budget says why (``KILLED``, ``INTERRUPTED``,
-    ...); a finished one whose rows did not all reach the disk (the coordinator died before
+    ...); ``MEMCHECK`` is an invalid read, write or free that valgrind saw; a finished one
+    whose rows did not all reach the disk (the coordinator died before
     writing them) is ``INCOMPLETE``, one without a single iteration ``EMPTY``; only a
     finished variant with all its rows and nothing wrong is ``ok``."""
     deaths = sum(variant["events"][k] for k in DEATH_KINDS)
@@ -179,6 +205,8 @@ def verdict(variant: dict[str, Any]) -> str:
         return "QUARANTINED"
     if deaths:
         return "CRASHED"
+    if variant["events"]["memcheck"]:
+        return "MEMCHECK"
     if variant["invalid"] or variant["error"] or variant["non_finite"]:
         return "FAILED"
     if variant["views_changed"]:

@@ -21,6 +21,7 @@ _STYLE = {
     "MISMATCH": "red",
     "REFUSED": "cyan",
     "CRASHED": "red",
+    "MEMCHECK": "red",
     "QUARANTINED": "bold red",
     "HARNESS_ERROR": "bold magenta",
 }
@@ -81,6 +82,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     _print_rates(summary["variants"], console)
     _print_repeats(summary["variants"], console)
     print_signatures(summary["crash_signatures"], console)
+    print_signatures(summary["memcheck_signatures"], console, MEMCHECK_TITLE)
     for kind, found in summary["attribution"].items():
         if found["scores"]:  # something failed
             console.print(f"attribution ({kind}): {found['sentence']}", highlight=False)
@@ -167,19 +169,26 @@ def _print_rates(variants: list[dict[str, Any]], console: Console) -> None:
         shortest = min(clean, key=lambda v: v["iterations"])
         console.print(
             f"{len(clean)} variant(s) with nothing wrong; the shortest ({shortest['variant_id']}) "
-            f"ran {describe(0, shortest['iterations'])}: a rarer failure could have gone unseen.",
+            f"failed {describe(0, shortest['iterations'])} iterations: a rarer failure could have "
+            "gone unseen.",
             style="dim",
             highlight=False,
         )
 
 
-def print_signatures(signatures: list[dict[str, Any]], console: Console) -> None:
-    """Worker deaths grouped by cause: kind, signal or exception, innermost Python frames."""
+MEMCHECK_TITLE = "memcheck errors (valgrind):"
+
+
+def print_signatures(
+    signatures: list[dict[str, Any]], console: Console, title: str = "crash signatures:"
+) -> None:
+    """Worker deaths (or memcheck errors) grouped by cause: kind, signal, exception or error,
+    innermost frames."""
     if not signatures:
         return
-    console.print("crash signatures:", style="bold")
+    console.print(title, style="bold")
     for group in signatures:
-        where = " < ".join(group["frames"]) or "no Python stack"
+        where = " < ".join(group["frames"]) or "no stack"
         varied = {
             name: values
             for name, values in group["factors"].items()

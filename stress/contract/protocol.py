@@ -155,7 +155,8 @@ class Done:
 @dataclass(frozen=True)
 class Failure:
     """The worker's last words before exiting on an exception. ``origin`` says whose it was:
-    ``mnn`` (an MNN call raised: a finding) or ``harness`` (our own bug: never a finding).
+    ``mnn`` (an MNN call raised: a finding), ``memory`` (an allocation failed: a finding) or
+    ``harness`` (our own bug: never a finding).
     ``ring_bytes_needed`` is set when a record did not fit the ring."""
 
     origin: str

@@ -3,7 +3,10 @@
 ======  ==========================  ==========================================================
 stage   where                       hook
 ======  ==========================  ==========================================================
-launch  coordinator, before exec    ``Factor.launch(value, Launch)``: the worker's environment
+launch  coordinator, before exec    ``Factor.launch(value, Launch)``: the worker's environment,
+                                    interpreter, command prefix and kernel memory limit
+before  worker, before the build    ``Factor.before_loop(value, params)``: the world around it
+                                    (ballast, sibling processes); returns what undoes it
 build   worker, main thread         ``Factor.configure_mnn(value, config)``; ``api``, ``sharing``
                                     and ``lifecycle`` decide which MNN objects are built once
 setup   worker, each thread         ``Binding.setup()``: the thread's own MNN objects
@@ -13,6 +16,8 @@ run     each iteration              ``Binding.run() -> rc``: inference
 fetch   each iteration              ``Binding.fetch() -> outputs``: views valid until the next
                                     iteration; the caller copies them at once
 end     each iteration              ``Binding.end()``: after the outputs were recorded
+ready   worker, all threads set up  ``Factor.after_setup(value, params)``: limits that must
+                                    spare the set-up (``RLIMIT_AS``)
 look    worker, after the loops     ``Binding.kept_views()``: outputs kept to be read again
                                     (``output_lifetime``); ``Binding.release()`` first drops
                                     every MNN object when they are read after release
@@ -35,9 +40,14 @@ from typing import Any
 
 @dataclass
 class Launch:
-    """What the coordinator gives a worker process besides its job: extra environment."""
+    """How the coordinator starts a worker process besides its job: extra environment, the
+    interpreter (None: the coordinator's), a command the worker runs under (valgrind ...), and
+    a memory limit the kernel enforces on it (a cgroup; None: none)."""
 
     env: dict[str, str] = field(default_factory=dict)
+    python: str | None = None
+    prefix: list[str] = field(default_factory=list)
+    memory_limit_bytes: int | None = None
 
 
 @dataclass

@@ -59,13 +59,22 @@ class Factor:
     choices: tuple[Any, ...] | None = None
     minimum: int | None = None
     maximum: int | None = None
+    value_check: Callable[[Any], str | None] | None = None  # why a value is malformed, or None
     per_api: Mapping[str, Any] | None = None  # a default per ``api``, where they differ
     launch: Callable[[Any, Launch], None] | None = None
     configure_mnn: Callable[[Any, dict[str, Any]], None] | None = None
     wrap: Callable[[Any, Binding, ThreadContext], Binding] | None = None
     # In the worker, before its engine is built: returns what undoes it when the worker ends
     before_loop: Callable[[Any, Mapping[str, Any]], Callable[[], None] | None] | None = None
+    # In the worker, once every thread is set up, before the first iteration
+    after_setup: Callable[[Any, Mapping[str, Any]], None] | None = None
     rules: tuple[Rule, ...] = ()
+    # Why a value cannot be used on this machine (a tool, a permission or an environment
+    # missing) and the fix, or None: checked at validation, before anything runs
+    unavailable: Callable[[Any], tuple[str, str] | None] | None = None
+    off: bool = False  # ``off`` (None in params, null in Parquet) is a value, and the default
+    # How a scenario may write a value (e.g. a mapping) to its canonical form; ValueError: why not
+    parse: Callable[[Any], Any] | None = None
 
     def default_for(self, params: Mapping[str, Any]) -> Any:
         """The default for a variant: the one of its ``api`` where the factor has one each."""
@@ -75,6 +84,8 @@ class Factor:
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is not allowed, or None when it is."""
+        if self.off and value is None:
+            return None
         if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
             return f"expected {self.kind.__name__}, got {type(value).__name__} {value!r}"
         if self.choices is not None and value not in self.choices:
@@ -83,26 +94,33 @@ class Factor:
             return f"{value} is below the minimum {self.minimum}"
         if self.maximum is not None and value > self.maximum:
             return f"{value} is above the maximum {self.maximum}"
+        if self.value_check is not None:
+            return self.value_check(value)
         return None
 
 
 def _registry() -> dict[str, Factor]:
     from stress.factors import (
         api,
+        convert,
         input_lifetime,
         input_path,
         inputs_written,
         lifecycle,
+        limits,
+        memcheck,
         misuse,
         mnn_knobs,
         output_lifetime,
         perturb,
         pressure,
         threads,
+        version,
     )
 
     factors = [
         *api.FACTORS,
+        *version.FACTORS,  # first in the worker: a wrong MNN stops it before anything
         *mnn_knobs.FACTORS,
         *threads.FACTORS,
         *lifecycle.FACTORS,
@@ -114,6 +132,9 @@ def _registry() -> dict[str, Factor]:
         *perturb.FACTORS,
         *threads.LOCK_FACTORS,
         *pressure.FACTORS,
+        *limits.FACTORS,
+        *memcheck.FACTORS,
+        *convert.FACTORS,
     ]
     return {factor.name: factor for factor in factors}
 
@@ -172,6 +193,20 @@ def before_loop(params: Mapping[str, Any]) -> list[Callable[[], None]]:
         if found is not None:
             undo.append(found)
     return undo[::-1]
+
+
+def after_setup(params: Mapping[str, Any]) -> None:
+    """Apply what must wait until the worker is set up (its address-space cap)."""
+    full = complete(params)
+    for name, value in full.items():
+        hook = REGISTRY[name].after_setup
+        if hook is not None:
+            hook(value, full)
+
+
+def shown(value: Any) -> str:
+    """A factor value as a scenario writes it (``off`` for None)."""
+    return "off" if value is None else str(value)
 
 
 def wrap(params: Mapping[str, Any], binding: Binding, context: ThreadContext) -> Binding:

@@ -64,13 +64,13 @@ def build(name: str, out: str) -> dict[str, Any]:
 _CONVERT = "import sys, _tools; sys.exit(0 if _tools.mnnconvert(sys.argv) else 1)"
 
 
-def convert(onnx_path: str, out: str) -> dict[str, Any]:
+def convert(onnx_path: str, out: str, *options: str) -> dict[str, Any]:
     """Convert ONNX to MNN with the converter in the MNN wheel, in a directory of its own:
     it keeps its weights in ``./.__convert_external_data.bin`` while it works, and a second
     conversion in the same directory deletes that file and silently zeroes the first's
-    weights (seen with MNN 3.6.1)."""
+    weights (seen with MNN 3.6.1). ``options`` are further converter flags (``--fp16``)."""
     args = ["-f", "ONNX", "--modelFile", os.path.abspath(onnx_path)]
-    args += ["--MNNModel", os.path.abspath(out), "--bizCode", "stress"]
+    args += ["--MNNModel", os.path.abspath(out), "--bizCode", "stress", *options]
     with tempfile.TemporaryDirectory(prefix="mnn-stress-convert-") as workdir:
         done = subprocess.run(
             [sys.executable, "-c", _CONVERT, *args],

@@ -6,6 +6,7 @@ directory (``$MNN_STRESS_CACHE``, default ``~/.cache/mnn-stress``); nothing is d
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 
 from stress.errors import ModelError
+from stress.factors.convert import NONE as NO_FLAGS
+from stress.factors.convert import converter_args
 from stress.models import ModelInfo
 from stress.models.builtin import BUILDER_VERSION, BUILTINS
 
@@ -78,13 +81,23 @@ CONVERTER_VERSION = 2
 
 
 @cache
-def _converted(ref: str, onnx_path: str) -> ModelInfo:
+def _converted(ref: str, onnx_path: str, flags: str = NO_FLAGS) -> ModelInfo:
+    """The ONNX file converted with the converter ``flags`` (``stress.factors.convert``),
+    cached by the file's content and the flags."""
     digest = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()[:16]
+    if flags != NO_FLAGS:
+        digest += "-f" + hashlib.sha256(flags.encode()).hexdigest()[:8]
     target = cache_dir() / "onnx" / f"mnn-{mnn_version()}" / f"{digest}-c{CONVERTER_VERSION}.mnn"
+    extra = {"onnx": onnx_path, "convert": flags}
     if target.is_file():
-        return _inspected(ref, str(target), "onnx")
-    result = _atomic_probe("convert", onnx_path, target)
-    return _info(ref, str(target), "onnx", result, onnx=onnx_path)
+        return dataclasses.replace(_inspected(ref, str(target), "onnx"), extra=extra)
+    result = _atomic_probe("convert", onnx_path, target, *converter_args(flags))
+    return _info(ref, str(target), "onnx", result, **extra)
+
+
+def converted_with(model: ModelInfo, flags: str) -> ModelInfo:
+    """``model`` (one that came from ONNX) converted again with the converter ``flags``."""
+    return _converted(model.ref, model.extra["onnx"], flags)
 
 
 @cache
@@ -105,13 +118,13 @@ def _inspected(ref: str, path: str, source: str) -> ModelInfo:
     return _info(ref, path, source, _probe("inspect", path))
 
 
-def _atomic_probe(action: str, arg: str, target: Path) -> dict:
+def _atomic_probe(action: str, arg: str, target: Path, *options: str) -> dict:
     """Build or convert into a temporary file, then rename, so a crash leaves no half model."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".mnn", dir=target.parent)
     os.close(fd)
     try:
-        result = _probe(action, arg, tmp)
+        result = _probe(action, arg, tmp, *options)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -33,6 +33,7 @@ SETTINGS_LINE = "SETTINGS: dict = {}  # filled in by mnn-stress repro\n"
 # Factors the script recreates; any other at a non-default value is named as not recreated.
 RECREATED = ("api", "threads", "sharing", "lifecycle", "inputs_written")
 RECREATED += ("num_thread", "precision", "memory_mode", "power_mode", "backend")
+RECREATED += ("convert",)  # the script loads the variant's own conversion
 RECREATED_VALUES = {("misuse", "unknown_output")}  # the job's output names carry it
 DEFAULT_ITERATIONS = 1000
 # What the script looks for, per grade or death the run saw.
@@ -89,7 +90,7 @@ def _settings(
         "observed": {"verdict": summary["verdict"], "grades": summary["grades"]},
         "not_recreated": {k: v for k, v in changed(params).items() if not _recreated(k, v)},
         "looking_for": _looking_for(summary),
-        "model": scenario.model.path,
+        "model": scenario.model_for(params).path,
         "inputs": [vars(plan) for plan in input_plans(scenario)],
         "seed": scenario.spec.seed,
         "outputs": misuse.output_names(params, [t.name for t in scenario.model.outputs]),

@@ -4,7 +4,9 @@ backends). Every fault is a ScenarioError naming the file, the line, the key and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,20 @@ from ruamel.yaml.comments import CommentedMap
 
 from stress.errors import ModelError, ScenarioError
 from stress.factors import REGISTRY
+from stress.factors.convert import NONE as NO_FLAGS
 from stress.models import ModelInfo
+from stress.scenario.covering import MAX_TUPLES, CoveringError
 from stress.scenario.inputs import check_inputs
-from stress.scenario.matrix import MAX_COMBINATIONS, combinations, first_conflict, size
+from stress.scenario.matrix import (
+    MAX_COMBINATIONS,
+    combinations,
+    first_conflict,
+    given,
+    size,
+    tuples,
+)
 from stress.scenario.schema import (
+    Exclusion,
     InputSpec,
     Matrix,
     OutputTolerance,
@@ -35,6 +47,11 @@ class LoadedScenario:
     text: str
     spec: Scenario
     model: ModelInfo
+    converted: dict[str, ModelInfo] = field(default_factory=dict)  # per ``convert`` value
+
+    def model_for(self, params: dict[str, Any]) -> ModelInfo:
+        """The model a variant's workers load: its own conversion, or the scenario's."""
+        return self.converted.get(params.get("convert", NO_FLAGS), self.model)
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:
@@ -54,7 +71,19 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     check_inputs(path, data, spec, model)
     _check_tolerance_outputs(path, data, spec, model)
     _check_backends(path, data, spec, model)
-    return LoadedScenario(path=path, text=text, spec=spec, model=model)
+    _check_python(path, data, spec)
+    _check_python_or_version(path, data, spec)
+    _check_available(path, data, spec)
+    converted = _conversions(path, data, spec, model)
+    return LoadedScenario(path=path, text=text, spec=spec, model=model, converted=converted)
+
+
+def read_spec(path: str | Path) -> Scenario:
+    """A scenario file checked against the schema only (no model, nothing of this machine):
+    what ``envs prepare`` needs of a scenario whose environments do not exist yet."""
+    path = Path(path)
+    _, data = read_yaml(path)
+    return _validate(path, data)
 
 
 def _validate(path: Path, data: CommentedMap) -> Scenario:
@@ -82,21 +111,15 @@ def _validate(path: Path, data: CommentedMap) -> Scenario:
 
 def _check_combinations(path: Path, data: CommentedMap, spec: Scenario) -> None:
     """Every combination the matrix makes must make sense, and at least one must remain."""
-    crossed = size(spec)
-    if crossed > MAX_COMBINATIONS:
-        raise error_at(
-            path,
-            data,
-            ("matrix",),
-            f"the matrix crosses {crossed:,} combinations; the limit is {MAX_COMBINATIONS:,}",
-            fix="split it into several scenarios, or list fewer values",
-        )
-    for index, entry in enumerate(spec.exclude):
-        if not entry.model_dump(exclude_none=True):
-            raise error_at(
-                path, data, ("exclude", index), "an empty exclude entry", fix="name a factor"
-            )
-    conflict = first_conflict(spec)
+    _check_size(path, data, spec)
+    for entries in ("exclude", "constraints"):
+        for index, entry in enumerate(getattr(spec, entries)):
+            if not entry.model_dump(exclude_none=True):
+                raise error_at(
+                    path, data, (entries, index), f"an empty {entries} entry", fix="name a factor"
+                )
+    # For pairwise and 3-way the rules are constraints of the generation, not errors.
+    conflict = first_conflict(spec) if spec.strategy == "full" else None
     if conflict is not None:
         key = conflict.keys[0]
         pair = ", ".join(f"{k}: {v}" for k, v in conflict.values.items())
@@ -107,10 +130,55 @@ def _check_combinations(path: Path, data: CommentedMap, spec: Scenario) -> None:
             line=line_of(data, ("matrix", key)) or line_of(data, ("matrix",)),
             fix=f"drop one of the values, split the scenario, or add `exclude: [{{{pair}}}]`",
         )
-    if next(combinations(spec), None) is None:
+    if next(_combinations(path, data, spec), None) is None:
         raise error_at(
-            path, data, ("exclude",), "exclude: leaves no variant to run", fix="exclude less"
+            path,
+            data,
+            ("constraints",) if spec.constraints else ("exclude",),
+            "no variant left to run: exclude, constraints and the factors' rules refuse every "
+            "combination",
+            fix="exclude less",
         )
+
+
+def _check_size(path: Path, data: CommentedMap, spec: Scenario) -> None:
+    """The full product, or a covering strategy's tuples, within their limits."""
+    if spec.strategy != "full":
+        count = tuples(spec, spec.strategy)
+        if count > MAX_TUPLES:
+            raise error_at(
+                path,
+                data,
+                ("strategy",),
+                f"{spec.strategy} must cover {count:,} tuples of values; the limit is "
+                f"{MAX_TUPLES:,}",
+                fix="use pairwise, split the scenario, or list fewer values",
+            )
+        return
+    crossed = size(spec)
+    if crossed > MAX_COMBINATIONS:
+        raise error_at(
+            path,
+            data,
+            ("matrix",),
+            f"the matrix crosses {crossed:,} combinations; the limit is {MAX_COMBINATIONS:,}",
+            fix="split it into several scenarios, list fewer values, or use `strategy: pairwise`",
+        )
+
+
+def _combinations(path: Path, data: CommentedMap, spec: Scenario) -> Iterator[dict[str, Any]]:
+    """The combinations; constraints a covering array cannot satisfy in its search budget
+    are the file's fault."""
+    try:
+        return combinations(spec)
+    except CoveringError as exc:
+        raise error_at(
+            path,
+            data,
+            ("constraints",),
+            f"{spec.strategy}: {exc}; the constraints are too entangled to satisfy",
+            fix="give fewer or simpler exclude and constraints entries",
+        ) from exc
 
 
 def _check_tolerance_outputs(
@@ -149,6 +217,84 @@ def _check_backends(path: Path, data: CommentedMap, spec: Scenario, model: Model
         )
 
 
+def _check_available(path: Path, data: CommentedMap, spec: Scenario) -> None:
+    """Every value the matrix uses can run on this machine (valgrind, a cgroup, an env)."""
+    for name, values in given(spec).items():
+        check = REGISTRY[name].unavailable
+        for value in values if check is not None else []:
+            found = check(value)
+            if found is not None:
+                raise error_at(path, data, ("matrix", name), found[0], fix=found[1])
+
+
+def _conversions(
+    path: Path, data: CommentedMap, spec: Scenario, model: ModelInfo
+) -> dict[str, ModelInfo]:
+    """The model converted once per ``convert`` value the matrix has besides ``{}`` (ONNX
+    models only); each must have the same inputs and outputs as the plain conversion."""
+    from stress.models.resolve import converted_with
+
+    wanted = [v for v in given(spec).get("convert", []) if v != NO_FLAGS]
+    if wanted and model.source != "onnx":
+        raise error_at(
+            path,
+            data,
+            ("matrix", "convert"),
+            f"convert flags apply to ONNX models; {spec.model!r} is not one",
+            fix="point model: at the .onnx file, or remove convert from the matrix",
+        )
+    found = {}
+    for flags in wanted:
+        try:
+            found[flags] = converted_with(model, flags)
+        except ModelError as exc:
+            raise error_at(path, data, ("matrix", "convert"), exc.message, fix=exc.fix) from exc
+        names = [[t.name for t in m.inputs + m.outputs] for m in (model, found[flags])]
+        if names[0] != names[1]:
+            raise error_at(
+                path,
+                data,
+                ("matrix", "convert"),
+                f"converted with {flags} the model has other inputs or outputs: {names[1]}",
+                fix="remove that value of convert",
+            )
+    return found
+
+
+def _check_python(path: Path, data: CommentedMap, spec: Scenario) -> None:
+    """``python:`` must be an executable file (relative paths: to the scenario's folder)."""
+    if spec.python is None:
+        return
+    interpreter = (path.parent / spec.python).expanduser()
+    if not (interpreter.is_file() and os.access(interpreter, os.X_OK)):
+        raise error_at(
+            path,
+            data,
+            ("python",),
+            f"{spec.python} is not an executable file",
+            fix="give the path of a Python interpreter with numpy and MNN installed "
+            "(e.g. /path/to/venv/bin/python), or remove the key",
+        )
+    spec.python = str(interpreter.absolute())
+
+
+def _check_python_or_version(path: Path, data: CommentedMap, spec: Scenario) -> None:
+    """``python:`` and an ``mnn_version`` other than ``installed`` each choose the workers'
+    interpreter: one of them must go."""
+    from stress.factors.version import INSTALLED
+
+    asked = [v for v in given(spec).get("mnn_version", []) if v != INSTALLED]
+    if spec.python is not None and asked:
+        raise error_at(
+            path,
+            data,
+            ("python",),
+            f"chooses the workers' interpreter, and so does mnn_version: {', '.join(asked)}",
+            fix="remove `python:` (each mnn_version runs in a cached environment of its own), "
+            "or the mnn_version values other than `installed`",
+        )
+
+
 def _message(error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
@@ -180,5 +326,7 @@ def _known_keys(parent: tuple[Any, ...]) -> list[str]:
         return list(OutputTolerance.model_fields)
     if len(parent) == 2 and parent[0] == "inputs":
         return list(InputSpec.model_fields)
+    if len(parent) == 2 and parent[0] in ("exclude", "constraints"):
+        return list(Exclusion.model_fields)
     model = models.get(parent)
     return list(model.model_fields) if model else []

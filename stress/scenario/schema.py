@@ -114,10 +114,19 @@ def _as_list(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
 
+def _values(factor: Factor) -> Any:
+    """A matrix key's type: a list of values, or one value (a list of one). ``off`` is a value
+    of a factor that may be off."""
+    item = factor.kind | Literal["off"] if factor.off else factor.kind
+    if factor.parse is not None:
+        item = Annotated[item, BeforeValidator(factor.parse)]
+    return Annotated[list[item], BeforeValidator(_as_list)]
+
+
 def _factor_field(factor: Factor) -> tuple[Any, Any]:
-    """A matrix key: a list of values (one value is a list of one). A factor with a default
-    per API is left unset (None) when not given: each combination gets its API's default."""
-    annotation = Annotated[list[factor.kind], BeforeValidator(_as_list)]
+    """A matrix key. A factor with a default per API is left unset (None) when not given: each
+    combination gets its API's default."""
+    annotation = _values(factor)
     if factor.per_api is not None:
         defaults = ", ".join(f"{v} for api={api}" for api, v in factor.per_api.items())
         return annotation | None, Field(
@@ -168,6 +177,8 @@ def _checker(factor: Factor):
     def check(cls, values: list[Any]) -> list[Any]:
         if not values:
             raise ValueError("give at least one value")
+        if factor.off:
+            values = [None if value == "off" else value for value in values]
         for value in values:
             problem = factor.check(value)
             if problem:
@@ -185,10 +196,7 @@ Matrix = _matrix_model()
 def _exclusion_model() -> type[BaseModel]:
     """One ``exclude:`` entry: some factors' values; variants that have all of them are left
     out of the matrix (GitHub Actions' ``exclude``)."""
-    fields = {
-        name: (Annotated[list[factor.kind], BeforeValidator(_as_list)] | None, None)
-        for name, factor in REGISTRY.items()
-    }
+    fields = {name: (_values(factor) | None, None) for name, factor in REGISTRY.items()}
     validators = {
         f"check_{name}": field_validator(name)(_optional(_checker(factor)))
         for name, factor in REGISTRY.items()
@@ -246,6 +254,12 @@ class Scenario(BaseModel):
         description="a worker whose resident memory grows past this many MiB is killed "
         "(event 'memory', counted as a death): a leak found, not a machine brought down",
     )
+    python: str | None = Field(
+        None,
+        max_length=4096,
+        description="the interpreter the workers run under (default: mnn-stress's own); it "
+        "needs numpy and MNN, nothing else",
+    )
     record: RecordSpec = Field(default_factory=RecordSpec)
     tolerance: ToleranceSpec = Field(
         default_factory=ToleranceSpec,
@@ -256,6 +270,19 @@ class Scenario(BaseModel):
         default_factory=list,
         max_length=100,
         description="combinations left out of the matrix, e.g. [{api: module, sharing: session}]",
+    )
+    strategy: Literal["full", "pairwise", "3-way"] = Field(
+        "full",
+        description="which combinations of the matrix run: full (every one), pairwise (every "
+        "two values of two factors together at least once) or 3-way (every three); a covering "
+        "strategy needs far fewer variants, and a variant in both has the same id",
+    )
+    constraints: list[Exclusion] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        max_length=100,
+        description="combinations that must not run, in exclude's format; the same as exclude "
+        "to the full product; for pairwise and 3-way both are constraints of the generation, "
+        "as are the factors' own rules (a combination they refuse is left out, not an error)",
     )
 
     @model_validator(mode="after")

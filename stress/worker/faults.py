@@ -9,11 +9,13 @@ at every iteration from N on, in every thread of the worker, or only in thread T
 
 Kinds that end or upset the worker, before the iteration: segv (a real invalid memory read),
 abort, hang, raise (an exception in harness code), exit, corrupt (publish a record no worker
-could write). Kinds that change what the driver returns: perturb (one output element changed
+could write), invalid_read (reads 8 bytes of a freed heap block: harmless, but memcheck sees
+it). Kinds that change what the driver returns: perturb (one output element changed
 by +1), ulp (one output element moved by one unit in the last place: still close), nan (one
 output element made NaN), leak (256 KiB allocated, touched and kept: resident memory grows),
 slow (a sleep that grows by 50 us at each firing: latency drifts), rc (a non-zero return
-code), mnn_raise (a real MNN call raises inside ``infer``). ``load_error`` makes a real MNN
+code), mnn_raise (a real MNN call raises inside ``infer``), no_memory (a MemoryError in the
+iteration, as an allocation under a memory cap would raise). ``load_error`` makes a real MNN
 call raise while a worker whose first iteration is at or past N loads the model.
 """
 
@@ -29,8 +31,8 @@ from typing import Any
 from stress.contract.stages import Binding, Layer
 
 ENV_VAR = "MNN_STRESS_TEST_FAULT"
-WORKER_KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt")
-DRIVER_KINDS = ("perturb", "ulp", "nan", "rc", "mnn_raise", "leak", "slow")
+WORKER_KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt", "invalid_read")
+DRIVER_KINDS = ("perturb", "ulp", "nan", "rc", "mnn_raise", "leak", "slow", "no_memory")
 LEAK_BYTES = 256 << 10
 SLOW_STEP_S = 50e-6
 LOAD_KINDS = ("load_error",)
@@ -127,6 +129,8 @@ class FaultyBinding(Layer):
         armed, self.injector.armed = self.injector.armed, set()
         if "mnn_raise" in armed:
             raise_from_mnn()
+        if "no_memory" in armed:
+            raise MemoryError("injected: an allocation failed")
         if "leak" in armed:
             self.injector.leaked.append(bytearray(b"\x01") * LEAK_BYTES)
         if "slow" in armed:
@@ -183,7 +187,20 @@ def trigger(kind: str, ring: Any) -> None:
         raise InjectedFault("injected test fault")
     elif kind == "exit":
         os._exit(7)
+    elif kind == "invalid_read":
+        read_freed_memory()
     elif kind == "corrupt":
         offset = ring.begin(8, 1)
         struct.pack_into("<I", ring.mm, offset - 16, 24)  # a size that is not 16-aligned
         ring.commit()
+
+
+def read_freed_memory() -> bytes:
+    """malloc 64 bytes, free them, read 8 of them: a use after free that changes nothing."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    block = libc.malloc(64)
+    libc.free(block)
+    return ctypes.string_at(block, 8)

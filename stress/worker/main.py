@@ -108,10 +108,14 @@ class Worker:
         return 0
 
     def _start(self) -> None:
-        """Every thread is set up: say hello, and start the clock of the iteration budget."""
+        """Every thread is set up: apply the limits that had to wait for that (the
+        address-space cap), say hello, and start the clock of the iteration budget."""
         import MNN
         import numpy as np
 
+        from stress.factors import after_setup
+
+        after_setup(self.job.params)
         self.send(
             Hello(
                 pid=os.getpid(),
@@ -251,6 +255,8 @@ class ThreadLoop:
                 error = None
             except MNNError as exc:  # MNN raised: a finding, recorded as a row
                 rc, outputs, error = -1, [], str(exc)
+            except MemoryError as exc:  # no memory for MNN or for its outputs: also a finding
+                rc, outputs, error = -1, [], f"MemoryError: {exc}"
             latency = clock() - start
             status = STATUS_OK if rc == 0 else (STATUS_ERROR if error else STATUS_INVALID)
             write((iteration, ts, latency, rss, rc, thread, status, 0), outputs, error)
@@ -332,12 +338,20 @@ def main() -> int:
         return EXIT_EXCEPTION
 
 
-def failure(exc: Exception) -> Failure:
-    """The last words for an exception: whose it was (MNN's or ours) and its traceback."""
+def _origin(exc: Exception) -> str:
+    """``mnn``: MNN raised; ``memory``: an allocation failed (under a memory limit, a
+    finding); ``harness``: a bug of ours."""
     from stress.worker.drivers import MNNError
 
+    if isinstance(exc, MemoryError) or str(exc).startswith("MemoryError:"):
+        return "memory"
+    return "mnn" if isinstance(exc, MNNError) else "harness"
+
+
+def failure(exc: Exception) -> Failure:
+    """The last words for an exception: whose it was (MNN's or ours) and its traceback."""
     return Failure(
-        origin="mnn" if isinstance(exc, MNNError) else "harness",
+        origin=_origin(exc),
         exception=type(exc).__name__,
         message=str(exc),
         traceback=traceback.format_exc(),

@@ -1,0 +1,93 @@
+"""Which MNN the workers run: ``installed`` (mnn-stress's own) or a released version, run in a
+cached virtual environment that holds only that MNN and numpy (``stress.envs``).
+
+The column ``mnn_version`` records the version that really ran (the worker's ``MNN.version()``),
+so a worker whose MNN is not the one asked for stops at once, as a harness error: its
+environment is broken, and recording it would attribute one version's behaviour to another.
+Stdlib only at import: workers import this (``stress.envs`` only in the coordinator's hooks).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from stress.contract.stages import Launch
+from stress.factors import Factor
+
+INSTALLED = "installed"
+_RELEASE = re.compile(r"\d+\.\d+\.\d+")
+
+
+class EnvironmentMismatch(RuntimeError):
+    """The worker's MNN is not the version its variant asked for (a broken environment)."""
+
+
+def is_release(value: str) -> bool:
+    """A version string as MNN's releases are numbered (3.4.1)."""
+    return _RELEASE.fullmatch(value) is not None
+
+
+def _malformed(value: str) -> str | None:
+    if value == INSTALLED or is_release(value):
+        return None
+    return f"{value!r} is neither `installed` nor a release number such as 3.4.1"
+
+
+def _interpreter(value: str, launch: Launch) -> None:
+    """Coordinator: a version other than the installed one runs in its cached environment."""
+    if value == INSTALLED:
+        return
+    from stress import envs
+
+    if envs.needs_env(value):
+        launch.python = str(envs.interpreter(value))
+
+
+def _no_environment(value: str) -> tuple[str, str] | None:
+    """Validation: the cached environment of the version must exist already."""
+    if value == INSTALLED:
+        return None
+    from stress import envs
+
+    if not envs.needs_env(value) or envs.python_for(value) is not None:
+        return None
+    return (
+        f"mnn_version={value} runs in a cached environment, and there is none yet "
+        f"(looked for {envs.env_dir(value)})",
+        "run `mnn-stress envs prepare` on this scenario file (`./run.sh mnn-stress envs "
+        "prepare FILE`): it makes every version's, each in about 5-15 s and 125 MiB",
+    )
+
+
+def _check_version(value: str, params: Mapping[str, Any]) -> None:
+    """Worker, before anything else: the MNN this interpreter imports is the one asked for."""
+    if value == INSTALLED:
+        return
+    import MNN
+
+    found = MNN.version()
+    if found != value:
+        raise EnvironmentMismatch(
+            f"mnn_version={value} was asked, but this worker's interpreter ({sys.executable}) "
+            f"imports MNN {found}: its environment at {sys.prefix} is broken; "
+            f"`mnn-stress envs prepare --version {value}` checks it and builds it again"
+        )
+
+
+MNN_VERSION = Factor(
+    "mnn_version",
+    str,
+    INSTALLED,
+    "which MNN the workers run: `installed` (mnn-stress's own) or a released version such as "
+    "3.4.1, run in a cached virtual environment holding only that MNN and numpy (create it "
+    "with `mnn-stress envs prepare SCENARIO`). Its column records the version that really ran.",
+    value_check=_malformed,
+    launch=_interpreter,
+    before_loop=_check_version,
+    unavailable=_no_environment,
+)
+
+FACTORS = (MNN_VERSION,)

@@ -1,0 +1,1 @@
+"""valgrind memcheck for workers: the suppressions we keep, and reading its reports."""

@@ -1,0 +1,296 @@
+"""Memory the worker cannot have (issue 14): an address-space cap set after set-up
+(``rlimit_as_headroom_mib``) and a cgroup limit (``cgroup_memory_max_mib``), each really
+applied to a real worker, and what MNN does then recorded as findings, never as errors of the
+harness."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from stress import cgroups
+from stress.errors import RunFailure, ScenarioError
+from stress.scenario import load_scenario
+from stress.variants import expand
+
+from .conftest import (
+    dies_within,
+    first_worker,
+    read_events,
+    read_iterations,
+    run_cli,
+    start_run,
+    wait_for_iterations,
+)
+
+MIB = 1 << 20
+
+
+def _stop(coordinator) -> None:
+    coordinator.send_signal(signal.SIGTERM)
+    coordinator.communicate(timeout=60)
+
+
+def _hello_seen(worker: psutil.Process, timeout: float = 60) -> None:
+    """Wait until the worker capped itself (the cap comes right before its hello)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.rlimit(psutil.RLIMIT_AS)[0] != resource.RLIM_INFINITY:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the worker never capped its address space")
+
+
+@pytest.mark.integration
+def test_the_cap_is_the_address_space_after_setup_plus_the_headroom(scenario_file, tmp_path):
+    path = scenario_file(
+        "name: capped\nmodel: tiny\nduration: 60s\nmatrix:\n  rlimit_as_headroom_mib: [256]\n"
+    )
+    coordinator = start_run(path, tmp_path / "run", "--workers", "1", "--no-reference")
+    worker = first_worker(coordinator.pid)
+    _hello_seen(worker)
+    soft, hard = worker.rlimit(psutil.RLIMIT_AS)
+    mapped = worker.memory_info().vms
+    _stop(coordinator)
+    assert hard == resource.RLIM_INFINITY  # only the soft limit is lowered
+    # The cap sits 256 MiB above what the worker had mapped when it set it; the worker maps
+    # a little more while running (its loop's buffers), never a whole 256 MiB more.
+    assert 200 * MIB < soft - mapped <= 256 * MIB
+    assert set(read_iterations(tmp_path / "run").rlimit_as_headroom_mib) == {256}
+
+
+@pytest.mark.integration
+def test_without_the_key_the_worker_has_no_cap(scenario_file, tmp_path):
+    path = scenario_file("name: uncapped\nmodel: tiny\nduration: 60s\n")
+    coordinator = start_run(path, tmp_path / "run", "--workers", "1", "--no-reference")
+    worker = first_worker(coordinator.pid)
+    time.sleep(3)  # well past its set-up
+    limit = worker.rlimit(psutil.RLIMIT_AS)
+    _stop(coordinator)
+    assert limit[0] == resource.RLIM_INFINITY
+    assert read_iterations(tmp_path / "run").rlimit_as_headroom_mib.isna().all()
+
+
+@pytest.mark.integration
+def test_allocation_failures_in_mnn_are_findings_not_harness_errors(scenario_file, tmp_path):
+    """No headroom: every allocation MNN makes per iteration fails. Both APIs report it as
+    an error per iteration (MNN 3.6.1 raises a TypeError or SystemError for it); nothing is
+    blamed on the harness, and the report exits with findings."""
+    path = scenario_file(
+        "name: starved\nmodel: three_input\niterations: 10\n"
+        "matrix:\n  api: [session, module]\n  rlimit_as_headroom_mib: [0]\n"
+    )
+    run_cli("run", str(path), "--out", str(tmp_path / "run"), "--no-reference")
+    rows = read_iterations(tmp_path / "run")
+    events = read_events(tmp_path / "run")
+    assert events is None or "harness" not in set(events.kind)
+    per_api = rows.groupby("api").status.apply(set).to_dict()
+    assert per_api == {"session": {"error"}, "module": {"error"}}
+    assert rows.error.notna().all()
+    summary = json.loads(run_cli("summary", str(tmp_path / "run"), "--json").stdout)
+    assert {v["verdict"] for v in summary["variants"]} == {"FAILED"}
+    report = run_cli("report", str(tmp_path / "run"), check=False)
+    assert report.returncode == 1
+
+
+def _cgroup_of(pid: int) -> Path:
+    hierarchy, _ = cgroups.find()
+    assert hierarchy is not None
+    controller = "" if hierarchy.version == 2 else "memory"
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, names, where = line.split(":", 2)
+        if controller in (names.split(",") if names else [""]):
+            return where
+    raise AssertionError(f"pid {pid} is in no {controller or 'v2'} cgroup")
+
+
+def _group_of(pid: int, timeout: float = 30) -> Path:
+    """The worker's own memory group, once the coordinator has moved it there."""
+    hierarchy, _ = cgroups.find()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        name = Path(_cgroup_of(pid)).name
+        if name.startswith(cgroups.PREFIX):
+            return hierarchy.parent / name
+        time.sleep(0.02)
+    raise AssertionError(f"pid {pid} was not moved into a group of its own")
+
+
+def _confined(scenario_file, out: Path):
+    """A run whose worker has a 300 MiB memory group: the coordinator and that group."""
+    path = scenario_file(
+        "name: confined\nmodel: tiny\nduration: 60s\nmatrix:\n  cgroup_memory_max_mib: [300]\n"
+    )
+    coordinator = start_run(path, out, "--workers", "1", "--no-reference")
+    return coordinator, _group_of(first_worker(coordinator.pid).pid)
+
+
+needs_cgroup = pytest.mark.skipif(
+    cgroups.unavailable() is not None, reason=f"no memory cgroup here: {cgroups.unavailable()}"
+)
+
+
+@pytest.mark.integration
+@needs_cgroup
+def test_the_worker_runs_in_a_memory_cgroup_with_the_limit(scenario_file, tmp_path):
+    coordinator, group = _confined(scenario_file, tmp_path / "run")
+    hierarchy, _ = cgroups.find()
+    limit = int((group / hierarchy.limit_file).read_text())
+    assert group.name.startswith(f"mnn-stress-{coordinator.pid}-")
+    wait_for_iterations(tmp_path / "run", 3)
+    _stop(coordinator)
+    assert limit == 300 * MIB
+    assert not group.exists()  # removed once its worker was reaped
+    assert set(read_iterations(tmp_path / "run").cgroup_memory_max_mib) == {300}
+
+
+@pytest.mark.integration
+@needs_cgroup
+def test_the_oom_killer_ends_a_worker_over_its_cgroup_limit_as_a_memory_event(
+    scenario_file, tmp_path
+):
+    """A 256 MiB ballast in a 128 MiB cgroup: the kernel kills the worker (SIGKILL), and the
+    event says it was the OOM killer at the cgroup limit, a death counted against the
+    variant; no group is left behind."""
+    path = scenario_file(
+        "name: oom\nmodel: tiny\niterations: 5\nmax_crashes: 1\n"
+        "matrix:\n  cgroup_memory_max_mib: [128]\n  ballast_mib: [256]\n"
+    )
+    done = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--no-reference", check=False)
+    assert done.returncode == RunFailure.exit_code  # not one iteration in the whole run
+    events = read_events(tmp_path / "run")
+    deaths = events[events.kind == "memory"]
+    assert len(deaths) == 2  # the first worker and the one after it; then quarantined
+    assert set(deaths.signal) == {"SIGKILL"}
+    assert all("OOM killer" in m for m in deaths.message)
+    hierarchy, _ = cgroups.find()
+    assert not list(hierarchy.parent.glob("mnn-stress-*"))
+
+
+def test_a_machine_without_a_memory_cgroup_is_refused_at_validation(scenario_file, monkeypatch):
+    monkeypatch.setattr(cgroups, "find", lambda: (None, "no cgroup filesystem is mounted"))
+    path = scenario_file(
+        "name: confined\nmodel: tiny\nmatrix:\n  cgroup_memory_max_mib: [off, 256]\n"
+    )
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    error = caught.value
+    assert error.key == "matrix.cgroup_memory_max_mib"
+    assert "no cgroup filesystem is mounted" in error.message
+    assert "cgroup_memory_max_mib off" in error.fix
+
+
+def test_off_is_a_value_and_the_default(scenario_file):
+    path = scenario_file("name: offs\nmodel: tiny\nmatrix:\n  rlimit_as_headroom_mib: [off, 32]\n")
+    variants = expand(load_scenario(path))
+    assert [v.params["rlimit_as_headroom_mib"] for v in variants] == [None, 32]
+    assert [v.label for v in variants] == [
+        "rlimit_as_headroom_mib=off",
+        "rlimit_as_headroom_mib=32",
+    ]
+    for bad, why in (("[-1]", "below the minimum"), ("[on]", "off"), ("[1.5]", "int")):
+        wrong = scenario_file(
+            f"name: bad\nmodel: tiny\nmatrix:\n  rlimit_as_headroom_mib: {bad}\n", "bad.yaml"
+        )
+        with pytest.raises(ScenarioError) as caught:
+            load_scenario(wrong)
+        assert caught.value.key.startswith("matrix.rlimit_as_headroom_mib"), bad
+        assert why in caught.value.message + caught.value.fix, (bad, caught.value.render())
+
+
+@pytest.mark.integration
+@needs_cgroup
+def test_groups_left_by_a_killed_coordinator_are_swept_by_the_next_run(scenario_file, tmp_path):
+    coordinator, left = _confined(scenario_file, tmp_path / "killed")
+    worker = first_worker(coordinator.pid)
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.communicate(timeout=10)
+    assert dies_within(worker.pid, 5.0)
+    assert left.is_dir()  # nobody removed it: its coordinator is gone
+    short = scenario_file(
+        "name: next\nmodel: tiny\niterations: 3\nmatrix:\n  cgroup_memory_max_mib: [300]\n",
+        "next.yaml",
+    )
+    run_cli("run", str(short), "--out", str(tmp_path / "next"), "--no-reference")
+    assert not left.exists()
+
+
+@pytest.mark.integration
+def test_a_memory_error_in_an_iteration_is_a_row_and_the_worker_goes_on(scenario_file, tmp_path):
+    path = scenario_file("name: nomem\nmodel: tiny\niterations: 6\n")
+    run_cli("run", str(path), "--out", str(tmp_path / "run"), fault="no_memory@2")
+    rows = read_iterations(tmp_path / "run").sort_values("iteration")
+    assert list(rows.status) == ["ok", "ok", "error", "ok", "ok", "ok"]
+    assert rows.error.iloc[2] == "MemoryError: injected: an allocation failed"
+    assert read_events(tmp_path / "run") is None  # no death, no harness error
+
+
+def test_a_memory_error_outside_an_iteration_is_a_memory_death_not_ours():
+    from stress.contract.protocol import Failure
+    from stress.deaths import LastWords, classify
+    from stress.events import EventKind
+    from stress.worker.drivers import MNNError
+    from stress.worker.main import _origin
+
+    assert _origin(MemoryError()) == "memory"
+    assert _origin(MNNError.wrap(MemoryError("std::bad_alloc"))) == "memory"
+    assert _origin(MNNError.wrap(TypeError("x"))) == "mnn"
+    assert _origin(KeyError("x")) == "harness"
+    for origin, kind in (("memory", EventKind.MEMORY), ("mnn", EventKind.EXCEPTION)):
+        failure = Failure(origin, "MemoryError", "no room", "Traceback ...")
+        ending = classify(LastWords(3, None, None, failure), 60, False)
+        assert ending.kind is kind and ending.is_death
+    harness = Failure("harness", "KeyError", "x", "Traceback ...")
+    assert classify(LastWords(3, None, None, harness), 60, False).kind is EventKind.HARNESS
+    # The OOM killer's SIGKILL in the worker's cgroup, and a plain SIGKILL without it.
+    assert classify(LastWords(-9, None, None, None, None, True), 60, False).kind is (
+        EventKind.MEMORY
+    )
+    assert classify(LastWords(-9, None, None, None, None, False), 60, False).kind is (
+        EventKind.CRASH
+    )
+
+
+def _fake_proc(tmp_path: Path, monkeypatch, mounts: list[str], own: list[str]) -> None:
+    (tmp_path / "mountinfo").write_text("\n".join(mounts) + "\n")
+    (tmp_path / "cgroup").write_text("\n".join(own) + "\n")
+    monkeypatch.setattr(cgroups, "MOUNTINFO", tmp_path / "mountinfo")
+    monkeypatch.setattr(cgroups, "CGROUP_OF_SELF", tmp_path / "cgroup")
+    cgroups.find.cache_clear()
+
+
+def test_cgroup_v2_is_used_where_the_memory_controller_is_delegated(tmp_path, monkeypatch):
+    root = tmp_path / "unified"
+    group = root / "user.slice" / "me"
+    group.mkdir(parents=True)
+    mount = f"30 25 0:26 / {root} rw,nosuid - cgroup2 cgroup2 rw"
+    _fake_proc(tmp_path, monkeypatch, [mount], ["0::/user.slice/me"])
+    (group / "cgroup.subtree_control").write_text("cpu io\n")
+    try:
+        found, why = cgroups.find()
+        assert found is None and "does not delegate the memory controller" in why
+        cgroups.find.cache_clear()
+        (group / "cgroup.subtree_control").write_text("cpu memory io\n")
+        found, why = cgroups.find()
+        assert found == cgroups.Hierarchy(group, 2) and why == ""
+        assert found.limit_file == "memory.max"
+    finally:
+        cgroups.find.cache_clear()
+
+
+def test_no_memory_controller_says_so(tmp_path, monkeypatch):
+    cpu = f"31 25 0:27 / {tmp_path} rw - cgroup cgroup rw,cpu,cpuacct"
+    _fake_proc(tmp_path, monkeypatch, [cpu], ["4:cpu,cpuacct:/"])
+    try:
+        assert cgroups.find() == (
+            None,
+            "no cgroup filesystem with the memory controller is mounted",
+        )
+    finally:
+        cgroups.find.cache_clear()
