@@ -111,6 +111,7 @@ class Coordinator:
                 if now >= next_progress:
                     next_progress = now + PROGRESS_S
                     self._report_progress()
+                    self._cap_logs()
                 if not self._stopping():
                     self._start_workers()
                 if now >= next_memory:  # before the rows it is for are drained
@@ -159,6 +160,10 @@ class Coordinator:
             worker.process.close()
             worker.state.status = VariantStatus.INTERRUPTED
         self.running.clear()
+
+    def _cap_logs(self) -> None:
+        for worker in self.running.values():
+            worker.process.cap_log(worker.state.scenario.spec.max_log_mib << 20)
 
     def _report_progress(self) -> None:
         running = [w.state for w in self.running.values()]
@@ -356,6 +361,7 @@ class Coordinator:
     def _finish(self, worker: RunningWorker) -> None:
         state, process = worker.state, worker.process
         process.close()
+        process.cap_log(state.scenario.spec.max_log_mib << 20)
         if process.hello_at is not None:
             state.used_s += time.monotonic() - process.hello_at
         ending = deaths.classify(

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from stress import cgroups, factors
+from stress import cgroups, factors, logcap
 from stress.contract import ring
 from stress.contract.protocol import (
     KIND_ITERATION,
@@ -223,6 +223,10 @@ class WorkerProcess:
             self._event(run_id, EventKind.MEMCHECK, message.format(e), stack=e.stack)
             for e in errors
         ]
+
+    def cap_log(self, max_bytes: int) -> int:
+        """Keep the log under ``max_bytes`` (its head and tail); returns the bytes cut."""
+        return logcap.cap(self.log_path, max_bytes)
 
     def log_tail(self, max_bytes: int = 8192) -> str:
         try:

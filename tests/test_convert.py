@@ -114,3 +114,21 @@ def test_flags_round_trip_to_converter_arguments():
         "2",
     ]
     assert converter_args("{}") == [] and converter_args("{fp16: false}") == []
+
+
+@pytest.mark.parametrize(
+    ("written", "why"),
+    [
+        ('["{optimize_level: 2, fp16: true}"]', "not a flag mapping"),
+        ('["{fp16:true}"]', "unknown converter flag 'fp16:true'"),
+        ('["{fp16: yes}"]', "fp16: 'yes' is not one of False, True"),
+    ],
+)
+def test_flags_written_as_text_must_be_the_canonical_text(scenario_file, written, why):
+    """Quoted, the mapping is text: only its canonical form is taken (else one flag set
+    would be two values, converted and counted apart)."""
+    path = scenario_file(f"name: flags\nmodel: tiny\nmatrix:\n  convert: {written}\n")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert caught.value.key.startswith("matrix.convert")
+    assert why in caught.value.message

@@ -6,8 +6,11 @@ harness."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from stress.scenario import load_scenario
 from stress.variants import expand
 
 from .conftest import (
+    REPO,
     dies_within,
     first_worker,
     read_events,
@@ -27,6 +31,7 @@ from .conftest import (
     run_cli,
     start_run,
     wait_for_iterations,
+    workers_of,
 )
 
 MIB = 1 << 20
@@ -294,3 +299,117 @@ def test_no_memory_controller_says_so(tmp_path, monkeypatch):
         )
     finally:
         cgroups.find.cache_clear()
+
+
+@pytest.mark.integration
+def test_a_finite_hard_limit_is_respected_by_the_cap(scenario_file, tmp_path):
+    """Under a finite hard RLIMIT_AS (a ulimit -v given to the whole run), headroom that
+    would go past it caps at the hard limit: the worker runs capped, never failing to set a
+    soft limit above its hard one."""
+    hard = 64 << 30
+    path = scenario_file(
+        "name: capped\nmodel: tiny\niterations: 5\nmatrix:\n  rlimit_as_headroom_mib: [1048576]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MNN_STRESS_TEST_FAULT"}
+    out = tmp_path / "run"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "stress", "run", str(path), "--out", str(out), "--no-reference"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (hard, hard)),
+    )
+    stdout, stderr = coordinator.communicate(timeout=120)
+    assert coordinator.returncode == 0, stderr
+    assert read_events(out) is None  # no harness error: the cap was set
+    assert set(read_iterations(out).status) == {"ok"}
+
+
+def test_an_oom_kill_in_the_group_is_a_memory_death_only_for_a_sigkill():
+    """The OOM killer may have ended another process of the group; a worker that exits or
+    crashes on its own is not a memory death for that."""
+    from stress.deaths import LastWords, classify
+    from stress.events import EventKind
+
+    assert classify(LastWords(-9, None, None, None, None, True), 60, False).kind is (
+        EventKind.MEMORY
+    )
+    assert classify(LastWords(-11, None, None, None, None, True), 60, False).kind is (
+        EventKind.CRASH
+    )
+    assert classify(LastWords(1, None, None, None, None, True), 60, False).kind is EventKind.EXIT
+
+
+def test_cgroup_v1_is_used_where_the_memory_hierarchy_is_mounted(tmp_path, monkeypatch):
+    """v1: the memory hierarchy (named in the super options, not the source), the group
+    this process is in there (not the v2 one), and v1's file names."""
+    memory, unified = tmp_path / "memory", tmp_path / "unified"
+    group = memory / "jobs" / "me"
+    group.mkdir(parents=True)
+    unified.mkdir()
+    (unified / "cgroup.subtree_control").write_text("\n")
+    mounts = [
+        f"32 31 0:29 / {tmp_path / 'cpu'} rw,relatime - cgroup cgroup rw,cpu",
+        f"35 31 0:32 / {memory} rw,relatime - cgroup cgroup rw,memory",
+        f"41 31 0:38 / {unified} rw,relatime - cgroup2 cgroup2 rw",
+    ]
+    _fake_proc(tmp_path, monkeypatch, mounts, ["4:memory:/jobs/me", "1:cpu:/", "0::/"])
+    try:
+        found, why = cgroups.find()
+        assert found == cgroups.Hierarchy(group, 1) and why == ""
+        assert found.limit_file == "memory.limit_in_bytes"
+    finally:
+        cgroups.find.cache_clear()
+
+
+@pytest.mark.integration
+@needs_cgroup
+def test_the_worker_cannot_swap_past_its_cgroup_limit(scenario_file, tmp_path):
+    """Swap is limited too (v1 memory.memsw.limit_in_bytes, v2 memory.swap.max), else a
+    worker over its limit would swap instead of meeting the OOM killer."""
+    coordinator, group = _confined(scenario_file, tmp_path / "run")
+    hierarchy, _ = cgroups.find()
+    swap = "memory.memsw.limit_in_bytes" if hierarchy.version == 1 else "memory.swap.max"
+    if not (group / swap).exists():
+        _stop(coordinator)
+        pytest.skip(f"no swap accounting here ({swap})")
+    limit = (group / swap).read_text().strip()
+    _stop(coordinator)
+    assert limit == (str(300 * MIB) if hierarchy.version == 1 else "0")
+
+
+@needs_cgroup
+def test_a_group_whose_limit_is_refused_is_removed():
+    name = cgroups.group_name("refused", 0)
+    hierarchy, _ = cgroups.find()
+    with pytest.raises(OSError):
+        cgroups.MemoryGroup(name, -5)
+    assert not (hierarchy.parent / name).exists()
+
+
+def test_off_needs_no_memory_cgroup(scenario_file, monkeypatch):
+    monkeypatch.setattr(cgroups, "find", lambda: (None, "no cgroup filesystem is mounted"))
+    path = scenario_file("name: free\nmodel: tiny\nmatrix:\n  cgroup_memory_max_mib: [off]\n")
+    (variant,) = expand(load_scenario(path))
+    assert variant.params["cgroup_memory_max_mib"] is None
+
+
+@pytest.mark.integration
+@needs_cgroup
+def test_a_sigkill_from_outside_is_a_crash_when_the_oom_killer_did_not_act(scenario_file, tmp_path):
+    """Only the OOM killer's own kills in the group are memory deaths: a kill -9 of a
+    worker in a memory group is a crash like any other."""
+    coordinator, _ = _confined(scenario_file, tmp_path / "run")
+    worker = first_worker(coordinator.pid)
+    wait_for_iterations(tmp_path / "run", 3)
+    worker.send_signal(signal.SIGKILL)
+    assert dies_within(worker.pid, 5.0)
+    deadline = time.monotonic() + 60
+    while {w.pid for w in workers_of(coordinator.pid)} in (set(), {worker.pid}):
+        assert time.monotonic() < deadline, "no worker replaced the killed one"
+        time.sleep(0.05)
+    _stop(coordinator)
+    events = read_events(tmp_path / "run")
+    assert list(events[events.signal == "SIGKILL"].kind) == ["crash"]

@@ -254,6 +254,13 @@ class Scenario(BaseModel):
         description="a worker whose resident memory grows past this many MiB is killed "
         "(event 'memory', counted as a death): a leak found, not a machine brought down",
     )
+    max_log_mib: int = Field(
+        16,
+        ge=1,
+        le=1 << 12,
+        description="each worker's log (MNN's output, stacks) is cut to this many MiB while it "
+        "runs, keeping its head and its tail",
+    )
     python: str | None = Field(
         None,
         max_length=4096,

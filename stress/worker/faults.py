@@ -15,7 +15,8 @@ by +1), ulp (one output element moved by one unit in the last place: still close
 output element made NaN), leak (256 KiB allocated, touched and kept: resident memory grows),
 slow (a sleep that grows by 50 us at each firing: latency drifts), rc (a non-zero return
 code), mnn_raise (a real MNN call raises inside ``infer``), no_memory (a MemoryError in the
-iteration, as an allocation under a memory cap would raise). ``load_error`` makes a real MNN
+iteration, as an allocation under a memory cap would raise), chatter (64 KiB written to
+stderr: the worker's log grows). ``load_error`` makes a real MNN
 call raise while a worker whose first iteration is at or past N loads the model.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,8 @@ from stress.contract.stages import Binding, Layer
 ENV_VAR = "MNN_STRESS_TEST_FAULT"
 WORKER_KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt", "invalid_read")
 DRIVER_KINDS = ("perturb", "ulp", "nan", "rc", "mnn_raise", "leak", "slow", "no_memory")
+DRIVER_KINDS += ("chatter",)
+CHATTER_LINE = "chatter " + "x" * 1015 + "\n"  # 1 KiB
 LEAK_BYTES = 256 << 10
 SLOW_STEP_S = 50e-6
 LOAD_KINDS = ("load_error",)
@@ -131,6 +135,9 @@ class FaultyBinding(Layer):
             raise_from_mnn()
         if "no_memory" in armed:
             raise MemoryError("injected: an allocation failed")
+        if "chatter" in armed:  # as a chatty MNN build would, on every iteration
+            sys.stderr.write(CHATTER_LINE * 64)
+            sys.stderr.flush()
         if "leak" in armed:
             self.injector.leaked.append(bytearray(b"\x01") * LEAK_BYTES)
         if "slow" in armed:
