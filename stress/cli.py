@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import click
 from rich.console import Console
 
 from stress.errors import RunFailure, StressError
-from stress.states import RunStatus, VariantStatus
+from stress.narrate import Narrator
+from stress.states import RunStatus
 
 if TYPE_CHECKING:
     from stress.scenario import Scenario
@@ -87,8 +89,6 @@ def run(
     reference: bool,
 ) -> None:
     """Run scenario files (or folders of them) and print the per-variant summary."""
-    from stress.analysis.summary import summarize
-    from stress.analysis.table import render_summary
     from stress.plan import Budget
     from stress.runner import RunHooks, execute
     from stress.scenario import parse_duration
@@ -99,18 +99,15 @@ def run(
         seconds = parse_duration(duration) if duration else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--duration") from exc
-    result = execute(
-        scenario_files(scenarios),
-        out,
-        workers,
-        Budget(iterations, seconds),
-        RunHooks(on_start=_started, on_change=_progress, on_tick=_tick, on_reference=_referenced),
-        reference,
-    )
+    narrator = Narrator(errors)
+    hooks = RunHooks(narrator.started, narrator.changed, narrator.tick, narrator.referenced)
     try:
-        render_summary(summarize(result.run_dir), console)
-    except StressError as exc:  # the manifest itself could not be written (full disk)
-        errors.print(f"no summary: {exc.render()}", highlight=False)
+        result = execute(
+            scenario_files(scenarios), out, workers, Budget(iterations, seconds), hooks, reference
+        )
+        _summarise(result.run_dir, narrator)
+    finally:
+        narrator.close()
     console.print(f"run directory: {result.run_dir}")
     if result.status is RunStatus.INTERRUPTED:
         console.print("[yellow]the run was interrupted; everything recorded so far is kept[/]")
@@ -120,52 +117,20 @@ def run(
         sys.exit(RunFailure.exit_code)
 
 
-def _started(run_dir: Path, states) -> None:
-    budgets = sorted({_budget(s) for s in states})
-    errors.print(
-        f"run directory: {run_dir} ({len(states)} variants, each {' or '.join(budgets)})",
-        highlight=False,
-    )
+def _summarise(run_dir: Path, narrator: Narrator) -> None:
+    """The summary on the terminal, and in the run's log."""
+    from stress.analysis.summary import summarize
+    from stress.analysis.table import render_summary
 
-
-def _referenced(entries: dict[str, dict]) -> None:
-    usable = [name for name, entry in entries.items() if entry["status"] == "done"]
-    failed = ", ".join(name for name in entries if name not in usable)
-    errors.print(
-        f"references: {len(usable)} of {len(entries)} scenarios"
-        + (f"; none for {failed} (see RUN_DIR/reference/)" if failed else ""),
-        highlight=False,
-        style="dim",
-    )
-
-
-def _budget(state) -> str:
-    if state.stop_iteration is not None:
-        return f"{state.stop_iteration} iterations"
-    return f"{state.duration_s:.3g} s of iterations"
-
-
-def _progress(state) -> None:
-    if state.status.finished or state.status is VariantStatus.INTERRUPTED:
-        errors.print(
-            f"  {state.status.value:<11} {state.variant.scenario} {state.variant.label} "
-            f"({state.completed} iterations, {state.crashes} deaths)",
-            highlight=False,
-            style="dim",
-        )
-
-
-def _tick(states, elapsed: float) -> None:
-    finished = sum(s.status.finished for s in states)
-    running = sum(s.status is VariantStatus.RUNNING for s in states)
-    iterations = sum(s.completed for s in states)
-    deaths = sum(s.crashes for s in states)
-    errors.print(
-        f"[{elapsed:5.0f}s] variants {finished}/{len(states)} finished, {running} "
-        f"running; {iterations:,} iterations; {deaths} worker deaths",
-        highlight=False,
-        style="dim",
-    )
+    try:
+        summary = summarize(run_dir)
+    except StressError as exc:  # the manifest itself could not be written (full disk)
+        narrator.say(f"no summary: {exc.render()}")
+        return
+    render_summary(summary, console)
+    plain = Console(file=io.StringIO(), width=150, color_system=None)
+    render_summary(summary, plain)
+    narrator.write_log(plain.file.getvalue())
 
 
 @main.command()

@@ -158,6 +158,7 @@ class Coordinator:
         for worker in self.running.values():
             worker.process.process.wait()
             worker.process.close()
+            worker.process.remove_core_dir()
             worker.state.status = VariantStatus.INTERRUPTED
         self.running.clear()
 
@@ -378,6 +379,7 @@ class Coordinator:
         )
         if ending.kind is not None:
             self._record_ending(worker, ending)
+        process.remove_core_dir()
         for event in process.memcheck_events(self.run_id):
             self._write_event(event)
         if ending.kind is EventKind.RESIZE and process.failure:

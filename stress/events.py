@@ -65,6 +65,7 @@ EVENT_SCHEMA = pa.schema(
         pa.field("exit_code", pa.int32()),
         pa.field("message", pa.string()),
         pa.field("stack", pa.string()),
+        pa.field("native_stack", pa.string()),
         pa.field("stderr_tail", pa.string()),
     ]
 )
@@ -87,6 +88,7 @@ class Event:
     signal: str | None = None
     exit_code: int | None = None
     stack: str | None = None
+    native_stack: str | None = None  # every thread's backtrace (gdb), or why there is none
     stderr_tail: str | None = None
     mnn_version: str | None = None  # as the worker said in its hello (None: it did not)
     in_flight: list[int | None] | None = None

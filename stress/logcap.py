@@ -14,13 +14,16 @@ HEAD_FRACTION = 8  # the head keeps 1/8 of the cap, the tail the rest
 
 def cap(path: Path, max_bytes: int) -> int:
     """Cut the log at ``path`` down to ``max_bytes`` (head + marker + tail) if it is larger;
-    returns how many bytes were cut (0: none, or no such file)."""
+    returns how many bytes were cut (0: none, no such file, or the cut failed: a full disk
+    must not stop the run over a log)."""
     try:
         size = path.stat().st_size
+        return _cut(path, size, max_bytes) if size > max_bytes else 0
     except OSError:
         return 0
-    if size <= max_bytes:
-        return 0
+
+
+def _cut(path: Path, size: int, max_bytes: int) -> int:
     head = max_bytes // HEAD_FRACTION
     with open(path, "r+b") as log:
         log.seek(head)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from stress import cgroups, factors, logcap
+from stress import cgroups, factors, forensics, logcap
 from stress.contract import ring
 from stress.contract.protocol import (
     KIND_ITERATION,
@@ -31,7 +32,7 @@ from stress.contract.protocol import (
     decode_iteration,
     decode_message,
 )
-from stress.contract.ring import COORDINATOR_PID_VAR
+from stress.contract.ring import COORDINATOR_PID_VAR, CORES_VAR
 from stress.contract.stages import Launch
 from stress.deaths import Ending, KillReason, python_stack
 from stress.errors import StorageError
@@ -53,6 +54,9 @@ class WorkerProcess:
         launch = factors.launch(job.params)
         self.memory_group: cgroups.MemoryGroup | None = None
         self.oom_killed = False
+        self.interpreter = launch.python or python or sys.executable
+        self.native_stack: str | None = None  # of a hung worker, taken before its kill
+        self.core_dir = _core_dir(log_path, job)
         log = _open_log(log_path)  # StorageError: nothing more can be written there
         try:
             fd = ring.create(ring_capacity)  # OSError: no memory, or a file-size limit (memfd)
@@ -66,14 +70,14 @@ class WorkerProcess:
                     cgroups.group_name(job.variant_id, job.worker_id), launch.memory_limit_bytes
                 )
             self.process = subprocess.Popen(
-                _command(launch, python, job, log_path),
+                _command(launch, self.interpreter, job, log_path),
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
                 pass_fds=(fd,),
                 start_new_session=True,
-                env=_worker_env(launch),
-                cwd=PACKAGE_ROOT,
+                env=_worker_env(launch, cores=self.core_dir is not None),
+                cwd=self.core_dir or PACKAGE_ROOT,  # where a core file lands
             )
         except OSError:
             os.close(fd)
@@ -165,6 +169,8 @@ class WorkerProcess:
         if self.poll() is not None:
             return
         self.killed_for = reason
+        if reason is KillReason.HANG and forensics.unavailable() is None:
+            self.native_stack = forensics.from_live(self.pid)
         if dump_stack and self.poll() is None:
             self._signal(signal.SIGUSR1)
             time.sleep(0.3)
@@ -204,8 +210,19 @@ class WorkerProcess:
             signal=ending.signal,
             exit_code=self.poll(),
             stack=traceback or python_stack(tail),
+            native_stack=self._native_stack(ending),
             stderr_tail="\n".join(tail.splitlines()[-40:]),
         )
+
+    def _native_stack(self, ending: Ending) -> str | None:
+        """Every thread's native backtrace: taken before a hang's kill, or read from the core
+        of a death by a signal; where there is none, why."""
+        if self.native_stack is not None or ending.signal is None:
+            return self.native_stack
+        if self.core_dir is None:
+            return forensics.unavailable()
+        found = forensics.from_core(self.core_dir, self.interpreter)
+        return found or "no core file was written (the worker's core size limit, or the kernel)"
 
     def memcheck_events(self, run_id: str) -> list[Event]:
         """One event per distinct error in valgrind's report (memcheck=on), with its native
@@ -242,6 +259,11 @@ class WorkerProcess:
         self.reader.close()
         self._leave_group()
 
+    def remove_core_dir(self) -> None:
+        """After its event: the worker's folder for cores, with any core nobody read."""
+        if self.core_dir is not None:
+            shutil.rmtree(self.core_dir, ignore_errors=True)
+
     def _leave_group(self) -> None:
         if self.memory_group is not None:
             self.oom_killed = self.memory_group.oom_kills() > 0
@@ -257,18 +279,32 @@ def _open_log(path: Path) -> BinaryIO:
         raise StorageError.of(exc, path) from exc
 
 
-def _command(launch: Launch, python: str | None, job: Job, log_path: Path) -> list[str]:
+def _command(launch: Launch, interpreter: str, job: Job, log_path: Path) -> list[str]:
     """The worker's command line: under the launch's prefix (``{log}`` there is the worker's
-    log path), with the factors' interpreter, else the scenario's, else ours. The variant and
-    worker are in it, so ``ps`` shows who is who."""
-    prefix = [part.replace("{log}", str(log_path)) for part in launch.prefix]
-    interpreter = launch.python or python or sys.executable
+    log path), with its interpreter (the factors', else the scenario's, else ours). The variant
+    and worker are in it, so ``ps`` shows who is who."""
+    prefix = [part.replace("{log}", str(log_path.absolute())) for part in launch.prefix]
     return [*prefix, interpreter, "-m", "stress.worker", job.variant_id, f"w{job.worker_id}"]
 
 
-def _worker_env(launch: Launch) -> dict[str, str]:
+def _core_dir(log_path: Path, job: Job) -> Path | None:
+    """The worker's working directory, where its core lands (``RUN_DIR/cores/``), when gdb
+    can read cores here; else None (it runs in the package's folder)."""
+    if forensics.unavailable() is not None:
+        return None
+    folder = (log_path.parent.parent / "cores" / f"{job.variant_id}-w{job.worker_id}").absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder
+
+
+def _worker_env(launch: Launch, cores: bool = False) -> dict[str, str]:
     """The coordinator's environment, what the factors add at launch, and ours."""
     env = {**os.environ, **launch.env}
+    if cores:
+        env[CORES_VAR] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
     env["PYTHONFAULTHANDLER"] = "1"
     env[COORDINATOR_PID_VAR] = str(os.getpid())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -82,3 +83,21 @@ def test_invalid_scenario_stops_before_any_worker(tmp_path, scenario_file):
 def test_summary_of_a_directory_that_is_not_a_run(tmp_path):
     done = run_cli("summary", str(tmp_path), check=False)
     assert done.returncode == 2 and "not a run directory" in done.stderr
+
+
+def test_the_run_tells_its_story_in_run_log(tmp_path, scenario_file):
+    """What the terminal hears, with UTC times, and the summary at the end, in RUN_DIR/run.log:
+    an unattended night leaves its story next to its rows."""
+    path = scenario_file(
+        "name: told\nmodel: tiny\niterations: 5\nmatrix:\n  api: [session, module]\n"
+    )
+    out = tmp_path / "run"
+    done = run_cli("run", str(path), "--out", str(out))
+    log = (out / "run.log").read_text()
+    lines = log.splitlines()
+    assert lines[0].endswith(f"run directory: {out} (2 variants, each 5 iterations)")
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", lines[0])
+    assert sum(" done        told api=" in line for line in lines) == 2
+    summary = json.loads(run_cli("summary", str(out), "--json").stdout)
+    for variant in summary["variants"]:
+        assert variant["variant_id"] in log and variant["variant_id"] in done.stdout

@@ -51,6 +51,7 @@ def test_a_log_under_the_cap_is_left_alone(tmp_path):
     log.write_text("short\n")
     assert cap(log, 1024) == 0 and log.read_text() == "short\n"
     assert cap(tmp_path / "missing.log", 1024) == 0
+    assert cap(tmp_path, 1) == 0  # a cut that fails (here: not a file) does not raise
 
 
 @pytest.mark.integration

@@ -23,6 +23,7 @@ _RECORD = struct.Struct("<IIB7x")  # total length (16-aligned), payload length, 
 _WRAP = 0xFFFFFFFF
 MAGIC = b"MNNSRNG1"
 COORDINATOR_PID_VAR = "MNN_STRESS_COORDINATOR_PID"
+CORES_VAR = "MNN_STRESS_CORES"  # set: the worker raises its core size limit (native stacks)
 EXIT_ORPHANED = 75  # a worker's exit code when its coordinator is gone
 
 

@@ -33,7 +33,13 @@ from stress.contract.protocol import (
     Observation,
     encode_message,
 )
-from stress.contract.ring import EXIT_ORPHANED, RecordTooLarge, RingWriter, coordinator_pid
+from stress.contract.ring import (
+    CORES_VAR,
+    EXIT_ORPHANED,
+    RecordTooLarge,
+    RingWriter,
+    coordinator_pid,
+)
 from stress.contract.stages import Binding, ThreadContext
 from stress.worker import faults, trace
 
@@ -306,6 +312,20 @@ def read_rss() -> int:
         return -1
 
 
+CORE_LIMIT_BYTES = 1 << 30  # a larger core is cut short: the stacks are near its start
+
+
+def allow_cores() -> None:
+    """Raise the soft core size limit (the hard one permitting), so that a death by a signal
+    leaves a core for the coordinator's gdb (``stress.forensics``)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    limit = CORE_LIMIT_BYTES if hard == resource.RLIM_INFINITY else min(hard, CORE_LIMIT_BYTES)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (limit, hard))
+
+
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this worker when the coordinator dies, however it dies."""
     try:
@@ -317,6 +337,8 @@ def die_with_parent() -> None:
 
 
 def main() -> int:
+    if os.environ.get(CORES_VAR):
+        allow_cores()
     faulthandler.enable(all_threads=True)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the coordinator asks before a kill
     die_with_parent()
