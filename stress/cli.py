@@ -80,6 +80,11 @@ def scenario_files(paths: tuple[str, ...]) -> list[Path]:
     help="first run each scenario's model once, clean and alone, as the reference that "
     "outputs are graded against",
 )
+@click.option(
+    "--fail-on-findings",
+    is_flag=True,
+    help="exit 1 when any variant has a finding (as `report` does): for cron and CI",
+)
 def run(
     scenarios: tuple[str, ...],
     out: Path | None,
@@ -87,8 +92,10 @@ def run(
     duration: str | None,
     iterations: int | None,
     reference: bool,
+    fail_on_findings: bool,
 ) -> None:
     """Run scenario files (or folders of them) and print the per-variant summary."""
+    from stress.analysis.report import EXIT_FINDINGS, has_findings
     from stress.plan import Budget
     from stress.runner import RunHooks, execute
     from stress.scenario import parse_duration
@@ -105,7 +112,7 @@ def run(
         result = execute(
             scenario_files(scenarios), out, workers, Budget(iterations, seconds), hooks, reference
         )
-        _summarise(result.run_dir, narrator)
+        summary = _summarise(result.run_dir, narrator)
     finally:
         narrator.close()
     console.print(f"run directory: {result.run_dir}")
@@ -115,10 +122,12 @@ def run(
     if result.status is RunStatus.FAILED:
         click.echo(click.style("error: ", fg="red", bold=True) + f"{result.reason}", err=True)
         sys.exit(RunFailure.exit_code)
+    if fail_on_findings and (summary is None or has_findings(summary)):
+        sys.exit(EXIT_FINDINGS)
 
 
-def _summarise(run_dir: Path, narrator: Narrator) -> None:
-    """The summary on the terminal, and in the run's log."""
+def _summarise(run_dir: Path, narrator: Narrator) -> dict | None:
+    """The summary on the terminal, and in the run's log (None: it could not be made)."""
     from stress.analysis.summary import summarize
     from stress.analysis.table import render_summary
 
@@ -126,11 +135,12 @@ def _summarise(run_dir: Path, narrator: Narrator) -> None:
         summary = summarize(run_dir)
     except StressError as exc:  # the manifest itself could not be written (full disk)
         narrator.say(f"no summary: {exc.render()}")
-        return
+        return None
     render_summary(summary, console)
     plain = Console(file=io.StringIO(), width=150, color_system=None)
     render_summary(summary, plain)
     narrator.write_log(plain.file.getvalue())
+    return summary
 
 
 @main.command()

@@ -101,3 +101,19 @@ def test_the_run_tells_its_story_in_run_log(tmp_path, scenario_file):
     summary = json.loads(run_cli("summary", str(out), "--json").stdout)
     for variant in summary["variants"]:
         assert variant["variant_id"] in log and variant["variant_id"] in done.stdout
+
+
+def test_fail_on_findings_makes_the_exit_status_say_whether_anything_failed(
+    tmp_path, scenario_file
+):
+    """For cron: without the flag a run that completes exits 0 whatever it found; with it, 1
+    on any finding (here a NaN planted in one iteration) and 0 on a clean run."""
+    path = scenario_file("name: cron\nmodel: tiny\niterations: 6\n")
+    planted = ("run", str(path), "--no-reference")
+    assert run_cli(*planted, "--out", str(tmp_path / "a"), fault="nan@2").returncode == 0
+    found = run_cli(
+        *planted, "--out", str(tmp_path / "b"), "--fail-on-findings", fault="nan@2", check=False
+    )
+    assert found.returncode == 1 and "FAILED" in found.stdout
+    clean = run_cli(*planted, "--out", str(tmp_path / "c"), "--fail-on-findings", check=False)
+    assert clean.returncode == 0
