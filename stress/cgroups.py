@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 MOUNTINFO = Path("/proc/self/mountinfo")
 CGROUP_OF_SELF = Path("/proc/self/cgroup")
 
@@ -113,16 +115,6 @@ def unavailable() -> str | None:
 PREFIX = "mnn-stress-"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @functools.cache
 def sweep_stale() -> list[Path]:
     """Remove the groups left by coordinators that were killed (their workers died with
@@ -131,7 +123,7 @@ def sweep_stale() -> list[Path]:
     removed = []
     for group in hierarchy.parent.glob(PREFIX + "*") if hierarchy else []:
         owner = group.name.removeprefix(PREFIX).split("-", 1)[0]
-        if owner.isdigit() and not _pid_alive(int(owner)):
+        if owner.isdigit() and not psutil.pid_exists(int(owner)):
             with contextlib.suppress(OSError):
                 group.rmdir()
                 removed.append(group)

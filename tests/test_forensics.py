@@ -17,13 +17,22 @@ needs_gdb = pytest.mark.skipif(
 )
 
 
+def _event_of(scenario_file, out, scenario: str, fault: str, kind: str):
+    """The one event of ``kind`` in a run of ``scenario`` with the test fault ``fault``."""
+    path = scenario_file(scenario)
+    run_cli("run", str(path), "--out", str(out), "--no-reference", fault=fault)
+    events = read_events(out)
+    (event,) = events[events.kind == kind].itertuples()
+    return event
+
+
+DIES = "name: dies\nmodel: tiny\niterations: 10\nmax_crashes: 0\n"
+
+
 @needs_gdb
 def test_a_death_by_a_signal_carries_every_threads_native_backtrace(scenario_file, tmp_path):
-    path = scenario_file("name: dies\nmodel: tiny\niterations: 10\nmax_crashes: 0\n")
     out = tmp_path / "run"
-    run_cli("run", str(path), "--out", str(out), "--no-reference", fault="segv@3")
-    events = read_events(out)
-    (crash,) = events[events.kind == "crash"].itertuples()
+    crash = _event_of(scenario_file, out, DIES, "segv@3", "crash")
     assert crash.signal == "SIGSEGV"
     assert "Thread 1 " in crash.native_stack and "Thread 2 " in crash.native_stack
     assert "string_at" in crash.native_stack  # ctypes.string_at(0), the invalid read itself
@@ -33,11 +42,8 @@ def test_a_death_by_a_signal_carries_every_threads_native_backtrace(scenario_fil
 
 @needs_gdb
 def test_a_hang_carries_the_native_backtrace_taken_before_the_kill(scenario_file, tmp_path):
-    path = scenario_file("name: hangs\nmodel: tiny\niterations: 5\ntimeout: 2s\nmax_crashes: 0\n")
-    out = tmp_path / "run"
-    run_cli("run", str(path), "--out", str(out), "--no-reference", fault="hang@2")
-    events = read_events(out)
-    (hang,) = events[events.kind == "hang"].itertuples()
+    hangs = "name: hangs\nmodel: tiny\niterations: 5\ntimeout: 2s\nmax_crashes: 0\n"
+    hang = _event_of(scenario_file, tmp_path / "run", hangs, "hang@2", "hang")
     assert hang.signal == "SIGKILL"
     assert "Thread 1 " in hang.native_stack
     assert "sleep" in hang.native_stack or "select" in hang.native_stack  # time.sleep
@@ -45,10 +51,7 @@ def test_a_hang_carries_the_native_backtrace_taken_before_the_kill(scenario_file
 
 def test_without_gdb_a_crash_says_why_it_has_no_native_stack(scenario_file, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
-    path = scenario_file("name: dies\nmodel: tiny\niterations: 10\nmax_crashes: 0\n")
     out = tmp_path / "run"
-    run_cli("run", str(path), "--out", str(out), "--no-reference", fault="segv@3")
-    events = read_events(out)
-    (crash,) = events[events.kind == "crash"].itertuples()
+    crash = _event_of(scenario_file, out, DIES, "segv@3", "crash")
     assert crash.native_stack.startswith("gdb is not installed (apt-get install gdb)")
     assert not (out / "cores").exists()
