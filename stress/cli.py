@@ -54,7 +54,14 @@ def scenario_files(paths: tuple[str, ...]) -> list[Path]:
 
 
 @main.command()
-@click.argument("scenarios", nargs=-1, required=True)
+@click.argument("scenarios", nargs=-1)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="go on with an interrupted or killed run in RUN_DIR (same run id, same scenarios "
+    "and budget; finished variants are not rerun)",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -81,17 +88,26 @@ def scenario_files(paths: tuple[str, ...]) -> list[Path]:
     "outputs are graded against",
 )
 @click.option(
+    "--max-disk",
+    "max_disk",
+    callback=lambda ctx, param, value: _size(value, param),
+    help="disk the run directory may use (e.g. 500M, 20G): nearing it, output values stop "
+    "being stored; at it, the run stops cleanly",
+)
+@click.option(
     "--fail-on-findings",
     is_flag=True,
     help="exit 1 when any variant has a finding (as `report` does): for cron and CI",
 )
 def run(
     scenarios: tuple[str, ...],
+    resume_dir: Path | None,
     out: Path | None,
     workers: int | None,
     duration: str | None,
     iterations: int | None,
     reference: bool,
+    max_disk: int | None,
     fail_on_findings: bool,
 ) -> None:
     """Run scenario files (or folders of them) and print the per-variant summary."""
@@ -102,16 +118,30 @@ def run(
 
     if duration and iterations:
         raise click.UsageError("give --duration or --iterations, not both")
+    if resume_dir is not None and (scenarios or out or duration or iterations):
+        raise click.UsageError(
+            "--resume goes on with the run's own scenarios, directory and budget: give only "
+            "--resume RUN_DIR (and --workers, --max-disk)"
+        )
+    if resume_dir is None and not scenarios:
+        raise click.UsageError("give scenario files (or folders), or --resume RUN_DIR")
     try:
         seconds = parse_duration(duration) if duration else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--duration") from exc
     narrator = Narrator(errors)
-    hooks = RunHooks(narrator.started, narrator.changed, narrator.tick, narrator.referenced)
+    hooks = RunHooks(
+        narrator.started, narrator.changed, narrator.tick, narrator.referenced, narrator.note
+    )
     try:
-        result = execute(
-            scenario_files(scenarios), out, workers, Budget(iterations, seconds), hooks, reference
-        )
+        if resume_dir is not None:
+            from stress.resume import resume
+
+            result = resume(resume_dir, workers, hooks, max_disk)
+        else:
+            files = scenario_files(scenarios)
+            budget = Budget(iterations, seconds)
+            result = execute(files, out, workers, budget, hooks, reference, max_disk)
         summary = _summarise(result.run_dir, narrator)
     finally:
         narrator.close()
@@ -124,6 +154,15 @@ def run(
         sys.exit(RunFailure.exit_code)
     if fail_on_findings and (summary is None or has_findings(summary)):
         sys.exit(EXIT_FINDINGS)
+
+
+def _size(value: str | None, param: click.Parameter) -> int | None:
+    from stress.diskbudget import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from exc
 
 
 def _summarise(run_dir: Path, narrator: Narrator) -> dict | None:

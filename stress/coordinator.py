@@ -18,14 +18,16 @@ from pathlib import Path
 import psutil
 
 from stress import deaths
+from stress.compaction import Compactor
 from stress.contract.protocol import Observation
 from stress.deaths import KillReason
+from stress.diskbudget import DiskBudget, DiskStage
 from stress.errors import RunFailure, StorageError
-from stress.events import Event, EventKind, EventWriter
+from stress.events import EVENT_SCHEMA, Event, EventKind, EventWriter
 from stress.jobs import make_job, ring_capacity
 from stress.parts import PartWriter
 from stress.plan import VariantState
-from stress.records import IterationBuffer, RowContext
+from stress.records import ITERATION_SCHEMA, IterationBuffer, RowContext
 from stress.states import VariantStatus
 from stress.workerproc import WorkerProcess
 
@@ -35,6 +37,8 @@ IDLE_SLEEP_S = 0.005
 TICK_S = 10.0
 PROGRESS_S = 1.0
 MEMORY_SAMPLE_S = 0.2  # the system's available memory, into every row received meanwhile
+FLUSH_S = 0.5  # rows wait at most this long for their part file (then the write itself)
+COMPACT_S = 2.0  # how often to look for parts to merge
 
 
 class StopRequests:
@@ -64,6 +68,8 @@ class Hooks:
     on_change: Callable[[VariantState], None] = lambda state: None
     on_progress: Callable[[list[VariantState]], None] = lambda states: None
     on_tick: Callable[[list[VariantState], float], None] = lambda states, elapsed: None
+    on_note: Callable[[str], None] = lambda line: None  # a line for the run's log
+    on_disk: Callable[[dict[str, object]], None] = lambda record: None  # for the manifest
 
 
 class Coordinator:
@@ -76,6 +82,8 @@ class Coordinator:
         stop: StopRequests,
         fault: str | None = None,
         hooks: Hooks = Hooks(),
+        first_worker_id: int = 0,
+        disk: DiskBudget | None = None,
     ) -> None:
         self.run_id = run_id
         self.run_dir = run_dir
@@ -84,14 +92,24 @@ class Coordinator:
         self.stop = stop
         self.fault = fault
         self.hooks = hooks
-        self.buffer = IterationBuffer(PartWriter(run_dir / "iterations"))
+        self.buffer = IterationBuffer(PartWriter(run_dir / "iterations"), max_age_s=FLUSH_S)
+        if disk is not None:  # one part may not take more than a small share of the budget
+            self.buffer.max_bytes = min(self.buffer.max_bytes, disk.limit // 32)
         self.events = EventWriter(run_dir / "events")
+        self.disk = disk
+        self.store_values = True  # until the disk budget says otherwise
+        self.compactor = Compactor(
+            {run_dir / "iterations": ITERATION_SCHEMA, run_dir / "events": EVENT_SCHEMA},
+            room=disk.room if disk is not None else None,
+        )
         self.queues: dict[str, collections.deque[VariantState]] = {}
         for state in states:
-            self.queues.setdefault(state.variant.scenario, collections.deque()).append(state)
+            queue = self.queues.setdefault(state.variant.scenario, collections.deque())
+            if not state.status.finished:  # a resumed run's finished variants are not rerun
+                queue.append(state)
         self.in_use: collections.Counter[str] = collections.Counter()
         self.running: dict[int, RunningWorker] = {}
-        self.next_worker_id = 0
+        self.next_worker_id = first_worker_id
         self.stop_deadline: float | None = None
         self.failure: RunFailure | None = None
         self.lost_rows = 0  # rows that could not be written, even by salvage()
@@ -101,7 +119,7 @@ class Coordinator:
         """Run every variant, until done, stopped, or a failure (``self.failure``)."""
         started = time.monotonic()
         next_tick, next_progress = started + TICK_S, started + PROGRESS_S
-        next_memory = started
+        next_memory, next_compaction = started, started + COMPACT_S
         try:
             while self.running or (self._queued() and not self._stopping()):
                 now = time.monotonic()
@@ -112,6 +130,10 @@ class Coordinator:
                     next_progress = now + PROGRESS_S
                     self._report_progress()
                     self._cap_logs()
+                    self._check_disk()
+                if now >= next_compaction:
+                    next_compaction = now + COMPACT_S
+                    self._compact()
                 if not self._stopping():
                     self._start_workers()
                 if now >= next_memory:  # before the rows it is for are drained
@@ -162,6 +184,46 @@ class Coordinator:
             worker.state.status = VariantStatus.INTERRUPTED
         self.running.clear()
 
+    def _compact(self) -> None:
+        """Start the next merge of small parts, and report merges that could not be made."""
+        for exc in self.compactor.take_errors():
+            self._note(f"compaction left some parts as they were: {exc.message}")
+        if self.failure is None:
+            self.compactor.step()
+
+    def compact_all(self) -> None:
+        """After the loop: pack every dataset's parts into a handful of files."""
+        skipped = self.compactor.finish()
+        if skipped:
+            self._note(f"compaction: {skipped} merges left undone for lack of room (--max-disk)")
+        for exc in self.compactor.take_errors():
+            self._note(f"compaction left some parts as they were: {exc.message}")
+
+    def _note(self, line: str) -> None:
+        self._notify(lambda: self.hooks.on_note(line))
+
+    def _check_disk(self) -> None:
+        """Under ``--max-disk``: measure the run directory (every PROGRESS_S)."""
+        if self.disk is not None:
+            self._obey_disk(self.disk.measure())
+
+    def _obey_disk(self, stage: DiskStage) -> None:
+        """Stop storing output values, then stop the run, as the budget fills."""
+        assert self.disk is not None
+        if stage is not DiskStage.FULL and self.store_values:
+            self.store_values = False
+            self._note(
+                f"disk: {self.disk.describe()} used; output values are no longer stored "
+                "(digests and statistics go on)"
+            )
+            self._notify(lambda: self.hooks.on_disk({"values_stopped_at": time.time()}))
+        if stage is DiskStage.STOP and self.disk.stopped is None:
+            self.disk.stopped = f"the run directory reached {self.disk.describe()} (--max-disk)"
+            self._note(f"disk: {self.disk.stopped}; stopping the run")
+            self.disk.release_reserve()
+            self._notify(lambda: self.hooks.on_disk({"stopped_at": time.time()}))
+            self.stop.request()
+
     def _cap_logs(self) -> None:
         for worker in self.running.values():
             worker.process.cap_log(worker.state.scenario.spec.max_log_mib << 20)
@@ -177,10 +239,14 @@ class Coordinator:
             self.failure = failure
 
     def _flush(self) -> None:
+        before = self.buffer.writer.bytes_written
         try:
-            self.buffer.flush()
+            self.buffer.flush(keep_values=self.store_values)
         except StorageError as exc:
             self._fail(exc)
+        if self.disk is not None:  # between measurements, count what was just written
+            self.disk.used += self.buffer.writer.bytes_written - before
+            self._obey_disk(self.disk.stage())
 
     def _notify(self, call: Callable[[], None]) -> None:
         try:
@@ -198,7 +264,7 @@ class Coordinator:
         their stored values. Returns the rows that could still not be written."""
         if self.failure is not None:
             make_room()
-        for keep_values in (True, True, False):
+        for keep_values in (self.store_values, self.store_values, False):
             try:
                 self.buffer.flush(keep_values=keep_values)
                 break
@@ -299,6 +365,7 @@ class Coordinator:
         records, moved = process.read()
         if not had_hello and process.hello is not None:
             worker.context = self._context(worker.state, process)
+            worker.state.loop_started = process.hello_at
         state, now, rss_bytes = worker.state, time.monotonic(), -1
         for record in records:
             self.buffer.add(worker.context, record)  # type: ignore[arg-type]
@@ -365,6 +432,7 @@ class Coordinator:
         process.cap_log(state.scenario.spec.max_log_mib << 20)
         if process.hello_at is not None:
             state.used_s += time.monotonic() - process.hello_at
+        state.loop_started = None
         ending = deaths.classify(
             deaths.LastWords(
                 process.poll(),

@@ -94,6 +94,7 @@ class VariantEntry:
     stop_iteration: int | None
     duration_s: float | None
     workers_started: int
+    used_s: float = 0.0  # loop time used so far (a resumed run goes on from there)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "status": self.status.value}
@@ -130,6 +131,11 @@ class ManifestData:
     scenarios: list[dict[str, Any]]
     variants: dict[str, VariantEntry] = field(default_factory=dict)
     reference: dict[str, dict[str, Any]] = field(default_factory=dict)  # per scenario
+    # One entry per coordinator that worked on the run (``run --resume`` adds one): started,
+    # ended, status, reason, owner, command
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    # --max-disk: the budget in bytes, and when values stopped being stored / the run stopped
+    disk: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

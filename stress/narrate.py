@@ -22,7 +22,7 @@ class Narrator:
         self.log: TextIO | None = None
 
     def say(self, line: str, style: str | None = None) -> None:
-        self.console.print(line, highlight=False, style=style)
+        self.console.print(line, highlight=False, style=style, soft_wrap=True)
         if self.log is not None:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             try:
@@ -51,7 +51,12 @@ class Narrator:
         except OSError:
             self.log = None
         budgets = sorted({_budget(s) for s in states})
-        self.say(f"run directory: {run_dir} ({len(states)} variants, each {' or '.join(budgets)})")
+        left = [s for s in states if not s.status.finished]
+        resumed = f"resuming {len(left)} unfinished of " if len(left) < len(states) else ""
+        self.say(
+            f"run directory: {run_dir} ({resumed}{len(states)} variants, each "
+            f"{' or '.join(budgets)})"
+        )
 
     def referenced(self, entries: dict[str, dict]) -> None:
         usable = [name for name, entry in entries.items() if entry["status"] == "done"]
@@ -61,6 +66,9 @@ class Narrator:
             + (f"; none for {failed} (see RUN_DIR/reference/)" if failed else ""),
             "dim",
         )
+
+    def note(self, line: str) -> None:
+        self.say(line, "yellow")
 
     def changed(self, state: Any) -> None:
         if state.status.finished or state.status is VariantStatus.INTERRUPTED:

@@ -3,19 +3,84 @@
 A file is written under a hidden temporary name (``.part-….tmp``: pyarrow and DuckDB skip
 names starting with ``.`` or ``_``) and renamed into place, so a reader of ``part-*.parquet``
 never sees a half-written file, even when the coordinator is killed mid-write.
+
+Parts are numbered in the order they are written (``part-000042.parquet``). Compaction
+(``stress.compaction``) merges a run of them into one file named by the span it replaces
+(``part-000000-000063.parquet``) and then deletes the sources; a reader lists files with
+``visible``, which drops any part whose span lies inside another's, so it sees each row once
+whether it lists before, during or after a compaction.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stress.errors import StorageError
+
+_NAME = re.compile(r"part-(\d+)(?:-(\d+))?\.parquet")
+
+
+@dataclass(frozen=True, order=True)
+class Part:
+    """A complete part file and the sequence numbers it holds (first..last, inclusive)."""
+
+    first: int
+    last: int
+    path: Path
+
+    @property
+    def span(self) -> int:
+        return self.last - self.first + 1
+
+
+def part_name(first: int, last: int) -> str:
+    return f"part-{first:06d}.parquet" if first == last else f"part-{first:06d}-{last:06d}.parquet"
+
+
+def listed(directory: Path) -> list[Part]:
+    """Every complete part file in ``directory``, covered ones included, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError.of(exc, directory) from exc
+    found = []
+    for name in names:
+        match = _NAME.fullmatch(name)
+        if match:
+            first = int(match[1])
+            last = int(match[2]) if match[2] else first
+            found.append(Part(first, last, directory / name))
+    return sorted(found)
+
+
+def split(parts: list[Part]) -> tuple[list[Part], list[Part]]:
+    """(visible, covered): a part whose span lies inside another's (a compaction's source
+    not deleted yet) is covered. One sweep, widest first among parts that start together."""
+    visible: list[Part] = []
+    covered: list[Part] = []
+    reach = -1  # the highest sequence held by a visible part so far
+    for part in sorted(parts, key=lambda p: (p.first, -p.last)):
+        if part.last <= reach:
+            covered.append(part)
+        else:
+            visible.append(part)
+            reach = part.last
+    return visible, covered
+
+
+def visible(directory: Path) -> list[Path]:
+    """The part files a reader should read: every row exactly once, oldest first."""
+    return [part.path for part in split(listed(directory))[0]]
 
 
 class PartWriter:
@@ -27,15 +92,18 @@ class PartWriter:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError.of(exc, directory) from exc
-        self.sequence = len(list(directory.glob("part-*.parquet")))
+        self.sequence = max((part.last + 1 for part in listed(directory)), default=0)
+        self.bytes_written = 0
 
     def write(self, table: pa.Table) -> None:
         """Write one part; StorageError (and nothing visible left behind) when it cannot."""
         if table.num_rows == 0:
             return
-        final = self.directory / f"part-{self.sequence:06d}.parquet"
+        final = self.directory / part_name(self.sequence, self.sequence)
         write_atomically(final, lambda path: pq.write_table(table, path, compression="zstd"))
         self.sequence += 1
+        with contextlib.suppress(OSError):
+            self.bytes_written += final.stat().st_size
 
 
 def write_atomically(final: Path, write: Callable[[Path], None]) -> None:

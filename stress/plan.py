@@ -4,6 +4,7 @@ command line's, else the scenario's), before anything runs."""
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 from stress.errors import StressError
@@ -32,7 +33,8 @@ class VariantState:
     stop_iteration: int | None
     duration_s: float | None  # iteration-loop time, summed over the variant's workers
     next_iterations: list[int] = field(default_factory=list)  # per thread; set in __post_init__
-    used_s: float = 0.0
+    used_s: float = 0.0  # loop time of the variant's ended workers
+    loop_started: float | None = None  # time.monotonic() of its running worker's hello
     ring_bytes: int = 0
     completed: int = 0
     crashes: int = 0
@@ -42,6 +44,11 @@ class VariantState:
     def __post_init__(self) -> None:
         if not self.next_iterations:
             self.next_iterations = [0] * self.variant.params.get("threads", 1)
+
+    def used_so_far(self) -> float:
+        """Loop time used, the running worker's included."""
+        running = 0.0 if self.loop_started is None else time.monotonic() - self.loop_started
+        return self.used_s + running
 
     def remaining_s(self) -> float | None:
         return None if self.duration_s is None else self.duration_s - self.used_s

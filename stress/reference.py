@@ -13,7 +13,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from stress.coordinator import Coordinator, StopRequests
+from stress.coordinator import Coordinator, Hooks, StopRequests
+from stress.diskbudget import DiskBudget
 from stress.factors import defaults
 from stress.plan import VariantState
 from stress.scenario import LoadedScenario
@@ -52,12 +53,21 @@ def reference_states(scenarios: list[LoadedScenario]) -> list[VariantState]:
 
 
 def reference_coordinator(
-    run_id: str, run_dir: Path, scenarios: list[LoadedScenario], stop: StopRequests
+    run_id: str,
+    run_dir: Path,
+    states: list[VariantState],
+    stop: StopRequests,
+    hooks: Hooks | None = None,
+    disk: DiskBudget | None = None,
 ) -> Coordinator:
-    """A coordinator for every scenario's reference, one worker at a time, writing into
-    ``RUN_DIR/reference/`` (the caller runs it and salvages its buffer)."""
-    states = reference_states(scenarios)
-    return Coordinator(run_id, run_dir / REFERENCE_DIR, states, 1, stop, None)
+    """A coordinator for the references (``reference_states``, or a resumed run's), one
+    worker at a time, writing into ``RUN_DIR/reference/`` (the caller runs and salvages it)."""
+    from stress.resume import next_worker_id
+
+    root = run_dir / REFERENCE_DIR
+    return Coordinator(
+        run_id, root, states, 1, stop, None, hooks or Hooks(), next_worker_id(root), disk
+    )
 
 
 def reference_entries(states: list[VariantState]) -> dict[str, dict[str, Any]]:

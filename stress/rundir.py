@@ -78,12 +78,36 @@ class RunDir:
     def create(cls, path: Path) -> RunDir:
         """Make (or take over an empty) ``path`` for a new run; RunDirError when it cannot be
         written, holds a run already, or another run is using it right now."""
+        run_dir = cls._locked(path, make=True)
+        if (path / "manifest.json").exists():
+            run_dir.close()
+            raise RunDirError(f"{path} already holds a run", fix="choose a new --out directory")
+        run_dir._reserve()
+        return run_dir
+
+    @classmethod
+    def reopen(cls, path: Path) -> RunDir:
+        """Take back ``path``, a run directory whose coordinator stopped or died, to resume
+        it; RunDirError when it holds no run or its coordinator is still at work."""
+        if not (path / "manifest.json").is_file():
+            raise RunDirError(
+                f"{path} holds no run (no manifest.json)",
+                fix="pass the run directory of an interrupted or killed run",
+            )
+        run_dir = cls._locked(path, make=False)
+        run_dir._reserve()
+        return run_dir
+
+    @classmethod
+    def _locked(cls, path: Path, make: bool) -> RunDir:
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            if make:
+                path.mkdir(parents=True, exist_ok=True)
             lock_fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise RunDirError(
-                f"cannot create {path}: {exc.strerror}", fix="choose a writable --out directory"
+                f"cannot {'create' if make else 'open'} {path}: {exc.strerror}",
+                fix="choose a writable --out directory",
             ) from exc
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -93,12 +117,7 @@ class RunDir:
                 f"{path} is in use by another mnn-stress run",
                 fix="wait for it to finish, or choose another --out directory",
             ) from exc
-        run_dir = cls(path, lock_fd)
-        if (path / "manifest.json").exists():
-            run_dir.close()
-            raise RunDirError(f"{path} already holds a run", fix="choose a new --out directory")
-        run_dir._reserve()
-        return run_dir
+        return cls(path, lock_fd)
 
     def _reserve(self) -> None:
         reserve = self.path / RESERVE_NAME

@@ -15,15 +15,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from stress.coordinator import Coordinator, Hooks, StopRequests
+from stress.diskbudget import DiskBudget, disk_usage
 from stress.errors import RunFailure, ScenarioError, StorageError, StressError
 from stress.jobs import ring_capacity
 from stress.journal import Journal
 from stress.manifest import Manifest, ManifestData, VariantEntry, host_info, now_iso, versions
 from stress.onnx_reference import run_onnxruntime
 from stress.plan import Budget, VariantState, plan
-from stress.reference import reference_coordinator, reference_entries
+from stress.reference import reference_coordinator, reference_entries, reference_states
 from stress.rundir import Owner, RunDir
 from stress.scenario import LoadedScenario, load_scenario
 from stress.states import RunStatus, VariantStatus
@@ -41,6 +43,8 @@ class RunSetup:
     budget: Budget
     fault: str | None
     reference: bool = True
+    first_worker_id: int = 0  # a resumed run's workers go on from its earlier ones
+    max_disk: int | None = None  # bytes the run directory may use (--max-disk)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class RunHooks:
     on_change: Callable[[VariantState], None] = lambda state: None
     on_tick: Callable[[list[VariantState], float], None] = lambda states, elapsed: None
     on_reference: Callable[[dict[str, dict]], None] = lambda entries: None
+    on_note: Callable[[str], None] = lambda line: None
 
 
 def execute(
@@ -115,13 +120,14 @@ def execute(
     budget: Budget,
     hooks: RunHooks = RunHooks(),
     reference: bool = True,
+    max_disk: int | None = None,
 ) -> RunResult:
     """Validate everything, then run. State changes go to the journal; the manifest is
     written at the start and at the end, whatever ends the run."""
     scenarios = load_all(paths)
     concurrency = workers or os.cpu_count() or 1
     states = plan(scenarios, budget, concurrency)
-    return execute_planned(scenarios, states, out, concurrency, budget, hooks, reference)
+    return execute_planned(scenarios, states, out, concurrency, budget, hooks, reference, max_disk)
 
 
 def execute_planned(
@@ -132,35 +138,57 @@ def execute_planned(
     budget: Budget,
     hooks: RunHooks = RunHooks(),
     reference: bool = True,
+    max_disk: int | None = None,
 ) -> RunResult:
     """Run variants planned by the caller (``execute``'s, or ``bisect``'s own: one variant
     under one MNN version) into a new run directory."""
     fault = os.environ.get(faults.ENV_VAR) or None
     faults.parse(fault)
-    setup = RunSetup(new_run_id(), scenarios, states, concurrency, budget, fault, reference)
+    setup = RunSetup(
+        new_run_id(), scenarios, states, concurrency, budget, fault, reference, max_disk=max_disk
+    )
     check_file_size_limit(scenarios)
     stop = StopRequests()
     with stop_signals(stop):
         run_dir = RunDir.create(out if out is not None else Path("results") / setup.run_id)
         try:
-            return _run(setup, run_dir, stop, hooks)
+            manifest = Manifest(run_dir.path, new_manifest(setup))
+            references = reference_states(scenarios) if reference else []
+            return run_in(setup, run_dir, stop, hooks, manifest, references)
         finally:
             run_dir.close()
 
 
-def _run(setup: RunSetup, run_dir: RunDir, stop: StopRequests, hooks: RunHooks) -> RunResult:
+def run_in(
+    setup: RunSetup,
+    run_dir: RunDir,
+    stop: StopRequests,
+    hooks: RunHooks,
+    manifest: Manifest,
+    references: list[VariantState],
+) -> RunResult:
+    """Run ``setup`` in ``run_dir`` (new, or resumed): the references not finished yet
+    first, then the variants not finished yet."""
     states = setup.states
-    manifest = Manifest(run_dir.path, new_manifest(setup))
     record_states(manifest, states)
     manifest.save()
     journal = Journal(run_dir.path)
+    journal.run(RunStatus.RUNNING.value, None)  # a resumed run's last word is no longer the last
     hooks.on_start(run_dir.path, states)
-    if setup.reference:
-        failure, lost_rows = _run_reference(setup, run_dir, stop, manifest, hooks)
+    disk = None
+    if setup.max_disk:
+        disk = DiskBudget(run_dir.path, setup.max_disk, run_dir.release_reserve)
+    if disk is not None:
+        manifest.data.disk["budget_bytes"] = disk.limit
+    on_disk = _disk_recorder(manifest)
+    if any(not state.status.finished for state in references):
+        failure, lost_rows = _run_reference(
+            setup, references, run_dir, stop, manifest, hooks, disk, on_disk
+        )
         if failure is not None:  # nothing could be written: the variants cannot run either
             for state in states:
                 state.status = VariantStatus.SKIPPED
-            return _finish(manifest, journal, states, failure, lost_rows, run_dir)
+            return _finish(manifest, journal, states, failure, lost_rows, run_dir, disk)
 
     def changed(state: VariantState) -> None:
         journal.variant(state.variant.variant_id, variant_entry(state).to_dict())
@@ -170,7 +198,11 @@ def _run(setup: RunSetup, run_dir: RunDir, stop: StopRequests, hooks: RunHooks) 
         for state in running:
             journal.variant(
                 state.variant.variant_id,
-                {"completed": state.completed, "next_iterations": state.next_iterations},
+                {
+                    "completed": state.completed,
+                    "next_iterations": state.next_iterations,
+                    "used_s": round(state.used_so_far(), 3),
+                },
             )
 
     coordinator = Coordinator(
@@ -180,17 +212,45 @@ def _run(setup: RunSetup, run_dir: RunDir, stop: StopRequests, hooks: RunHooks) 
         setup.concurrency,
         stop,
         setup.fault,
-        Hooks(on_change=changed, on_progress=progress, on_tick=hooks.on_tick),
+        Hooks(changed, progress, hooks.on_tick, hooks.on_note, on_disk),
+        setup.first_worker_id,
+        disk,
     )
     _drive(coordinator, run_dir)
-    return _finish(manifest, journal, states, coordinator.failure, coordinator.lost_rows, run_dir)
+    failure, lost_rows = coordinator.failure, coordinator.lost_rows
+    return _finish(manifest, journal, states, failure, lost_rows, run_dir, disk)
+
+
+def _disk_recorder(manifest: Manifest) -> Callable[[dict[str, object]], None]:
+    """What the disk budget did, into the manifest at once (it happens once or twice)."""
+
+    def record(change: dict[str, object]) -> None:
+        manifest.data.disk.update({key: _iso(value) for key, value in change.items()})
+        with contextlib.suppress(StorageError):  # the end of the run tries again
+            manifest.save()
+
+    return record
+
+
+def _iso(seconds: object) -> object:
+    if not isinstance(seconds, float):
+        return seconds
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _run_reference(
-    setup: RunSetup, run_dir: RunDir, stop: StopRequests, manifest: Manifest, hooks: RunHooks
+    setup: RunSetup,
+    states: list[VariantState],
+    run_dir: RunDir,
+    stop: StopRequests,
+    manifest: Manifest,
+    hooks: RunHooks,
+    disk: DiskBudget | None,
+    on_disk: Callable[[dict[str, object]], None],
 ) -> tuple[RunFailure | None, int]:
     """Every scenario's clean reference, before the variants; recorded in the manifest."""
-    coordinator = reference_coordinator(setup.run_id, run_dir.path, setup.scenarios, stop)
+    told = Hooks(on_note=hooks.on_note, on_disk=on_disk)
+    coordinator = reference_coordinator(setup.run_id, run_dir.path, states, stop, told, disk)
     _drive(coordinator, run_dir)
     manifest.data.reference = reference_entries(coordinator.states)
     if coordinator.failure is None and not stop.count:
@@ -209,9 +269,14 @@ def _finish(
     failure: RunFailure | None,
     lost_rows: int,
     run_dir: RunDir,
+    disk: DiskBudget | None = None,
 ) -> RunResult:
-    status, reason = outcome(states, failure, lost_rows)
+    stopped_by = disk.stopped if disk is not None else None
+    status, reason = outcome(states, failure, lost_rows, stopped_by)
+    if disk is not None:
+        manifest.data.disk["used_bytes"] = disk_usage(run_dir.path)
     manifest.data.status, manifest.data.reason, manifest.data.ended = status, reason, now_iso()
+    manifest.data.segments[-1].update(ended=manifest.data.ended, status=status.value, reason=reason)
     record_states(manifest, states)
     _finish_files(journal, manifest, status, reason)
     return RunResult(run_dir.path, status, reason, states)
@@ -240,6 +305,8 @@ def _drive(coordinator: Coordinator, run_dir: RunDir) -> None:
     except Exception:  # the buffer itself may be what failed
         traceback.print_exc()
         coordinator.lost_rows = len(coordinator.buffer)
+    if coordinator.failure is None:  # a full disk has no room for merged copies
+        coordinator.compact_all()
 
 
 def _finish_files(journal: Journal, manifest: Manifest, status: RunStatus, reason: str | None):
@@ -253,9 +320,13 @@ def _finish_files(journal: Journal, manifest: Manifest, status: RunStatus, reaso
 
 
 def outcome(
-    states: list[VariantState], failure: RunFailure | None, lost_rows: int
+    states: list[VariantState],
+    failure: RunFailure | None,
+    lost_rows: int,
+    stopped_by: str | None = None,
 ) -> tuple[RunStatus, str | None]:
-    """How the run ended and why; a run in which nothing ran is never complete."""
+    """How the run ended and why (``stopped_by``: why the run itself stopped early, if it
+    did); a run in which nothing ran is never complete."""
     if failure is not None:
         lost = f"; {lost_rows} rows could not be written" if lost_rows else ""
         return RunStatus.FAILED, failure.render() + lost
@@ -267,7 +338,10 @@ def outcome(
         )
     stopped = (VariantStatus.INTERRUPTED, VariantStatus.SKIPPED)
     if any(s.status in stopped for s in states):
-        return RunStatus.INTERRUPTED, "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP)"
+        return (
+            RunStatus.INTERRUPTED,
+            stopped_by or "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP)",
+        )
     if not any(s.completed for s in states):
         return RunStatus.FAILED, "no iteration completed in any variant: see the events"
     return RunStatus.COMPLETE, None
@@ -294,6 +368,8 @@ def new_manifest(setup: RunSetup) -> ManifestData:
         owner=Owner.current().to_dict(),
         host=host_info(),
         versions=versions(),
+        reference=reference_entries(reference_states(setup.scenarios)) if setup.reference else {},
+        segments=[new_segment()],
         scenarios=[
             {
                 "name": s.spec.name,
@@ -308,6 +384,18 @@ def new_manifest(setup: RunSetup) -> ManifestData:
     )
 
 
+def new_segment() -> dict[str, Any]:
+    """The manifest's record of one coordinator's part of a run (``run --resume`` adds one)."""
+    return {
+        "started": now_iso(),
+        "ended": None,
+        "status": RunStatus.RUNNING.value,
+        "reason": None,
+        "owner": Owner.current().to_dict(),
+        "command": sys.argv,
+    }
+
+
 def variant_entry(state: VariantState) -> VariantEntry:
     return VariantEntry(
         scenario=state.variant.scenario,
@@ -320,4 +408,5 @@ def variant_entry(state: VariantState) -> VariantEntry:
         stop_iteration=state.stop_iteration,
         duration_s=state.duration_s,
         workers_started=state.workers_started,
+        used_s=round(state.used_so_far(), 3),
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from stress.analysis.dataset import events, iterations
+from stress.analysis.dataset import events_table, iterations_table
 from stress.analysis.signatures import cause
 from stress.analysis.summary import summarize
 from stress.events import DEATH_KINDS
@@ -95,7 +95,8 @@ def classify(run_dir: Path, variant_id: str) -> Outcome:
 def _deaths(run_dir: Path, variant_id: str) -> tuple[Deaths, set[str]]:
     """Deaths by kind and cause, and the MNN versions the dead workers had reported. A
     harness error is no outcome of MNN's: HarnessFailure."""
-    table = events(run_dir).to_table(
+    table = events_table(
+        run_dir,
         columns=["kind", "signal", "message", "exit_code", "mnn_version"],
         filter=pc.field("variant_id") == variant_id,
     )
@@ -121,7 +122,8 @@ def _causes(found: Deaths, kind: str) -> str:
 def _row_facts(run_dir: Path, variant_id: str) -> dict[str, Any]:
     """From the rows recorded as iterations ran: the versions that ran, the exception types of
     error rows, the return codes of invalid rows, and the most frequent digest per output."""
-    table = iterations(run_dir).to_table(
+    table = iterations_table(
+        run_dir,
         columns=["status", "error", "rc", "mnn_version", "output_name", "digest", "observation"],
         filter=(pc.field("variant_id") == variant_id)
         & (pc.field("observation").is_null() | (pc.field("observation") == "fetch")),

@@ -22,7 +22,7 @@ import pyarrow.dataset as ds  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from stress.analysis.dataset import events, iterations  # noqa: E402
+from stress.analysis.dataset import events_table, iterations  # noqa: E402
 from stress.analysis.grading import PASSING  # noqa: E402
 from stress.events import DEATH_KINDS  # noqa: E402
 
@@ -131,8 +131,8 @@ def differences(variants: list[dict[str, Any]]) -> str | None:
 
 def crash_timeline(run_dir: Path, variants: list[dict[str, Any]]) -> str | None:
     """Worker deaths over wall-clock time (UTC), one row per variant, a marker per kind."""
-    table = events(run_dir).to_table(
-        columns=["variant_id", "kind", "ts"], filter=pc.field("kind").isin(DEATH_KINDS)
+    table = events_table(
+        run_dir, columns=["variant_id", "kind", "ts"], filter=pc.field("kind").isin(DEATH_KINDS)
     )
     if table.num_rows == 0:
         return None

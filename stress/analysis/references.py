@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from stress.analysis.dataset import events, iterations
+from stress.analysis.dataset import events_table, iterations_table
 from stress.analysis.tolerance import Tolerance, compare, tolerances_for
 from stress.onnx_reference import ORT_DIR
 from stress.reference import REFERENCE_DIR
@@ -48,9 +48,9 @@ def load_references(run_dir: Path, scenarios: list[str]) -> References:
     no reference run (``--no-reference``, or the run died first), a reference that raised,
     returned an error code or crashed, one not bit-identical run to run, or one with NaN/Inf."""
     root = run_dir / REFERENCE_DIR
-    table = iterations(root).to_table(columns=_COLUMNS)
+    table = iterations_table(root, columns=_COLUMNS)
     table = table.filter(pc.equal(pc.fill_null(table["observation"], "fetch"), "fetch"))
-    deaths = events(root).to_table(columns=["scenario", "kind", "message"]).to_pylist()
+    deaths = events_table(root, columns=["scenario", "kind", "message"]).to_pylist()
     outputs: dict[tuple[str, str], ReferenceOutput] = {}
     problems: dict[str, str] = {}
     for scenario in scenarios:

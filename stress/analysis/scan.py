@@ -13,22 +13,29 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
+from stress.analysis.dataset import READ_ATTEMPTS
+from stress.parts import visible
 from stress.records import ITERATION_SCHEMA
+
+T = TypeVar("T")
 
 MEMORY_LIMIT = "1GB"
 THREADS = 2
 
 _VIEWS = """
-CREATE VIEW fetched AS SELECT * FROM run_rows WHERE observation IS NULL OR observation = 'fetch';
-CREATE VIEW later_reads AS SELECT * FROM run_rows WHERE observation <> 'fetch';
-CREATE TEMP TABLE first_outputs AS
+CREATE OR REPLACE VIEW fetched AS
+    SELECT * FROM run_rows WHERE observation IS NULL OR observation = 'fetch';
+CREATE OR REPLACE VIEW later_reads AS SELECT * FROM run_rows WHERE observation <> 'fetch';
+CREATE OR REPLACE TEMP TABLE first_outputs AS
     SELECT variant_id, min(output_name) AS first_output FROM fetched GROUP BY variant_id;
-CREATE VIEW its AS
+CREATE OR REPLACE VIEW its AS
     SELECT f.* FROM fetched f JOIN first_outputs USING (variant_id)
     WHERE f.output_name IS NULL OR f.output_name = first_output;
 """
@@ -47,23 +54,40 @@ class Scan:
                 "temp_directory": self._spill,
             }
         )
-        self._rows(source)
-        self.con.execute(_VIEWS)
+        self.source = source
+        self._ready = False
+        self._retrying(lambda: None)
 
     def _rows(self, source: Path | pa.Table) -> None:
         files = [] if isinstance(source, pa.Table) else _parts(source)
         if files:
             listed = ", ".join(_quoted(str(f)) for f in files)
             parquet = f"read_parquet([{listed}], union_by_name = true)"
-            self.con.execute(f"CREATE VIEW run_rows AS SELECT * FROM {parquet}")
+            self.con.execute(f"CREATE OR REPLACE VIEW run_rows AS SELECT * FROM {parquet}")
             return
         table = _padded(source) if isinstance(source, pa.Table) else ITERATION_SCHEMA.empty_table()
         self.con.register("rows_table", table)
-        self.con.execute("CREATE VIEW run_rows AS SELECT * FROM rows_table")
+        self.con.execute("CREATE OR REPLACE VIEW run_rows AS SELECT * FROM rows_table")
+
+    def _retrying(self, query: Callable[[], T]) -> T:
+        """``query`` over the views; when a compaction deleted a listed part meanwhile, the
+        parts are listed again, the views made again, and the query repeated."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                if attempt or not self._ready:
+                    self._rows(self.source)
+                    self.con.execute(_VIEWS)
+                    self._ready = True
+                return query()
+            except duckdb.IOException:
+                self._ready = False
+                if attempt == READ_ATTEMPTS - 1 or isinstance(self.source, pa.Table):
+                    raise
+        raise AssertionError("unreachable")
 
     def table(self, sql: str, parameters: list | None = None) -> pa.Table:
         """A query's answer as an Arrow table (keep answers small)."""
-        return self.con.execute(sql, parameters or []).to_arrow_table()
+        return self._retrying(lambda: self.con.execute(sql, parameters or []).to_arrow_table())
 
     def register(self, name: str, table: pa.Table) -> None:
         """A small table (grades, references) for queries to join with."""
@@ -92,8 +116,8 @@ def _padded(table: pa.Table) -> pa.Table:
 
 
 def _parts(directory: Path) -> list[Path]:
-    """The complete part files (hidden temporary ones are still being written)."""
-    return sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
+    """The complete part files, each row once (``stress.parts.visible``)."""
+    return visible(directory)
 
 
 def _quoted(text: str) -> str:

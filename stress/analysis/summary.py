@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from stress.analysis.counts import add_counts
-from stress.analysis.dataset import check_run_dir, events
+from stress.analysis.dataset import check_run_dir, events_table
 from stress.analysis.drift import drift
 from stress.analysis.explain import attribution
 from stress.analysis.grading import (
@@ -64,7 +64,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         references = _add_grades(run_dir, manifest, per_variant, scan)
         for vid, found in drift(scan).items():
             per_variant[vid]["drift"] = found
-    event_rows = events(run_dir).to_table()
+    event_rows = events_table(run_dir)
     _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
     _add_memcheck_slowdown(manifest, per_variant)
     for variant in per_variant.values():

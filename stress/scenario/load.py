@@ -54,12 +54,13 @@ class LoadedScenario:
         return self.converted.get(params.get("convert", NO_FLAGS), self.model)
 
 
-def load_scenario(path: str | Path) -> LoadedScenario:
-    """Parse, validate and check a scenario against its model; raise ScenarioError on any fault."""
+def load_scenario(path: str | Path, text: str | None = None) -> LoadedScenario:
+    """Parse, validate and check a scenario against its model; raise ScenarioError on any fault.
+    ``text``: the scenario as it was when a run began (a resumed run), read as if at ``path``."""
     from stress.models.resolve import resolve_model
 
     path = Path(path)
-    text, data = read_yaml(path)
+    text, data = read_yaml(path, text)
     spec = _validate(path, data)
     _check_combinations(path, data, spec)
     try:

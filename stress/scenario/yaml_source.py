@@ -36,9 +36,10 @@ MAX_VALUES = 10_000  # keys and values, also after alias expansion; a scenario h
 _HUGE_INTEGER = re.compile(r"[-+]?[0-9_]{600,}")
 
 
-def read_yaml(path: Path) -> tuple[str, Any]:
-    """The file's text and its top-level mapping; ScenarioError when it is not one."""
-    text = _read_text(path)
+def read_yaml(path: Path, text: str | None = None) -> tuple[str, Any]:
+    """The file's text (or ``text``, as if read from ``path``) and its top-level mapping;
+    ScenarioError when it is not one."""
+    text = _read_text(path) if text is None else text
     data = _parse(path, text)
     if not isinstance(data, dict):
         raise ScenarioError(

@@ -1,0 +1,176 @@
+"""Compaction: a night's thousands of small part files merged into a handful per dataset.
+
+While a run goes, every ``FANOUT`` consecutive parts of the same level (level = how many
+times ``FANOUT`` their span is) are merged into one part of the next level, in a background
+thread; at the end, consecutive small parts are packed into files of up to ``TARGET_BYTES``.
+Each merge streams its sources into a hidden file, checks the row count, renames it into
+place (named by the span it replaces) and only then deletes the sources: a reader that lists
+with ``stress.parts.visible`` sees every row exactly once at every instant, and a kill at any
+point leaves either the sources or the merged file (or both, which readers and the next
+compaction resolve).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stress.errors import StorageError
+from stress.parts import Part, listed, part_name, split, write_atomically
+
+FANOUT = 16
+TARGET_BYTES = 256 << 20
+ROW_GROUP_ROWS = 128 * 1024
+BATCH_ROWS = 32 * 1024
+
+
+def level(part: Part) -> int:
+    """0 for a part as written, 1 for a merge of FANOUT of them, and so on."""
+    found, span = 0, part.span
+    while span >= FANOUT:
+        span //= FANOUT
+        found += 1
+    return found
+
+
+def running_merge(parts: list[Part]) -> list[Part] | None:
+    """The oldest run of FANOUT consecutive visible parts of one level, small enough to merge."""
+    for start in range(len(parts) - FANOUT + 1):
+        run = parts[start : start + FANOUT]
+        if len({level(p) for p in run}) == 1 and _size(run) <= TARGET_BYTES:
+            return run
+    return None
+
+
+def final_merges(parts: list[Part]) -> list[list[Part]]:
+    """Consecutive small parts packed greedily, oldest first, into runs of at most
+    TARGET_BYTES; parts of a quarter of that or more are left as they are."""
+    runs: list[list[Part]] = [[]]
+    for part in parts:
+        size = _size([part])
+        if size >= TARGET_BYTES // 4:
+            runs.append([])
+            continue
+        if _size(runs[-1]) + size > TARGET_BYTES:
+            runs.append([])
+        runs[-1].append(part)
+    return [run for run in runs if len(run) > 1]
+
+
+def _size(parts: list[Part]) -> int:
+    total = 0
+    for part in parts:
+        with contextlib.suppress(OSError):
+            total += part.path.stat().st_size
+    return total
+
+
+def merge(run: list[Part], schema: pa.Schema) -> Part:
+    """Stream ``run`` into one part named by its span; delete the sources once it is visible.
+    StorageError (sources untouched, nothing visible left) when it cannot be written."""
+    directory = run[0].path.parent
+    merged = Part(run[0].first, run[-1].last, directory / part_name(run[0].first, run[-1].last))
+
+    def write(path: Path) -> None:
+        try:
+            expected = sum(pq.ParquetFile(p.path).metadata.num_rows for p in run)
+            written = _stream(run, schema, path)
+        except pa.ArrowException as exc:  # a source of another schema: leave the run as it is
+            raise OSError(f"cannot merge {run[0].path.name}..{run[-1].path.name}: {exc}") from exc
+        if written != expected:
+            raise OSError(f"merged {written} rows of {expected}")
+
+    write_atomically(merged.path, write)
+    for part in run:
+        with contextlib.suppress(FileNotFoundError):
+            part.path.unlink()
+    return merged
+
+
+def _stream(run: list[Part], schema: pa.Schema, path: Path) -> int:
+    """Copy every row of ``run`` into ``path`` in row groups of ROW_GROUP_ROWS; rows written."""
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        pending: list[pa.RecordBatch] = []
+        for part in run:
+            for batch in pq.ParquetFile(part.path).iter_batches(BATCH_ROWS):
+                pending.append(batch)
+                if sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
+                    writer.write_table(pa.Table.from_batches(pending, schema))
+                    pending = []
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending, schema))
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def tidy(directory: Path) -> int:
+    """Delete what a killed compaction left: sources beside their merged file, and unfinished
+    hidden files (only call this while no other writer is at work). Returns how many."""
+    _, covered = split(listed(directory))
+    unfinished = list(directory.glob(".part-*.tmp"))
+    for path in [part.path for part in covered] + unfinished:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return len(covered) + len(unfinished)
+
+
+class Compactor:
+    """Compacts some datasets in one background thread, one merge at a time. A merge that
+    cannot be written is left (its sources stay readable) and kept in ``errors`` for the
+    caller to report from its own thread."""
+
+    def __init__(
+        self, datasets: dict[Path, pa.Schema], room: Callable[[], int] | None = None
+    ) -> None:
+        self.datasets = datasets
+        self.room = room or (lambda: sys.maxsize)  # bytes a merged copy may take
+        self.merges = 0
+        self.errors: list[StorageError] = []
+        self._thread: threading.Thread | None = None
+
+    def take_errors(self) -> list[StorageError]:
+        taken, self.errors = self.errors, []
+        return taken
+
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def step(self) -> None:
+        """Start the next merge in the background if one is due and none is going."""
+        if self.busy():
+            return
+        for directory, schema in self.datasets.items():
+            run = running_merge(split(listed(directory))[0])
+            if run is not None and _size(run) <= self.room():
+                self._thread = threading.Thread(
+                    target=self._merge, args=(run, schema), name="compaction", daemon=True
+                )
+                self._thread.start()
+                return
+
+    def finish(self) -> int:
+        """Wait for the merge in progress, then pack every dataset (in this thread). Returns
+        how many merges were left undone for lack of room."""
+        if self._thread is not None:
+            self._thread.join()
+        skipped = 0
+        for directory, schema in self.datasets.items():
+            tidy(directory)
+            for run in final_merges(split(listed(directory))[0]):
+                if _size(run) <= self.room():
+                    self._merge(run, schema)
+                else:
+                    skipped += 1
+        return skipped
+
+    def _merge(self, run: list[Part], schema: pa.Schema) -> None:
+        try:
+            merge(run, schema)
+            self.merges += 1
+        except StorageError as exc:
+            self.errors.append(exc)
