@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from pathlib import Path
@@ -11,9 +10,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
-from stress.errors import RunFailure, StressError
-from stress.narrate import Narrator
-from stress.states import RunStatus
+from stress.errors import StressError
 
 if TYPE_CHECKING:
     from stress.scenario import Scenario
@@ -51,135 +48,6 @@ def scenario_files(paths: tuple[str, ...]) -> list[Path]:
     if not files:
         raise StressError("no scenario files given", fix="pass .yaml files or a folder of them")
     return files
-
-
-@main.command()
-@click.argument("scenarios", nargs=-1)
-@click.option(
-    "--resume",
-    "resume_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="go on with an interrupted or killed run in RUN_DIR (same run id, same scenarios "
-    "and budget; finished variants are not rerun)",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="run directory to create (default: results/<run-id>/)",
-)
-@click.option(
-    "--workers", type=click.IntRange(min=1), help="worker processes at once (default: CPU count)"
-)
-@click.option(
-    "--duration",
-    help="total time for the whole run, shared by all variants "
-    "(e.g. 90s, 10m); overrides the scenarios' budgets",
-)
-@click.option(
-    "--iterations",
-    type=click.IntRange(min=1),
-    help="iterations per variant; overrides the scenarios' budgets",
-)
-@click.option(
-    "--reference/--no-reference",
-    default=True,
-    show_default=True,
-    help="first run each scenario's model once, clean and alone, as the reference that "
-    "outputs are graded against",
-)
-@click.option(
-    "--max-disk",
-    "max_disk",
-    callback=lambda ctx, param, value: _size(value, param),
-    help="disk the run directory may use (e.g. 500M, 20G): nearing it, output values stop "
-    "being stored; at it, the run stops cleanly",
-)
-@click.option(
-    "--fail-on-findings",
-    is_flag=True,
-    help="exit 1 when any variant has a finding (as `report` does): for cron and CI",
-)
-def run(
-    scenarios: tuple[str, ...],
-    resume_dir: Path | None,
-    out: Path | None,
-    workers: int | None,
-    duration: str | None,
-    iterations: int | None,
-    reference: bool,
-    max_disk: int | None,
-    fail_on_findings: bool,
-) -> None:
-    """Run scenario files (or folders of them) and print the per-variant summary."""
-    from stress.analysis.report import EXIT_FINDINGS, has_findings
-    from stress.plan import Budget
-    from stress.runner import RunHooks, execute
-    from stress.scenario import parse_duration
-
-    if duration and iterations:
-        raise click.UsageError("give --duration or --iterations, not both")
-    if resume_dir is not None and (scenarios or out or duration or iterations):
-        raise click.UsageError(
-            "--resume goes on with the run's own scenarios, directory and budget: give only "
-            "--resume RUN_DIR (and --workers, --max-disk)"
-        )
-    if resume_dir is None and not scenarios:
-        raise click.UsageError("give scenario files (or folders), or --resume RUN_DIR")
-    try:
-        seconds = parse_duration(duration) if duration else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--duration") from exc
-    narrator = Narrator(errors)
-    hooks = RunHooks(
-        narrator.started, narrator.changed, narrator.tick, narrator.referenced, narrator.note
-    )
-    try:
-        if resume_dir is not None:
-            from stress.resume import resume
-
-            result = resume(resume_dir, workers, hooks, max_disk)
-        else:
-            files = scenario_files(scenarios)
-            budget = Budget(iterations, seconds)
-            result = execute(files, out, workers, budget, hooks, reference, max_disk)
-        summary = _summarise(result.run_dir, narrator)
-    finally:
-        narrator.close()
-    console.print(f"run directory: {result.run_dir}")
-    if result.status is RunStatus.INTERRUPTED:
-        console.print("[yellow]the run was interrupted; everything recorded so far is kept[/]")
-        sys.exit(EXIT_INTERRUPTED)
-    if result.status is RunStatus.FAILED:
-        click.echo(click.style("error: ", fg="red", bold=True) + f"{result.reason}", err=True)
-        sys.exit(RunFailure.exit_code)
-    if fail_on_findings and (summary is None or has_findings(summary)):
-        sys.exit(EXIT_FINDINGS)
-
-
-def _size(value: str | None, param: click.Parameter) -> int | None:
-    from stress.diskbudget import parse_size
-
-    try:
-        return None if value is None else parse_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param=param) from exc
-
-
-def _summarise(run_dir: Path, narrator: Narrator) -> dict | None:
-    """The summary on the terminal, and in the run's log (None: it could not be made)."""
-    from stress.analysis.summary import summarize
-    from stress.analysis.table import render_summary
-
-    try:
-        summary = summarize(run_dir)
-    except StressError as exc:  # the manifest itself could not be written (full disk)
-        narrator.say(f"no summary: {exc.render()}")
-        return None
-    render_summary(summary, console)
-    plain = Console(file=io.StringIO(), width=150, color_system=None)
-    render_summary(summary, plain)
-    narrator.write_log(plain.file.getvalue())
-    return summary
 
 
 @main.command()
@@ -399,12 +267,14 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
-def _versions_commands() -> None:
-    """``envs`` and ``bisect`` live in ``stress.cli_versions``."""
+def _other_commands() -> None:
+    """``run`` lives in ``stress.cli_run``; ``envs`` and ``bisect`` in ``stress.cli_versions``."""
+    from stress.cli_run import run
     from stress.cli_versions import bisect, envs_group
 
+    main.add_command(run)
     main.add_command(envs_group)
     main.add_command(bisect)
 
 
-_versions_commands()
+_other_commands()

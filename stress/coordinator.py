@@ -18,26 +18,24 @@ from pathlib import Path
 import psutil
 
 from stress import deaths
-from stress.compaction import Compactor
 from stress.contract.protocol import Observation
 from stress.deaths import KillReason
-from stress.diskbudget import DiskBudget, DiskStage
+from stress.diskbudget import DiskBudget
 from stress.errors import RunFailure, StorageError
-from stress.events import EVENT_SCHEMA, Event, EventKind, EventWriter
+from stress.events import Event, EventKind
 from stress.jobs import make_job, ring_capacity
-from stress.parts import PartWriter
 from stress.plan import VariantState
-from stress.records import ITERATION_SCHEMA, IterationBuffer, RowContext
+from stress.recorder import Listeners, Recorder
+from stress.records import RowContext
 from stress.states import VariantStatus
 from stress.workerproc import WorkerProcess
 
 STARTUP_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 IDLE_SLEEP_S = 0.005
-TICK_S = 10.0
+TICK_S = 1.0
 PROGRESS_S = 1.0
 MEMORY_SAMPLE_S = 0.2  # the system's available memory, into every row received meanwhile
-FLUSH_S = 0.5  # rows wait at most this long for their part file (then the write itself)
 COMPACT_S = 2.0  # how often to look for parts to merge
 
 
@@ -63,13 +61,15 @@ class RunningWorker:
 @dataclass(frozen=True)
 class Hooks:
     """What the caller hears during a run: state changes, progress every PROGRESS_S for the
-    running variants, and a tick every TICK_S."""
+    running variants (the journal), and a tick with every state every TICK_S (the view)."""
 
     on_change: Callable[[VariantState], None] = lambda state: None
     on_progress: Callable[[list[VariantState]], None] = lambda states: None
     on_tick: Callable[[list[VariantState], float], None] = lambda states, elapsed: None
     on_note: Callable[[str], None] = lambda line: None  # a line for the run's log
     on_disk: Callable[[dict[str, object]], None] = lambda record: None  # for the manifest
+    # Once every variant has run: those to run again, their budgets raised (adaptive nights)
+    on_pass_done: Callable[[list[VariantState]], list[VariantState]] = lambda states: []
 
 
 class Coordinator:
@@ -92,16 +92,9 @@ class Coordinator:
         self.stop = stop
         self.fault = fault
         self.hooks = hooks
-        self.buffer = IterationBuffer(PartWriter(run_dir / "iterations"), max_age_s=FLUSH_S)
-        if disk is not None:  # one part may not take more than a small share of the budget
-            self.buffer.max_bytes = min(self.buffer.max_bytes, disk.limit // 32)
-        self.events = EventWriter(run_dir / "events")
-        self.disk = disk
-        self.store_values = True  # until the disk budget says otherwise
-        self.compactor = Compactor(
-            {run_dir / "iterations": ITERATION_SCHEMA, run_dir / "events": EVENT_SCHEMA},
-            room=disk.room if disk is not None else None,
-        )
+        listeners = Listeners(self._note, self._on_disk, stop.request)
+        self.recorder = Recorder(run_dir, listeners, disk)
+        self.buffer = self.recorder.buffer
         self.queues: dict[str, collections.deque[VariantState]] = {}
         for state in states:
             queue = self.queues.setdefault(state.variant.scenario, collections.deque())
@@ -116,41 +109,53 @@ class Coordinator:
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
-        """Run every variant, until done, stopped, or a failure (``self.failure``)."""
+        """Run every variant, until done, stopped, or a failure (``self.failure``); then the
+        second pass, if the caller gives one (``Hooks.on_pass_done``)."""
         started = time.monotonic()
-        next_tick, next_progress = started + TICK_S, started + PROGRESS_S
-        next_memory, next_compaction = started, started + COMPACT_S
         try:
-            while self.running or (self._queued() and not self._stopping()):
-                now = time.monotonic()
-                if now >= next_tick:
-                    next_tick += TICK_S
-                    self.hooks.on_tick(self.states, now - started)
-                if now >= next_progress:
-                    next_progress = now + PROGRESS_S
-                    self._report_progress()
-                    self._cap_logs()
-                    self._check_disk()
-                if now >= next_compaction:
-                    next_compaction = now + COMPACT_S
-                    self._compact()
-                if not self._stopping():
-                    self._start_workers()
-                if now >= next_memory:  # before the rows it is for are drained
-                    next_memory = now + MEMORY_SAMPLE_S
-                    self.buffer.available_bytes = psutil.virtual_memory().available
-                busy = self._service_workers()
-                self._handle_stop()
-                if self.buffer.due() and self.failure is None:
-                    self._flush()
-                if not busy:
-                    time.sleep(IDLE_SLEEP_S)
+            self._loop(started)
+            again = [] if self._stopping() else self.hooks.on_pass_done(self.states)
+            for state in again:
+                self.queues[state.variant.scenario].append(state)
+                self._set(state, VariantStatus.PENDING)
+            if again:
+                self._loop(started)
         finally:
             self._kill_all()  # only when the loop itself failed: never leave workers behind
         for queue in self.queues.values():
             for state in queue:
-                started = state.workers_started > 0
-                self._set(state, VariantStatus.INTERRUPTED if started else VariantStatus.SKIPPED)
+                started_ = state.workers_started > 0
+                self._set(state, VariantStatus.INTERRUPTED if started_ else VariantStatus.SKIPPED)
+
+    def _loop(self, started: float) -> None:
+        """Until nothing runs and nothing is queued (or the run stops)."""
+        now = time.monotonic()
+        next_tick, next_progress = now + TICK_S, now + PROGRESS_S
+        next_memory, next_compaction = now, now + COMPACT_S
+        while self.running or (self._queued() and not self._stopping()):
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick += TICK_S
+                self.hooks.on_tick(self.states, now - started)
+            if now >= next_progress:
+                next_progress = now + PROGRESS_S
+                self._report_progress()
+                self._cap_logs()
+                self._notify(self.recorder.measure_disk)
+            if now >= next_compaction and self.failure is None:
+                next_compaction = now + COMPACT_S
+                self.recorder.compact()
+            if not self._stopping():
+                self._start_workers()
+            if now >= next_memory:  # before the rows it is for are drained
+                next_memory = now + MEMORY_SAMPLE_S
+                self.buffer.available_bytes = psutil.virtual_memory().available
+            busy = self._service_workers()
+            self._handle_stop()
+            if self.buffer.due() and self.failure is None:
+                self._notify(self.recorder.flush)
+            if not busy:
+                time.sleep(IDLE_SLEEP_S)
 
     def _queued(self) -> bool:
         return any(self.queues.values())
@@ -184,45 +189,15 @@ class Coordinator:
             worker.state.status = VariantStatus.INTERRUPTED
         self.running.clear()
 
-    def _compact(self) -> None:
-        """Start the next merge of small parts, and report merges that could not be made."""
-        for exc in self.compactor.take_errors():
-            self._note(f"compaction left some parts as they were: {exc.message}")
-        if self.failure is None:
-            self.compactor.step()
-
     def compact_all(self) -> None:
         """After the loop: pack every dataset's parts into a handful of files."""
-        skipped = self.compactor.finish()
-        if skipped:
-            self._note(f"compaction: {skipped} merges left undone for lack of room (--max-disk)")
-        for exc in self.compactor.take_errors():
-            self._note(f"compaction left some parts as they were: {exc.message}")
+        self.recorder.compact_all()
 
     def _note(self, line: str) -> None:
         self._notify(lambda: self.hooks.on_note(line))
 
-    def _check_disk(self) -> None:
-        """Under ``--max-disk``: measure the run directory (every PROGRESS_S)."""
-        if self.disk is not None:
-            self._obey_disk(self.disk.measure())
-
-    def _obey_disk(self, stage: DiskStage) -> None:
-        """Stop storing output values, then stop the run, as the budget fills."""
-        assert self.disk is not None
-        if stage is not DiskStage.FULL and self.store_values:
-            self.store_values = False
-            self._note(
-                f"disk: {self.disk.describe()} used; output values are no longer stored "
-                "(digests and statistics go on)"
-            )
-            self._notify(lambda: self.hooks.on_disk({"values_stopped_at": time.time()}))
-        if stage is DiskStage.STOP and self.disk.stopped is None:
-            self.disk.stopped = f"the run directory reached {self.disk.describe()} (--max-disk)"
-            self._note(f"disk: {self.disk.stopped}; stopping the run")
-            self.disk.release_reserve()
-            self._notify(lambda: self.hooks.on_disk({"stopped_at": time.time()}))
-            self.stop.request()
+    def _on_disk(self, change: dict[str, object]) -> None:
+        self._notify(lambda: self.hooks.on_disk(change))
 
     def _cap_logs(self) -> None:
         for worker in self.running.values():
@@ -238,16 +213,6 @@ class Coordinator:
         if self.failure is None:
             self.failure = failure
 
-    def _flush(self) -> None:
-        before = self.buffer.writer.bytes_written
-        try:
-            self.buffer.flush(keep_values=self.store_values)
-        except StorageError as exc:
-            self._fail(exc)
-        if self.disk is not None:  # between measurements, count what was just written
-            self.disk.used += self.buffer.writer.bytes_written - before
-            self._obey_disk(self.disk.stage())
-
     def _notify(self, call: Callable[[], None]) -> None:
         try:
             call()
@@ -259,23 +224,12 @@ class Coordinator:
         self._notify(lambda: self.hooks.on_change(state))
 
     def salvage(self, make_room: Callable[[], None]) -> int:
-        """After the loop: write what is still buffered and the events kept back. When the
-        disk refuses, ``make_room`` is called once and the rows are tried again, then without
-        their stored values. Returns the rows that could still not be written."""
-        if self.failure is not None:
-            make_room()
-        for keep_values in (self.store_values, self.store_values, False):
-            try:
-                self.buffer.flush(keep_values=keep_values)
-                break
-            except StorageError as exc:
-                self._fail(exc)
-                make_room()
-        try:
-            self.events.retry()
-        except StorageError as exc:
-            self._fail(exc)
-        return len(self.buffer)
+        """After the loop: write what is still buffered and the events kept back (``make_room``
+        when the disk refuses). Returns the rows that could still not be written."""
+        unwritten, error = self.recorder.salvage(make_room, self.failure is not None)
+        if error is not None:
+            self._fail(error)
+        return unwritten
 
     # --- starting -------------------------------------------------------------------------
     def _start_workers(self) -> None:
@@ -374,6 +328,9 @@ class Coordinator:
             if record.observation == Observation.FETCH:  # not a later look at an old output
                 state.completed += 1
                 state.next_iterations[record.thread] = record.iteration + 1
+                state.outcomes[record.status] += 1
+        if rss_bytes >= 0:
+            state.rss_bytes = rss_bytes
         self._check_memory(worker, rss_bytes)
         return moved
 
@@ -432,7 +389,7 @@ class Coordinator:
         process.cap_log(state.scenario.spec.max_log_mib << 20)
         if process.hello_at is not None:
             state.used_s += time.monotonic() - process.hello_at
-        state.loop_started = None
+        state.loop_started, state.rss_bytes = None, None
         ending = deaths.classify(
             deaths.LastWords(
                 process.poll(),
@@ -517,7 +474,4 @@ class Coordinator:
         )
 
     def _write_event(self, event: Event) -> None:
-        try:
-            self.events.write(event)
-        except StorageError as exc:  # kept by the writer; salvage() tries again
-            self._fail(exc)
+        self._notify(lambda: self.recorder.write_event(event))  # kept; salvage() tries again

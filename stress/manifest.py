@@ -136,6 +136,9 @@ class ManifestData:
     segments: list[dict[str, Any]] = field(default_factory=list)
     # --max-disk: the budget in bytes, and when values stopped being stored / the run stopped
     disk: dict[str, Any] = field(default_factory=dict)
+    # Adaptive nights (stress.adaptive): the pooled loop time, and once shared out, when and
+    # to whom (per variant: extra_s and why)
+    adaptive: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,5 +1,7 @@
 """What a run says while it runs: to the terminal (stderr) and, with the time, to
-``RUN_DIR/run.log``, so an unattended night leaves its story next to its rows."""
+``RUN_DIR/run.log``, so an unattended night leaves its story next to its rows. On a terminal
+the run's figures are drawn live (``stress.liveview``); the log, and stderr without a
+terminal, get them as a plain line every ``every_s`` seconds."""
 
 from __future__ import annotations
 
@@ -8,28 +10,40 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.live import Live
 
+from stress import liveview
+from stress.diskbudget import disk_usage
 from stress.states import VariantStatus
 
 RUN_LOG = "run.log"
+DISK_EVERY_S = 5.0  # how often the live view measures the run directory
 
 
 class Narrator:
-    """The run's hooks (``stress.runner.RunHooks``): each line to ``console`` and the log."""
+    """The run's hooks (``stress.runner.RunHooks``): each line to ``console`` and the log;
+    the live view when ``live``; the plain progress line every ``every_s``."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(
+        self,
+        console: Console,
+        live: bool = False,
+        every_s: float = 10.0,
+        disk_limit: int | None = None,
+    ) -> None:
         self.console = console
         self.log: TextIO | None = None
+        self.every_s, self.disk_limit = every_s, disk_limit
+        self.live = Live(console=console, auto_refresh=False, transient=True) if live else None
+        self.run_dir: Path | None = None
+        self.rates = liveview.Rates()
+        self.next_line_s = every_s
+        self.disk_used: int | None = None
+        self.disk_measured_s = -DISK_EVERY_S
 
     def say(self, line: str, style: str | None = None) -> None:
         self.console.print(line, highlight=False, style=style, soft_wrap=True)
-        if self.log is not None:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            try:
-                self.log.write(f"{stamp} {line}\n")
-                self.log.flush()
-            except OSError:  # a full disk: the terminal still hears it
-                self.log = None
+        self.write_log(_stamped(line))
 
     def write_log(self, text: str) -> None:
         """Text for the log only (the final summary, already shown on the terminal)."""
@@ -40,12 +54,20 @@ class Narrator:
             except OSError:
                 self.log = None
 
+    def end_view(self) -> None:
+        """Take the live view off the terminal (before the summary is printed)."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
     def close(self) -> None:
+        self.end_view()
         if self.log is not None:
             self.log.close()
             self.log = None
 
     def started(self, run_dir: Path, states: list[Any]) -> None:
+        self.run_dir = run_dir
         try:
             self.log = open(run_dir / RUN_LOG, "a", encoding="utf-8")  # noqa: SIM115
         except OSError:
@@ -79,15 +101,25 @@ class Narrator:
             )
 
     def tick(self, states: list[Any], elapsed: float) -> None:
-        finished = sum(s.status.finished for s in states)
-        running = sum(s.status is VariantStatus.RUNNING for s in states)
-        iterations = sum(s.completed for s in states)
-        deaths = sum(s.crashes for s in states)
-        self.say(
-            f"[{elapsed:5.0f}s] variants {finished}/{len(states)} finished, {running} "
-            f"running; {iterations:,} iterations; {deaths} worker deaths",
-            "dim",
-        )
+        """Every second: redraw the live view; every ``every_s``, the plain line."""
+        if self.run_dir is not None and elapsed - self.disk_measured_s >= DISK_EVERY_S:
+            self.disk_used, self.disk_measured_s = disk_usage(self.run_dir), elapsed
+        m = liveview.meters(states, elapsed, self.rates, (self.disk_used, self.disk_limit))
+        if self.live is not None:
+            if not self.live.is_started:
+                self.live.start()
+            self.live.update(liveview.table(states, m), refresh=True)
+        if elapsed >= self.next_line_s:
+            self.next_line_s = elapsed + self.every_s
+            line = liveview.plain_line(states, m)
+            if self.live is None:
+                self.say(line, "dim")
+            else:
+                self.write_log(_stamped(line))
+
+
+def _stamped(line: str) -> str:
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n"
 
 
 def _budget(state: Any) -> str:

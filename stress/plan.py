@@ -3,6 +3,7 @@ command line's, else the scenario's), before anything runs."""
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ class VariantState:
     next_iterations: list[int] = field(default_factory=list)  # per thread; set in __post_init__
     used_s: float = 0.0  # loop time of the variant's ended workers
     loop_started: float | None = None  # time.monotonic() of its running worker's hello
+    outcomes: collections.Counter[int] = field(default_factory=collections.Counter)  # by Status
+    rss_bytes: int | None = None  # its running worker's resident memory, last reported
     ring_bytes: int = 0
     completed: int = 0
     crashes: int = 0

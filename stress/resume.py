@@ -84,6 +84,7 @@ def carry_over(
     for state in states:
         entry = entries[state.variant.variant_id]
         state.workers_started = entry.workers_started
+        state.duration_s = entry.duration_s  # an adaptive night's first pass, or more
         if entry.status.finished:
             state.status, state.completed = entry.status, entry.completed
             state.crashes, state.next_iterations = entry.crashes, list(entry.next_iterations)

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from stress.adaptive import second_pass, split_first_pass
 from stress.coordinator import Coordinator, Hooks, StopRequests
 from stress.diskbudget import DiskBudget, disk_usage
 from stress.errors import RunFailure, ScenarioError, StorageError, StressError
@@ -45,6 +46,7 @@ class RunSetup:
     reference: bool = True
     first_worker_id: int = 0  # a resumed run's workers go on from its earlier ones
     max_disk: int | None = None  # bytes the run directory may use (--max-disk)
+    pool_s: float = 0.0  # loop time kept back for the second pass (stress.adaptive)
 
 
 @dataclass(frozen=True)
@@ -121,13 +123,17 @@ def execute(
     hooks: RunHooks = RunHooks(),
     reference: bool = True,
     max_disk: int | None = None,
+    adaptive: bool = True,
 ) -> RunResult:
     """Validate everything, then run. State changes go to the journal; the manifest is
     written at the start and at the end, whatever ends the run."""
     scenarios = load_all(paths)
     concurrency = workers or os.cpu_count() or 1
     states = plan(scenarios, budget, concurrency)
-    return execute_planned(scenarios, states, out, concurrency, budget, hooks, reference, max_disk)
+    pool = split_first_pass(states) if adaptive else 0.0
+    return execute_planned(
+        scenarios, states, out, concurrency, budget, hooks, reference, max_disk, pool
+    )
 
 
 def execute_planned(
@@ -139,13 +145,14 @@ def execute_planned(
     hooks: RunHooks = RunHooks(),
     reference: bool = True,
     max_disk: int | None = None,
+    pool_s: float = 0.0,
 ) -> RunResult:
     """Run variants planned by the caller (``execute``'s, or ``bisect``'s own: one variant
     under one MNN version) into a new run directory."""
     fault = os.environ.get(faults.ENV_VAR) or None
     faults.parse(fault)
     setup = RunSetup(
-        new_run_id(), scenarios, states, concurrency, budget, fault, reference, max_disk=max_disk
+        new_run_id(), scenarios, states, concurrency, budget, fault, reference, 0, max_disk, pool_s
     )
     check_file_size_limit(scenarios)
     stop = StopRequests()
@@ -180,7 +187,7 @@ def run_in(
         disk = DiskBudget(run_dir.path, setup.max_disk, run_dir.release_reserve)
     if disk is not None:
         manifest.data.disk["budget_bytes"] = disk.limit
-    on_disk = _disk_recorder(manifest)
+    on_disk = _recorder(manifest, "disk")
     if any(not state.status.finished for state in references):
         failure, lost_rows = _run_reference(
             setup, references, run_dir, stop, manifest, hooks, disk, on_disk
@@ -212,7 +219,9 @@ def run_in(
         setup.concurrency,
         stop,
         setup.fault,
-        Hooks(changed, progress, hooks.on_tick, hooks.on_note, on_disk),
+        Hooks(
+            changed, progress, hooks.on_tick, hooks.on_note, on_disk, _pass_done(manifest, hooks)
+        ),
         setup.first_worker_id,
         disk,
     )
@@ -221,11 +230,24 @@ def run_in(
     return _finish(manifest, journal, states, failure, lost_rows, run_dir, disk)
 
 
-def _disk_recorder(manifest: Manifest) -> Callable[[dict[str, object]], None]:
-    """What the disk budget did, into the manifest at once (it happens once or twice)."""
+def _pass_done(
+    manifest: Manifest, hooks: RunHooks
+) -> Callable[[list[VariantState]], list[VariantState]]:
+    """The second pass of an adaptive night, unless it has been given already (resumed)."""
+    adaptive = manifest.data.adaptive
+    if not adaptive.get("pool_s") or "allocated_at" in adaptive:
+        return lambda states: []
+    parallelism = manifest.data.concurrency
+    record = _recorder(manifest, "adaptive")
+    return second_pass(adaptive["pool_s"], parallelism, hooks.on_note, record)
 
-    def record(change: dict[str, object]) -> None:
-        manifest.data.disk.update({key: _iso(value) for key, value in change.items()})
+
+def _recorder(manifest: Manifest, section: str) -> Callable[[dict[str, Any]], None]:
+    """Changes to one section of the manifest (``disk``, ``adaptive``), saved at once: each
+    happens once or twice a run. Times (floats) become ISO text."""
+
+    def record(change: dict[str, Any]) -> None:
+        getattr(manifest.data, section).update({key: _iso(v) for key, v in change.items()})
         with contextlib.suppress(StorageError):  # the end of the run tries again
             manifest.save()
 
@@ -364,6 +386,7 @@ def new_manifest(setup: RunSetup) -> ManifestData:
         reason=None,
         concurrency=setup.concurrency,
         budget={"iterations": budget.iterations, "duration_s": budget.duration_s},
+        adaptive={"pool_s": round(setup.pool_s, 3)} if setup.pool_s else {},
         test_fault=setup.fault,
         owner=Owner.current().to_dict(),
         host=host_info(),

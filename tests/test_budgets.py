@@ -54,7 +54,16 @@ def test_duration_counts_the_time_of_every_worker_of_a_variant(scenario_file, tm
     gets only what is left of the 4 s, so the loops add up to 4 s, not 4 s + a segment."""
     path = scenario_file("name: restarts\nmodel: deep\nduration: 4s\nmax_crashes: 5\n")
     out = tmp_path / "run"
-    run_cli("run", str(path), "--out", str(out), "--workers", "1", fault="segv@60,segv@120")
+    run_cli(
+        "run",
+        str(path),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-adaptive",
+        fault="segv@60,segv@120",
+    )
     rows = read_iterations(out)
     assert rows.worker_id.nunique() == 3
     spans = rows.groupby("worker_id").ts.agg(["min", "max"])

@@ -76,7 +76,7 @@ def wait_for_a_done_variant(out: Path, timeout: float = 90) -> str:
 
 def test_sigterm_then_resume_goes_on_without_gaps_or_duplicates(scenario_file, tmp_path):
     path, out = scenario_file(SCENARIO), tmp_path / "run"
-    run = start_run(path, out, "--duration", "16s", "--workers", "1")
+    run = start_run(path, out, "--duration", "16s", "--workers", "1", "--no-adaptive")
     finished = wait_for_a_done_variant(out)
     time.sleep(1.5)  # into the next variant
     run.send_signal(signal.SIGTERM)

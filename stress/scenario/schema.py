@@ -241,6 +241,11 @@ class Scenario(BaseModel):
         description="start a fresh worker process after this many iterations per thread, so "
         "repeats happen across fresh processes and not only within one",
     )
+    adaptive: bool = Field(
+        True,
+        description="with a time budget: a first fair pass on part of each variant's share, "
+        "then the rest to the variants whose failure rate is still uncertain",
+    )
     max_crashes: int = Field(
         3,
         ge=0,

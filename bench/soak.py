@@ -1,0 +1,100 @@
+"""A soak of the bundled scenarios, watched from outside: is the coordinator fit for a night?
+
+Runs ``mnn-stress run`` for a given time (default 10 minutes) and samples the coordinator
+every few seconds: resident memory, open files, and the part files in ``iterations/``. At the
+end it reports the RSS slope (least squares over the samples after the first minute), rows
+written, part files written in all (the part sequence), the most seen at once and those left
+after the final compaction, and the disk the run directory uses.
+
+Usage: .venv/bin/python bench/soak.py [--duration 10m] [--every 5] [--keep DIR] [SCENARIO...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stress.analysis.dataset import iterations_table  # noqa: E402
+from stress.diskbudget import disk_usage  # noqa: E402
+from stress.parts import listed  # noqa: E402
+from stress.scenario import parse_duration  # noqa: E402
+
+
+def sample(process: psutil.Process, out: Path) -> tuple[float, int, int, int]:
+    """(time, coordinator RSS, its open files, part files in iterations/ now)."""
+    with process.oneshot():
+        rss, files = process.memory_info().rss, process.num_fds()
+    return time.monotonic(), rss, files, len(listed(out / "iterations"))
+
+
+def slope_mib_per_hour(samples: list[tuple[float, int, int, int]], skip_s: float) -> float:
+    start = samples[0][0]
+    points = [(t - start, rss) for t, rss, _, _ in samples if t - start >= skip_s]
+    if len(points) < 2:
+        return float("nan")
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_r = sum(r for _, r in points) / n
+    cov = sum((t - mean_t) * (r - mean_r) for t, r in points)
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    return cov / var * 3600 / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenarios", nargs="*", default=[str(REPO / "scenarios")])
+    parser.add_argument("--duration", default="10m")
+    parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument("--keep", type=Path, help="run directory to keep (default: a temp one)")
+    args = parser.parse_args()
+    seconds = parse_duration(args.duration)
+    temporary = None if args.keep else tempfile.mkdtemp(prefix="mnn-stress-soak-")
+    out = args.keep or Path(temporary) / "run"  # type: ignore[arg-type]
+    command = [sys.executable, "-m", "stress", "run", *args.scenarios, "--out", str(out)]
+    command += ["--duration", f"{seconds:g}s", "--progress-every", "60s"]
+    print(" ".join(command), flush=True)
+    begun = time.monotonic()
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    coordinator = psutil.Process(run.pid)
+    samples = []
+    while run.poll() is None:
+        try:
+            samples.append(sample(coordinator, out))
+        except (psutil.Error, OSError):
+            pass
+        time.sleep(args.every)
+    wall = time.monotonic() - begun
+    report(out, samples, wall, run.returncode)
+    if temporary:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def report(out: Path, samples: list, wall: float, code: int) -> None:
+    parts = listed(out / "iterations")
+    written = max((p.last + 1 for p in parts), default=0)
+    rows = iterations_table(out, columns=["iteration"]).num_rows
+    rss = [s[1] for s in samples]
+    print(f"exit {code} after {wall:,.0f} s wall; {len(samples)} samples")
+    print(f"coordinator RSS: first {rss[0] / 2**20:,.0f} MiB, max {max(rss) / 2**20:,.0f} MiB, "
+          f"last {rss[-1] / 2**20:,.0f} MiB; slope after the first minute "
+          f"{slope_mib_per_hour(samples, 60):+,.1f} MiB/hour")
+    print(f"open files: min {min(s[2] for s in samples)}, max {max(s[2] for s in samples)}")
+    print(f"rows written: {rows:,} ({rows / wall:,.0f}/s over the wall time)")
+    print(f"iteration part files: {written:,} written, at most {max(s[3] for s in samples)} "
+          f"at once, {len(parts)} after the final compaction")
+    print(f"events part files after compaction: {len(listed(out / 'events'))}")
+    print(f"disk used by the run directory: {disk_usage(out) / 2**20:,.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
