@@ -49,13 +49,18 @@ def one_kill(folder: Path, delay_s: float) -> tuple[float, int, bool]:
     newest = pc.max(iterations_table(out, columns=["ts"])["ts"]).as_py().timestamp()
     subprocess.run(
         [sys.executable, "-m", "stress", "run", "--resume", str(out)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
     )
     rerun = json.loads((out / "manifest.json").read_text())["segments"][-1]["iterations_rerun"]
     table = iterations_table(out, columns=["variant_id", "thread", "iteration"])
-    groups = table.group_by(["variant_id", "thread"]).aggregate(
-        [("iteration", "count"), ("iteration", "count_distinct"), ("iteration", "max")]
-    ).to_pylist()
+    groups = (
+        table.group_by(["variant_id", "thread"])
+        .aggregate([("iteration", "count"), ("iteration", "count_distinct"), ("iteration", "max")])
+        .to_pylist()
+    )
     gapless = all(
         g["iteration_count"] == g["iteration_count_distinct"] == g["iteration_max"] + 1
         for g in groups
@@ -76,11 +81,16 @@ def main() -> None:
         lost.append(seconds)
         reruns.append(rerun)
         clean += gapless
-        print(f"kill {attempt + 1}: newest row {seconds:.2f} s before the kill; "
-              f"{rerun:,} iterations rerun; gapless after resume: {gapless}", flush=True)
-    print(f"newest row before the kill: median {statistics.median(lost):.2f} s, "
-          f"max {max(lost):.2f} s over {len(lost)} kills; iterations rerun: median "
-          f"{statistics.median(reruns):,.0f}, max {max(reruns):,}; gapless: {clean}/{len(lost)}")
+        print(
+            f"kill {attempt + 1}: newest row {seconds:.2f} s before the kill; "
+            f"{rerun:,} iterations rerun; gapless after resume: {gapless}",
+            flush=True,
+        )
+    print(
+        f"newest row before the kill: median {statistics.median(lost):.2f} s, "
+        f"max {max(lost):.2f} s over {len(lost)} kills; iterations rerun: median "
+        f"{statistics.median(reruns):,.0f}, max {max(reruns):,}; gapless: {clean}/{len(lost)}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Usage: .venv/bin/python bench/soak.py [--duration 10m] [--every 5] [--keep DIR] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -68,10 +69,8 @@ def main() -> None:
     coordinator = psutil.Process(run.pid)
     samples = []
     while run.poll() is None:
-        try:
+        with contextlib.suppress(psutil.Error, OSError):  # between two of its files
             samples.append(sample(coordinator, out))
-        except (psutil.Error, OSError):
-            pass
         time.sleep(args.every)
     wall = time.monotonic() - begun
     report(out, samples, wall, run.returncode)
@@ -85,13 +84,17 @@ def report(out: Path, samples: list, wall: float, code: int) -> None:
     rows = iterations_table(out, columns=["iteration"]).num_rows
     rss = [s[1] for s in samples]
     print(f"exit {code} after {wall:,.0f} s wall; {len(samples)} samples")
-    print(f"coordinator RSS: first {rss[0] / 2**20:,.0f} MiB, max {max(rss) / 2**20:,.0f} MiB, "
-          f"last {rss[-1] / 2**20:,.0f} MiB; slope after the first minute "
-          f"{slope_mib_per_hour(samples, 60):+,.1f} MiB/hour")
+    print(
+        f"coordinator RSS: first {rss[0] / 2**20:,.0f} MiB, max {max(rss) / 2**20:,.0f} MiB, "
+        f"last {rss[-1] / 2**20:,.0f} MiB; slope after the first minute "
+        f"{slope_mib_per_hour(samples, 60):+,.1f} MiB/hour"
+    )
     print(f"open files: min {min(s[2] for s in samples)}, max {max(s[2] for s in samples)}")
     print(f"rows written: {rows:,} ({rows / wall:,.0f}/s over the wall time)")
-    print(f"iteration part files: {written:,} written, at most {max(s[3] for s in samples)} "
-          f"at once, {len(parts)} after the final compaction")
+    print(
+        f"iteration part files: {written:,} written, at most {max(s[3] for s in samples)} "
+        f"at once, {len(parts)} after the final compaction"
+    )
     print(f"events part files after compaction: {len(listed(out / 'events'))}")
     print(f"disk used by the run directory: {disk_usage(out) / 2**20:,.1f} MiB")
 
