@@ -31,16 +31,18 @@ from stress.parts import listed  # noqa: E402
 from stress.scenario import parse_duration  # noqa: E402
 
 
-def sample(process: psutil.Process, out: Path) -> tuple[float, int, int, int]:
-    """(time, coordinator RSS, its open files, part files in iterations/ now)."""
+def sample(process: psutil.Process, out: Path) -> tuple[float, int, int, int, int]:
+    """(time, coordinator RSS, its USS (private: without the shared worker rings), its open
+    files, part files in iterations/ now)."""
     with process.oneshot():
-        rss, files = process.memory_info().rss, process.num_fds()
-    return time.monotonic(), rss, files, len(listed(out / "iterations"))
+        memory, files = process.memory_full_info(), process.num_fds()
+    return time.monotonic(), memory.rss, memory.uss, files, len(listed(out / "iterations"))
 
 
-def slope_mib_per_hour(samples: list[tuple[float, int, int, int]], skip_s: float) -> float:
+def slope_mib_per_hour(samples: list[tuple], column: int, skip_s: float) -> float:
+    """Least-squares slope of one memory column over the samples after ``skip_s``."""
     start = samples[0][0]
-    points = [(t - start, rss) for t, rss, _, _ in samples if t - start >= skip_s]
+    points = [(s[0] - start, s[column]) for s in samples if s[0] - start >= skip_s]
     if len(points) < 2:
         return float("nan")
     n = len(points)
@@ -68,6 +70,7 @@ def main() -> None:
     run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
     coordinator = psutil.Process(run.pid)
     samples = []
+    time.sleep(args.every)  # past the interpreter's start
     while run.poll() is None:
         with contextlib.suppress(psutil.Error, OSError):  # between two of its files
             samples.append(sample(coordinator, out))
@@ -92,7 +95,7 @@ def report(out: Path, samples: list, wall: float, code: int) -> None:
     print(f"open files: min {min(s[2] for s in samples)}, max {max(s[2] for s in samples)}")
     print(f"rows written: {rows:,} ({rows / wall:,.0f}/s over the wall time)")
     print(
-        f"iteration part files: {written:,} written, at most {max(s[3] for s in samples)} "
+        f"iteration part files: {written:,} written, at most {max(s[4] for s in samples)} "
         f"at once, {len(parts)} after the final compaction"
     )
     print(f"events part files after compaction: {len(listed(out / 'events'))}")

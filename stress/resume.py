@@ -25,13 +25,13 @@ from stress.events import DEATH_KINDS
 from stress.manifest import Manifest, ManifestData, VariantEntry, read_manifest
 from stress.plan import Budget, VariantState, plan
 from stress.reference import REFERENCE_DIR, reference_states
+from stress.run_manifest import new_segment
 from stress.rundir import Owner, RunDir
 from stress.runner import (
     RunHooks,
     RunResult,
     RunSetup,
     check_file_size_limit,
-    new_segment,
     run_in,
     stop_signals,
 )

@@ -8,14 +8,12 @@ import os
 import resource
 import secrets
 import signal
-import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from stress.adaptive import second_pass, split_first_pass
 from stress.coordinator import Coordinator, Hooks, StopRequests
@@ -23,11 +21,12 @@ from stress.diskbudget import DiskBudget, disk_usage
 from stress.errors import RunFailure, ScenarioError, StorageError, StressError
 from stress.jobs import ring_capacity
 from stress.journal import Journal
-from stress.manifest import Manifest, ManifestData, VariantEntry, host_info, now_iso, versions
+from stress.manifest import Manifest, now_iso
 from stress.onnx_reference import run_onnxruntime
 from stress.plan import Budget, VariantState, plan
 from stress.reference import reference_coordinator, reference_entries, reference_states
-from stress.rundir import Owner, RunDir
+from stress.run_manifest import new_manifest, record_states, section_recorder, variant_entry
+from stress.rundir import RunDir
 from stress.scenario import LoadedScenario, load_scenario
 from stress.states import RunStatus, VariantStatus
 from stress.worker import faults
@@ -187,7 +186,7 @@ def run_in(
         disk = DiskBudget(run_dir.path, setup.max_disk, run_dir.release_reserve)
     if disk is not None:
         manifest.data.disk["budget_bytes"] = disk.limit
-    on_disk = _recorder(manifest, "disk")
+    on_disk = section_recorder(manifest, "disk")
     if any(not state.status.finished for state in references):
         failure, lost_rows = _run_reference(
             setup, references, run_dir, stop, manifest, hooks, disk, on_disk
@@ -238,26 +237,8 @@ def _pass_done(
     if not adaptive.get("pool_s") or "allocated_at" in adaptive:
         return lambda states: []
     parallelism = manifest.data.concurrency
-    record = _recorder(manifest, "adaptive")
+    record = section_recorder(manifest, "adaptive")
     return second_pass(adaptive["pool_s"], parallelism, hooks.on_note, record)
-
-
-def _recorder(manifest: Manifest, section: str) -> Callable[[dict[str, Any]], None]:
-    """Changes to one section of the manifest (``disk``, ``adaptive``), saved at once: each
-    happens once or twice a run. Times (floats) become ISO text."""
-
-    def record(change: dict[str, Any]) -> None:
-        getattr(manifest.data, section).update({key: _iso(v) for key, v in change.items()})
-        with contextlib.suppress(StorageError):  # the end of the run tries again
-            manifest.save()
-
-    return record
-
-
-def _iso(seconds: object) -> object:
-    if not isinstance(seconds, float):
-        return seconds
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _run_reference(
@@ -302,12 +283,6 @@ def _finish(
     record_states(manifest, states)
     _finish_files(journal, manifest, status, reason)
     return RunResult(run_dir.path, status, reason, states)
-
-
-def record_states(manifest: Manifest, states: list[VariantState]) -> None:
-    """Every variant's current state into the manifest (saved by the caller)."""
-    for state in states:
-        manifest.data.variants[state.variant.variant_id] = variant_entry(state)
 
 
 def _drive(coordinator: Coordinator, run_dir: RunDir) -> None:
@@ -372,64 +347,3 @@ def outcome(
 def new_run_id() -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
-
-
-def new_manifest(setup: RunSetup) -> ManifestData:
-    budget = setup.budget
-    return ManifestData(
-        run_id=setup.run_id,
-        command=sys.argv,
-        cwd=os.getcwd(),
-        started=now_iso(),
-        ended=None,
-        status=RunStatus.RUNNING,
-        reason=None,
-        concurrency=setup.concurrency,
-        budget={"iterations": budget.iterations, "duration_s": budget.duration_s},
-        adaptive={"pool_s": round(setup.pool_s, 3)} if setup.pool_s else {},
-        test_fault=setup.fault,
-        owner=Owner.current().to_dict(),
-        host=host_info(),
-        versions=versions(),
-        reference=reference_entries(reference_states(setup.scenarios)) if setup.reference else {},
-        segments=[new_segment()],
-        scenarios=[
-            {
-                "name": s.spec.name,
-                "description": s.spec.description,
-                "path": str(s.path),
-                "text": s.text,
-                "model": s.model.to_dict(),
-                "tolerance": s.spec.tolerance.model_dump(exclude_none=True),
-            }
-            for s in setup.scenarios
-        ],
-    )
-
-
-def new_segment() -> dict[str, Any]:
-    """The manifest's record of one coordinator's part of a run (``run --resume`` adds one)."""
-    return {
-        "started": now_iso(),
-        "ended": None,
-        "status": RunStatus.RUNNING.value,
-        "reason": None,
-        "owner": Owner.current().to_dict(),
-        "command": sys.argv,
-    }
-
-
-def variant_entry(state: VariantState) -> VariantEntry:
-    return VariantEntry(
-        scenario=state.variant.scenario,
-        label=state.variant.label,
-        params=state.variant.params,
-        status=state.status,
-        completed=state.completed,
-        crashes=state.crashes,
-        next_iterations=list(state.next_iterations),
-        stop_iteration=state.stop_iteration,
-        duration_s=state.duration_s,
-        workers_started=state.workers_started,
-        used_s=round(state.used_so_far(), 3),
-    )

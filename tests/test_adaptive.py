@@ -10,7 +10,9 @@ import pytest
 from stress import adaptive
 from stress.adaptive import allocate, split_first_pass, uncertainty
 from stress.contract.protocol import Status
+from stress.manifest import Manifest, read_manifest
 from stress.plan import VariantState
+from stress.runner import RunHooks, _pass_done
 from stress.states import VariantStatus
 from stress.variants import Variant
 from tests.conftest import run_cli
@@ -125,6 +127,14 @@ def test_a_night_gives_its_second_pass_to_the_variant_that_failed_once(scenario_
     log = (out / "run.log").read_text()
     assert f"+{pool:.1f} s {module_id} api=module: imprecise: 1 of" in log
     assert "adaptive: no more time for 1 known clean" in log
+    # a resumed run does not share the pool out a second time...
+    uncertain = state(10)
+    assert _pass_done(Manifest(out, read_manifest(out)), RunHooks())([uncertain]) == []
+    # ...but one resumed before its second pass does
+    data = read_manifest(out)
+    del data.adaptive["allocated_at"]
+    assert _pass_done(Manifest(out, data), RunHooks())([uncertain]) == [uncertain]
+    assert uncertain.duration_s == pytest.approx(10.0 + pool)
 
 
 def test_no_adaptive_keeps_the_fair_shares(scenario_file, tmp_path):
