@@ -85,14 +85,17 @@ def report(out: Path, samples: list, wall: float, code: int) -> None:
     parts = listed(out / "iterations")
     written = max((p.last + 1 for p in parts), default=0)
     rows = iterations_table(out, columns=["iteration"]).num_rows
-    rss = [s[1] for s in samples]
     print(f"exit {code} after {wall:,.0f} s wall; {len(samples)} samples")
-    print(
-        f"coordinator RSS: first {rss[0] / 2**20:,.0f} MiB, max {max(rss) / 2**20:,.0f} MiB, "
-        f"last {rss[-1] / 2**20:,.0f} MiB; slope after the first minute "
-        f"{slope_mib_per_hour(samples, 60):+,.1f} MiB/hour"
-    )
-    print(f"open files: min {min(s[2] for s in samples)}, max {max(s[2] for s in samples)}")
+    if not samples:
+        return
+    for name, column in (("RSS", 1), ("USS", 2)):
+        memory = [s[column] / 2**20 for s in samples]
+        slope = slope_mib_per_hour(samples, column, 60)
+        print(
+            f"coordinator {name}: first {memory[0]:,.0f} MiB, max {max(memory):,.0f} MiB, "
+            f"last {memory[-1]:,.0f} MiB; slope after the first minute {slope:+,.1f} MiB/hour"
+        )
+    print(f"open files: min {min(s[3] for s in samples)}, max {max(s[3] for s in samples)}")
     print(f"rows written: {rows:,} ({rows / wall:,.0f}/s over the wall time)")
     print(
         f"iteration part files: {written:,} written, at most {max(s[4] for s in samples)} "
