@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stress.analysis import plots
+from stress.analysis.signatures import where
 from stress.events import DEATH_KINDS
 from stress.factors import REGISTRY
 from stress.manifest import read_manifest
@@ -303,7 +304,7 @@ def _signature_section(
             g["count"],
             g["kind"],
             g["cause"],
-            _tag("span", " < ".join(g["frames"]) or "no stack", "mono"),
+            _tag("span", where(g), "mono"),
             _tag("span", " ".join(g["variants"]), "mono"),
             _tag("span", when(g["first"]), "nowrap"),
             _tag("span", when(g["last"]), "nowrap"),

@@ -4,7 +4,9 @@ occurred under.
 
 A signature is the kind of death, its signal or exception type, and the innermost frames of
 the Python stack (file name and function; line numbers left out so that one cause stays one
-signature), or of the native stack where there is only that (valgrind memcheck's errors).
+signature), or of the native stack where there is only that (valgrind memcheck's errors);
+with gdb's backtrace of a crash (``native_stack``), also the innermost native frames where the
+signal struck, so one Python call that crashes in two places in MNN is two signatures.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ _FRAME = re.compile(r'File "(?:[^"]*/)?([^"/]+)", line \d+ in (\S+)')
 _TRACEBACK_FRAME = re.compile(r'File "(?:[^"]*/)?([^"/]+)", line \d+, in (\S+)')
 _NATIVE_FRAME = re.compile(r"^  (\S+) \((?:[^():]*/)?([^():/]+)(?::\d+)?\)$", re.M)
 _VALGRIND = "vgpreload"  # valgrind's own replacements (malloc, memmove): not the cause
+_SIGNAL_HANDLER = "<signal handler called>"  # gdb: frames below it are where the signal struck
+_GDB_FRAME = re.compile(
+    r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\S+) \(.*?\)(?: (?:at|from) (?:[^\s]*/)?([^\s/:]+))?", re.M
+)
 
 
 def frames(stack: str | None) -> tuple[str, ...]:
@@ -37,6 +43,28 @@ def frames(stack: str | None) -> tuple[str, ...]:
         inner_first = [(f, fn) for fn, f in native if not f.startswith(_VALGRIND)]
     named = [f"{file}:{function}" for file, function in inner_first if file not in _PLUMBING]
     return tuple(named[:TOP_FRAMES])
+
+
+def native_frames(native_stack: str | None) -> tuple[str, ...]:
+    """From gdb's backtrace of a crashed worker: the innermost TOP_FRAMES distinct frames below
+    ``<signal handler called>`` (faulthandler's own frames are above it), as 'file:function';
+    () when the stack has no such thread (a hang, or a note saying why there is no stack)."""
+    if not native_stack or _SIGNAL_HANDLER not in native_stack:
+        return ()
+    struck = native_stack.split(_SIGNAL_HANDLER, 1)[1].split("\nThread ", 1)[0]
+    named: list[str] = []
+    for function, file in _GDB_FRAME.findall(struck):
+        frame = f"{file or '?'}:{function}"
+        if not named or named[-1] != frame:
+            named.append(frame)
+    return tuple(named[:TOP_FRAMES])
+
+
+def where(group: dict[str, Any]) -> str:
+    """A signature's frames in one line: Python innermost first, then the native ones."""
+    shown = " < ".join(group["frames"]) or "no stack"
+    native = group.get("native_frames")
+    return f"{shown} [native: {' < '.join(native)}]" if native else shown
 
 
 def cause(kind: str, signal: str | None, message: str | None) -> str:
@@ -56,8 +84,8 @@ def signatures(events: pa.Table, kinds: Iterable[str]) -> list[dict[str, Any]]:
         if event["kind"] not in wanted:
             continue
         key = (event["kind"], cause(event["kind"], event["signal"], event["message"]))
-        key += frames(event["stack"])
-        group = groups.setdefault(key, _new_group(key))
+        python, native = frames(event["stack"]), native_frames(event.get("native_stack"))
+        group = groups.setdefault((*key, python, native), _new_group(*key, python, native))
         group["count"] += 1
         group["first"] = min(group["first"] or event["ts"], event["ts"])
         group["last"] = max(group["last"] or event["ts"], event["ts"])
@@ -73,12 +101,12 @@ def signatures(events: pa.Table, kinds: Iterable[str]) -> list[dict[str, Any]]:
     return found
 
 
-def _new_group(key: tuple) -> dict[str, Any]:
-    kind, why, *top = key
+def _new_group(kind: str, why: str, python: tuple, native: tuple) -> dict[str, Any]:
     return {
         "kind": kind,
         "cause": why,
-        "frames": top,
+        "frames": list(python),
+        "native_frames": list(native),
         "count": 0,
         "first": None,
         "last": None,

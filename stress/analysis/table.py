@@ -6,10 +6,12 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
+from stress.analysis.signatures import where
 from stress.events import DEATH_KINDS
 from stress.factors import REGISTRY
 
@@ -188,7 +190,7 @@ def print_signatures(
         return
     console.print(title, style="bold")
     for group in signatures:
-        where = " < ".join(group["frames"]) or "no stack"
+        frames = escape(where(group))  # "[native: ...]" is no markup
         varied = {
             name: values
             for name, values in group["factors"].items()
@@ -196,7 +198,7 @@ def print_signatures(
         }
         under = " ".join(f"{k}={'|'.join(map(str, v))}" for k, v in varied.items())
         console.print(
-            f"  {group['count']:>5} {group['kind']} {group['cause']} at {where}; "
+            f"  {group['count']:>5} {group['kind']} {group['cause']} at {frames}; "
             f"{len(group['variants'])} variant(s), first {group['first']}, last {group['last']}"
             + (f"; under {under}" if under else ""),
             highlight=False,
