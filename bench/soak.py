@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--duration", default="10m")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--keep", type=Path, help="run directory to keep (default: a temp one)")
+    parser.add_argument("--samples", type=Path, help="also write every sample to this CSV file")
     args = parser.parse_args()
     seconds = parse_duration(args.duration)
     temporary = None if args.keep else tempfile.mkdtemp(prefix="mnn-stress-soak-")
@@ -76,6 +77,10 @@ def main() -> None:
             samples.append(sample(coordinator, out))
         time.sleep(args.every)
     wall = time.monotonic() - begun
+    if args.samples:
+        lines = ["seconds,rss_bytes,uss_bytes,open_files,parts"]
+        lines += [f"{s[0] - begun:.1f},{s[1]},{s[2]},{s[3]},{s[4]}" for s in samples]
+        args.samples.write_text("\n".join(lines) + "\n")
     report(out, samples, wall, run.returncode)
     if temporary:
         shutil.rmtree(temporary, ignore_errors=True)

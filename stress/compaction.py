@@ -27,7 +27,8 @@ from stress.parts import Part, listed, part_name, split, write_atomically
 FANOUT = 16
 TARGET_BYTES = 256 << 20
 ROW_GROUP_ROWS = 128 * 1024
-BATCH_ROWS = 32 * 1024
+ROW_GROUP_BYTES = 32 << 20  # a row group's rows in memory while merging (stored values add up)
+BATCH_ROWS = 8 * 1024
 
 
 def level(part: Part) -> int:
@@ -94,13 +95,15 @@ def merge(run: list[Part], schema: pa.Schema) -> Part:
 
 
 def _stream(run: list[Part], schema: pa.Schema, path: Path) -> int:
-    """Copy every row of ``run`` into ``path`` in row groups of ROW_GROUP_ROWS; rows written."""
+    """Copy every row of ``run`` into ``path`` in row groups of ROW_GROUP_ROWS rows or
+    ROW_GROUP_BYTES, whichever comes first (memory stays bounded); rows written."""
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         pending: list[pa.RecordBatch] = []
         for part in run:
             for batch in pq.ParquetFile(part.path).iter_batches(BATCH_ROWS):
                 pending.append(batch)
-                if sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
+                rows, size = sum(b.num_rows for b in pending), sum(b.nbytes for b in pending)
+                if rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
                     writer.write_table(pa.Table.from_batches(pending, schema))
                     pending = []
         if pending:
