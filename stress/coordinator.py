@@ -15,14 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 from stress import deaths
-from stress.contract.protocol import Observation
+from stress.contract.protocol import IterationRecord, Observation
 from stress.deaths import KillReason
 from stress.diskbudget import DiskBudget
 from stress.errors import RunFailure, StorageError
 from stress.events import Event, EventKind
+from stress.iteration_batch import IterationBatch
 from stress.jobs import make_job, ring_capacity
 from stress.plan import VariantState
 from stress.recorder import Listeners, Recorder
@@ -32,7 +34,10 @@ from stress.workerproc import WorkerProcess
 
 STARTUP_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
-IDLE_SLEEP_S = 0.005
+# The loop drains every ring about this often: records then arrive in runs long enough to be
+# decoded as columns (draining as fast as possible cost a core, a few records at a time), and
+# an idle coordinator sleeps. A ring found over a quarter full is drained again at once.
+ROUND_S = 0.02
 TICK_S = 1.0
 PROGRESS_S = 1.0
 MEMORY_SAMPLE_S = 0.2  # the system's available memory, into every row received meanwhile
@@ -134,6 +139,7 @@ class Coordinator:
         next_memory, next_compaction = now, now + COMPACT_S
         while self.running or (self._queued() and not self._stopping()):
             now = time.monotonic()
+            next_round = now + ROUND_S
             if now >= next_tick:
                 next_tick += TICK_S
                 self.hooks.on_tick(self.states, now - started)
@@ -150,12 +156,12 @@ class Coordinator:
             if now >= next_memory:  # before the rows it is for are drained
                 next_memory = now + MEMORY_SAMPLE_S
                 self.buffer.available_bytes = psutil.virtual_memory().available
-            busy = self._service_workers()
+            hurry = self._service_workers()
             self._handle_stop()
             if self.buffer.due() and self.failure is None:
                 self._notify(self.recorder.flush)
-            if not busy:
-                time.sleep(IDLE_SLEEP_S)
+            if not hurry:
+                time.sleep(max(0.0, next_round - time.monotonic()))
 
     def _queued(self) -> bool:
         return any(self.queues.values())
@@ -292,20 +298,24 @@ class Coordinator:
 
     # --- watching -------------------------------------------------------------------------
     def _service_workers(self) -> bool:
-        busy = False
+        """Drain every worker, finish those that ended, look for hangs. True when the next
+        round should not wait: a worker ended (its replacement starts at once) or a ring is
+        filling up."""
+        hurry = False
         for worker_id, worker in list(self.running.items()):
-            busy |= self._drain(worker)
+            self._drain(worker)
+            hurry |= worker.process.filling()
             if worker.process.poll() is not None:
                 self._drain_all(worker)
                 del self.running[worker_id]
                 self.in_use[worker.state.variant.scenario] -= 1
                 self._finish(worker)
-                busy = True
+                hurry = True
             elif not worker.process.moved():
                 self._check_hang(worker)
             elif len(worker.state.next_iterations) > 1:
                 self._check_thread_hang(worker)
-        return busy
+        return hurry
 
     def _drain_all(self, worker: RunningWorker) -> None:
         """Everything the worker published, however much: it has exited, nothing more comes."""
@@ -316,23 +326,50 @@ class Coordinator:
         """Record what the worker published since the last call; True when there was any."""
         process = worker.process
         had_hello = process.hello is not None
-        records, moved = process.read()
+        decoded, moved = process.read()
         if not had_hello and process.hello is not None:
             worker.context = self._context(worker.state, process)
             worker.state.loop_started = process.hello_at
-        state, now, rss_bytes = worker.state, time.monotonic(), -1
-        for record in records:
-            self.buffer.add(worker.context, record)  # type: ignore[arg-type]
-            worker.thread_progress[record.thread] = now
-            rss_bytes = max(rss_bytes, record.rss_bytes)
-            if record.observation == Observation.FETCH:  # not a later look at an old output
-                state.completed += 1
-                state.next_iterations[record.thread] = record.iteration + 1
-                state.outcomes[record.status] += 1
+        now, rss_bytes = time.monotonic(), -1
+        for item in decoded:
+            if isinstance(item, IterationBatch):
+                self.buffer.add_batch(worker.context, item)  # type: ignore[arg-type]
+                rss_bytes = max(rss_bytes, self._count_batch(worker, item, now))
+            else:
+                self.buffer.add(worker.context, item)  # type: ignore[arg-type]
+                rss_bytes = max(rss_bytes, self._count_record(worker, item, now))
         if rss_bytes >= 0:
-            state.rss_bytes = rss_bytes
+            worker.state.rss_bytes = rss_bytes
         self._check_memory(worker, rss_bytes)
         return moved
+
+    @staticmethod
+    def _count_record(worker: RunningWorker, record: IterationRecord, now: float) -> int:
+        """A record's progress on its variant's state; returns its RSS."""
+        state = worker.state
+        worker.thread_progress[record.thread] = now
+        if record.observation == Observation.FETCH:  # not a later look at an old output
+            state.completed += 1
+            state.next_iterations[record.thread] = record.iteration + 1
+            state.outcomes[record.status] += 1
+        return record.rss_bytes
+
+    @staticmethod
+    def _count_batch(worker: RunningWorker, batch: IterationBatch, now: float) -> int:
+        """``_count_record`` for every record of a batch at once; returns their largest RSS."""
+        state, head = worker.state, batch.head
+        fetched = batch.fetched()
+        last = batch.last_iterations(fetched)
+        for thread, iteration in last.items():
+            state.next_iterations[thread] = iteration + 1
+        for thread in set(head["thread"].tolist()):
+            worker.thread_progress[thread] = now
+        statuses = head["status"][fetched]
+        state.completed += len(statuses)
+        for status, count in enumerate(np.bincount(statuses).tolist()):
+            if count:
+                state.outcomes[status] += count
+        return int(head["rss_bytes"].max())
 
     @staticmethod
     def _check_memory(worker: RunningWorker, rss_bytes: int) -> None:

@@ -100,10 +100,41 @@ class PartWriter:
         if table.num_rows == 0:
             return
         final = self.directory / part_name(self.sequence, self.sequence)
-        write_atomically(final, lambda path: pq.write_table(table, path, compression="zstd"))
+        options = write_options(table.schema)
+        write_atomically(final, lambda path: pq.write_table(table, path, **options))
         self.sequence += 1
         with contextlib.suppress(OSError):
             self.bytes_written += final.stat().st_size
+
+
+def write_options(schema: pa.Schema) -> dict[str, object]:
+    """How every part is written: zstd; min/max statistics on numbers and times only (those of
+    strings cost about a fifth of a write and prune little in parts that mix variants); and no
+    Arrow schema of its own, so a reader gets the schema's plain types from Parquet's (a test
+    holds every column to that) even where a writer handed over dictionaries."""
+    plain = [f.name for f in schema if not _is_bytes(f.type) and not pa.types.is_list(f.type)]
+    return {"compression": "zstd", "write_statistics": plain, "store_schema": False}
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The string and binary columns: read and written as dictionaries when parts are merged,
+    so a value repeated on every row (a variant's name, a deterministic output's digest and
+    bytes) is decoded and encoded once per page, not once per row (7 us a row down to 0.4 to
+    read a part with the tiny model's values stored)."""
+    return [f.name for f in schema if _is_bytes(f.type)]
+
+
+def dictionary_schema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
+    """``schema`` with ``columns`` as dictionaries (int32 indices), as pyarrow reads them."""
+    return pa.schema(
+        [f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in columns else f for f in schema]
+    )
+
+
+def _is_bytes(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_binary(kind)
 
 
 def write_atomically(final: Path, write: Callable[[Path], None]) -> None:

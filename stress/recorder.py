@@ -16,7 +16,8 @@ from stress.diskbudget import DiskBudget, DiskStage
 from stress.errors import StorageError
 from stress.events import EVENT_SCHEMA, Event, EventWriter
 from stress.parts import PartWriter
-from stress.records import ITERATION_SCHEMA, IterationBuffer
+from stress.records import ITERATION_SCHEMA
+from stress.row_buffer import IterationBuffer
 
 FLUSH_S = 0.5  # rows wait at most this long for their part file (then the write itself)
 

@@ -1,4 +1,5 @@
-"""Output statistics: nan and inf counts, min/max/mean over the finite elements.
+"""Output digests and statistics: xxh3-64, nan and inf counts, min/max/mean over the finite
+elements.
 
 Vectorised over many outputs of the same size and dtype at once, so recording costs little
 per row however many rows there are.
@@ -9,43 +10,47 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import xxhash
 
+digest = xxhash.xxh3_64_hexdigest  # of an output's bytes: the ``digest`` column (16 hex digits)
 NO_STATS = (None,) * 5
 STAT_NAMES = ("nan_count", "inf_count", "min", "max", "mean")
 
 
 def as_block(data: list[bytes], dtype: str) -> np.ndarray:
-    """Same-sized outputs as one (rows, elements) array."""
-    return np.frombuffer(b"".join(data), dtype=dtype).reshape(len(data), -1)
+    """Same-sized outputs (bytes-like) as one (rows, elements) array; one output is not copied."""
+    joined = data[0] if len(data) == 1 else b"".join(data)
+    return np.frombuffer(joined, dtype=dtype).reshape(len(data), -1)
 
 
 def summable(dtype: str | None, size: int) -> bool:
     return dtype not in (None, "unknown") and size > 0
 
 
-def block_statistics(block: np.ndarray) -> tuple[list[Any], ...]:
-    """Per row: nan count, inf count, and min/max/mean over the finite elements (None if none)."""
+def block_statistic_arrays(block: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per row: nan count, inf count, min, max and mean over the finite elements, and whether
+    the row has any finite element (min/max/mean are meaningless where it has none)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in a sum: NaN, no warning
+        mean = block.mean(axis=1, dtype=np.float64)
+    if np.isfinite(mean).all():  # the usual case: a NaN or inf anywhere would show in its mean
+        nothing = np.zeros(len(block), np.int64)
+        return nothing, nothing, block.min(axis=1), block.max(axis=1), mean, nothing == 0
     finite = np.isfinite(block)
     count = finite.sum(axis=1)
     nan = np.isnan(block).sum(axis=1) if block.dtype.kind == "f" else np.zeros(len(block), int)
-    if count.min() == block.shape[1]:  # the usual case: no masking, no float64 copy
-        low, high = block.min(axis=1), block.max(axis=1)
-        mean = block.mean(axis=1, dtype=np.float64)
-    else:
-        wide = block.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            low = np.where(finite, wide, np.inf).min(axis=1)
-            high = np.where(finite, wide, -np.inf).max(axis=1)
-            mean = np.where(finite, wide, 0.0).sum(axis=1) / count
-    some = count > 0
+    wide = block.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        low = np.where(finite, wide, np.inf).min(axis=1)
+        high = np.where(finite, wide, -np.inf).max(axis=1)
+        mean = np.where(finite, wide, 0.0).sum(axis=1) / count
+    return nan, block.shape[1] - count - nan, low, high, mean, count > 0
+
+
+def block_statistics(block: np.ndarray) -> tuple[list[Any], ...]:
+    """Per row: nan count, inf count, and min/max/mean over the finite elements (None if none)."""
+    nan, inf, low, high, mean, some = block_statistic_arrays(block)
     pick = lambda values: [float(v) if ok else None for v, ok in zip(values, some)]  # noqa: E731
-    return (
-        nan.tolist(),
-        (block.shape[1] - count - nan).tolist(),
-        pick(low),
-        pick(high),
-        pick(mean),
-    )
+    return nan.tolist(), inf.tolist(), pick(low), pick(high), pick(mean)
 
 
 def output_statistics(data: list[bytes | None], dtypes: list[str | None]) -> dict[str, list]:

@@ -25,11 +25,9 @@ from stress.contract.protocol import (
     Done,
     Failure,
     Hello,
-    IterationRecord,
     Job,
     Message,
     ProtocolError,
-    decode_iteration,
     decode_message,
 )
 from stress.contract.ring import COORDINATOR_PID_VAR, CORES_VAR
@@ -38,6 +36,7 @@ from stress.deaths import Ending, KillReason, python_stack
 from stress.errors import StorageError
 from stress.events import Event, EventKind
 from stress.factors.memcheck import XML_SUFFIX
+from stress.iteration_batch import Decoded, decode_run
 from stress.memcheck.report import MemcheckError, read_errors
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
@@ -113,32 +112,35 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def read(self) -> tuple[list[IterationRecord], bool]:
-        """Decode what was published since the last read: the iteration records, and whether
-        anything at all was read (messages are kept: ``hello``, ``done``, ``failure``). Only
-        decoding is guarded: a worker that scribbles on its ring is killed (``protocol``);
-        what it published before stays valid."""
+    def read(self) -> tuple[list[Decoded], bool]:
+        """Decode what was published since the last read: the iteration records (runs of one
+        layout as batches), and whether anything at all was read (messages are kept:
+        ``hello``, ``done``, ``failure``). Only decoding is guarded: a worker that scribbles on
+        its ring is killed (``protocol``); what it published before stays valid."""
         if self.killed_for is KillReason.PROTOCOL:
             return [], False
-        records: list[IterationRecord] = []
+        decoded: list[Decoded] = []
         try:
-            published = self.reader.drain()
-            if published:
+            runs = self.reader.drain_runs()
+            if runs:
                 self.progress_at = time.monotonic()
-            for kind, payload in published:
-                if kind != KIND_ITERATION:
-                    self._keep(decode_message(payload))
+            for run in runs:
+                if run.kind != KIND_ITERATION:
+                    for payload in run.payloads():
+                        self._keep(decode_message(payload))
                 elif self.hello is None:
                     raise ProtocolError("an iteration record before the worker's hello")
                 else:
-                    records.append(
-                        decode_iteration(payload, len(self.job.output_names), self.threads)
-                    )
+                    decode_run(run, len(self.job.output_names), self.threads, decoded)
         except (ring.CorruptRing, ProtocolError) as exc:
             self.protocol_error = f"{type(exc).__name__}: {exc}"
             self.kill(KillReason.PROTOCOL, dump_stack=False)
-            return records, False
-        return records, bool(published)
+            return decoded, False
+        return decoded, bool(runs)
+
+    def filling(self) -> bool:
+        """Whether the last read found the ring over a quarter full: drain again soon."""
+        return self.reader.last_drained > self.reader.capacity >> 2
 
     def _keep(self, message: Message) -> None:
         if isinstance(message, Hello):

@@ -17,7 +17,8 @@ from stress.errors import StorageError
 from stress.events import EVENT_SCHEMA, Event, EventKind, EventWriter
 from stress.factors import defaults
 from stress.parts import PartWriter
-from stress.records import ITERATION_SCHEMA, IterationBuffer, RowContext
+from stress.records import ITERATION_SCHEMA, RowContext
+from stress.row_buffer import IterationBuffer
 from stress.statistics import output_statistics
 
 

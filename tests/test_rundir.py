@@ -201,13 +201,17 @@ def test_conftest_leaves_no_cache_behind(tmp_path):
     assert not list(tmp_path.glob("mnn-stress-cache-*"))
 
 
-def test_disk_full_at_the_final_flush_is_saved_by_the_reserve(scenario_file, tmp_path):
+def test_disk_full_at_the_final_flush_is_saved_by_the_reserve(
+    scenario_file, tmp_path, monkeypatch
+):
     """The disk fills after the last in-loop write (here: when the variant is done, in
     process): the final flush fails, the reserve makes room, and every row is written."""
+    from stress import recorder
     from stress.plan import Budget
     from stress.runner import RunHooks, execute
     from stress.states import RunStatus, VariantStatus
 
+    monkeypatch.setattr(recorder, "FLUSH_S", 600.0)  # every row waits for the final flush
     path = scenario_file("name: late\nmodel: tiny\niterations: 3000\n")
     with small_filesystem(tmp_path / "disk", "16m") as disk:
         out = disk / "run"

@@ -113,7 +113,8 @@ class Job:
 
 @dataclass
 class IterationRecord:
-    """One decoded iteration: outputs are (index, dtype, shape, bytes) with bytes owned by us."""
+    """One decoded iteration: outputs are (index, dtype, shape, data), data being bytes or a
+    memoryview of bytes the coordinator owns (copied out of the ring), never the ring itself."""
 
     iteration: int
     ts_ns: int
@@ -182,7 +183,7 @@ def decode_message(payload: bytes) -> Message:
     """The typed message; ProtocolError for anything else (unknown type, missing or extra
     fields, fields of the wrong type)."""
     try:
-        data = json.loads(payload)
+        data = json.loads(bytes(payload))
         cls = MESSAGE_TYPES[data.pop("type")]
         message = cls(**data)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -339,5 +340,5 @@ def _decode_iteration(payload: bytes, output_count: int) -> IterationRecord:
     if record.status == STATUS_ERROR and offset + ERROR_LENGTH.size <= len(payload):
         (length,) = ERROR_LENGTH.unpack_from(payload, offset)
         start = offset + ERROR_LENGTH.size
-        record.error = payload[start : start + length].decode(errors="replace")
+        record.error = bytes(payload[start : start + length]).decode(errors="replace")
     return record

@@ -13,6 +13,7 @@ import mmap
 import os
 import struct
 import time
+from dataclasses import dataclass
 
 _HEADER = struct.Struct("<8sQQQ")  # magic, capacity, write position, read position
 _HEADER_SIZE = 64
@@ -20,6 +21,8 @@ _WRITE_POS = 16
 _READ_POS = 24
 _POS = struct.Struct("<Q")
 _RECORD = struct.Struct("<IIB7x")  # total length (16-aligned), payload length, kind
+RECORD_HEADER = _RECORD.size
+_COMPARED = 9  # header bytes that tell records apart: size, payload length, kind
 _WRAP = 0xFFFFFFFF
 MAGIC = b"MNNSRNG1"
 COORDINATOR_PID_VAR = "MNN_STRESS_COORDINATOR_PID"
@@ -99,6 +102,26 @@ class RingWriter:
             time.sleep(0.0005)
 
 
+@dataclass(frozen=True)
+class Run:
+    """``count`` consecutive records whose ring headers are identical (one kind, one payload
+    ``length``), copied out together: record i's payload is ``data[i * stride + RECORD_HEADER
+    :][:length]``. A worker's iterations usually come as long runs, which the coordinator
+    decodes as columns instead of record by record."""
+
+    kind: int
+    length: int
+    stride: int
+    count: int
+    data: bytes
+
+    def payloads(self) -> list[memoryview]:
+        """Each record's payload, as a view of ``data`` (no copy)."""
+        view = memoryview(self.data)
+        ends = range(RECORD_HEADER, RECORD_HEADER + self.count * self.stride, self.stride)
+        return [view[start : start + self.length] for start in ends]
+
+
 class RingReader:
     """Coordinator side: copies out every published record since the last drain."""
 
@@ -106,6 +129,7 @@ class RingReader:
         self.mm = mmap.mmap(fd, 0)
         _, self.capacity, _, self.read_pos = _HEADER.unpack_from(self.mm, 0)
         self.corruption: str | None = None
+        self.last_drained = 0  # bytes the last drain took: how full the ring had become
 
     @property
     def write_pos(self) -> int:
@@ -114,10 +138,16 @@ class RingReader:
     def drain(self, max_bytes: int = 1 << 26) -> list[tuple[int, bytes]]:
         """Records as (kind, payload), oldest first. At a corrupt record, the good ones before
         it are returned and the next call raises CorruptRing."""
+        runs = self.drain_runs(max_bytes)
+        return [(run.kind, bytes(payload)) for run in runs for payload in run.payloads()]
+
+    def drain_runs(self, max_bytes: int = 1 << 26) -> list[Run]:
+        """``drain``, with consecutive records of identical headers kept together as runs (a
+        few strided comparisons find them; each run is one copy)."""
         if self.corruption:
             raise CorruptRing(self.corruption)
         end = min(self.write_pos, self.read_pos + max_bytes)
-        records = []
+        runs = []
         pos = self.read_pos
         while pos < end:
             offset = pos % self.capacity
@@ -129,11 +159,42 @@ class RingReader:
             if size % 16 or not _RECORD.size + length <= size <= self.capacity - offset:
                 self.corruption = f"record of size {size} (payload {length}) at {pos}"
                 break
-            records.append((kind, self.mm[start + _RECORD.size : start + _RECORD.size + length]))
-            pos += size
+            fits = min(end - pos, self.capacity - offset) // size  # records of this size that fit
+            count = self._uniform(start, size, fits)
+            runs.append(Run(kind, length, size, count, self.mm[start : start + count * size]))
+            pos += count * size
+        self.last_drained = pos - self.read_pos
         self.read_pos = pos
         _POS.pack_into(self.mm, _READ_POS, pos)
-        return records
+        return runs
+
+    def _uniform(self, start: int, size: int, most: int) -> int:
+        """How many records from ``start`` (at least 1, at most ``most``) share the first's
+        header. Usually all of them (one check); else doubling while they do, then halving,
+        so the cost follows the run's length."""
+        if self._same_headers(start, size, most):
+            return most
+        known, trial = 1, 2
+        while trial < most and self._same_headers(start, size, trial):
+            known, trial = trial, 2 * trial
+        limit = min(trial, most) - 1
+        while known < limit:
+            middle = (known + limit + 1) // 2
+            if self._same_headers(start, size, middle):
+                known = middle
+            else:
+                limit = middle - 1
+        return known
+
+    def _same_headers(self, start: int, size: int, count: int) -> bool:
+        """Whether the ``count`` records of ``size`` bytes from ``start`` share one header."""
+        if count <= 1:
+            return True
+        mm, stop = self.mm, start + count * size
+        return all(
+            mm[start + j : stop : size] == mm[start + j : start + j + 1] * count
+            for j in range(_COMPARED)
+        )
 
     def close(self) -> None:
         self.mm.close()

@@ -200,6 +200,7 @@ def trigger(kind: str, ring: Any) -> None:
         offset = ring.begin(8, 1)
         struct.pack_into("<I", ring.mm, offset - 16, 24)  # a size that is not 16-aligned
         ring.commit()
+        time.sleep(5)  # alive, as a scribbling worker is, until the coordinator reads the ring
 
 
 def read_freed_memory() -> bytes:
