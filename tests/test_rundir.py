@@ -201,9 +201,7 @@ def test_conftest_leaves_no_cache_behind(tmp_path):
     assert not list(tmp_path.glob("mnn-stress-cache-*"))
 
 
-def test_disk_full_at_the_final_flush_is_saved_by_the_reserve(
-    scenario_file, tmp_path, monkeypatch
-):
+def test_disk_full_at_the_final_flush_is_saved_by_the_reserve(scenario_file, tmp_path, monkeypatch):
     """The disk fills after the last in-loop write (here: when the variant is done, in
     process): the final flush fails, the reserve makes room, and every row is written."""
     from stress import recorder
