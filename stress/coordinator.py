@@ -15,11 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 from stress import deaths
-from stress.contract.protocol import IterationRecord, Observation
 from stress.deaths import KillReason
 from stress.diskbudget import DiskBudget
 from stress.errors import RunFailure, StorageError
@@ -27,6 +25,7 @@ from stress.events import Event, EventKind
 from stress.iteration_batch import IterationBatch
 from stress.jobs import make_job, ring_capacity
 from stress.plan import VariantState
+from stress.progress import count_batch, count_record
 from stress.recorder import Listeners, Recorder
 from stress.records import RowContext
 from stress.states import VariantStatus
@@ -330,46 +329,18 @@ class Coordinator:
         if not had_hello and process.hello is not None:
             worker.context = self._context(worker.state, process)
             worker.state.loop_started = process.hello_at
-        now, rss_bytes = time.monotonic(), -1
+        now, rss_bytes, seen = time.monotonic(), -1, worker.thread_progress
         for item in decoded:
             if isinstance(item, IterationBatch):
                 self.buffer.add_batch(worker.context, item)  # type: ignore[arg-type]
-                rss_bytes = max(rss_bytes, self._count_batch(worker, item, now))
+                rss_bytes = max(rss_bytes, count_batch(worker.state, seen, item, now))
             else:
                 self.buffer.add(worker.context, item)  # type: ignore[arg-type]
-                rss_bytes = max(rss_bytes, self._count_record(worker, item, now))
+                rss_bytes = max(rss_bytes, count_record(worker.state, seen, item, now))
         if rss_bytes >= 0:
             worker.state.rss_bytes = rss_bytes
         self._check_memory(worker, rss_bytes)
         return moved
-
-    @staticmethod
-    def _count_record(worker: RunningWorker, record: IterationRecord, now: float) -> int:
-        """A record's progress on its variant's state; returns its RSS."""
-        state = worker.state
-        worker.thread_progress[record.thread] = now
-        if record.observation == Observation.FETCH:  # not a later look at an old output
-            state.completed += 1
-            state.next_iterations[record.thread] = record.iteration + 1
-            state.outcomes[record.status] += 1
-        return record.rss_bytes
-
-    @staticmethod
-    def _count_batch(worker: RunningWorker, batch: IterationBatch, now: float) -> int:
-        """``_count_record`` for every record of a batch at once; returns their largest RSS."""
-        state, head = worker.state, batch.head
-        fetched = batch.fetched()
-        last = batch.last_iterations(fetched)
-        for thread, iteration in last.items():
-            state.next_iterations[thread] = iteration + 1
-        for thread in set(head["thread"].tolist()):
-            worker.thread_progress[thread] = now
-        statuses = head["status"][fetched]
-        state.completed += len(statuses)
-        for status, count in enumerate(np.bincount(statuses).tolist()):
-            if count:
-                state.outcomes[status] += count
-        return int(head["rss_bytes"].max())
 
     @staticmethod
     def _check_memory(worker: RunningWorker, rss_bytes: int) -> None:

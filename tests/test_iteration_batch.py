@@ -27,11 +27,11 @@ from stress.contract.protocol import (
     ProtocolError,
     decode_iteration,
 )
-from stress.coordinator import Coordinator, RunningWorker
 from stress.factors import defaults
 from stress.iteration_batch import MIN_RUN, IterationBatch, as_batch, decode_run
 from stress.parts import PartWriter
 from stress.plan import Budget, plan
+from stress.progress import count_batch, count_record
 from stress.records import RowContext
 from stress.row_buffer import IterationBuffer
 from stress.scenario import load_scenario
@@ -307,18 +307,17 @@ def test_counting_a_batch_equals_counting_its_records_one_by_one(scenario_file):
     batch = as_batch(run, 1, threads=3)
     assert batch is not None
     path = scenario_file("name: count\nmodel: tiny\nmatrix:\n  threads: [3]\n")
-    workers = []
-    for _ in range(2):
-        (state,) = plan([load_scenario(path)], Budget(), 1)
-        workers.append(RunningWorker(None, state))  # type: ignore[arg-type]
-    rss_batch = Coordinator._count_batch(workers[0], batch, now=5.0)
-    rss_records = max(Coordinator._count_record(workers[1], r, 5.0) for r in one_by_one(run, 1, 3))
+    (a,) = plan([load_scenario(path)], Budget(), 1)
+    (b,) = plan([load_scenario(path)], Budget(), 1)
+    seen_a: dict[int, float] = {}
+    seen_b: dict[int, float] = {}
+    rss_batch = count_batch(a, seen_a, batch, now=5.0)
+    rss_records = max(count_record(b, seen_b, r, 5.0) for r in one_by_one(run, 1, 3))
     assert rss_batch == rss_records
-    a, b = workers[0].state, workers[1].state
     assert (a.completed, a.next_iterations, dict(a.outcomes)) == (
         b.completed,
         b.next_iterations,
         dict(b.outcomes),
     )
-    assert workers[0].thread_progress == workers[1].thread_progress
+    assert seen_a == seen_b == {0: 5.0, 1: 5.0, 2: 5.0}
     assert a.completed == sum(1 for r in records if not r[0][7])
