@@ -5,7 +5,9 @@ Runs two scenario files of one variant each (the same model, API and knobs) with
 compares total steady-state iterations/s from the rows' timestamps (bench/steady.py: the window
 in which every worker ran). Also reports the coordinator's own CPU (user + system, sampled
 until it exits) as a share of a core, and how many cores other processes kept busy meanwhile:
-a row with others well above 0 is noise.
+a row with others well above 0 is noise. Beside each pair it runs bench/bare_loop.py (the same
+MNN calls, no harness) once alone and twice at once: the "bare" ratio is what the machine
+itself gives two such processes, the ceiling for the harness's.
 
 Usage: .venv/bin/python bench/scaling.py [--repeats 3] [--seconds 10] [--cases tiny:session,...]
                                          [--max-value-bytes 0]
@@ -27,9 +29,12 @@ import psutil
 import pyarrow.dataset as ds
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from steady import window_rate  # noqa: E402
+
+from stress.models.resolve import resolve_model  # noqa: E402
 
 # Iterations/s of one worker, roughly: sets the iteration budget for --seconds.
 RATE = {"tiny": 33_000, "three_input": 150, "deep": 100}
@@ -93,6 +98,24 @@ def run(
     return {"rate": rate, "coordinator": (c1 - c0) / (t1 - t0), "others": others}
 
 
+def bare_pair(model: str, api: str, seconds: float) -> float:
+    """Total it/s of two bare loops at once over one alone (each loop's own rate)."""
+    path = resolve_model(model, REPO).path
+    command = [sys.executable, str(REPO / "bench" / "bare_loop.py"), api, path]
+    command.append(str(int(RATE[model] * seconds)))
+
+    def rates(count: int) -> list[float]:
+        started = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(count)
+        ]
+        return [float(p.communicate()[0].strip().splitlines()[-1]) for p in started]
+
+    alone = rates(1)[0]
+    together = sum(rates(2))
+    _children_cpu()  # the loops' CPU is not the next run's
+    return together / alone
+
+
 _LAST_CHILDREN = [0.0]
 
 
@@ -118,13 +141,14 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"{'model':<12} {'api':<8} {'1 worker it/s':>14} {'2 workers it/s':>15} "
-        f"{'ratio (range)':>20} {'coord. CPU 1/2':>15} {'others':>7}"
+        f"{'ratio (range)':>20} {'bare ratio':>11} {'coord. CPU 1/2':>15} {'others':>7}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases.split(","):
             model, api = case.split(":")
-            pairs, coordinator, others = [], [], []
+            pairs, coordinator, others, bare = [], [], [], []
             for _ in range(args.repeats):
+                bare.append(bare_pair(model, api, args.seconds / 2))
                 one = run(model, api, 1, args.seconds, Path(tmp), args.max_value_bytes)
                 two = run(model, api, 2, args.seconds, Path(tmp), args.max_value_bytes)
                 pairs.append((one["rate"], two["rate"]))
@@ -135,6 +159,7 @@ def main() -> None:
                 f"{model:<12} {api:<8} {statistics.median(a for a, _ in pairs):>14,.0f} "
                 f"{statistics.median(b for _, b in pairs):>15,.0f} "
                 f"{statistics.median(ratios):>7.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})    "
+                f"{statistics.median(bare):>10.2f} "
                 f"{statistics.median(c for c, _ in coordinator):>6.2f}/"
                 f"{statistics.median(c for _, c in coordinator):<6.2f} "
                 f"{statistics.median(others):>7.2f}",

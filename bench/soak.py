@@ -2,7 +2,8 @@
 
 Runs ``mnn-stress run`` for a given time (default 10 minutes) and samples the coordinator
 every few seconds: resident memory, open files, and the part files in ``iterations/``. At the
-end it reports the RSS slope (least squares over the samples after the first minute), rows
+end it reports the RSS slope (least squares over the samples after the first minute, and over
+each minute's lowest sample: the floor a leak would lift), rows
 written, part files written in all (the part sequence), the most seen at once and those left
 after the final compaction, and the disk the run directory uses.
 
@@ -43,6 +44,22 @@ def slope_mib_per_hour(samples: list[tuple], column: int, skip_s: float) -> floa
     """Least-squares slope of one memory column over the samples after ``skip_s``."""
     start = samples[0][0]
     points = [(s[0] - start, s[column]) for s in samples if s[0] - start >= skip_s]
+    return _slope(points)
+
+
+def floor_slope_mib_per_hour(samples: list[tuple], column: int, skip_s: float) -> float:
+    """The same over each minute's lowest sample: memory a merge or a full buffer holds for
+    a moment lifts the plain slope by when it happens to peak; a leak lifts the floor too."""
+    start, floors = samples[0][0], {}
+    for s in samples:
+        if s[0] - start >= skip_s:
+            minute = int((s[0] - start) // 60)
+            floors[minute] = min(floors.get(minute, (0, float("inf"))), (s[0] - start, s[column]),
+                                 key=lambda point: point[1])  # fmt: skip
+    return _slope(list(floors.values()))
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
     if len(points) < 2:
         return float("nan")
     n = len(points)
@@ -96,9 +113,11 @@ def report(out: Path, samples: list, wall: float, code: int) -> None:
     for name, column in (("RSS", 1), ("USS", 2)):
         memory = [s[column] / 2**20 for s in samples]
         slope = slope_mib_per_hour(samples, column, 60)
+        floor = floor_slope_mib_per_hour(samples, column, 60)
         print(
             f"coordinator {name}: first {memory[0]:,.0f} MiB, max {max(memory):,.0f} MiB, "
-            f"last {memory[-1]:,.0f} MiB; slope after the first minute {slope:+,.1f} MiB/hour"
+            f"last {memory[-1]:,.0f} MiB; slope after the first minute {slope:+,.1f} MiB/hour "
+            f"(of each minute's lowest: {floor:+,.1f} MiB/hour)"
         )
     print(f"open files: min {min(s[3] for s in samples)}, max {max(s[3] for s in samples)}")
     print(f"rows written: {rows:,} ({rows / wall:,.0f}/s over the wall time)")

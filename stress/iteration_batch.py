@@ -168,7 +168,7 @@ def as_batch(run: Run, output_count: int, threads: int) -> IterationBatch | None
     """The run as one batch, or None unless every record is a valid, error-free record with
     the first one's outputs (the caller then decodes them one by one)."""
     first = decode_iteration(run.payloads()[0], output_count, threads)
-    if first.status == STATUS_ERROR or not first.outputs:
+    if not first.outputs:
         return None
     head = np.frombuffer(run.data, head_dtype(run.stride, RECORD_HEADER))
     outputs, layout = _layout(first)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from stress import compaction
@@ -46,6 +47,17 @@ def test_a_merge_replaces_its_sources_with_one_file_named_by_its_span(tmp_path):
     assert len(listed(tmp_path)) == 4  # the sources are gone
     assert ids(tmp_path) == list(range((FANOUT + 3) * 10))  # every row once, in order
     assert PartWriter(tmp_path).sequence == FANOUT + 3  # numbering goes on past the span
+
+
+def test_a_merge_cut_into_many_row_groups_keeps_every_row_once_in_order(tmp_path, monkeypatch):
+    """A merge larger than a row group (here 25 rows) writes group after group: each row of
+    the sources exactly once, in order, none carried into the next group again."""
+    monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 25)
+    monkeypatch.setattr(compaction, "BATCH_ROWS", 7)
+    write_parts(tmp_path, FANOUT)
+    merged = merge(running_merge(split(listed(tmp_path))[0]), SCHEMA)
+    assert ids(tmp_path) == list(range(FANOUT * 10))
+    assert pq.ParquetFile(merged.path).metadata.num_row_groups > 1
 
 
 def test_sources_left_by_a_killed_compaction_are_hidden_from_readers_and_then_tidied(tmp_path):

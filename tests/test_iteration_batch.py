@@ -164,6 +164,8 @@ def test_a_uniform_run_is_one_batch_holding_what_each_record_holds():
         "shape",  # same bytes, another shape: (3, 2) instead of (2, 3)
         "dtype",  # int32 instead of float32, same size
         "thread",  # a thread the worker does not have
+        "status",  # a status no worker writes
+        "observation",  # an observation no worker writes
     ],
 )
 def test_a_run_with_any_odd_record_is_not_a_batch_and_decodes_one_by_one(odd):
@@ -176,13 +178,17 @@ def test_a_run_with_any_odd_record_is_not_a_batch_and_decodes_one_by_one(odd):
         records[5] = (head(5), [x.reshape(3, 2)], None)
     elif odd == "dtype":
         records[5] = (head(5), [x.view(np.int32)], None)
-    else:
+    elif odd == "thread":
         records[5] = (head(5, thread=1), [x], None)
+    elif odd == "status":
+        records[5] = (head(5, status=9), [x], None)
+    else:
+        records[5] = (head(5, observation=7), [x], None)
     run = iteration_run(records)
     assert as_batch(run, 1, threads=1) is None
     decoded: list = []
-    if odd == "thread":  # a record that cannot be ours: the five before it are kept
-        with pytest.raises(ProtocolError, match="thread 1 of 1"):
+    if odd in ("thread", "status", "observation"):  # not ours: the five before it are kept
+        with pytest.raises(ProtocolError, match="thread 1 of 1|status 9|observation 7"):
             decode_run(run, 1, 1, decoded)
         assert [r.iteration for r in decoded] == [0, 1, 2, 3, 4]
         return
@@ -292,32 +298,63 @@ def test_batches_of_one_worker_keep_its_order_beside_records_added_one_by_one(tm
 
 
 # --- the coordinator's bookkeeping -----------------------------------------------------------
-def test_counting_a_batch_equals_counting_its_records_one_by_one(scenario_file):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_counting_a_batch_equals_counting_its_records_one_by_one(scenario_file, threads):
     rng = random.Random(3)
     records = []
     iteration = [0, 0, 0]
     for _ in range(60):
-        thread = rng.randrange(3)
+        thread = rng.randrange(threads)
         status = rng.choice([STATUS_OK, STATUS_OK, STATUS_INVALID])
         observation = rng.random() < 0.2
         zeros = [np.zeros(2, np.float32)]
         records.append((head(iteration[thread], thread, status, observation), zeros, None))
         iteration[thread] += not observation
     run = iteration_run(records)
-    batch = as_batch(run, 1, threads=3)
+    batch = as_batch(run, 1, threads=threads)
     assert batch is not None
-    path = scenario_file("name: count\nmodel: tiny\nmatrix:\n  threads: [3]\n")
+    path = scenario_file(f"name: count\nmodel: tiny\nmatrix:\n  threads: [{threads}]\n")
     (a,) = plan([load_scenario(path)], Budget(), 1)
     (b,) = plan([load_scenario(path)], Budget(), 1)
     seen_a: dict[int, float] = {}
     seen_b: dict[int, float] = {}
     rss_batch = count_batch(a, seen_a, batch, now=5.0)
-    rss_records = max(count_record(b, seen_b, r, 5.0) for r in one_by_one(run, 1, 3))
+    rss_records = max(count_record(b, seen_b, r, 5.0) for r in one_by_one(run, 1, threads))
     assert rss_batch == rss_records
     assert (a.completed, a.next_iterations, dict(a.outcomes)) == (
         b.completed,
         b.next_iterations,
         dict(b.outcomes),
     )
-    assert seen_a == seen_b == {0: 5.0, 1: 5.0, 2: 5.0}
+    assert seen_a == seen_b == {t: 5.0 for t in range(threads)}
     assert a.completed == sum(1 for r in records if not r[0][7])
+
+
+def test_batches_held_together_keep_each_records_digest_and_shape(tmp_path):
+    """Consecutive batches of one worker are turned into columns together: each keeps its
+    records' own digests, and a batch of another shape (same size) keeps its shape."""
+    buffer = IterationBuffer(PartWriter(tmp_path / "iterations"))
+    row_context = context(("y",))
+    expected = []
+    for start, shape in ((0, (2, 3)), (10, (2, 3)), (20, (3, 2)), (30, (2, 3))):
+        outputs = [np.full(shape, start + i % 3, np.float32) for i in range(10)]
+        run = iteration_run([(head(start + i), [o], None) for i, o in enumerate(outputs)])
+        buffer.add_batch(row_context, as_batch(run, 1, 1))
+        expected += [(xxhash.xxh3_64_hexdigest(o.tobytes()), list(shape)) for o in outputs]
+    table = buffer.to_table()
+    assert list(zip(table["digest"].to_pylist(), table["shape"].to_pylist())) == expected
+
+
+def test_a_value_not_known_is_a_null_in_its_rows(tmp_path):
+    """A context value of None, and the machine's available memory before it was first
+    sampled: nulls, never a made-up value."""
+    buffer = IterationBuffer(PartWriter(tmp_path / "iterations"))
+    known, unknown = context(("y",)), context(("y",))
+    unknown.values["mnn_version"] = None
+    run = iteration_run([(head(i), [np.ones(2, np.float32)], None) for i in range(10)])
+    buffer.add_batch(known, as_batch(run, 1, 1))
+    buffer.available_bytes = 0
+    buffer.add_batch(unknown, as_batch(run, 1, 1))
+    table = buffer.to_table()
+    assert table["mnn_version"].to_pylist() == ["x"] * 10 + [None] * 10
+    assert table["available_bytes"].to_pylist() == [None] * 10 + [0] * 10

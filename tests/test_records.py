@@ -19,7 +19,7 @@ from stress.factors import defaults
 from stress.parts import PartWriter
 from stress.records import ITERATION_SCHEMA, RowContext
 from stress.row_buffer import IterationBuffer
-from stress.statistics import output_statistics
+from stress.statistics import block_statistics, output_statistics
 
 
 def test_statistics_count_non_finite_and_ignore_it_in_min_max_mean():
@@ -35,6 +35,15 @@ def test_statistics_count_non_finite_and_ignore_it_in_min_max_mean():
     assert stats["min"] == [1.0, None, None, -2.0]
     assert stats["max"] == [3.0, None, None, 4.0]
     assert stats["mean"] == [2.0, None, None, 1.0]
+
+
+def test_statistics_of_finite_rows_beside_non_finite_ones():
+    """One block, some rows finite and some not: each row gets its own counts (the finite
+    rows' one-pass shortcut must not be taken for the whole block)."""
+    block = np.array([[1, 2, 3, 4], [1, np.nan, 3, 4], [np.inf, 0, 0, 0]], np.float32)
+    nan, inf, low, high, mean = block_statistics(block)
+    assert (nan, inf) == ([0, 1, 0], [0, 0, 1])
+    assert (low, high, mean) == ([1.0, 1.0, 0.0], [4.0, 4.0, 0.0], [2.5, 8 / 3, 0.0])
 
 
 def test_rows_written_are_readable_by_pyarrow_pandas_and_duckdb(tmp_path):
