@@ -35,11 +35,11 @@ class Meters:
 
 
 class Rates:
-    """Iterations per second per scenario, over the last few ticks."""
+    """Iterations per second per scenario, over the last few ticks (from the start at first)."""
 
     def __init__(self, window: int = 5) -> None:
         self.history: collections.deque[tuple[float, dict[str, int]]] = collections.deque(
-            maxlen=window + 1
+            [(0.0, {})], maxlen=window + 1
         )
 
     def update(self, elapsed_s: float, states: list[Any]) -> dict[str, float]:

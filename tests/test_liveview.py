@@ -57,6 +57,11 @@ def test_the_plain_line_counts_outcomes_deaths_rates_memory_and_disk():
     assert re.search(r"b\s+0/1\s+1\s+10\s+1\s+10\s+0\s+0\s+0", text)
 
 
+def test_the_first_rate_counts_from_the_start():
+    rates = liveview.Rates()
+    assert rates.update(2.0, [state("a", 30, {})]) == {"a": 15.0}
+
+
 def test_remaining_time_is_unknown_until_something_is_done():
     assert liveview.remaining([state("a", 0, {})], 5.0) is None
     timed = state("a", 0, {}, stop=None, duration=20.0, used_s=5.0)
@@ -64,7 +69,9 @@ def test_remaining_time_is_unknown_until_something_is_done():
 
 
 def test_without_a_terminal_the_progress_line_goes_to_stderr_and_run_log(scenario_file, tmp_path):
-    path = scenario_file("name: quiet\nmodel: tiny\nduration: 4s\nmatrix:\n  api: [session]\n")
+    path = scenario_file(
+        "name: quiet\nmodel: tiny\nduration: 4s\nadaptive: false\nmatrix:\n  api: [session]\n"
+    )
     out = tmp_path / "run"
     done = run_cli("run", str(path), "--out", str(out), "--progress-every", "1s")
     pattern = r"variants 0/1 finished, 1 running; [\d,]+ iterations \([\d,]+/s: [\d,]+ ok\)"
@@ -76,7 +83,9 @@ def test_without_a_terminal_the_progress_line_goes_to_stderr_and_run_log(scenari
 def test_on_a_terminal_the_view_is_drawn_live_and_the_log_keeps_plain_lines(
     scenario_file, tmp_path
 ):
-    path = scenario_file("name: shown\nmodel: tiny\nduration: 4s\nmatrix:\n  api: [module]\n")
+    path = scenario_file(
+        "name: shown\nmodel: tiny\nduration: 4s\nadaptive: false\nmatrix:\n  api: [module]\n"
+    )
     out = tmp_path / "run"
     screen = _on_a_terminal(
         [
