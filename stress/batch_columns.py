@@ -85,8 +85,8 @@ def batches_segment(context_id: int, context: RowContext, group: list[HeldBatch]
         "rss_bytes": each_output(field["rss_bytes"]),
         "available_bytes": pa.array(known, pa.int64(), mask=known < 0),
         "digest": _interleave([_digests(group, block) for block in blocks], records),
-        "values": _values(group, context.max_value_bytes),
-        **_statistics(group),
+        "values": _values(group, records, context.max_value_bytes),
+        **_statistics(group, records),
     }
     return segment_table(columns)
 
@@ -110,11 +110,10 @@ def _digests(group: list[HeldBatch], block: OutputBlock) -> pa.Array:
     return pa.array(distinct, pa.string()).take(np.concatenate(which))
 
 
-def _statistics(group: list[HeldBatch]) -> dict[str, pa.Array]:
+def _statistics(group: list[HeldBatch], records: int) -> dict[str, pa.Array]:
     """The statistics columns, output by output, interleaved like the rows."""
     values: list[list[np.ndarray]] = [[] for _ in STAT_NAMES]
     valid: list[list[np.ndarray]] = [[] for _ in STAT_NAMES]
-    records = sum(len(h.batch) for h in group)
     for block in group[0].batch.outputs:
         if summable(block.dtype, block.nbytes):
             per_batch = [block_statistic_arrays(h.batch.output_array(block)) for h in group]
@@ -126,19 +125,22 @@ def _statistics(group: list[HeldBatch]) -> dict[str, pa.Array]:
         for k in range(len(STAT_NAMES)):
             values[k].append(computed[k])
             valid[k].append(known[k])
-    interleave = lambda parts: parts[0] if len(parts) == 1 else np.stack(parts, axis=1).ravel()  # noqa: E731
     return {
-        name: pa.array(interleave(values[k]), mask=~interleave(valid[k]))
+        name: pa.array(_in_row_order(values[k]), mask=~_in_row_order(valid[k]))
         for k, name in enumerate(STAT_NAMES)
     }
 
 
-def _values(group: list[HeldBatch], max_value_bytes: int) -> pa.Array:
+def _in_row_order(per_output: list[np.ndarray]) -> np.ndarray:
+    """``_interleave`` for numpy columns: record by record, output by output."""
+    return per_output[0] if len(per_output) == 1 else np.stack(per_output, axis=1).ravel()
+
+
+def _values(group: list[HeldBatch], records: int, max_value_bytes: int) -> pa.Array:
     """The ``values`` column: each output's bytes where they are within the cap, else null.
     The stored bytes are copied once, straight into the column's buffer."""
     blocks = group[0].batch.outputs
     stored = [b for b in blocks if b.nbytes <= max_value_bytes]
-    records = sum(len(h.batch) for h in group)
     if not stored:
         return pa.nulls(records * len(blocks), pa.binary())
     width = sum(b.nbytes for b in stored)

@@ -103,36 +103,27 @@ class IterationBatch:
     def _as_words(self, block: OutputBlock) -> np.ndarray:
         """The output's bytes as unsigned integers as wide as divide its size: bit equality."""
         width = next(w for w in (8, 4, 2, 1) if block.nbytes % w == 0)
-        return np.ndarray(
-            (len(self), block.nbytes // width),
-            np.dtype(f"<u{width}"),
-            buffer=self.data,
-            offset=block.offset,
-            strides=(self.stride, width),
-        )
+        return self._view(block, np.dtype(f"<u{width}"))
 
     def output_array(self, block: OutputBlock) -> np.ndarray:
         """One output of every record as a (records, elements) view of its dtype (bytes for an
         unknown dtype)."""
-        entry = dtypes.by_name(block.dtype)
-        if entry is dtypes.UNKNOWN:
+        if dtypes.by_name(block.dtype) is dtypes.UNKNOWN:
             return self.output_bytes(block)
-        return np.ndarray(
-            (len(self), block.nbytes // entry.itemsize),
-            np.dtype(block.dtype),
-            buffer=self.data,
-            offset=block.offset,
-            strides=(self.stride, entry.itemsize),
-        )
+        return self._view(block, np.dtype(block.dtype))
 
     def output_bytes(self, block: OutputBlock) -> np.ndarray:
         """One output of every record as a (records, nbytes) view of its bytes."""
+        return self._view(block, np.dtype(np.uint8))
+
+    def _view(self, block: OutputBlock, kind: np.dtype) -> np.ndarray:
+        """One output of every record as a (records, elements of ``kind``) view of ``data``."""
         return np.ndarray(
-            (len(self), block.nbytes),
-            np.uint8,
+            (len(self), block.nbytes // kind.itemsize),
+            kind,
             buffer=self.data,
             offset=block.offset,
-            strides=(self.stride, 1),
+            strides=(self.stride, kind.itemsize),
         )
 
     def fetched(self) -> np.ndarray:
