@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 
 import numpy as np
 import pytest
@@ -57,6 +59,52 @@ def test_unpublished_record_is_invisible():
     assert reader.drain() == []  # the worker died before commit: nothing half-written leaks
     writer.commit()
     assert reader.drain() == [(1, b"half!")]
+
+
+def _send(writer, payload: bytes, kind: int = 9) -> None:
+    offset = writer.begin(len(payload), kind)
+    writer.mm[offset : offset + len(payload)] = payload
+    writer.commit()
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Fail (instead of hanging the suite) when the block takes longer than ``seconds``."""
+
+    def expired(*_):
+        raise AssertionError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_record_larger_than_the_drain_window_is_taken_whole():
+    """A window that ends inside a published record used to make no progress at all: the
+    coordinator spun on it forever (a model with a 16 MiB output)."""
+    writer, reader = pair(1 << 16)
+    small, big = b"s" * 40, b"B" * 20_000
+    for payload in (small, big, small, big):
+        _send(writer, payload)
+    received = []
+    with deadline(5):
+        for _ in range(10):
+            received += [p for _, p in reader.drain(max_bytes=1000)]
+    assert received == [small, big, small, big]
+    assert reader.read_pos == writer.write_pos
+
+
+def test_a_record_published_past_the_write_position_is_corruption():
+    writer, reader = pair(4096)
+    _send(writer, b"x" * 100)
+    writer.mm[64 : 64 + 4] = (4000).to_bytes(4, "little")  # claims to run past what is published
+    with deadline(5), pytest.raises(ring.CorruptRing):
+        reader.drain()
+        reader.drain()
 
 
 def test_record_larger_than_half_the_ring_is_refused():

@@ -22,6 +22,7 @@ _READ_POS = 24
 _POS = struct.Struct("<Q")
 _RECORD = struct.Struct("<IIB7x")  # total length (16-aligned), payload length, kind
 RECORD_HEADER = _RECORD.size
+MAX_RECORD_BYTES = 0xFFFFFFF0  # a record's length is 32 bits (16-aligned, below the wrap marker)
 _COMPARED = 9  # header bytes that tell records apart: size, payload length, kind
 _WRAP = 0xFFFFFFFF
 MAGIC = b"MNNSRNG1"
@@ -71,7 +72,7 @@ class RingWriter:
 
     def begin(self, payload_size: int, kind: int) -> int:
         size = (_RECORD.size + payload_size + 15) & ~15  # a wrap marker always fits
-        if size > self.capacity >> 1:
+        if size > self.capacity >> 1 or size > MAX_RECORD_BYTES:
             raise RecordTooLarge(size, self.capacity)
         pos = self.write_pos
         offset = pos % self.capacity
@@ -143,10 +144,13 @@ class RingReader:
 
     def drain_runs(self, max_bytes: int = 1 << 26) -> list[Run]:
         """``drain``, with consecutive records of identical headers kept together as runs (a
-        few strided comparisons find them; each run is one copy)."""
+        few strided comparisons find them; each run is one copy). ``max_bytes`` bounds what
+        a drain copies, except that a record starting within it is taken whole, whatever its
+        size: a drain always makes progress when anything is published."""
         if self.corruption:
             raise CorruptRing(self.corruption)
-        end = min(self.write_pos, self.read_pos + max_bytes)
+        published = self.write_pos
+        end = min(published, self.read_pos + max_bytes)
         runs = []
         pos = self.read_pos
         while pos < end:
@@ -156,10 +160,16 @@ class RingReader:
             if size == _WRAP:
                 pos += self.capacity - offset
                 continue
-            if size % 16 or not _RECORD.size + length <= size <= self.capacity - offset:
+            if (
+                size % 16
+                or not _RECORD.size + length <= size <= self.capacity - offset
+                or pos + size > published
+            ):
                 self.corruption = f"record of size {size} (payload {length}) at {pos}"
                 break
-            fits = min(end - pos, self.capacity - offset) // size  # records of this size that fit
+            # Records of this size within the window; at least this one, which is published
+            # whole: a record larger than what is left of the window is still taken.
+            fits = max(1, min(end - pos, self.capacity - offset) // size)
             count = self._uniform(start, size, fits)
             runs.append(Run(kind, length, size, count, self.mm[start : start + count * size]))
             pos += count * size
