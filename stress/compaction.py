@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 
 from stress.errors import StorageError
 from stress.parts import (
+    ROW_GROUP_BYTES,
+    ROW_GROUP_ROWS,
     Part,
     dictionary_columns,
     dictionary_schema,
@@ -36,8 +38,6 @@ from stress.parts import (
 
 FANOUT = 16
 TARGET_BYTES = 256 << 20
-ROW_GROUP_ROWS = 128 * 1024
-ROW_GROUP_BYTES = 32 << 20  # a row group's rows in memory while merging (stored values add up)
 BATCH_ROWS = 8 * 1024
 BACKGROUND_NICE = 19  # the background merge thread's niceness
 

@@ -23,7 +23,7 @@ from stress.diskbudget import DiskBudget
 from stress.errors import RunFailure, StorageError
 from stress.events import Event, EventKind
 from stress.iteration_batch import IterationBatch
-from stress.jobs import make_job, ring_capacity
+from stress.jobs import make_job, ring_capacity, ring_for_records, ring_refusal
 from stress.plan import VariantState
 from stress.progress import count_batch, count_record
 from stress.recorder import Listeners, Recorder
@@ -157,8 +157,7 @@ class Coordinator:
                 self.buffer.available_bytes = psutil.virtual_memory().available
             hurry = self._service_workers()
             self._handle_stop()
-            if self.buffer.due() and self.failure is None:
-                self._notify(self.recorder.flush)
+            self._flush_if_due()
             if not hurry:
                 time.sleep(max(0.0, next_round - time.monotonic()))
 
@@ -303,6 +302,7 @@ class Coordinator:
         hurry = False
         for worker_id, worker in list(self.running.items()):
             self._drain(worker)
+            self._flush_if_due()
             hurry |= worker.process.filling()
             if worker.process.poll() is not None:
                 self._drain_all(worker)
@@ -319,7 +319,13 @@ class Coordinator:
     def _drain_all(self, worker: RunningWorker) -> None:
         """Everything the worker published, however much: it has exited, nothing more comes."""
         while self._drain(worker):
-            pass
+            self._flush_if_due()
+
+    def _flush_if_due(self) -> None:
+        """Write the buffered rows when they are due: after each drain, so that the buffer
+        holds at most about one drain's worth beyond its limit (big outputs)."""
+        if self.buffer.due() and self.failure is None:
+            self._notify(self.recorder.flush)
 
     def _drain(self, worker: RunningWorker) -> bool:
         """Record what the worker published since the last call; True when there was any."""
@@ -415,11 +421,23 @@ class Coordinator:
         process.remove_core_dir()
         for event in process.memcheck_events(self.run_id):
             self._write_event(event)
-        if ending.kind is EventKind.RESIZE and process.failure:
-            state.ring_bytes = 4 * (process.failure.ring_bytes_needed or 0)
-        self._set(state, self._next_status(state, ending, process.hello is not None))
+        status = self._next_status(state, ending, process.hello is not None)
+        resize = ending.kind is EventKind.RESIZE and process.failure is not None
+        if resize and not self._resized(state, process.failure.ring_bytes_needed or 0):
+            status = VariantStatus.QUARANTINED
+        self._set(state, status)
         if state.status is VariantStatus.PENDING:
             self._requeue(state)
+
+    def _resized(self, state: VariantState, record: int) -> bool:
+        """A record of ``record`` bytes did not fit: give the next worker a ring it fits, or
+        say (an event) that no ring here can hold it. True when it now fits."""
+        why = ring_refusal(record)
+        if why is None:
+            state.ring_bytes = ring_for_records(record, len(state.next_iterations))
+            return True
+        self._event_for(state, EventKind.QUARANTINE, f"cannot be recorded here: {why}")
+        return False
 
     def _next_status(
         self, state: VariantState, ending: deaths.Ending, started: bool

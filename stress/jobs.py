@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import psutil
+
 from stress.contract.protocol import InputPlan, Job
+from stress.contract.ring import MAX_RECORD_BYTES
+from stress.errors import ScenarioError
 from stress.factors import misuse
 from stress.models import TensorInfo
 from stress.scenario import LoadedScenario
@@ -10,7 +14,10 @@ from stress.scenario.schema import InputSpec
 from stress.variants import Variant
 
 MIN_RING_BYTES = 16 << 20
-RING_RECORDS = 16
+RING_RECORDS = 16  # iterations a ring holds per thread, while that stays within RING_SOFT_BYTES
+RING_SOFT_BYTES = 256 << 20  # beyond it a ring holds MIN_RING_RECORDS records, no more
+MIN_RING_RECORDS = 2  # a writer takes at most half the ring: one record read, one written
+MEMORY_SHARE = 4  # a ring may take at most this fraction (1/4) of the machine's memory
 
 
 def input_plans(scenario: LoadedScenario) -> list[InputPlan]:
@@ -34,15 +41,76 @@ def input_plans(scenario: LoadedScenario) -> list[InputPlan]:
     return plans
 
 
-def ring_capacity(scenario: LoadedScenario, threads: int = 1) -> int:
-    """Room for RING_RECORDS iterations of the model's outputs per thread, scaled up when the
-    scenario gives larger input shapes than the model declares. A worker whose record still
-    does not fit asks for a larger ring (``resize``) and is restarted without losing it."""
+def record_bytes(scenario: LoadedScenario) -> int:
+    """An upper bound of one iteration's record in the ring: the model's declared outputs,
+    scaled up when the scenario gives larger input shapes than the model declares."""
     declared = sum(t.nbytes for t in scenario.model.inputs) or 1
     given = sum(TensorInfo(p.name, tuple(p.shape), p.dtype).nbytes for p in input_plans(scenario))
     scale = max(1.0, given / declared)
-    record = int(sum(t.nbytes + 64 for t in scenario.model.outputs) * scale) + 4096
-    return max(MIN_RING_BYTES, RING_RECORDS * threads * record)
+    outputs = scenario.model.outputs
+    return int(sum(t.nbytes for t in outputs) * scale) + 64 * len(outputs) + 4096
+
+
+def ring_capacity(scenario: LoadedScenario, threads: int = 1) -> int:
+    """The ring for a worker of ``threads`` threads (``ring_for_records``). A worker whose
+    record still does not fit asks for a larger ring (``resize``) and is restarted without
+    losing it."""
+    return ring_for_records(record_bytes(scenario), threads)
+
+
+def ring_for_records(record: int, threads: int = 1) -> int:
+    """Room for RING_RECORDS records of ``record`` bytes per thread, but within
+    RING_SOFT_BYTES unless MIN_RING_RECORDS records need more: big outputs get a ring of two
+    records, not sixteen per thread (which, for a 256 MiB output, was 4 GiB of shared memory
+    per worker, all of it drained into the coordinator at the worker's end)."""
+    wanted = RING_RECORDS * threads * record
+    bounded = max(RING_SOFT_BYTES, MIN_RING_RECORDS * record)
+    return max(MIN_RING_BYTES, min(wanted, bounded))
+
+
+def max_ring_bytes() -> int:
+    """The largest ring a worker may have here: a share of the machine's memory, and what a
+    record's 32-bit length can say."""
+    return min(psutil.virtual_memory().total // MEMORY_SHARE, MIN_RING_RECORDS * MAX_RECORD_BYTES)
+
+
+def ring_refusal(record: int) -> str | None:
+    """Why a record of ``record`` bytes cannot be recorded here, or None when it can."""
+    taken = f"one iteration's outputs take {record:,} bytes in the record ring"
+    if record > MAX_RECORD_BYTES:
+        return f"{taken}, more than a record can hold ({MAX_RECORD_BYTES:,}: a 32-bit length)"
+    needed = ring_for_records(record)
+    if needed > max_ring_bytes():
+        return (
+            f"{taken}, which needs a ring of {_mib(needed)}; rings here may take at most "
+            f"{_mib(max_ring_bytes())} (a 1/{MEMORY_SHARE} share of this machine's memory)"
+        )
+    return None
+
+
+def check_record_fits(scenario: LoadedScenario) -> None:
+    """Refuse, before anything runs, a scenario whose outputs cannot be recorded. Only
+    outputs of known size are judged here: a dynamic output's size is known when it is
+    produced, and a worker that cannot record it ends its variant with the reason."""
+    outputs = scenario.model.outputs
+    if not all(t.is_static for t in outputs):
+        return
+    why = ring_refusal(record_bytes(scenario))
+    if why is not None:
+        shapes = ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in outputs)
+        fix = "use a model with smaller outputs"
+        if record_bytes(scenario) <= MAX_RECORD_BYTES:  # the ring is what is too large
+            fix += ", or run it on a machine with more memory"
+        raise ScenarioError(
+            f"the model's outputs ({shapes}) cannot be recorded: {why}",
+            file=str(scenario.path),
+            key="model",
+            fix=fix,
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"
 
 
 def make_job(

@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 
 from stress.errors import StorageError
 
+ROW_GROUP_ROWS = 128 * 1024
+ROW_GROUP_BYTES = 32 << 20  # a row group's rows in memory when written or read (values add up)
 _NAME = re.compile(r"part-(\d+)(?:-(\d+))?\.parquet")
 
 
@@ -101,10 +103,20 @@ class PartWriter:
             return
         final = self.directory / part_name(self.sequence, self.sequence)
         options = write_options(table.schema)
-        write_atomically(final, lambda path: pq.write_table(table, path, **options))
+        rows = rows_per_group(table)
+        write_atomically(
+            final, lambda path: pq.write_table(table, path, row_group_size=rows, **options)
+        )
         self.sequence += 1
         with contextlib.suppress(OSError):
             self.bytes_written += final.stat().st_size
+
+
+def rows_per_group(table: pa.Table) -> int:
+    """Rows per row group so that a group holds about ROW_GROUP_BYTES (at least one row): a
+    reader then decodes one big output's group, not a whole part of them."""
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
+    return max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES // per_row))
 
 
 def write_options(schema: pa.Schema) -> dict[str, object]:

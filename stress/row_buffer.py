@@ -48,6 +48,9 @@ _ROW_ORDER = (
 if sorted(_ROW_ORDER) != sorted(_HELD + ROW_NAMES):
     raise ImportError(f"row_buffer: row order {_ROW_ORDER} does not match the schema {ROW_NAMES}")
 
+# A flush of this much output hands the memory its write took back to the system (Arrow's
+# allocator keeps it otherwise: a 256 MiB output stored as values left 1 GiB behind).
+RELEASE_AFTER_BYTES = 64 << 20
 # Outputs up to this size keep their bytes until the flush, for vectorised statistics.
 BATCH_STATISTICS_BYTES = 64 << 10
 # What a flush writes: the Parquet schema, with what is the same for a worker's every row (its
@@ -178,7 +181,10 @@ class IterationBuffer:
         if len(self):
             self.writer.write(self.to_table(keep_values))
             self.rows_written += len(self)
+        held = self.bytes
         self._reset()
+        if held >= RELEASE_AFTER_BYTES:  # the writer's buffers, a few times what was held
+            pa.default_memory_pool().release_unused()
 
     def to_table(self, keep_values: bool = True) -> pa.Table:
         """Every buffered row: the context columns and output names filled in by index, as

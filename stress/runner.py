@@ -19,7 +19,7 @@ from stress.adaptive import second_pass, split_first_pass
 from stress.coordinator import Coordinator, Hooks, StopRequests
 from stress.diskbudget import DiskBudget, disk_usage
 from stress.errors import RunFailure, ScenarioError, StorageError, StressError
-from stress.jobs import ring_capacity
+from stress.jobs import check_record_fits, ring_capacity
 from stress.journal import Journal
 from stress.manifest import Manifest, now_iso
 from stress.onnx_reference import run_onnxruntime
@@ -59,6 +59,8 @@ class RunResult:
 def load_all(paths: list[Path]) -> list[LoadedScenario]:
     """Validate every file before anything runs; scenario names must be unique."""
     loaded = [load_scenario(p) for p in paths]
+    for scenario in loaded:
+        check_record_fits(scenario)
     seen: dict[str, Path] = {}
     for scenario in loaded:
         name = scenario.spec.name

@@ -14,6 +14,7 @@ import xxhash
 
 digest = xxhash.xxh3_64_hexdigest  # of an output's bytes: the ``digest`` column (16 hex digits)
 NO_STATS = (None,) * 5
+CHUNK_ELEMENTS = 1 << 20  # elements looked at at once where some are not finite
 STAT_NAMES = ("nan_count", "inf_count", "min", "max", "mean")
 
 
@@ -35,14 +36,30 @@ def block_statistic_arrays(block: np.ndarray) -> tuple[np.ndarray, ...]:
     if np.isfinite(mean).all():  # the usual case: a NaN or inf anywhere would show in its mean
         nothing = np.zeros(len(block), np.int64)
         return nothing, nothing, block.min(axis=1), block.max(axis=1), mean, nothing == 0
-    finite = np.isfinite(block)
-    count = finite.sum(axis=1)
-    nan = np.isnan(block).sum(axis=1) if block.dtype.kind == "f" else np.zeros(len(block), int)
-    wide = block.astype(np.float64)
+    return _non_finite_statistics(block)
+
+
+def _non_finite_statistics(block: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``block_statistic_arrays`` where some element is NaN or inf: the finite elements
+    picked out in float64, a few columns at a time, so a 256 MiB output needs tens of MiB of
+    temporaries, not four times its size."""
+    rows = len(block)
+    nan, count = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
+    low, high, total = np.full(rows, np.inf), np.full(rows, -np.inf), np.zeros(rows)
+    step = max(1, CHUNK_ELEMENTS // max(1, rows))
+    for start in range(0, block.shape[1], step):
+        part = block[:, start : start + step]
+        finite = np.isfinite(part)
+        count += finite.sum(axis=1)
+        if part.dtype.kind == "f":
+            nan += np.isnan(part).sum(axis=1)
+        wide = part.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            low = np.minimum(low, np.where(finite, wide, np.inf).min(axis=1))
+            high = np.maximum(high, np.where(finite, wide, -np.inf).max(axis=1))
+            total += np.where(finite, wide, 0.0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        low = np.where(finite, wide, np.inf).min(axis=1)
-        high = np.where(finite, wide, -np.inf).max(axis=1)
-        mean = np.where(finite, wide, 0.0).sum(axis=1) / count
+        mean = total / count
     return nan, block.shape[1] - count - nan, low, high, mean, count > 0
 
 

@@ -175,3 +175,26 @@ def test_statistics_of_rows_with_non_finite_values_stay_per_row():
     assert stats["min"] == [5.0, 1.0] and stats["max"] == [5.0, 3.0]
     assert stats["mean"] == [5.0, 2.0]
     assert stats["nan_count"] == [1, 1] and stats["inf_count"] == [1, 0]
+
+
+def test_statistics_of_non_finite_rows_are_the_same_in_chunks(monkeypatch):
+    """Big outputs with NaN are looked at a few columns at a time: every chunk size gives the
+    statistics of the whole rows (counts summed, min of mins, mean of all finite elements)."""
+    from stress import statistics
+
+    rng = np.random.default_rng(3)
+    block = rng.standard_normal((3, 1000)).astype(np.float32)
+    block[0, [5, 500, 999]] = np.nan
+    block[1, 17] = np.inf
+    block[2, :] = np.nan  # no finite element: no min/max/mean
+    finite = np.isfinite(block)
+    wide = block.astype(np.float64)
+    for chunk in (7, 1000, 1 << 20):
+        monkeypatch.setattr(statistics, "CHUNK_ELEMENTS", chunk)
+        nan, inf, low, high, mean = block_statistics(block)
+        assert nan == [3, 0, 1000] and inf == [0, 1, 0]
+        for row in (0, 1):
+            values = wide[row][finite[row]]
+            assert (low[row], high[row]) == (values.min(), values.max())
+            assert mean[row] == pytest.approx(values.mean(), rel=1e-12)
+        assert low[2] is high[2] is mean[2] is None

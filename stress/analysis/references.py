@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from stress.analysis.dataset import events_table, iterations_table
 from stress.analysis.tolerance import Tolerance, compare, tolerances_for
@@ -16,7 +18,8 @@ from stress.onnx_reference import ORT_DIR
 from stress.reference import REFERENCE_DIR
 
 _COLUMNS = ["scenario", "iteration", "status", "error", "observation", "output_name", "digest"]
-_COLUMNS += ["dtype", "shape", "values", "nan_count", "inf_count", "min", "max", "mean"]
+_COLUMNS += ["dtype", "shape", "nan_count", "inf_count", "min", "max", "mean"]
+_VALUE_COLUMNS = ["output_name", "observation", "values"]
 
 
 @dataclass(frozen=True)
@@ -48,18 +51,35 @@ def load_references(run_dir: Path, scenarios: list[str]) -> References:
     no reference run (``--no-reference``, or the run died first), a reference that raised,
     returned an error code or crashed, one not bit-identical run to run, or one with NaN/Inf."""
     root = run_dir / REFERENCE_DIR
-    table = iterations_table(root, columns=_COLUMNS)
-    table = table.filter(pc.equal(pc.fill_null(table["observation"], "fetch"), "fetch"))
+    table = _fetched(iterations_table(root, columns=_COLUMNS))
     deaths = events_table(root, columns=["scenario", "kind", "message"]).to_pylist()
     outputs: dict[tuple[str, str], ReferenceOutput] = {}
     problems: dict[str, str] = {}
     for scenario in scenarios:
         rows = table.filter(pc.equal(table["scenario"], scenario)).to_pylist()
+        _add_first_values(root, scenario, rows)
         found, problem = _reference_of(scenario, rows, [e for e in deaths if _of(e, scenario)])
         outputs.update({(scenario, out.output_name): out for out in found})
         if problem:
             problems[scenario] = problem
     return References(outputs, problems)
+
+
+def _fetched(table: pa.Table) -> pa.Table:
+    return table.filter(pc.equal(pc.fill_null(table["observation"], "fetch"), "fetch"))
+
+
+def _add_first_values(root: Path, scenario: str, rows: list[dict[str, Any]]) -> None:
+    """Each row's ``values``, read for the scenario's first iteration only (the one used): a
+    big model's other iterations would cost their whole size for nothing."""
+    if not rows:
+        return
+    first = min(r["iteration"] for r in rows)
+    keep = (ds.field("scenario") == scenario) & (ds.field("iteration") == first)
+    read = _fetched(iterations_table(root, columns=_VALUE_COLUMNS, filter=keep))
+    values = {r["output_name"]: r["values"] for r in read.to_pylist()}
+    for row in rows:
+        row["values"] = values.get(row["output_name"]) if row["iteration"] == first else None
 
 
 def _of(event: dict[str, Any], scenario: str) -> bool:

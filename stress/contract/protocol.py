@@ -15,6 +15,7 @@ from enum import IntEnum
 from typing import Any
 
 from stress.contract import dtypes
+from stress.contract.ring import MAX_RECORD_BYTES, RECORD_HEADER, RecordTooLarge
 
 KIND_ITERATION = 1
 KIND_MESSAGE = 2
@@ -276,6 +277,13 @@ class IterationWriter:
         return offset
 
     def _learn(self, outputs: list[Any]) -> None:
+        """The headers of this output layout. An output larger than a record can say (its
+        length is 32 bits) raises RecordTooLarge before anything is written."""
+        size = ITERATION_HEAD.size + sum(
+            OUTPUT_HEAD.size + 8 * out.ndim + ((out.nbytes + 7) & ~7) for out in outputs
+        )
+        if size > MAX_RECORD_BYTES:
+            raise RecordTooLarge(size + RECORD_HEADER, self.ring.capacity)
         self._layout = [
             (
                 out.shape,

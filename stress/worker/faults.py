@@ -16,7 +16,8 @@ output element made NaN), leak (256 KiB allocated, touched and kept: resident me
 slow (a sleep that grows by 50 us at each firing: latency drifts), rc (a non-zero return
 code), mnn_raise (a real MNN call raises inside ``infer``), no_memory (a MemoryError in the
 iteration, as an allocation under a memory cap would raise), chatter (64 KiB written to
-stderr: the worker's log grows). ``load_error`` makes a real MNN
+stderr: the worker's log grows), huge_output (the first output replaced by a 4 GiB
+zero-stride view, which takes no memory: a record no ring can hold). ``load_error`` makes a real MNN
 call raise while a worker whose first iteration is at or past N loads the model.
 """
 
@@ -35,7 +36,8 @@ from stress.contract.stages import Binding, Layer
 ENV_VAR = "MNN_STRESS_TEST_FAULT"
 WORKER_KINDS = ("segv", "abort", "hang", "raise", "exit", "corrupt", "invalid_read")
 DRIVER_KINDS = ("perturb", "ulp", "nan", "rc", "mnn_raise", "leak", "slow", "no_memory")
-DRIVER_KINDS += ("chatter",)
+DRIVER_KINDS += ("chatter", "huge_output")
+HUGE_OUTPUT_BYTES = (1 << 32) + 16  # more than a record's 32-bit length can say
 CHATTER_LINE = "chatter " + "x" * 1015 + "\n"  # 1 KiB
 LEAK_BYTES = 256 << 10
 SLOW_STEP_S = 50e-6
@@ -146,6 +148,8 @@ class FaultyBinding(Layer):
         rc, outputs = self.inner.iteration(inputs)
         if "rc" in armed:
             rc = INJECTED_RC
+        if "huge_output" in armed and outputs:
+            outputs = [_huge(outputs[0]), *outputs[1:]]
         alteration = next((kind for kind in ("nan", "perturb", "ulp") if kind in armed), None)
         if alteration and outputs:
             outputs = [_altered(outputs[0], alteration), *outputs[1:]]
@@ -166,6 +170,14 @@ def _altered(output: Any, how: str) -> Any:
     else:
         flat[0] = np.nextafter(flat[0], np.inf if flat[0] >= 0 else -np.inf)
     return changed
+
+
+def _huge(output: Any) -> Any:
+    """A view of ``output``'s first element repeated to HUGE_OUTPUT_BYTES (no memory)."""
+    import numpy as np
+
+    first = output.reshape(-1)[:1]
+    return np.broadcast_to(first, (HUGE_OUTPUT_BYTES // first.itemsize + 1,))
 
 
 def raise_from_mnn() -> None:
