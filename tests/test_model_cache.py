@@ -148,3 +148,31 @@ def test_a_full_disk_while_building_says_so_and_leaves_nothing_behind(
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # no half model, no record
     again = run_cli("validate", str(path))
     assert "building it again" not in again.stderr
+
+
+@pytest.mark.integration
+def test_a_disk_that_fills_between_model_and_record_leaves_no_empty_record(
+    tmp_path, monkeypatch, scenario_file
+):
+    """The reported failure itself, on a real full file system (skipped where tmpfs cannot be
+    mounted): room for the model but not for its record once left a 0-byte record."""
+    from .test_rundir import fill, small_filesystem
+
+    path = scenario_file("name: tight\nmodel: tiny\n")  # a 4.7 KiB model: two pages
+    with small_filesystem(tmp_path / "disk", "1m") as disk:
+        cache = disk / "cache"
+        monkeypatch.setenv("MNN_STRESS_CACHE", str(cache))
+        (cache / "models").mkdir(parents=True)
+        (disk / "spare").write_bytes(b"\0" * 8192)
+        fill(disk)
+        (disk / "spare").unlink()  # room for the model's two pages, none for its record
+        done = run_cli("validate", str(path), check=False)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "cannot write to the model cache: No space left on device" in done.stderr
+        assert f"MiB free on {disk}" in done.stderr
+        assert not list(cache.rglob("*.json")) and not list(cache.rglob(".*"))
+        (disk / "filler").unlink()
+        again = run_cli("validate", str(path))
+        assert "has no record of its size and sha256: building it again" in again.stderr
+        assert json.loads(next(cache.rglob("*.json")).read_text())["stamp"]["size"] > 0
