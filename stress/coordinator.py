@@ -41,6 +41,11 @@ TICK_S = 1.0
 PROGRESS_S = 1.0
 MEMORY_SAMPLE_S = 0.2  # the system's available memory, into every row received meanwhile
 COMPACT_S = 2.0  # how often to look for parts to merge
+# A loop that did not run for this long, beyond the CPU it used meanwhile, was paused (SIGSTOP,
+# Ctrl-Z, a debugger, or starved of CPU or disk): 250 rounds, beyond any scheduling delay of a
+# runnable process even on a crowded host, while its own slow work (a merge, a flush) uses CPU
+# and is not counted. Its workers go on meanwhile: their budgets are measured in the worker.
+PAUSE_S = 5.0
 
 
 class StopRequests:
@@ -74,6 +79,7 @@ class Hooks:
     on_disk: Callable[[dict[str, object]], None] = lambda record: None  # for the manifest
     # Once every variant has run: those to run again, their budgets raised (adaptive nights)
     on_pass_done: Callable[[list[VariantState]], list[VariantState]] = lambda states: []
+    on_pause: Callable[[float, float], None] = lambda began, seconds: None  # for the manifest
 
 
 class Coordinator:
@@ -110,6 +116,7 @@ class Coordinator:
         self.stop_deadline: float | None = None
         self.failure: RunFailure | None = None
         self.lost_rows = 0  # rows that could not be written, even by salvage()
+        self.round_at, self.round_cpu = 0.0, 0.0  # the loop's last round: monotonic, CPU time
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -136,8 +143,10 @@ class Coordinator:
         now = time.monotonic()
         next_tick, next_progress = now + TICK_S, now + PROGRESS_S
         next_memory, next_compaction = now, now + COMPACT_S
+        self.round_at, self.round_cpu = now, time.process_time()
         while self.running or (self._queued() and not self._stopping()):
             now = time.monotonic()
+            self._watch_pause(now)
             next_round = now + ROUND_S
             if now >= next_tick:
                 next_tick += TICK_S
@@ -160,6 +169,21 @@ class Coordinator:
             self._flush_if_due()
             if not hurry:
                 time.sleep(max(0.0, next_round - time.monotonic()))
+
+    def _watch_pause(self, now: float) -> None:
+        """Say so (run.log, manifest) when the loop did not run for PAUSE_S or more since the
+        last round: its variants' time went on without it."""
+        cpu = time.process_time()
+        gap, idle = now - self.round_at, (now - self.round_at) - (cpu - self.round_cpu)
+        self.round_at, self.round_cpu = now, cpu
+        if idle < PAUSE_S:
+            return
+        self._note(
+            f"the coordinator did not run for {gap:.1f} s (stopped: SIGSTOP, Ctrl-Z, a "
+            f"debugger; or starved of CPU or disk); its {len(self.running)} workers went on "
+            "meanwhile, using that time of their variants' budgets"
+        )
+        self._notify(lambda: self.hooks.on_pause(time.time() - gap, gap))
 
     def _queued(self) -> bool:
         return any(self.queues.values())

@@ -111,6 +111,22 @@ class VariantEntry:
         return entry
 
 
+# In each ``scenarios`` entry: its model's origin and content when the run began
+# (``stress.models.source.ModelSource``), which ``run --resume`` checks; absent in older runs
+MODEL_SOURCE = "model_source"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A stretch the coordinator did not run (``pauses`` in the manifest)."""
+
+    at: str  # when it began (ISO time, UTC)
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class ManifestData:
     """Everything manifest.json holds. Unknown or missing keys are an error, not a null."""
@@ -139,6 +155,9 @@ class ManifestData:
     # Adaptive nights (stress.adaptive): the pooled loop time, and once shared out, when and
     # to whom (per variant: extra_s and why)
     adaptive: dict[str, Any] = field(default_factory=dict)
+    # Times the coordinator itself did not run (stopped: SIGSTOP, Ctrl-Z, a debugger; or
+    # starved) while its workers went on using their variants' time: ``Pause`` entries
+    pauses: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

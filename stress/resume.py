@@ -20,9 +20,10 @@ from stress.analysis.dataset import events_table
 from stress.analysis.scan import Scan
 from stress.compaction import tidy
 from stress.coordinator import StopRequests
-from stress.errors import RunDirError
+from stress.errors import ModelError, RunDirError
 from stress.events import DEATH_KINDS
-from stress.manifest import Manifest, ManifestData, VariantEntry, read_manifest
+from stress.manifest import MODEL_SOURCE, Manifest, ManifestData, VariantEntry, read_manifest
+from stress.models.source import ModelSource, changes, source_now
 from stress.plan import Budget, VariantState, plan
 from stress.reference import REFERENCE_DIR, reference_states
 from stress.run_manifest import new_segment
@@ -139,13 +140,18 @@ def resume(
     with stop_signals(stop):
         run_dir = RunDir.reopen(run_dir_path)
         try:
-            manifest, setup, references = _resumed(run_dir.path, workers)
+            manifest, setup, references, unchecked = _resumed(run_dir.path, workers)
             setup = dataclasses.replace(setup, max_disk=max_disk)
             check_file_size_limit(setup.scenarios)
             rerun = manifest.data.segments[-1]["iterations_rerun"]
 
             def started(path: Path, states: list[VariantState]) -> None:
                 hooks.on_start(path, states)
+                if unchecked:
+                    hooks.on_note(
+                        f"warning: this run recorded no model digests (an older mnn-stress): "
+                        f"cannot check that the models of {', '.join(unchecked)} are unchanged"
+                    )
                 if rerun:
                     hooks.on_note(
                         f"{rerun} iterations the previous coordinator had seen never reached "
@@ -158,10 +164,13 @@ def resume(
             run_dir.close()
 
 
-def _resumed(path: Path, workers: int | None) -> tuple[Manifest, RunSetup, list[VariantState]]:
+def _resumed(
+    path: Path, workers: int | None
+) -> tuple[Manifest, RunSetup, list[VariantState], list[str]]:
     data = read_manifest(path)
     if data.status is RunStatus.COMPLETE:
         raise RunDirError(f"{path} is complete: nothing is left to resume", fix="start a new run")
+    unchecked = check_models(data)
     scenarios = [load_scenario(_scenario_path(data, s), text=s["text"]) for s in data.scenarios]
     budget = Budget(data.budget["iterations"], data.budget["duration_s"])
     states = plan(scenarios, budget, data.concurrency)
@@ -190,7 +199,35 @@ def _resumed(path: Path, workers: int | None) -> tuple[Manifest, RunSetup, list[
         reference=bool(data.reference),
         first_worker_id=next_worker_id(path),
     )
-    return Manifest(path, data), setup, references
+    return Manifest(path, data), setup, references, unchecked
+
+
+def check_models(data: ManifestData) -> list[str]:
+    """Before anything is loaded or run: ModelError when a scenario's model is not the one
+    the run began with (its content, what made it, its converter flags), naming the scenario,
+    the file and what changed. Returns the scenarios whose run recorded no model (older
+    versions of mnn-stress): those cannot be checked."""
+    unchecked = []
+    for scenario in data.scenarios:
+        if MODEL_SOURCE not in scenario:
+            unchecked.append(scenario["name"])
+            continue
+        recorded = ModelSource.from_dict(scenario[MODEL_SOURCE])
+        try:
+            now = source_now(recorded, _scenario_path(data, scenario).parent)
+        except ModelError as exc:
+            found = [f"it cannot be read now: {exc.message}"]
+        else:
+            found = changes(recorded, now)
+        if found:
+            raise ModelError(
+                f"scenario {scenario['name']!r}: its model is not the one this run began with: "
+                + "; ".join(found),
+                file=recorded.file,
+                fix="put the original model back to resume this run, or start a new run with "
+                "the new model (one run never mixes two models)",
+            )
+    return unchecked
 
 
 def _rerun(state: VariantState, entry: VariantEntry) -> int:

@@ -1,6 +1,6 @@
 """What a run writes into its manifest: the first version (``new_manifest``), a segment per
 coordinator, each variant's entry, and the sections that change once or twice during a run
-(``disk``, ``adaptive``), saved as they change."""
+(``disk``, ``adaptive``, ``pauses``), saved as they change."""
 
 from __future__ import annotations
 
@@ -12,7 +12,18 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from stress.errors import StorageError
-from stress.manifest import Manifest, ManifestData, VariantEntry, host_info, now_iso, versions
+from stress.factors.convert import NONE as NO_FLAGS
+from stress.manifest import (
+    MODEL_SOURCE,
+    Manifest,
+    ManifestData,
+    Pause,
+    VariantEntry,
+    host_info,
+    now_iso,
+    versions,
+)
+from stress.models.source import source_of
 from stress.plan import VariantState
 from stress.reference import reference_entries, reference_states
 from stress.rundir import Owner
@@ -48,6 +59,7 @@ def new_manifest(setup: RunSetup) -> ManifestData:
                 "path": str(s.path),
                 "text": s.text,
                 "model": s.model.to_dict(),
+                MODEL_SOURCE: source_of(s.model, [NO_FLAGS, *s.converted]).to_dict(),
                 "tolerance": s.spec.tolerance.model_dump(exclude_none=True),
             }
             for s in setup.scenarios
@@ -105,3 +117,15 @@ def _iso(seconds: object) -> object:
     if not isinstance(seconds, float):
         return seconds
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def pause_recorder(manifest: Manifest) -> Callable[[float, float], None]:
+    """Each pause of the coordinator (when it began, seconds since the epoch; how long),
+    into ``pauses`` and saved at once: a pause is rare, and the run may not end well."""
+
+    def record(began: float, seconds: float) -> None:
+        manifest.data.pauses.append(Pause(str(_iso(began)), round(seconds, 1)).to_dict())
+        with contextlib.suppress(StorageError):  # the end of the run tries again
+            manifest.save()
+
+    return record

@@ -25,6 +25,7 @@ LOCK_NAME = ".lock"
 RESERVE_NAME = ".reserve"
 RESERVE_BYTES = 4 << 20
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+_WRITABLE = "choose a writable --out directory"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,35 @@ class Owner:
             return False
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute, symlinks followed (a symlink loop is a RunDirError)."""
+    try:
+        return path.expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop before Python 3.13
+        raise RunDirError(f"cannot resolve {path}: {exc}", fix="fix the symlink") from exc
+
+
+def _check_unused(path: Path, shown: str) -> None:
+    """A new run goes only into an empty folder (or one holding just an interrupted start's
+    lock and reserve): never among other files, nor over another run."""
+    if (path / "manifest.json").exists():
+        raise RunDirError(
+            f"{shown} already holds a run",
+            fix=f"choose a new --out directory, or go on with that run: "
+            f"mnn-stress run --resume {path}",
+        )
+    try:
+        others = sorted(p.name for p in path.iterdir() if p.name not in (LOCK_NAME, RESERVE_NAME))
+    except OSError as exc:
+        raise RunDirError(f"cannot list {path}: {exc.strerror}", fix=_WRITABLE) from exc
+    if others:
+        listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise RunDirError(
+            f"{shown} is not empty ({listed}) and is not an mnn-stress run directory",
+            fix="give --out a new or empty directory; a run never writes among other files",
+        )
+
+
 def _boot_id() -> str | None:
     try:
         return _BOOT_ID.read_text().strip()
@@ -76,12 +106,19 @@ class RunDir:
 
     @classmethod
     def create(cls, path: Path) -> RunDir:
-        """Make (or take over an empty) ``path`` for a new run; RunDirError when it cannot be
-        written, holds a run already, or another run is using it right now."""
+        """Make (or take over an empty) ``path`` for a new run, symlinks resolved (``.path``
+        is where the run really goes); RunDirError when it cannot be written, holds a run
+        already, holds anything else, or another run is using it right now."""
+        given, path = path, _resolved(path)
+        shown = str(path) if given.absolute() == path else f"{path} (where {given} leads)"
+        if path.is_dir() and not (path / LOCK_NAME).exists():
+            _check_unused(path, shown)  # a folder of other files is refused untouched
         run_dir = cls._locked(path, make=True)
-        if (path / "manifest.json").exists():
+        try:
+            _check_unused(path, shown)  # once locked: no other run is writing it now
+        except RunDirError:
             run_dir.close()
-            raise RunDirError(f"{path} already holds a run", fix="choose a new --out directory")
+            raise
         run_dir._reserve()
         return run_dir
 
@@ -89,6 +126,7 @@ class RunDir:
     def reopen(cls, path: Path) -> RunDir:
         """Take back ``path``, a run directory whose coordinator stopped or died, to resume
         it; RunDirError when it holds no run or its coordinator is still at work."""
+        path = _resolved(path)
         if not (path / "manifest.json").is_file():
             raise RunDirError(
                 f"{path} holds no run (no manifest.json)",
@@ -107,7 +145,7 @@ class RunDir:
         except OSError as exc:
             raise RunDirError(
                 f"cannot {'create' if make else 'open'} {path}: {exc.strerror}",
-                fix="choose a writable --out directory",
+                fix=_WRITABLE,
             ) from exc
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -25,7 +25,13 @@ from stress.manifest import Manifest, now_iso
 from stress.onnx_reference import run_onnxruntime
 from stress.plan import Budget, VariantState, plan
 from stress.reference import reference_coordinator, reference_entries, reference_states
-from stress.run_manifest import new_manifest, record_states, section_recorder, variant_entry
+from stress.run_manifest import (
+    new_manifest,
+    pause_recorder,
+    record_states,
+    section_recorder,
+    variant_entry,
+)
 from stress.rundir import RunDir
 from stress.scenario import LoadedScenario, load_scenario
 from stress.states import RunStatus, VariantStatus
@@ -221,7 +227,13 @@ def run_in(
         stop,
         setup.fault,
         Hooks(
-            changed, progress, hooks.on_tick, hooks.on_note, on_disk, _pass_done(manifest, hooks)
+            changed,
+            progress,
+            hooks.on_tick,
+            hooks.on_note,
+            on_disk,
+            _pass_done(manifest, hooks),
+            on_pause=pause_recorder(manifest),
         ),
         setup.first_worker_id,
         disk,
@@ -254,7 +266,7 @@ def _run_reference(
     on_disk: Callable[[dict[str, object]], None],
 ) -> tuple[RunFailure | None, int]:
     """Every scenario's clean reference, before the variants; recorded in the manifest."""
-    told = Hooks(on_note=hooks.on_note, on_disk=on_disk)
+    told = Hooks(on_note=hooks.on_note, on_disk=on_disk, on_pause=pause_recorder(manifest))
     coordinator = reference_coordinator(setup.run_id, run_dir.path, states, stop, told, disk)
     _drive(coordinator, run_dir)
     manifest.data.reference = reference_entries(coordinator.states)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from stress.models.builtin import BUILTINS
 from stress.models.resolve import resolve_model
 from stress.scenario import load_scenario
 
-from .conftest import run_cli
+from .conftest import REPO, run_cli
 
 
 def test_builtins_have_the_promised_inputs():
@@ -113,3 +116,59 @@ def test_models_command_lists_builtins():
     for name in BUILTINS:
         assert name in out
     assert "audio_feature [1, 29, 5]" in out
+
+
+def _symlink_loop(folder: Path) -> Path:
+    (folder / "a.mnn").symlink_to(folder / "b.mnn")
+    (folder / "b.mnn").symlink_to(folder / "a.mnn")
+    return folder / "a.mnn"
+
+
+def _folder(folder: Path) -> Path:
+    (folder / "x.onnx").mkdir()
+    return folder / "x.onnx"
+
+
+def _fifo(folder: Path) -> Path:
+    os.mkfifo(folder / "pipe.onnx")  # opening it to hash it would block for ever
+    return folder / "pipe.onnx"
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (_symlink_loop, "cannot be resolved: Symlink loop"),
+        (_folder, "is a folder"),
+        (_fifo, "is not a regular file"),
+    ],
+)
+def test_odd_model_paths_are_clear_errors(tmp_path, scenario_file, make, problem):
+    path = make(tmp_path)
+    scenario = scenario_file(f"name: odd\nmodel: {path.name}\n")
+    done = run_cli("validate", str(scenario), check=False, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{scenario}:2: model: model path {path}" in done.stderr and problem in done.stderr
+
+
+def test_an_unreadable_model_file_is_a_clear_error(tmp_path, scenario_file):
+    """As root, the check runs without the capabilities that read through mode 000."""
+    from .test_model_cache import CANNOT_DROP, _without_dac_override
+
+    model = tmp_path / "secret.onnx"
+    _onnx_model(model)
+    model.chmod(0)
+    scenario = scenario_file("name: unreadable\nmodel: secret.onnx\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "stress", "validate", str(scenario)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_without_dac_override if os.geteuid() == 0 else None,
+    )
+    if done.returncode == CANNOT_DROP:
+        pytest.skip("root here cannot give up CAP_DAC_OVERRIDE (no CAP_SETPCAP)")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"cannot read the model file {model}: Permission denied" in done.stderr

@@ -3,8 +3,11 @@ with ``run --resume`` without a gap or a duplicate per (variant, thread)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -16,6 +19,7 @@ import pyarrow.compute as pc
 import pytest
 
 from stress.analysis.dataset import iterations_table
+from stress.models.resolve import resolve_model
 from stress.rundir import RunDir
 from tests.conftest import dies_within, run_cli, start_run, wait_for_iterations, workers_of
 
@@ -195,3 +199,60 @@ def test_max_disk_below_the_smallest_budget_is_refused(scenario_file, tmp_path):
     assert done.returncode == 2 and "smallest usable budget" in done.stderr
     bad = run_cli("run", str(scenario_file(SCENARIO)), "--max-disk", "lots", check=False)
     assert bad.returncode == 2 and "is not a size" in bad.stderr
+
+
+def test_resume_refuses_a_model_replaced_since_the_run_began(scenario_file, tmp_path):
+    """A swapped model once made 69 % of a resumed run's rows 'mismatch', blamed on MNN."""
+    tiny, deep = (Path(resolve_model(name, Path(".")).path) for name in ("tiny", "deep"))
+    model = tmp_path / "net.mnn"
+    shutil.copy(tiny, model)
+    path, out = scenario_file("name: swapped\nmodel: net.mnn\nduration: 6s\n"), tmp_path / "run"
+    run = start_run(path, out, "--workers", "1", "--no-adaptive")
+    wait_for_iterations(out, at_least=100)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait(timeout=10)
+    recorded = manifest(out)["scenarios"][0]["model_source"]
+    assert (recorded["file"], recorded["size"]) == (str(model), tiny.stat().st_size)
+    assert recorded["sha256"] == hashlib.sha256(tiny.read_bytes()).hexdigest()
+    before = sorted((out / "logs").iterdir()), manifest(out)["segments"]
+
+    shutil.copy(deep, model)  # rebuilt under the same name
+    done = run_cli("run", "--resume", str(out), check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert (
+        f"{model}: scenario 'swapped': its model is not the one this run began with: its "
+        f"content changed: {tiny.stat().st_size:,} bytes" in done.stderr
+    )
+    assert (sorted((out / "logs").iterdir()), manifest(out)["segments"]) == before  # none ran
+
+    shutil.copy(tiny, model)
+    older = manifest(out)
+    del older["scenarios"][0]["model_source"]  # as an older mnn-stress wrote it
+    (out / "manifest.json").write_text(json.dumps(older))
+    done = run_cli("run", "--resume", str(out), timeout=120)
+    warning = "recorded no model digests (an older mnn-stress): cannot check that the models"
+    assert warning in done.stderr and warning in (out / "run.log").read_text()
+    assert manifest(out)["status"] == "complete"
+
+
+def test_a_converted_model_changes_with_its_converter_and_flags(tmp_path):
+    """What --resume compares for an ONNX model: the file, the converter, each value's flags."""
+    from stress.models.source import changes, source_now, source_of
+
+    from .test_models import _onnx_model
+
+    _onnx_model(tmp_path / "net.onnx")
+    model = resolve_model("net.onnx", tmp_path)
+    recorded = source_of(model, ["{}", "{fp16: true}"])
+    assert recorded.conversions == {"{}": [], "{fp16: true}": ["--fp16"]}
+    assert changes(recorded, source_now(recorded, tmp_path)) == []
+    older = dataclasses.replace(
+        recorded, made_by="converter v1, MNN 3.6.0", conversions={"{}": [], "{fp16: true}": []}
+    )
+    found = changes(older, source_now(older, tmp_path))
+    assert found == [
+        f"it was made by converter v1, MNN 3.6.0 then, by {recorded.made_by} now",
+        "convert {fp16: true} gave the converter [] then, ['--fp16'] now",
+    ]
+    (tmp_path / "net.onnx").write_bytes(b"another model")
+    assert changes(recorded, source_now(recorded, tmp_path))[0].startswith("its content changed")

@@ -225,3 +225,43 @@ def test_disk_full_at_the_final_flush_is_saved_by_the_reserve(scenario_file, tmp
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["status"] == "failed"
         assert [v["status"] for v in manifest["variants"].values()] == ["done"]
+
+
+@pytest.mark.parametrize("through_symlink", [False, True])
+def test_out_holding_other_files_is_refused_and_left_untouched(
+    scenario_file, tmp_path, through_symlink
+):
+    """``--out`` symlinked to ``/`` once wrote a run into ``/``; a folder of someone else's
+    files is refused, whatever path leads to it (never tested on ``/`` itself)."""
+    path = scenario_file("name: elsewhere\nmodel: tiny\niterations: 5\n")
+    others = tmp_path / "others"
+    others.mkdir()
+    (others / "notes.txt").write_text("mine")
+    (others / "photos").mkdir()
+    out = others
+    if through_symlink:
+        out = tmp_path / "link"
+        out.symlink_to(others)
+    done = run_cli("run", str(path), "--out", str(out), check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{others}" in done.stderr and (f"where {out} leads" in done.stderr) == through_symlink
+    assert "is not empty (notes.txt, photos) and is not an mnn-stress run directory" in done.stderr
+    assert sorted(p.name for p in others.iterdir()) == ["notes.txt", "photos"]  # not even a lock
+
+
+@pytest.mark.parametrize("through_symlink", [False, True])
+def test_out_may_be_an_empty_folder_or_a_symlink_to_one(scenario_file, tmp_path, through_symlink):
+    path = scenario_file("name: empty\nmodel: tiny\niterations: 5\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = empty
+    if through_symlink:
+        out = tmp_path / "link"
+        out.symlink_to(empty)
+    done = run_cli("run", str(path), "--out", str(out))
+    assert f"run directory: {empty} (1 variants" in done.stderr  # where it goes, said first
+    assert len(read_iterations(empty)) == 5
+    again = run_cli("run", str(path), "--out", str(out), check=False)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert f"mnn-stress run --resume {empty}" in again.stderr

@@ -3,13 +3,16 @@ numbers and durations, and input shapes the model cannot take."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
 from stress.models import ModelInfo, TensorInfo
 from stress.scenario import load_scenario, parse_duration
+from stress.scenario.schema import MAX_NAME
 
+from .conftest import run_cli
 from .test_scenario import error_for
 
 BASE = """
@@ -151,3 +154,22 @@ def test_an_input_over_2_gib_is_refused_by_its_dtype_size(scenario_file, model_w
     assert (error.key, error.line) == ("inputs.x.shape", 4)
     assert "[1, 16384, 32769] float32 is 2,147,549,184 bytes" in error.message
     assert "limit of 2,147,483,648" in error.message
+
+
+def test_a_name_too_long_for_file_names_is_refused(scenario_file):
+    """A 260-character name once ran, then made every summary and report fail (its reference
+    log's file name was too long)."""
+    error = error_for(scenario_file, f"name: {'n' * 260}\nmodel: tiny\n")
+    assert (error.key, error.line) == ("name", 1)
+    assert f"at most {MAX_NAME} characters" in error.message
+
+
+@pytest.mark.integration
+def test_the_longest_name_runs_and_is_summarised(scenario_file, tmp_path):
+    name = "n" * MAX_NAME
+    path, out = scenario_file(f"name: {name}\nmodel: tiny\niterations: 5\n"), tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out))
+    assert (out / "reference" / "logs" / f"reference-{name}-w0.log").exists()
+    summary = json.loads(run_cli("summary", str(out), "--json").stdout)
+    assert [v["scenario"] for v in summary["variants"]] == [name]
+    run_cli("report", str(out), "--html", str(tmp_path / "report.html"))

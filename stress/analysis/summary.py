@@ -77,6 +77,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "reason": reason,
         "started": manifest.started,
         "ended": manifest.ended,
+        "pauses": manifest.pauses,
         "mnn_version": manifest.versions["MNN"],
         "references": references,
         "variants": list(per_variant.values()),

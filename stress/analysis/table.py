@@ -70,6 +70,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     for row in rows:
         table.add_row(*(row[c] for c in columns))
     console.print(table)
+    _print_pauses(summary["pauses"], console)
     console.print(
         "exact/close/mism(atch) = outputs against the clean reference (bit-identical / within "
         "tolerance / beyond it); nan = NaN or Inf appeared; inval(id) = MNN returned an error "
@@ -91,6 +92,19 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
     if summary["reason"]:
         console.print(
             f"run {summary['status']}: {summary['reason']}", style="bold", highlight=False
+        )
+
+
+def _print_pauses(pauses: list[dict[str, Any]], console: Console) -> None:
+    """The coordinator's pauses (manifest ``pauses``): its variants' time went on meanwhile."""
+    if pauses:
+        total = sum(pause["seconds"] for pause in pauses)
+        when = ", ".join(f"{pause['at']} for {pause['seconds']} s" for pause in pauses[:3])
+        console.print(
+            f"the coordinator was paused {len(pauses)} time(s), {total:.1f} s in all ({when}"
+            f"{', ...' if len(pauses) > 3 else ''}): its variants' time went on meanwhile",
+            style="yellow",
+            highlight=False,
         )
 
 

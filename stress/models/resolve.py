@@ -1,7 +1,7 @@
 """Turn a scenario's ``model:`` reference into a ModelInfo, building or converting as needed.
 
 Built-in models and converted ONNX files are cached per MNN version under the cache
-directory (``$MNN_STRESS_CACHE``, default ``~/.cache/mnn-stress``); nothing is downloaded.
+directory (``stress.models.cache``); nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from pathlib import Path
 from stress.errors import ModelError
 from stress.factors.convert import NONE as NO_FLAGS
 from stress.factors.convert import converter_args
-from stress.models import ModelInfo
+from stress.models import ModelInfo, files
+from stress.models import cache as model_cache
 from stress.models.builtin import BUILDER_VERSION, BUILTINS
+from stress.models.cache import cache_dir
+from stress.models.files import SUFFIXES, sha256_of
+
+__all__ = ["available_backends", "cache_dir", "converted_with", "mnn_version", "resolve_model"]
 
 PROBE_TIMEOUT_S = 600
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("MNN_STRESS_CACHE") or Path.home() / ".cache" / "mnn-stress"
-    return Path(root)
 
 
 def mnn_version() -> str:
@@ -45,18 +45,12 @@ def resolve_model(ref: str, base_dir: Path, *, where: str = "model") -> ModelInf
     """Resolve a built-in name, or a ``.mnn``/``.onnx`` path relative to ``base_dir``."""
     if ref in BUILTINS:
         return _builtin(ref)
-    path = (base_dir / ref).expanduser().resolve()
-    if path.suffix not in (".mnn", ".onnx"):
+    path = files.model_path(ref, base_dir, where)
+    if path.suffix not in SUFFIXES:
         raise ModelError(
             f"unknown model {ref!r}",
             key=where,
             fix=f"use a built-in model ({', '.join(BUILTINS)}) or a path ending in .mnn or .onnx",
-        )
-    if not path.is_file():
-        raise ModelError(
-            f"model file not found: {path}",
-            key=where,
-            fix="check the path; relative paths are taken from the scenario's folder",
         )
     if path.suffix == ".onnx":
         return _converted(ref, str(path))
@@ -65,14 +59,18 @@ def resolve_model(ref: str, base_dir: Path, *, where: str = "model") -> ModelInf
 
 @cache
 def _builtin(name: str) -> ModelInfo:
-    target = cache_dir() / "models" / f"mnn-{mnn_version()}" / f"{name}-v{BUILDER_VERSION}.mnn"
-    info_file = target.with_suffix(".json")
-    if info_file.is_file() and target.is_file():
-        return ModelInfo.from_dict(json.loads(info_file.read_text()))
-    result = _atomic_probe("build", name, target)
-    info = _info(name, str(target), "builtin", result)
-    info_file.write_text(json.dumps(info.to_dict()))
-    return info
+    target = builtin_file(name)
+    found = model_cache.read_entry(target)
+    if found is None:
+        found = _info(name, str(target), "builtin", _atomic_probe("build", name, target))
+        model_cache.write_entry(target, found)
+    return found
+
+
+def builtin_file(name: str) -> Path:
+    """Where the built-in model ``name`` is cached for the installed MNN."""
+    folder = model_cache.folder("models", f"mnn-{mnn_version()}")
+    return folder / f"{name}-v{BUILDER_VERSION}.mnn"
 
 
 # Bumped when conversion changes: 2 converts in a directory of its own, so files from
@@ -84,15 +82,17 @@ CONVERTER_VERSION = 2
 def _converted(ref: str, onnx_path: str, flags: str = NO_FLAGS) -> ModelInfo:
     """The ONNX file converted with the converter ``flags`` (``stress.factors.convert``),
     cached by the file's content and the flags."""
-    digest = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()[:16]
+    digest = sha256_of(Path(onnx_path))[:16]
     if flags != NO_FLAGS:
         digest += "-f" + hashlib.sha256(flags.encode()).hexdigest()[:8]
-    target = cache_dir() / "onnx" / f"mnn-{mnn_version()}" / f"{digest}-c{CONVERTER_VERSION}.mnn"
-    extra = {"onnx": onnx_path, "convert": flags}
-    if target.is_file():
-        return dataclasses.replace(_inspected(ref, str(target), "onnx"), extra=extra)
-    result = _atomic_probe("convert", onnx_path, target, *converter_args(flags))
-    return _info(ref, str(target), "onnx", result, **extra)
+    folder = model_cache.folder("onnx", f"mnn-{mnn_version()}")
+    target = folder / f"{digest}-c{CONVERTER_VERSION}.mnn"
+    found = model_cache.read_entry(target)
+    if found is None:
+        result = _atomic_probe("convert", onnx_path, target, *converter_args(flags))
+        found = _info(ref, str(target), "onnx", result)
+        model_cache.write_entry(target, found)
+    return dataclasses.replace(found, ref=ref, extra={"onnx": onnx_path, "convert": flags})
 
 
 def converted_with(model: ModelInfo, flags: str) -> ModelInfo:
@@ -104,12 +104,11 @@ def converted_with(model: ModelInfo, flags: str) -> ModelInfo:
 def available_backends(model_path: str) -> tuple[str, ...]:
     """The backends the installed MNN wheel has (lower-case factor values), cached per MNN
     version; ``model_path`` is any model this MNN loads (createRuntime needs one)."""
-    target = cache_dir() / "backends" / f"mnn-{mnn_version()}.json"
-    if target.is_file():
-        return tuple(json.loads(target.read_text()))
-    found = _probe("backends", model_path)["backends"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(found))
+    target = model_cache.folder("backends") / f"mnn-{mnn_version()}.json"
+    found = model_cache.read_json(target)
+    if not (isinstance(found, list) and all(isinstance(name, str) for name in found)):
+        found = _probe("backends", model_path)["backends"]
+        model_cache.write_text(target, json.dumps(found))
     return tuple(found)
 
 
@@ -119,17 +118,15 @@ def _inspected(ref: str, path: str, source: str) -> ModelInfo:
 
 
 def _atomic_probe(action: str, arg: str, target: Path, *options: str) -> dict:
-    """Build or convert into a temporary file, then rename, so a crash leaves no half model."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".mnn", dir=target.parent)
-    os.close(fd)
-    try:
-        result = _probe(action, arg, tmp, *options)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return result
+    """Build or convert into a temporary file, then rename, so a crash or a full disk leaves
+    no half model; a failure the disk explains (MNN crashes on the file it could not finish)
+    is said as one."""
+    with model_cache.writing(target) as temporary:
+        try:
+            return _probe(action, arg, str(temporary), *options)
+        except ModelError:
+            model_cache.check_room(temporary, target.parent)
+            raise
 
 
 def _probe(action: str, *args: str) -> dict:
@@ -145,13 +142,14 @@ def _probe(action: str, *args: str) -> dict:
             timeout=PROBE_TIMEOUT_S,
             env=_probe_env(),
         )
-        if not result_file.is_file():
+        try:
+            result = json.loads(result_file.read_text())
+        except (OSError, ValueError) as exc:  # no answer, or half of one (a full disk)
             raise ModelError(
                 f"MNN died while trying to {action} {args[0]} (exit {done.returncode})"
                 f": {done.stderr.strip()[-500:]}",
                 fix="check that the file is a valid model for this MNN version",
-            )
-        result = json.loads(result_file.read_text())
+            ) from exc
     if not result["ok"]:
         raise ModelError(
             f"cannot {action} {args[0]}: {result['error']}",

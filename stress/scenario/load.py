@@ -67,7 +67,7 @@ def load_scenario(path: str | Path, text: str | None = None) -> LoadedScenario:
         model = resolve_model(spec.model, path.parent)
     except ModelError as exc:
         raise ScenarioError(
-            exc.message, file=str(path), key="model", line=line_of(data, ("model",)), fix=exc.fix
+            _told(exc), file=str(path), key="model", line=line_of(data, ("model",)), fix=exc.fix
         ) from exc
     check_inputs(path, data, spec, model)
     _check_tolerance_outputs(path, data, spec, model)
@@ -249,7 +249,7 @@ def _conversions(
         try:
             found[flags] = converted_with(model, flags)
         except ModelError as exc:
-            raise error_at(path, data, ("matrix", "convert"), exc.message, fix=exc.fix) from exc
+            raise error_at(path, data, ("matrix", "convert"), _told(exc), fix=exc.fix) from exc
         names = [[t.name for t in m.inputs + m.outputs] for m in (model, found[flags])]
         if names[0] != names[1]:
             raise error_at(
@@ -294,6 +294,11 @@ def _check_python_or_version(path: Path, data: CommentedMap, spec: Scenario) -> 
             fix="remove `python:` (each mnn_version runs in a cached environment of its own), "
             "or the mnn_version values other than `installed`",
         )
+
+
+def _told(exc: ModelError) -> str:
+    """A model's error as said in the scenario's: with the file it names (the model cache)."""
+    return f"{exc.file}: {exc.message}" if exc.file else exc.message
 
 
 def _message(error: dict[str, Any]) -> str:

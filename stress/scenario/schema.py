@@ -31,6 +31,10 @@ MAX_CRASHES = 1_000_000  # restarts of one variant; more is an endless loop, not
 MAX_VALUE_BYTES = 1 << 30  # one output's values kept in one row
 MAX_DIM = 2**31 - 1  # MNN's dimensions are int32
 MAX_INPUT_BYTES = 2 << 30  # one generated input array, made in every worker
+# A scenario name is part of file names (logs and cores ``reference-NAME-wID``, cgroups
+# ``mnn-stress-PID-reference-NAME-wID``, ``NAME.npz``): at most 128 of the portable characters
+# below keeps the longest such name near 170 bytes, under the 255 file systems allow.
+MAX_NAME = 128
 
 _Strict = ConfigDict(extra="forbid", strict=True)
 INPUT_DTYPES = dtypes.FEEDABLE  # what both APIs take correctly (MNN 3.6.1)
@@ -218,7 +222,9 @@ class Scenario(BaseModel):
     model_config = _Strict
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="unique within a run; part of every variant id",
+        max_length=MAX_NAME,
+        description="unique within a run; part of every variant id and of file names: "
+        f"letters, digits, _ . - (at most {MAX_NAME})",
     )
     description: str = ""
     model: str = Field(description="built-in model name, or a path to a .mnn or .onnx file")

@@ -1,0 +1,178 @@
+"""The model cache against what real disks and users do to it: a full disk or a file-size limit
+during a build, a record left empty or garbled, a cached model damaged in place, a cache path
+that is a file, a cache folder this user cannot write. Each is a clear error or a rebuild,
+never a traceback, and never a damaged model handed to workers."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stress.models.resolve import resolve_model
+
+from .conftest import REPO, read_events, read_iterations, run_cli
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A private cache for the CLI under test, seeded with the session's built ``tiny`` (so
+    no test but the full-disk one pays for a build)."""
+    built = Path(resolve_model("tiny", Path(".")).path)
+    cache = tmp_path / "cache"
+    shutil.copytree(built.parent.parent.parent, cache)
+    monkeypatch.setenv("MNN_STRESS_CACHE", str(cache))
+    model = cache / built.relative_to(built.parent.parent.parent)
+    return model
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("record", [b"", b'{"model": {"ref": "ti', b"\x00" * 64])
+def test_an_empty_or_garbled_record_is_rebuilt_not_a_traceback(own_cache, scenario_file, record):
+    """A full disk once left a 0-byte record; every command raised until it was deleted."""
+    own_cache.with_suffix(".json").write_bytes(record)
+    path = scenario_file("name: rec\nmodel: tiny\n")
+    done = run_cli("validate", str(path), check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"the cached model {own_cache}" in done.stderr and "building it again" in done.stderr
+    assert json.loads(own_cache.with_suffix(".json").read_text())["stamp"]["sha256"] == sha256(
+        own_cache
+    )
+    again = run_cli("validate", str(path))
+    assert "building it again" not in again.stderr  # repaired once, for good
+
+
+def test_a_damaged_cached_model_is_rebuilt_before_any_worker_loads_it(
+    own_cache, scenario_file, tmp_path
+):
+    intact = sha256(own_cache)
+    stat = own_cache.stat()
+    with open(own_cache, "r+b") as model:  # damaged in place: same size, same mtime
+        model.seek(stat.st_size // 3)
+        model.write(b"\xff" * 512)
+    os.utime(own_cache, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    path = scenario_file("name: damaged\nmodel: tiny\niterations: 20\n")
+    done = run_cli("run", str(path), "--out", str(tmp_path / "run"), check=False)
+    assert done.returncode == 0, done.stderr
+    assert "does not match its recorded sha256: building it again" in done.stderr
+    assert sha256(own_cache) == intact
+    rows = read_iterations(tmp_path / "run")
+    assert len(rows) == 20 and set(rows.status) == {"ok"}
+    assert read_events(tmp_path / "run") is None  # no worker died of it
+
+
+def test_a_cache_path_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MNN_STRESS_CACHE", str(blocker))
+    done = run_cli("models", check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{blocker}: is a file, not a folder" in done.stderr
+    assert "MNN_STRESS_CACHE" in done.stderr
+
+
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
+CANNOT_DROP = 77
+
+
+def _without_dac_override() -> None:
+    """Root reads and writes through permission bits: drop those powers for good (from the
+    bounding set, so the command exec'd next has them no more)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            os._exit(CANNOT_DROP)
+
+
+def test_a_cache_folder_this_user_cannot_write_is_a_clear_error(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o555)
+    monkeypatch.setenv("MNN_STRESS_CACHE", str(cache))
+    done = subprocess.run(
+        [sys.executable, "-m", "stress", "models"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_without_dac_override if os.geteuid() == 0 else None,
+    )
+    if done.returncode == CANNOT_DROP:
+        pytest.skip("root here cannot give up CAP_DAC_OVERRIDE (no CAP_SETPCAP)")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{cache}/models/mnn-" in done.stderr and "Permission denied" in done.stderr
+    assert "MNN_STRESS_CACHE" in done.stderr
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.integration
+def test_a_full_disk_while_building_says_so_and_leaves_nothing_behind(
+    tmp_path, monkeypatch, scenario_file
+):
+    """A file-size limit (``ulimit -f``) stands in for a full disk, portably: MNN's writer
+    fails the same way (and then crashes on the model it could not finish)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MNN_STRESS_CACHE", str(cache))
+    path = scenario_file("name: full\nmodel: deep\n")  # a 400 KiB model
+    done = subprocess.run(
+        [sys.executable, "-m", "stress", "validate", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limit_file_size(64 << 10),
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{cache}/models/mnn-" in done.stderr
+    assert "cannot write to the model cache: File too large" in done.stderr
+    assert "MiB free on" in done.stderr and "ulimit -f" in done.stderr
+    assert [p for p in cache.rglob("*") if p.is_file()] == []  # no half model, no record
+    again = run_cli("validate", str(path))
+    assert "building it again" not in again.stderr
+
+
+@pytest.mark.integration
+def test_a_disk_that_fills_between_model_and_record_leaves_no_empty_record(
+    tmp_path, monkeypatch, scenario_file
+):
+    """The reported failure itself, on a real full file system (skipped where tmpfs cannot be
+    mounted): room for the model but not for its record once left a 0-byte record."""
+    from .test_rundir import fill, small_filesystem
+
+    path = scenario_file("name: tight\nmodel: tiny\n")  # a 4.7 KiB model: two pages
+    with small_filesystem(tmp_path / "disk", "1m") as disk:
+        cache = disk / "cache"
+        monkeypatch.setenv("MNN_STRESS_CACHE", str(cache))
+        (cache / "models").mkdir(parents=True)
+        (disk / "spare").write_bytes(b"\0" * 8192)
+        fill(disk)
+        (disk / "spare").unlink()  # room for the model's two pages, none for its record
+        done = run_cli("validate", str(path), check=False)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "cannot write to the model cache: No space left on device" in done.stderr
+        assert f"MiB free on {disk}" in done.stderr
+        assert not list(cache.rglob("*.json")) and not list(cache.rglob(".*"))
+        (disk / "filler").unlink()
+        again = run_cli("validate", str(path))
+        assert "has no record of its size and sha256: building it again" in again.stderr
+        assert json.loads(next(cache.rglob("*.json")).read_text())["stamp"]["size"] > 0
