@@ -1,7 +1,7 @@
 """Memory the worker cannot have (issue 14): an address-space cap set after set-up
-(``rlimit_as_headroom_mib``) and a cgroup limit (``cgroup_memory_max_mib``), each really
-applied to a real worker, and what MNN does then recorded as findings, never as errors of the
-harness."""
+(``rlimit_as_headroom_mib``) or before the engine is built (``rlimit_as_from: setup``, issue
+23), and a cgroup limit (``cgroup_memory_max_mib``), each really applied to a real worker, and
+what MNN does then recorded as findings, never as errors of the harness."""
 
 from __future__ import annotations
 
