@@ -229,7 +229,7 @@ class WorkerProcess:
 
     def ending_event(self, run_id: str, ending: Ending, in_flight: list[int | None]) -> Event:
         """The event for how this worker ended, with its stack and the tail of its log, at
-        the time it ended; its native stack is ``native_stack``'s to find."""
+        the time it ended; its native stack is ``read_native_stack``'s to find."""
         assert ending.kind is not None
         tail = self.log_tail()
         traceback = self.failure.traceback if self.failure else None
