@@ -10,6 +10,7 @@ outlives the loop.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from stress import deaths
+from stress import deaths, forensics
 from stress.deaths import KillReason
 from stress.diskbudget import DiskBudget
 from stress.errors import RunFailure, StorageError
@@ -117,6 +118,8 @@ class Coordinator:
         self.failure: RunFailure | None = None
         self.lost_rows = 0  # rows that could not be written, even by salvage()
         self.round_at, self.round_cpu = 0.0, 0.0  # the loop's last round: monotonic, CPU time
+        # Death events waiting for gdb to read their worker's core (written once it has)
+        self.stacks: forensics.Pending[Event] = forensics.Pending()
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -131,8 +134,10 @@ class Coordinator:
                 self._set(state, VariantStatus.PENDING)
             if again:
                 self._loop(started)
+            self._settle_stacks()
         finally:
             self._kill_all()  # only when the loop itself failed: never leave workers behind
+            self._write_stacks(self.stacks.stop_all("the run ended before gdb did"))
         for queue in self.queues.values():
             for state in queue:
                 started_ = state.workers_started > 0
@@ -165,6 +170,7 @@ class Coordinator:
                 next_memory = now + MEMORY_SAMPLE_S
                 self.buffer.available_bytes = psutil.virtual_memory().available
             hurry = self._service_workers()
+            self._write_stacks(self.stacks.ready())
             self._handle_stop()
             self._flush_if_due()
             if not hurry:
@@ -202,8 +208,9 @@ class Coordinator:
                 worker.process.request_stop()
         if self.stop.count > 1 or now > self.stop_deadline:
             for worker in self.running.values():
-                if worker.process.killed_for is None:
-                    worker.process.kill(KillReason.STOP, dump_stack=False)
+                process = worker.process
+                if process.killed_for is None or process.attaching is not None:
+                    process.kill(KillReason.STOP, dump_stack=False)  # a hang's gdb: stopped
 
     def _kill_all(self) -> None:
         """Kill and reap every worker still running (only when the loop itself failed: its
@@ -325,6 +332,7 @@ class Coordinator:
         filling up."""
         hurry = False
         for worker_id, worker in list(self.running.items()):
+            worker.process.step()  # a kill in progress (gdb attached to a hang) goes on
             self._drain(worker)
             self._flush_if_due()
             hurry |= worker.process.filling()
@@ -492,7 +500,12 @@ class Coordinator:
         process, state = worker.process, worker.state
         assert ending.kind is not None
         in_flight = self._in_flight(worker)
-        self._write_event(process.ending_event(self.run_id, ending, in_flight))
+        event = process.ending_event(self.run_id, ending, in_flight)
+        stack = process.read_native_stack(ending)
+        if isinstance(stack, forensics.Reading):
+            self.stacks.add(event, stack)  # written once gdb is done: nothing waits for it
+        else:
+            self._write_event(dataclasses.replace(event, native_stack=stack))
         if ending.is_death:
             state.crashes += 1
             for thread, iteration in enumerate(in_flight):
@@ -522,6 +535,23 @@ class Coordinator:
                 params=state.variant.params,
             )
         )
+
+    def _write_stacks(self, read: list[tuple[Event, str]]) -> None:
+        for event, stack in read:
+            self._write_event(dataclasses.replace(event, native_stack=stack))
+
+    def _settle_stacks(self) -> None:
+        """After the loop: the death events still waiting for gdb, each written as its stack
+        is read. Every gdb is bounded by its own timeout; a stopping run waits no longer
+        than its workers' grace, and a second stop request not at all."""
+        if self.stacks:
+            self._note(f"waiting for gdb to read {len(self.stacks)} native stack(s)")
+        while self.stacks and self.stop.count < 2:
+            if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
+                break
+            self._write_stacks(self.stacks.ready())
+            time.sleep(ROUND_S)
+        self._write_stacks(self.stacks.stop_all("the run was stopping"))
 
     def _write_event(self, event: Event) -> None:
         self._notify(lambda: self.recorder.write_event(event))  # kept; salvage() tries again

@@ -1,24 +1,52 @@
-"""Native stacks of dead and hung workers, read by gdb (coordinator side).
+"""Native stacks of dead and hung workers, read by gdb in the background (coordinator side).
 
 A worker that dies by a signal leaves a core file in a folder of its own (its working
 directory, where the kernel's ``core_pattern`` "core" puts it); gdb reads every thread's
 backtrace from it and the core is deleted. A hung worker is attached to before it is killed.
 Without gdb, or where the kernel hands cores to a program (``|/usr/lib/systemd/...``), events
 keep the Python stacks only and say why.
+
+gdb takes seconds under load and may itself fail, die or hang, so it never runs inside the
+coordinator's loop: a ``Reading`` is a gdb process writing into files (never a pipe that could
+fill), polled by the loop and killed at its deadline; what it ends with is the truth about the
+stack: the backtraces, or how gdb failed. gdb is started through a launcher that asks Linux to
+SIGKILL it when the coordinator dies, so a killed run leaves no gdb behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Generic, TypeVar
 
 CORE_PATTERN = Path("/proc/sys/kernel/core_pattern")
 MAX_STACK_BYTES = 64 << 10
-GDB_TIMEOUT_S = 60
+MAX_OUTPUT_BYTES = 4 << 20  # what is read of gdb's output before picking out the frames
+GDB_TIMEOUT_S = 60.0
+TIMEOUT_VAR = "MNN_STRESS_GDB_TIMEOUT_S"  # how long one gdb may take, in seconds
+STDERR_TAIL_BYTES = 600
 _GDB = ["-batch", "-nx", "-ex", "set pagination off", "-ex", "thread apply all bt 40"]
+NO_CORE = "no core file was written (the worker's core size limit, or the kernel)"
+# Signals whose default action writes a core (signal(7)); any other leaves none.
+_DUMPS_CORE = {"SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGSEGV"}
+_DUMPS_CORE |= {"SIGXCPU", "SIGXFSZ", "SIGSYS"}
+# The launcher: dies with the coordinator (PR_SET_PDEATHSIG survives exec), then becomes gdb.
+_LAUNCH = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 @functools.cache
@@ -38,38 +66,165 @@ def unavailable() -> str | None:
     return None
 
 
-def from_core(folder: Path, python: str) -> str | None:
-    """Every thread's backtrace from the core left in ``folder`` (then deleted), or None."""
+def timeout_s() -> float:
+    """How long one gdb may take: ``$MNN_STRESS_GDB_TIMEOUT_S``, else GDB_TIMEOUT_S."""
+    try:
+        return max(0.1, float(os.environ[TIMEOUT_VAR]))
+    except (KeyError, ValueError):
+        return GDB_TIMEOUT_S
+
+
+class Reading:
+    """One gdb at work on ``subject`` in the background; ``core`` (ours) is deleted when done."""
+
+    def __init__(self, subject: str, target: list[str], core: Path | None = None) -> None:
+        self.subject, self.core = subject, core
+        # Files, not pipes: gdb never blocks on a full pipe while the loop is elsewhere.
+        self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by result()
+        self.err: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by result()
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_s()
+        self.ended_at: float | None = None
+        self.why_killed: str | None = None  # set when we killed it: its deadline, or a stop
+        launch = [sys.executable, "-S", "-c", _LAUNCH, str(os.getpid()), "gdb", *_GDB, *target]
+        try:
+            self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
+                launch, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err
+            )
+        except OSError as exc:
+            self.process, self.why_killed = None, f"could not be started: {exc}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def finished(self) -> bool:
+        """Whether gdb is done (never waits): it exited, or it was killed at its deadline."""
+        if self.process is None or self.process.poll() is not None:
+            self.ended_at = self.ended_at or time.monotonic()
+            return True
+        if time.monotonic() < self.deadline:
+            return False
+        self._kill(f"timed out after {self.deadline - self.started:g} s")
+        return True
+
+    def stop(self, why: str) -> str:
+        """Kill gdb now (if still at work) and say what it got."""
+        if self.process is not None and self.process.poll() is None:
+            self._kill(f"was stopped after {time.monotonic() - self.started:.1f} s: {why}")
+        return self.result()
+
+    def result(self) -> str:
+        """Every thread's backtrace, or how gdb failed (its stderr's tail, and the frames it
+        printed before, if any). Call once gdb is done; frees its files and the core."""
+        out, err = _head(self.out, MAX_OUTPUT_BYTES), _tail(self.err, STDERR_TAIL_BYTES)
+        with contextlib.suppress(OSError):
+            if self.core is not None:
+                self.core.unlink()
+        frames = "\n".join(ln for ln in out.splitlines() if ln.startswith(("#", "Thread ")))
+        failure = self._failure(frames)
+        if failure is None:
+            return _bounded(frames)
+        tail = err.strip()
+        note = f"{failure}; gdb's stderr: {tail}" if tail else failure
+        return _bounded(f"{note}\n{frames}" if frames else note)
+
+    def _failure(self, frames: str) -> str | None:
+        """How gdb failed, or None when it read the stacks."""
+        what = f"gdb reading {self.subject}"
+        if self.why_killed is not None:
+            return f"{what} {self.why_killed}"
+        assert self.process is not None
+        code, took = self.process.returncode, self._took()
+        if code < 0:
+            return f"{what} died of {_signal_name(-code)} after {took:.1f} s"
+        if code > 0:
+            return f"{what} failed: exit status {code} after {took:.1f} s"
+        return None if frames else f"{what} printed no backtrace ({took:.1f} s)"
+
+    def _took(self) -> float:
+        return (self.ended_at or time.monotonic()) - self.started
+
+    def _kill(self, why: str) -> None:
+        assert self.process is not None
+        self.why_killed = why
+        self.process.kill()
+        self.process.wait()
+        self.ended_at = time.monotonic()
+
+
+def read_core(folder: Path, python: str, signal_name: str) -> Reading | str:
+    """Start reading the core that a death by ``signal_name`` left in ``folder`` (moved out
+    of it first, so the folder can go at once), or say why there is none."""
     cores = sorted(folder.glob("core*"))
+    for extra in cores[1:]:
+        with contextlib.suppress(OSError):
+            extra.unlink()
+    if not cores:
+        return NO_CORE if signal_name in _DUMPS_CORE else f"{signal_name} leaves no core file"
+    kept = folder.parent / f"{folder.name}.core"
     try:
-        return _bounded(_gdb([python, str(cores[0])])) if cores else None
-    finally:
-        for core in cores:
-            with contextlib.suppress(OSError):
-                core.unlink()
+        cores[0].rename(kept)
+        size = kept.stat().st_size
+    except OSError as exc:
+        return f"the core file could not be kept for gdb: {exc}"
+    return Reading(f"the core file ({size / (1 << 20):.1f} MiB)", [python, str(kept)], kept)
 
 
-def from_live(pid: int) -> str | None:
-    """Every thread's backtrace of a running (hung) process, gdb attached for a moment."""
-    return _bounded(_gdb(["-p", str(pid)]))
+def attach(pid: int) -> Reading:
+    """Start reading every thread's backtrace of a running (hung) process, gdb attached."""
+    return Reading(f"the hung worker (pid {pid})", ["-p", str(pid)])
 
 
-def _gdb(target: list[str]) -> str | None:
+T = TypeVar("T")
+
+
+@dataclass
+class Pending(Generic[T]):
+    """Readings at work, each with what waits for its stack (an event)."""
+
+    items: list[tuple[T, Reading]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, waiting: T, reading: Reading) -> None:
+        self.items.append((waiting, reading))
+
+    def ready(self) -> list[tuple[T, str]]:
+        """Those whose gdb is done, with their stacks (never waits)."""
+        done, waiting = [], []
+        for item in self.items:
+            (done if item[1].finished() else waiting).append(item)
+        self.items = waiting
+        return [(item, reading.result()) for item, reading in done]
+
+    def stop_all(self, why: str) -> list[tuple[T, str]]:
+        """Every one, gdb killed where still at work."""
+        items, self.items = self.items, []
+        return [(item, reading.stop(why)) for item, reading in items]
+
+
+def _head(file: IO[bytes], limit: int) -> str:
+    with file:
+        file.seek(0)
+        return file.read(limit).decode(errors="replace")
+
+
+def _tail(file: IO[bytes], limit: int) -> str:
+    with file:
+        file.seek(max(0, file.seek(0, os.SEEK_END) - limit))
+        return file.read().decode(errors="replace")
+
+
+def _signal_name(number: int) -> str:
     try:
-        done = subprocess.run(
-            ["gdb", *_GDB, *target],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=GDB_TIMEOUT_S,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    frames = [line for line in done.stdout.splitlines() if line.startswith(("#", "Thread "))]
-    return "\n".join(frames) or None
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
-def _bounded(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_STACK_BYTES:
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_STACK_BYTES:
         return text
     return text[:MAX_STACK_BYTES] + "\n[... cut]"

@@ -40,6 +40,7 @@ from stress.iteration_batch import Decoded, decode_run
 from stress.memcheck.report import MemcheckError, read_errors
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+DUMP_GRACE_S = 0.3  # for faulthandler to write every thread's Python stack before SIGKILL
 
 
 class WorkerProcess:
@@ -55,6 +56,9 @@ class WorkerProcess:
         self.oom_killed = False
         self.interpreter = launch.python or python or sys.executable
         self.native_stack: str | None = None  # of a hung worker, taken before its kill
+        self.attaching: forensics.Reading | None = None  # gdb on a hung worker, before its kill
+        self.dump_stack = False
+        self.kill_at: float | None = None  # when SIGKILL is due (after the Python stacks')
         self.core_dir = _core_dir(log_path, job)
         log = _open_log(log_path)  # StorageError: nothing more can be written there
         try:
@@ -166,17 +170,42 @@ class WorkerProcess:
         self._signal(signal.SIGTERM)
 
     def kill(self, reason: KillReason, dump_stack: bool = True) -> None:
-        """SIGKILL, after asking faulthandler for every thread's Python stack. A worker that
+        """SIGKILL, after asking faulthandler for every thread's Python stack, and for a hang
+        gdb for every native one first. Never waits: ``step`` carries the kill on each round.
+        A worker already being killed is killed at once, keeping its first reason; one that
         already died on its own keeps its own cause of death."""
         if self.poll() is not None:
             return
-        self.killed_for = reason
+        if self.killed_for is not None:
+            self._stop_attaching("the worker was killed at once")
+            self.kill_at = 0.0
+            self._signal(signal.SIGKILL)
+            return
+        self.killed_for, self.dump_stack = reason, dump_stack
         if reason is KillReason.HANG and forensics.unavailable() is None:
-            self.native_stack = forensics.from_live(self.pid)
-        if dump_stack and self.poll() is None:
-            self._signal(signal.SIGUSR1)
-            time.sleep(0.3)
-        self._signal(signal.SIGKILL)
+            self.attaching = forensics.attach(self.pid)
+        self.step()
+
+    def step(self) -> None:
+        """Carry a kill on, never waiting: once gdb has the native stacks (or gave up),
+        SIGUSR1 for the Python ones, then SIGKILL DUMP_GRACE_S later."""
+        if self.killed_for is None or self.poll() is not None:
+            return
+        if self.attaching is not None:
+            if not self.attaching.finished():
+                return
+            self.native_stack, self.attaching = self.attaching.result(), None
+        now = time.monotonic()
+        if self.kill_at is None:
+            self.kill_at = now + DUMP_GRACE_S if self.dump_stack else now
+            if self.dump_stack:
+                self._signal(signal.SIGUSR1)
+        if now >= self.kill_at:
+            self._signal(signal.SIGKILL)
+
+    def _stop_attaching(self, why: str) -> None:
+        if self.attaching is not None:
+            self.native_stack, self.attaching = self.attaching.stop(why), None
 
     def _signal(self, signum: int) -> None:
         if self.poll() is None:
@@ -199,7 +228,8 @@ class WorkerProcess:
         )
 
     def ending_event(self, run_id: str, ending: Ending, in_flight: list[int | None]) -> Event:
-        """The event for how this worker ended, with its stack and the tail of its log."""
+        """The event for how this worker ended, with its stack and the tail of its log, at
+        the time it ended; its native stack is ``read_native_stack``'s to find."""
         assert ending.kind is not None
         tail = self.log_tail()
         traceback = self.failure.traceback if self.failure else None
@@ -212,19 +242,19 @@ class WorkerProcess:
             signal=ending.signal,
             exit_code=self.poll(),
             stack=traceback or python_stack(tail),
-            native_stack=self._native_stack(ending),
             stderr_tail="\n".join(tail.splitlines()[-40:]),
+            ts=time.time_ns(),
         )
 
-    def _native_stack(self, ending: Ending) -> str | None:
-        """Every thread's native backtrace: taken before a hang's kill, or read from the core
-        of a death by a signal; where there is none, why."""
+    def read_native_stack(self, ending: Ending) -> str | forensics.Reading | None:
+        """Every thread's native backtrace: taken before a hang's kill, or a reading of the
+        core of a death by a signal started now (gdb at work); where there is none, why."""
+        self._stop_attaching("the worker ended while gdb was attaching")
         if self.native_stack is not None or ending.signal is None:
             return self.native_stack
         if self.core_dir is None:
             return forensics.unavailable()
-        found = forensics.from_core(self.core_dir, self.interpreter)
-        return found or "no core file was written (the worker's core size limit, or the kernel)"
+        return forensics.read_core(self.core_dir, self.interpreter, ending.signal)
 
     def memcheck_events(self, run_id: str) -> list[Event]:
         """One event per distinct error in valgrind's report (memcheck=on), with its native

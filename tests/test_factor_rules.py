@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stress.errors import ScenarioError
-from stress.factors import REGISTRY, conflicts, defaults, mnn_config
+from stress.factors import REGISTRY, conflicts, defaults, mnn_config, shown
 from stress.models.resolve import available_backends, resolve_model
 from stress.scenario import load_scenario
 from stress.variants import expand, variant_id
@@ -32,7 +32,7 @@ def scenario_text(matrix: list[tuple[str, Any]], extra: str = "") -> str:
     lines = [HEAD.rstrip("\n"), "matrix:"]
     for key, values in matrix:
         values = values if isinstance(values, list) else [values]
-        lines.append(f"  {key}: [{', '.join(map(str, values))}]")
+        lines.append(f"  {key}: [{', '.join(map(shown, values))}]")
     return "\n".join(lines) + "\n" + extra
 
 
@@ -145,6 +145,13 @@ RULES = [
         ("pressure_siblings", 2), "pressure_mib", {"pressure_mib": 0}, 0, id="pressure-no-size"
     ),
     pytest.param(
+        ("rlimit_as_from", "setup"),
+        "rlimit_as_headroom_mib",
+        {"rlimit_as_headroom_mib": None},
+        "loop",
+        id="cap-at-setup-without-a-cap",
+    ),
+    pytest.param(
         ("memcheck", "on"),
         "rlimit_as_headroom_mib",
         {"rlimit_as_headroom_mib": 64},
@@ -173,7 +180,7 @@ def test_combination_rule_is_refused_naming_both_keys(
     assert f"{key}={value}" in error.message
     assert re.search(rf"\b{partner}\b", error.message.replace(f"{key}={value}", ""))
     # The fix names both keys with the values that clash, as an entry to paste.
-    assert f"exclude: [{{{key}: {value}, {partner}: {others[partner]}}}]" in error.fix
+    assert f"exclude: [{{{key}: {value}, {partner}: {shown(others[partner])}}}]" in error.fix
 
     # The suggested exclude entry really is a fix: with a valid alternative value beside the
     # conflicting one, adding exactly what the fix says loads and keeps only the alternative.

@@ -1,7 +1,7 @@
 """Memory the worker cannot have (issue 14): an address-space cap set after set-up
-(``rlimit_as_headroom_mib``) and a cgroup limit (``cgroup_memory_max_mib``), each really
-applied to a real worker, and what MNN does then recorded as findings, never as errors of the
-harness."""
+(``rlimit_as_headroom_mib``) or before the engine is built (``rlimit_as_from: setup``, issue
+23), and a cgroup limit (``cgroup_memory_max_mib``), each really applied to a real worker, and
+what MNN does then recorded as findings, never as errors of the harness."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
@@ -102,6 +103,76 @@ def test_allocation_failures_in_mnn_are_findings_not_harness_errors(scenario_fil
     assert {v["verdict"] for v in summary["variants"]} == {"FAILED"}
     report = run_cli("report", str(tmp_path / "run"), check=False)
     assert report.returncode == 1
+
+
+FINDINGS = {"exception", "memory", "crash"}  # how a worker may die of the cap: MNN's, not ours
+
+
+def _by_mode(frame, *keys: str) -> dict:
+    return {tuple(row[k] for k in keys): row for _, row in frame.iterrows()}
+
+
+@pytest.mark.integration
+def test_a_cap_lowered_before_the_build_fails_the_set_up_as_findings(scenario_file, tmp_path):
+    """three_input, ``rlimit_as_from: setup``: with no headroom MNN cannot even load the model
+    (the Session API says "Invalid model file"), a death at set-up blamed on MNN, never on
+    the harness, where ``loop`` gives error rows as before; with 4 MiB createSession fails
+    silently and every runSession returns 3 (the MNN_NOTES case: ``invalid`` rows)."""
+    path = scenario_file(
+        "name: early\nmodel: three_input\niterations: 5\nmax_crashes: 0\n"
+        "matrix:\n  api: [session, module]\n  rlimit_as_from: [loop, setup]\n"
+        "  rlimit_as_headroom_mib: [0, 4]\n"
+        "exclude: [{api: module, rlimit_as_headroom_mib: 4}]\n"
+    )
+    run_cli("run", str(path), "--out", str(tmp_path / "run"), "--no-reference", check=False)
+    rows = read_iterations(tmp_path / "run")
+    events = read_events(tmp_path / "run")
+    assert "harness" not in set(events.kind)
+    statuses = rows.groupby(["api", "rlimit_as_from", "rlimit_as_headroom_mib"]).status
+    assert statuses.apply(set).to_dict() == {
+        ("session", "loop", 0): {"error"},
+        ("module", "loop", 0): {"error"},
+        ("session", "loop", 4): {"ok"},
+        ("session", "setup", 4): {"invalid"},
+    }
+    assert set(rows[rows.status == "invalid"].rc) == {3}
+    deaths = events[events.kind != "quarantine"]
+    at_setup = _by_mode(deaths, "api", "rlimit_as_from", "rlimit_as_headroom_mib")
+    assert set(at_setup) == {("session", "setup", 0), ("module", "setup", 0)}
+    for death in at_setup.values():
+        assert death.kind in FINDINGS
+        assert pd.isna(death.mnn_version)  # before its hello: while it was setting up
+    assert "Invalid model file" in at_setup["session", "setup", 0].message
+
+
+@pytest.mark.integration
+def test_mnn_threads_that_cannot_start_under_a_set_up_cap_are_a_crash(scenario_file, tmp_path):
+    """tiny with num_thread 4 and no headroom: once set up it runs (``loop``); capped before
+    the build, MNN cannot start its thread pool and aborts inside createSession: a crash at
+    set-up, the variant quarantined, nothing blamed on the harness."""
+    path = scenario_file(
+        "name: pool\nmodel: tiny\niterations: 5\nmax_crashes: 0\n"
+        "matrix:\n  num_thread: [4]\n  rlimit_as_from: [loop, setup]\n"
+        "  rlimit_as_headroom_mib: [0]\n"
+    )
+    run_cli("run", str(path), "--out", str(tmp_path / "run"), "--no-reference", check=False)
+    rows = read_iterations(tmp_path / "run")
+    events = read_events(tmp_path / "run")
+    assert rows.groupby("rlimit_as_from").status.apply(list).to_dict() == {"loop": ["ok"] * 5}
+    (crash,) = events[events.kind == "crash"].itertuples()
+    assert (crash.rlimit_as_from, crash.signal) == ("setup", "SIGABRT")
+    assert pd.isna(crash.mnn_version)
+    assert set(events.kind) == {"crash", "quarantine"}
+
+
+def test_a_cap_at_set_up_without_a_headroom_is_refused_saying_what_to_give(scenario_file):
+    path = scenario_file("name: nocap\nmodel: tiny\nmatrix:\n  rlimit_as_from: [setup]\n")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    error = caught.value
+    assert error.key == "matrix.rlimit_as_from"
+    assert "give rlimit_as_headroom_mib a number of MiB" in error.message
+    assert "exclude: [{rlimit_as_from: setup, rlimit_as_headroom_mib: off}]" in error.fix
 
 
 def _cgroup_of(pid: int) -> Path:
@@ -260,6 +331,17 @@ def test_a_memory_error_outside_an_iteration_is_a_memory_death_not_ours():
     assert classify(LastWords(-9, None, None, None, None, False), 60, False).kind is (
         EventKind.CRASH
     )
+
+
+def test_a_mapping_the_kernel_refuses_for_want_of_memory_is_a_memory_death():
+    """mmap (``input_lifetime: unmapped``) fails with ENOMEM under the cap: an allocation that
+    failed, not a bug of ours; other OSErrors stay ours."""
+    import errno
+
+    from stress.worker.main import _origin
+
+    assert _origin(OSError(errno.ENOMEM, "mmap of 4096 bytes failed")) == "memory"
+    assert _origin(OSError(errno.EACCES, "Permission denied")) == "harness"
 
 
 def _fake_proc(tmp_path: Path, monkeypatch, mounts: list[str], own: list[str]) -> None:

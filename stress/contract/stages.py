@@ -7,6 +7,10 @@ launch  coordinator, before exec    ``Factor.launch(value, Launch)``: the worker
                                     interpreter, command prefix and kernel memory limit
 before  worker, before the build    ``Factor.before_loop(value, params)``: the world around it
                                     (ballast, sibling processes); returns what undoes it
+cap     worker, before the build    ``Factor.before_build(value, params)``: limits that must
+                                    include the build (``RLIMIT_AS`` with
+                                    ``rlimit_as_from: setup``); the worker's own imports,
+                                    inputs and threads come before it
 build   worker, main thread         ``Factor.configure_mnn(value, config)``; ``api``, ``sharing``
                                     and ``lifecycle`` decide which MNN objects are built once
 setup   worker, each thread         ``Binding.setup()``: the thread's own MNN objects

@@ -66,6 +66,8 @@ class Factor:
     wrap: Callable[[Any, Binding, ThreadContext], Binding] | None = None
     # In the worker, before its engine is built: returns what undoes it when the worker ends
     before_loop: Callable[[Any, Mapping[str, Any]], Callable[[], None] | None] | None = None
+    # In the worker, right before its engine is built (after its own imports and inputs)
+    before_build: Callable[[Any, Mapping[str, Any]], None] | None = None
     # In the worker, once every thread is set up, before the first iteration
     after_setup: Callable[[Any, Mapping[str, Any]], None] | None = None
     rules: tuple[Rule, ...] = ()
@@ -195,11 +197,20 @@ def before_loop(params: Mapping[str, Any]) -> list[Callable[[], None]]:
     return undo[::-1]
 
 
+def before_build(params: Mapping[str, Any]) -> None:
+    """Apply what must come right before the engine is built (``rlimit_as_from: setup``)."""
+    _each(params, "before_build")
+
+
 def after_setup(params: Mapping[str, Any]) -> None:
     """Apply what must wait until the worker is set up (its address-space cap)."""
+    _each(params, "after_setup")
+
+
+def _each(params: Mapping[str, Any], stage: str) -> None:
     full = complete(params)
     for name, value in full.items():
-        hook = REGISTRY[name].after_setup
+        hook = getattr(REGISTRY[name], stage)
         if hook is not None:
             hook(value, full)
 

@@ -1,5 +1,6 @@
-"""Memory the worker cannot have: an address-space cap just above what its set-up used
-(``rlimit_as_headroom_mib``: allocations fail, and MNN must say so), or a cgroup limit
+"""Memory the worker cannot have: an address-space cap just above what it had mapped
+(``rlimit_as_headroom_mib``: allocations fail, and MNN must say so), lowered once it is set up
+or before its engine is built (``rlimit_as_from``), or a cgroup limit
 (``cgroup_memory_max_mib``: the kernel's OOM killer ends it). Either way, what happens is a
 finding about MNN: an error row, an exception or a death, never a failure of the harness."""
 
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stress.contract.stages import Launch
-from stress.factors import Factor
+from stress.factors import Factor, Rule
 from stress.factors.pressure import MAX_MIB
 
 MIB = 1 << 20
@@ -24,8 +25,8 @@ def address_space_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _cap_address_space(value: int | None, params: Mapping[str, Any]) -> None:
-    """RLIMIT_AS (soft) = the address space after set-up + ``value`` MiB."""
+def _cap_address_space(value: int | None) -> None:
+    """RLIMIT_AS (soft) = the address space now + ``value`` MiB."""
     if value is None:
         return
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -33,6 +34,33 @@ def _cap_address_space(value: int | None, params: Mapping[str, Any]) -> None:
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def lift_address_space_cap() -> None:
+    """The soft RLIMIT_AS back up to the hard one: a worker that is ending under its cap must
+    still have the memory to say how it ended."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+
+
+def _cap_before_build(value: int | None, params: Mapping[str, Any]) -> None:
+    if params["rlimit_as_from"] == "setup":
+        _cap_address_space(value)
+
+
+def _cap_after_setup(value: int | None, params: Mapping[str, Any]) -> None:
+    if params["rlimit_as_from"] == "loop":
+        _cap_address_space(value)
+
+
+def _setup_needs_a_cap(params: Mapping[str, Any]) -> str | None:
+    if params["rlimit_as_from"] == "loop" or params["rlimit_as_headroom_mib"] is not None:
+        return None
+    return (
+        "rlimit_as_from=setup with rlimit_as_headroom_mib=off: there is no cap to lower "
+        "before the set-up; give rlimit_as_headroom_mib a number of MiB, or leave "
+        "rlimit_as_from at loop"
+    )
 
 
 def _cgroup_limit(value: int | None, launch: Launch) -> None:
@@ -63,10 +91,24 @@ RLIMIT_AS_HEADROOM_MIB = Factor(
     off=True,
     minimum=0,
     maximum=MAX_MIB,
-    doc="Cap the worker's address space (RLIMIT_AS) at its size once set up plus this many "
-    "MiB, so that allocations inside MNN fail (off: no cap). What MNN does then (an rc, a "
-    "status, an exception, a crash) is recorded as a finding.",
-    after_setup=_cap_address_space,
+    doc="Cap the worker's address space (RLIMIT_AS) at its size once set up (or before its "
+    "engine is built: rlimit_as_from) plus this many MiB, so that allocations inside MNN fail "
+    "(off: no cap). What MNN does then (an rc, a status, an exception, a crash) is recorded "
+    "as a finding.",
+    before_build=_cap_before_build,
+    after_setup=_cap_after_setup,
+)
+
+RLIMIT_AS_FROM = Factor(
+    name="rlimit_as_from",
+    kind=str,
+    default="loop",
+    choices=("loop", "setup"),
+    doc="When rlimit_as_headroom_mib's cap is lowered: loop = once every thread is set up "
+    "(only per-iteration allocations can fail); setup = right before the engine is built "
+    "(Interpreter, session, module), the headroom measured then, so their creation can fail "
+    "too. Needs rlimit_as_headroom_mib.",
+    rules=(Rule(("rlimit_as_from", "rlimit_as_headroom_mib"), _setup_needs_a_cap),),
 )
 
 CGROUP_MEMORY_MAX_MIB = Factor(
@@ -83,4 +125,4 @@ CGROUP_MEMORY_MAX_MIB = Factor(
     unavailable=_no_cgroup,
 )
 
-FACTORS = (RLIMIT_AS_HEADROOM_MIB, CGROUP_MEMORY_MAX_MIB)
+FACTORS = (RLIMIT_AS_HEADROOM_MIB, RLIMIT_AS_FROM, CGROUP_MEMORY_MAX_MIB)

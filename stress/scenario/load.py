@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml.comments import CommentedMap
 
 from stress.errors import ModelError, ScenarioError
-from stress.factors import REGISTRY
+from stress.factors import REGISTRY, shown
 from stress.factors.convert import NONE as NO_FLAGS
 from stress.models import ModelInfo
 from stress.scenario.covering import MAX_TUPLES, CoveringError
@@ -123,7 +123,7 @@ def _check_combinations(path: Path, data: CommentedMap, spec: Scenario) -> None:
     conflict = first_conflict(spec) if spec.strategy == "full" else None
     if conflict is not None:
         key = conflict.keys[0]
-        pair = ", ".join(f"{k}: {v}" for k, v in conflict.values.items())
+        pair = ", ".join(f"{k}: {shown(v)}" for k, v in conflict.values.items())
         raise ScenarioError(
             f"the matrix combines {conflict.message}",
             file=str(path),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import faulthandler
 import gc
 import os
@@ -42,9 +43,9 @@ from stress.contract.ring import (
 )
 from stress.contract.stages import Binding, ThreadContext
 from stress.worker import faults, trace
+from stress.worker.crew import Crew
 
 EXIT_EXCEPTION = 3
-JOIN_GRACE_S = 5.0
 PR_SET_PDEATHSIG = 1
 
 
@@ -79,7 +80,7 @@ class Worker:
                 call()
 
     def _run(self, params: dict[str, Any]) -> int:
-        from stress.factors import mnn_config
+        from stress.factors import before_build, mnn_config
         from stress.worker.drivers import ModelSpec, make_engine
 
         job = self.job
@@ -91,19 +92,21 @@ class Worker:
             job.output_names,
             mnn_config(params),
         )
-        engine = make_engine(params, spec)  # the build stage: what the threads share
-        shared: dict[str, Any] = {}
-        tracer = _tracer(shared)
-        loops = [
-            ThreadLoop(self, thread, engine.bind(thread), params, shared, tracer, planned)
-            for thread in range(params["threads"])
-        ]
-        if len(loops) == 1:
-            loops[0].binding.setup()
-            self._start()
-            loops[0].run()
-        else:
-            self._run_threads(loops)
+        inputs = _ours_first(params, job)
+        crew = Crew(params["threads"], self._start, self.stop)
+        try:
+            before_build(params)  # rlimit_as_from=setup: the cap, from here on
+            engine = make_engine(params, spec)  # the build stage: what the threads share
+            shared: dict[str, Any] = {}
+            tracer = _tracer(shared)
+            loops = [
+                ThreadLoop(self, t, engine.bind(t), params, shared, tracer, planned, inputs[t])
+                for t in range(params["threads"])
+            ]
+        except BaseException:
+            crew.dismiss()
+            raise
+        crew.run(loops)
         # Done first: a death in the last look then has no iteration in flight.
         self.send(Done(completed=sum(loop.completed for loop in loops), stopped=self.stopping))
         last_look: dict[str, int] = {}
@@ -160,43 +163,6 @@ class Worker:
         output_lifetimes.free_all(poison)
         return {"views": len(views), "poisoned": len(poison)}
 
-    def _run_threads(self, loops: list[ThreadLoop]) -> None:
-        """Each loop in its own thread: all set up first, then all start together. The first
-        exception in any thread stops the others and is raised here."""
-        ready = threading.Barrier(len(loops) + 1)
-        go = threading.Event()
-        errors: list[BaseException] = []
-
-        def body(loop: ThreadLoop) -> None:
-            try:
-                loop.binding.setup()
-                ready.wait()
-                go.wait()
-                loop.run()
-            except threading.BrokenBarrierError:
-                pass
-            except BaseException as exc:  # re-raised by the main thread
-                errors.append(exc)
-                self.stopping = True
-                ready.abort()
-
-        threads = [
-            threading.Thread(target=body, args=(loop,), name=f"mnn-stress-{loop.thread}")
-            for loop in loops
-        ]
-        for thread in threads:
-            thread.daemon = True  # a thread stuck in MNN must not keep a failing worker alive
-            thread.start()
-        try:
-            ready.wait()
-            self._start()
-        except threading.BrokenBarrierError:
-            pass
-        go.set()
-        _join(threads, errors)
-        if errors:
-            raise errors[0]
-
 
 class ThreadLoop:
     """One thread's iteration loop: its binding inside the factors' layers, its own inputs,
@@ -211,9 +177,9 @@ class ThreadLoop:
         shared: dict[str, Any],
         tracer: Any,
         planned: tuple[faults.Fault, ...],
+        inputs: list[Any],
     ) -> None:
         from stress.factors import wrap
-        from stress.worker.inputs import make_inputs
 
         job = worker.job
         self.worker = worker
@@ -228,7 +194,7 @@ class ThreadLoop:
         self.writer = IterationWriter(
             worker.ring, worker.ring_lock if params["threads"] > 1 else None
         )
-        self.inputs = make_inputs(job.inputs, job.seed)
+        self.inputs = inputs
         self.start = job.start_iterations[thread]
         self.completed = 0
 
@@ -285,17 +251,17 @@ def _tracer(shared: dict[str, Any]) -> Any:
     return trace.Tracer(shared)
 
 
-def _join(threads: list[threading.Thread], errors: list[BaseException]) -> None:
-    """Wait for every thread, in short waits so that signals reach the main thread; after a
-    failure, give the others JOIN_GRACE_S to leave MNN before reporting it."""
-    grace_until = None
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.1)
-            if errors and grace_until is None:
-                grace_until = time.monotonic() + JOIN_GRACE_S
-            if grace_until is not None and time.monotonic() > grace_until:
-                return
+def _ours_first(params: dict[str, Any], job: Job) -> list[list[Any]]:
+    """What the harness needs besides MNN's objects, made before any cap (its imports and each
+    thread's inputs): an allocation that fails under the cap is then MNN's, or the
+    interpreter's own small ones, never a module of ours failing to load."""
+    import importlib
+
+    from stress.worker import input_lifetimes, output_lifetimes  # noqa: F401 - loaded now
+    from stress.worker.inputs import make_inputs
+
+    importlib.import_module(f"stress.worker.drivers.{params['api']}")
+    return [make_inputs(job.inputs, job.seed) for _ in range(params["threads"])]
 
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -350,22 +316,28 @@ def main() -> int:
     except Exception:  # no ring to say it in: the exit code says it was ours
         traceback.print_exc()
         return EXIT_HARNESS_SETUP
+    from stress.factors.limits import lift_address_space_cap
+
     worker = Worker(job, ring)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop
     try:
         return worker.run()
     except Exception as exc:
+        lift_address_space_cap()  # its last words need memory that the cap may have taken
         worker.send(failure(exc))
         return EXIT_EXCEPTION
 
 
 def _origin(exc: Exception) -> str:
     """``mnn``: MNN raised; ``memory``: an allocation failed (under a memory limit, a
-    finding); ``harness``: a bug of ours."""
+    finding: a ``MemoryError``, or ``ENOMEM`` from the kernel for a mapping); ``harness``: a
+    bug of ours."""
     from stress.worker.drivers import MNNError
 
     if isinstance(exc, MemoryError) or str(exc).startswith("MemoryError:"):
+        return "memory"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
         return "memory"
     return "mnn" if isinstance(exc, MNNError) else "harness"
 
