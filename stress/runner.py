@@ -25,7 +25,13 @@ from stress.manifest import Manifest, now_iso
 from stress.onnx_reference import run_onnxruntime
 from stress.plan import Budget, VariantState, plan
 from stress.reference import reference_coordinator, reference_entries, reference_states
-from stress.run_manifest import new_manifest, record_states, section_recorder, variant_entry
+from stress.run_manifest import (
+    new_manifest,
+    record_damaged,
+    record_states,
+    section_recorder,
+    variant_entry,
+)
 from stress.rundir import RunDir
 from stress.scenario import LoadedScenario, load_scenario
 from stress.states import RunStatus, VariantStatus
@@ -281,6 +287,7 @@ def _finish(
     manifest.data.status, manifest.data.reason, manifest.data.ended = status, reason, now_iso()
     manifest.data.segments[-1].update(ended=manifest.data.ended, status=status.value, reason=reason)
     record_states(manifest, states)
+    record_damaged(manifest)
     _finish_files(journal, manifest, status, reason)
     return RunResult(run_dir.path, status, reason, states)
 
