@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stress.damage import DamagedPart, PartDamaged, check, find_damaged, set_aside
+from stress.damage import DamagedPart, PartDamaged, find_damaged, set_aside
 from stress.errors import StorageError
 from stress.parts import (
     Part,
@@ -131,13 +131,13 @@ def _stream(run: list[Part], schema: pa.Schema, path: Path) -> int:
 
 
 def _rows(part: Part) -> int:
-    """The rows its footer holds; PartDamaged when it has no readable footer."""
-    found = check(part.path)
-    if found is None:
-        raise FileNotFoundError(part.path)
-    if found.error is not None or found.rows is None:
-        raise PartDamaged(part.path, found.error or "unknown")
-    return found.rows
+    """The rows its footer holds; PartDamaged when the footer cannot be read."""
+    try:
+        return pq.read_metadata(part.path).num_rows
+    except (OSError, pa.ArrowException) as exc:
+        if not isinstance(exc, FileNotFoundError) and find_damaged([part.path], exc):
+            raise PartDamaged(part.path, str(exc)) from exc
+        raise
 
 
 def _batches(part: Part, columns: list[str]) -> Iterator[pa.RecordBatch]:

@@ -2,8 +2,9 @@
 
 Parts are renamed into place complete but not fsynced, so after a machine crash a part can
 be zero bytes, truncated, or hold zeroed pages behind an intact-looking name. Listing checks
-each part's Parquet footer (once per path, size and mtime: readers do not pay twice); a read
-that fails behind an intact footer finds its culprit with ``find_damaged``, which marks it.
+each part's Parquet frame (``damage_of``: once per path, size and mtime, so readers do not
+pay twice); a read that fails behind an intact frame finds its culprit with
+``find_damaged``, which marks it.
 Readers then skip damaged parts and say so; compaction and ``run --resume`` set them aside
 into ``damaged/<dataset>/`` beside the dataset (``set_aside``), where no reader looks, each
 with a ``<name>.json`` saying what was wrong.
@@ -25,15 +26,8 @@ import pyarrow.parquet as pq
 
 ASIDE = "damaged"  # beside a run's (or its reference's) datasets: ROOT/damaged/<dataset>/
 DATASETS = ("iterations", "events")  # the Parquet datasets under a run or its reference
-CHECKS_KEPT = 200_000  # footer checks remembered per process (a long night's parts, merged)
-
-
-@dataclass(frozen=True)
-class Check:
-    """What is known of one part file as it is now."""
-
-    rows: int | None  # from its footer; None when the footer cannot be read
-    error: str | None  # why it cannot be read whole; None when nothing is known wrong
+CHECKS_KEPT = 200_000  # frame checks remembered per process (a long night's parts, merged)
+MAGIC = b"PAR1"  # a Parquet file starts and ends with it
 
 
 @dataclass(frozen=True)
@@ -74,51 +68,56 @@ class PartDamaged(Exception):
         super().__init__(f"{path}: {error}")
 
 
-_checks: dict[tuple[str, int, int], Check] = {}
+_errors: dict[tuple[str, int, int], str | None] = {}  # (path, size, mtime) -> why damaged
 _marked = [0]  # parts found damaged by a read so far (``marked``)
 
 
-def check(path: Path) -> Check | None:
-    """The part's state (its footer read once per path, size and mtime); None when it is
-    gone (deleted by a compaction since it was listed: not damaged)."""
+def damage_of(path: Path) -> str | None:
+    """Why the part is damaged; None when nothing is known wrong with it, or it is gone
+    (deleted by a compaction since it was listed). Its Parquet frame (magic bytes at both
+    ends, a footer that fits) is checked once per path, size and mtime: a few microseconds,
+    where parsing the footer takes hundreds."""
     try:
         stat = path.stat()
     except FileNotFoundError:
         return None
     key = (str(path), stat.st_size, stat.st_mtime_ns)
-    found = _checks.get(key)
-    if found is None:
-        found = _footer(path, stat.st_size)
-        if len(_checks) >= CHECKS_KEPT:
-            _checks.clear()
-        _checks[key] = found
-    return found
+    if key not in _errors:
+        if len(_errors) >= CHECKS_KEPT:
+            _errors.clear()
+        _errors[key] = _frame(path, stat.st_size)
+    return _errors[key]
 
 
-def _footer(path: Path, size: int) -> Check:
+def _frame(path: Path, size: int) -> str | None:
     if size == 0:
-        return Check(None, "empty")
+        return "empty"
     try:
-        return Check(pq.read_metadata(path).num_rows, None)
+        with open(path, "rb") as part:
+            head = part.read(len(MAGIC))
+            part.seek(max(0, size - 8))
+            tail = part.read(8)
     except FileNotFoundError:
-        return Check(None, None)  # gone meanwhile: the reader lists again
-    except (OSError, pa.ArrowException) as exc:
-        said = _one_line(exc).split(". ")[0]
-        return Check(None, f"no readable Parquet footer (truncated, or zeroed): {said}")
+        return None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    footer = int.from_bytes(tail[:4], "little") if len(tail) == 8 else size
+    if tail[4:] != MAGIC or footer + 12 > size:
+        return "no Parquet footer at its end (truncated, or zeroed)"
+    if head != MAGIC:
+        return "no Parquet magic at its start (zeroed)"
+    return None
 
 
 def damaged(path: Path) -> bool:
-    found = check(path)
-    return found is not None and found.error is not None
+    return damage_of(path) is not None
 
 
 def mark(path: Path, error: str) -> None:
     """Remember ``path`` (as it is now) as damaged: a whole read of it failed."""
     with contextlib.suppress(FileNotFoundError):
         stat = path.stat()
-        found = check(path)
-        rows = found.rows if found is not None else None
-        _checks[(str(path), stat.st_size, stat.st_mtime_ns)] = Check(rows, error)
+        _errors[(str(path), stat.st_size, stat.st_mtime_ns)] = error
         _marked[0] += 1
 
 
@@ -126,6 +125,14 @@ def marked() -> int:
     """How many parts reads have found damaged in this process: an analysis whose reads found
     one part-way (some of its answers counted the part's rows) does its work again."""
     return _marked[0]
+
+
+def footer_rows(path: Path) -> int | None:
+    """The rows a part's footer says it holds; None when the footer cannot be read."""
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowException):
+        return None
 
 
 def read_whole(path: Path) -> None:
@@ -176,8 +183,7 @@ def set_aside(path: Path, run_dir: Path) -> DamagedPart:
     """Move a damaged part into ``aside_dir``, keeping its name (part numbers stay taken),
     with a ``<name>.json`` beside it saying what was wrong; what was moved, with paths
     relative to ``run_dir``. OSError when it cannot be moved."""
-    found = check(path) or Check(None, None)
-    size = path.stat().st_size
+    error, rows, size = damage_of(path), footer_rows(path), path.stat().st_size
     folder = aside_dir(path.parent)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / path.name
@@ -189,8 +195,8 @@ def set_aside(path: Path, run_dir: Path) -> DamagedPart:
         dataset=str(path.parent.relative_to(run_dir)),
         file=path.name,
         size=size,
-        error=found.error or "unknown",
-        rows=found.rows,
+        error=error or "unknown",
+        rows=rows,
         when=_now(),
         set_aside=str(target.relative_to(run_dir)),
     )
@@ -227,22 +233,20 @@ def _recorded(path: Path, directory: Path, run_dir: Path) -> DamagedPart:
         told = DamagedPart.from_dict(json.loads(_why(path).read_text()))
         return dataclasses.replace(told, dataset=dataset, file=original, set_aside=aside)
     except (OSError, ValueError, TypeError):
-        found = check(path) or Check(None, None)
-        error = found.error or "set aside as damaged (why was not recorded)"
+        error = damage_of(path) or "set aside as damaged (why was not recorded)"
         size = path.stat().st_size
-        return DamagedPart(dataset, original, size, error, found.rows, "unknown", aside)
+        return DamagedPart(dataset, original, size, error, footer_rows(path), "unknown", aside)
 
 
 def found_in(path: Path, run_dir: Path) -> DamagedPart:
     """A damaged part still in its dataset (skipped by readers), as found now."""
-    found = check(path) or Check(None, None)
     size = path.stat().st_size if path.exists() else 0
     return DamagedPart(
         dataset=str(path.parent.relative_to(run_dir)),
         file=path.name,
         size=size,
-        error=found.error or "unknown",
-        rows=found.rows,
+        error=damage_of(path) or "unknown",
+        rows=footer_rows(path),
         when=_now(),
     )
 

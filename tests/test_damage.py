@@ -46,8 +46,8 @@ def damage_file(path: Path, kind: str) -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_checks(monkeypatch):
-    """Each test finds damage itself (the footer checks are remembered per process)."""
-    monkeypatch.setattr(damage, "_checks", {})
+    """Each test finds damage itself (the frame checks are remembered per process)."""
+    monkeypatch.setattr(damage, "_errors", {})
 
 
 def write_rows(directory: Path, parts: int) -> None:
@@ -80,7 +80,7 @@ def test_readers_skip_a_damaged_part_and_say_which(tmp_path, kind, reader):
     assert (found.dataset, found.file) == ("iterations", "part-000001.parquet")
     assert found.set_aside is None
     assert found.rows == (ROWS if kind == "zeroed" else None)  # from the footer, when it reads
-    said = {"empty": "empty", "truncated": "no readable Parquet footer", "zeroed": "intact footer"}
+    said = {"empty": "empty", "truncated": "no Parquet footer", "zeroed": "intact footer"}
     assert said[kind] in found.error
     rows = f"{ROWS} rows" if kind == "zeroed" else "an unknown number of rows"
     assert found.describe().endswith(f"; {rows} not read")

@@ -24,7 +24,7 @@ from stress.records import ITERATION_SCHEMA
 from stress.reference import REFERENCE_DIR
 
 T = TypeVar("T")
-READ_ATTEMPTS = 5
+READ_ATTEMPTS = 10  # listings in a row that a compaction may overtake
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -48,24 +48,20 @@ def damaged_parts(run_dir: Path) -> list[DamagedPart]:
     return skipped + [part for d in datasets(run_dir) for part in set_aside_in(d, run_dir)]
 
 
-def _dataset(directory: Path, schema: pa.Schema) -> ds.Dataset:
-    return ds.dataset([str(p) for p in visible(directory)], schema=schema, format="parquet")
-
-
 def read(directory: Path, schema: pa.Schema, consume: Callable[[ds.Dataset], T]) -> T:
     """``consume`` the dataset, again over a fresh listing when a compaction deleted a listed
     file before it was read, or when a part turned out damaged (then left out)."""
     attempt = 0
     while True:
-        dataset = _dataset(directory, schema)
+        files = visible(directory)
         try:
-            return consume(dataset)
+            return consume(ds.dataset([str(f) for f in files], schema=schema, format="parquet"))
         except FileNotFoundError:
             attempt += 1
             if attempt == READ_ATTEMPTS:
                 raise
         except (OSError, pa.ArrowException) as exc:
-            if not find_damaged([Path(f) for f in dataset.files], exc):
+            if not find_damaged(files, exc):
                 raise
 
 
