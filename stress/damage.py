@@ -160,7 +160,7 @@ def _fails(path: Path, read: Callable[[Path], None]) -> bool:
         if not path.exists():
             return False  # deleted meanwhile (compaction): not damaged
         said = _one_line(exc).replace(str(path), path.name)
-        mark(path, f"unreadable data behind an intact footer: {said}")
+        mark(path, f"unreadable behind an intact Parquet frame: {said}")
         return True
     return False
 

@@ -80,7 +80,7 @@ def test_readers_skip_a_damaged_part_and_say_which(tmp_path, kind, reader):
     assert (found.dataset, found.file) == ("iterations", "part-000001.parquet")
     assert found.set_aside is None
     assert found.rows == (ROWS if kind == "zeroed" else None)  # from the footer, when it reads
-    said = {"empty": "empty", "truncated": "no Parquet footer", "zeroed": "intact footer"}
+    said = {"empty": "empty", "truncated": "no Parquet footer", "zeroed": "intact Parquet frame"}
     assert said[kind] in found.error
     rows = f"{ROWS} rows" if kind == "zeroed" else "an unknown number of rows"
     assert found.describe().endswith(f"; {rows} not read")
@@ -171,7 +171,7 @@ def test_a_damaged_iterations_part_is_said_by_summary_report_and_compare(clean_r
     assert part["rows"] == 200  # from its footer
     said = (
         "damaged part file skipped: iterations/part-000001.parquet (",
-        "unreadable data behind an intact footer",
+        "unreadable behind an intact Parquet frame",
         "; 200 rows not read",
     )
     assert all(text in found["warnings"][0] for text in said)
@@ -191,7 +191,7 @@ def test_a_damaged_iterations_part_is_said_by_summary_report_and_compare(clean_r
     assert said in unwrapped(compared.stdout)
 
 
-@pytest.mark.parametrize("kind", ["empty", "truncated"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_damaged_reference_part_is_named_and_no_reference_says_why(clean_run, tmp_path, kind):
     run = copy_of(clean_run, tmp_path)
     (part,) = listed(run / "reference" / "iterations")
@@ -209,11 +209,11 @@ def test_a_damaged_event_part_is_named_and_the_deaths_it_held_are_missing(scenar
     out = tmp_path / "run"
     run_cli("run", str(path), "--out", str(out), "--no-reference", fault="exit@50", check=False)
     (event_part,) = listed(out / "events")
-    damage_file(event_part.path, "truncated")
+    damage_file(event_part.path, "zeroed")
     found = summary_json(out)
     (variant,) = found["variants"]
     said = f"damaged part file skipped: events/{event_part.path.name}"
-    assert found["warnings"][0].startswith(said)
+    assert found["warnings"][0].startswith(said) and found["warnings"][0].endswith("1 row not read")
     death = f"death events missing in {variant['variant_id']} dies api=session: 0 of 1 worker"
     assert any(line.startswith(death) for line in found["warnings"])
 
@@ -264,7 +264,7 @@ def test_compaction_meets_parts_damaged_during_a_run_and_does_not_loop(scenario_
     assert aside == [f"{p.name}{end}" for p in (first, second) for end in ("", ".json")]
     manifest = json.loads((out / "manifest.json").read_text())
     errors = {entry["file"]: entry["error"] for entry in manifest["damaged"]}
-    assert "intact footer" in errors[first.name] and "footer" in errors[second.name]
+    assert "intact Parquet frame" in errors[first.name] and "footer" in errors[second.name]
     found = summary_json(out)
     heads = [line.split(":")[0] for line in found["warnings"][:2]]
     assert heads == ["damaged part file set aside"] * 2

@@ -3,7 +3,7 @@
 The files are listed with ``stress.parts.visible``, so a compaction going on beside the reader
 never shows a row twice or hides one; a file that a compaction deletes between the listing
 and the read makes the read list again (``read``). A damaged part (``stress.damage``) is not
-listed; one that fails behind an intact footer is found, marked, and the read made again
+listed; one that fails behind an intact Parquet frame is found, marked, and the read made again
 without it. ``damaged_parts`` says afterwards which ones were skipped.
 """
 

@@ -9,7 +9,7 @@ Views: ``run_rows`` (every row), ``fetched`` (rows recorded when their iteration
 status, worker, time, latency, memory).
 
 Damaged parts (``stress.damage``) are left out of the views: by their footers when listed, and
-when a query fails on one behind an intact footer (found, marked, the views made again).
+when a query fails on one behind an intact Parquet frame (found, marked, the views made again).
 """
 
 from __future__ import annotations
