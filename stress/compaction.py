@@ -7,21 +7,25 @@ Each merge streams its sources into a hidden file, checks the row count, renames
 place (named by the span it replaces) and only then deletes the sources: a reader that lists
 with ``stress.parts.visible`` sees every row exactly once at every instant, and a kill at any
 point leaves either the sources or the merged file (or both, which readers and the next
-compaction resolve).
+compaction resolve). A damaged part (``stress.damage``), found by its footer or when a merge
+cannot read it, is set aside into ``damaged/`` and the rest merged without it: a merge never
+waits on a part that cannot be read.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stress.damage import DamagedPart, PartDamaged, find_damaged, set_aside
 from stress.errors import StorageError
 from stress.parts import (
     ROW_GROUP_BYTES,
@@ -29,9 +33,8 @@ from stress.parts import (
     Part,
     dictionary_columns,
     dictionary_schema,
-    listed,
     part_name,
-    split,
+    sort_out,
     write_atomically,
     write_options,
 )
@@ -85,13 +88,14 @@ def _size(parts: list[Part]) -> int:
 
 def merge(run: list[Part], schema: pa.Schema) -> Part:
     """Stream ``run`` into one part named by its span; delete the sources once it is visible.
-    StorageError (sources untouched, nothing visible left) when it cannot be written."""
+    StorageError (sources untouched, nothing visible left) when it cannot be written;
+    PartDamaged (the same) when a source cannot be read whole."""
     directory = run[0].path.parent
     merged = Part(run[0].first, run[-1].last, directory / part_name(run[0].first, run[-1].last))
 
     def write(path: Path) -> None:
         try:
-            expected = sum(pq.ParquetFile(p.path).metadata.num_rows for p in run)
+            expected = sum(_rows(part) for part in run)
             written = _stream(run, schema, path)
         except pa.ArrowException as exc:  # a source of another schema: leave the run as it is
             raise OSError(f"cannot merge {run[0].path.name}..{run[-1].path.name}: {exc}") from exc
@@ -115,9 +119,7 @@ def _stream(run: list[Part], schema: pa.Schema, path: Path) -> int:
         pending: list[pa.RecordBatch] = []
         rows = size = 0
         for part in run:
-            source = pq.ParquetFile(part.path, read_dictionary=columns)
-            # use_threads=False: decoding stays in this (niced) thread, off Arrow's own pool
-            for batch in source.iter_batches(BATCH_ROWS, use_threads=False):
+            for batch in _batches(part, columns):
                 pending.append(batch)
                 rows, size = rows + batch.num_rows, size + batch.nbytes
                 if rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
@@ -128,10 +130,34 @@ def _stream(run: list[Part], schema: pa.Schema, path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
+def _rows(part: Part) -> int:
+    """The rows its footer holds; PartDamaged when the footer cannot be read."""
+    try:
+        return pq.read_metadata(part.path).num_rows
+    except (OSError, pa.ArrowException) as exc:
+        if not isinstance(exc, FileNotFoundError) and find_damaged([part.path], exc):
+            raise PartDamaged(part.path, str(exc)) from exc
+        raise
+
+
+def _batches(part: Part, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """A source's rows batch by batch; PartDamaged when it fails because the part cannot be
+    read whole (other failures, such as another schema, pass as they are)."""
+    try:
+        source = pq.ParquetFile(part.path, read_dictionary=columns)
+        # use_threads=False: decoding stays in this (niced) thread, off Arrow's own pool
+        yield from source.iter_batches(BATCH_ROWS, use_threads=False)
+    except (OSError, pa.ArrowException) as exc:
+        if not isinstance(exc, FileNotFoundError) and find_damaged([part.path], exc):
+            raise PartDamaged(part.path, str(exc)) from exc
+        raise
+
+
 def tidy(directory: Path) -> int:
     """Delete what a killed compaction left: sources beside their merged file, and unfinished
-    hidden files (only call this while no other writer is at work). Returns how many."""
-    _, covered = split(listed(directory))
+    hidden files (only call this while no other writer is at work). Returns how many. A
+    damaged part whose rows no intact part holds is left (for ``set_aside``)."""
+    covered = sort_out(directory).covered
     unfinished = list(directory.glob(".part-*.tmp"))
     for path in [part.path for part in covered] + unfinished:
         with contextlib.suppress(FileNotFoundError):
@@ -139,10 +165,17 @@ def tidy(directory: Path) -> int:
     return len(covered) + len(unfinished)
 
 
+def set_aside_damaged(directory: Path, run_dir: Path) -> list[DamagedPart]:
+    """Move the damaged parts whose rows no intact part holds into ``damaged/`` (only call
+    this while no other writer is at work); paths in what is returned relative to
+    ``run_dir``. OSError when one cannot be moved."""
+    return [set_aside(part.path, run_dir) for part in sort_out(directory).damaged]
+
+
 class Compactor:
     """Compacts some datasets in one background thread, one merge at a time. A merge that
     cannot be written is left (its sources stay readable) and kept in ``errors`` for the
-    caller to report from its own thread."""
+    caller to report from its own thread; a damaged part is set aside and said in ``notes``."""
 
     def __init__(
         self, datasets: dict[Path, pa.Schema], room: Callable[[], int] | None = None
@@ -151,10 +184,19 @@ class Compactor:
         self.room = room or (lambda: sys.maxsize)  # bytes a merged copy may take
         self.merges = 0
         self.errors: list[StorageError] = []
+        self.notes: collections.deque[str] = collections.deque()  # appended by either thread
+        self.set_aside: list[DamagedPart] = []
+        self._stuck: set[Path] = set()  # damaged parts that could not be moved
         self._thread: threading.Thread | None = None
 
     def take_errors(self) -> list[StorageError]:
         taken, self.errors = self.errors, []
+        return taken
+
+    def take_notes(self) -> list[str]:
+        taken = []
+        while self.notes:
+            taken.append(self.notes.popleft())
         return taken
 
     def busy(self) -> bool:
@@ -165,7 +207,7 @@ class Compactor:
         if self.busy():
             return
         for directory, schema in self.datasets.items():
-            run = running_merge(split(listed(directory))[0])
+            run = running_merge(self._readable(directory))
             if run is not None and _size(run) <= self.room():
                 self._thread = threading.Thread(
                     target=self._merge_behind, args=(run, schema), name="compaction", daemon=True
@@ -181,12 +223,47 @@ class Compactor:
         skipped = 0
         for directory, schema in self.datasets.items():
             tidy(directory)
-            for run in final_merges(split(listed(directory))[0]):
+            skipped += self._pack(directory, schema)
+        return skipped
+
+    def _pack(self, directory: Path, schema: pa.Schema) -> int:
+        """The final merges of one dataset, packed again after a merge met a damaged part."""
+        while True:
+            before, skipped = len(self.set_aside), 0
+            for run in final_merges(self._readable(directory)):
                 if _size(run) <= self.room():
                     self._merge(run, schema)
                 else:
                     skipped += 1
-        return skipped
+            if len(self.set_aside) == before:
+                return skipped
+
+    def _readable(self, directory: Path) -> list[Part]:
+        """The visible intact parts, once the damaged ones are set aside. None while a damaged
+        part could not be moved: a merge must not span rows it does not hold."""
+        listing = sort_out(directory)
+        for part in listing.damaged:
+            self._set_aside(part.path)
+        return [] if self._stuck & {p.path for p in listing.damaged} else listing.visible
+
+    def _set_aside(self, path: Path) -> None:
+        if path in self._stuck:
+            return
+        try:
+            found = set_aside(path, path.parent.parent)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._stuck.add(path)
+            self.notes.append(
+                f"compaction: {path} is damaged and cannot be set aside ({exc.strerror or exc}): "
+                "its dataset is not compacted further"
+            )
+            return
+        self.set_aside.append(found)
+        self.notes.append(
+            f"compaction set aside a damaged part of {path.parent.parent}: " + found.describe()
+        )
 
     def _merge_behind(self, run: list[Part], schema: pa.Schema) -> None:
         """A merge in the background thread, at the lowest CPU priority (Linux nices threads
@@ -202,3 +279,5 @@ class Compactor:
             self.merges += 1
         except StorageError as exc:
             self.errors.append(exc)
+        except PartDamaged as exc:  # set aside: the next merge goes on without it
+            self._set_aside(exc.path)

@@ -3,7 +3,8 @@
 One JSON line per change makes a state change cost O(1) whatever the matrix size (rewriting
 the manifest each time did not). The manifest is written at the start and the end; readers
 fold the journal over it, so a run whose coordinator was killed still says where each variant
-stood. A torn last line (killed mid-write) is ignored.
+stood. A torn last line (killed mid-write) is ignored; any other line that cannot be read
+(garbage, zeroed pages after a machine crash) is skipped and counted (``JournalRead``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,26 +62,73 @@ class Journal:
         os.close(self._fd)
 
 
-def read_journal(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
-    """The latest fields of each variant (without the line's ``ts`` and ``variant``), and the
-    last run-level line (None if none)."""
-    variants: dict[str, dict[str, Any]] = {}
+@dataclass
+class JournalRead:
+    """What the journal says: the latest fields of each variant (without the line's ``ts`` and
+    ``variant``), the last run-level line (None if none), and the lines that could not be
+    read (1-based; a torn last line is not one of them)."""
+
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     run: dict[str, Any] | None = None
+    unreadable: list[int] = field(default_factory=list)
+    error: str | None = None  # the file itself could not be read
+
+    def problem(self) -> str | None:
+        """What a reader should be told, in one sentence (None: nothing)."""
+        if self.error is not None:
+            return f"{JOURNAL_NAME} cannot be read ({self.error})"
+        if not self.unreadable:
+            return None
+        shown = ", ".join(map(str, self.unreadable[:10])) + (
+            ", ..." if len(self.unreadable) > 10 else ""
+        )
+        return f"{JOURNAL_NAME}: {len(self.unreadable)} line(s) cannot be read (line {shown})"
+
+
+def read_journal(
+    run_dir: Path,
+    variant_ok: Callable[[dict[str, Any]], bool],
+    run_ok: Callable[[dict[str, Any]], bool],
+) -> JournalRead:
+    """Every line that parses and that ``variant_ok`` (a variant's line, without ``ts`` and
+    ``variant``) or ``run_ok`` (a run-level line) accepts, folded in order."""
+    found = JournalRead()
     try:
-        lines = (run_dir / JOURNAL_NAME).read_bytes().splitlines()
+        data = (run_dir / JOURNAL_NAME).read_bytes()
     except FileNotFoundError:
-        return variants, run
-    for raw in lines:
-        try:
-            line = json.loads(raw)
-        except ValueError:  # torn by a kill mid-write
-            continue
-        if not isinstance(line, dict):
-            continue
-        if "variant" in line:
-            variant_id = line.pop("variant")
-            line.pop("ts", None)
-            variants[variant_id] = {**variants.get(variant_id, {}), **line}
-        elif "run" in line:
-            run = line
-    return variants, run
+        return found
+    except OSError as exc:
+        found.error = exc.strerror or str(exc)
+        return found
+    lines = data.splitlines()
+    for number, raw in enumerate(lines, 1):
+        if not _fold(found, raw, variant_ok, run_ok):
+            torn = number == len(lines) and not data.endswith(b"\n")  # killed mid-write
+            if raw.strip() and not torn:
+                found.unreadable.append(number)
+    return found
+
+
+def _fold(
+    found: JournalRead,
+    raw: bytes,
+    variant_ok: Callable[[dict[str, Any]], bool],
+    run_ok: Callable[[dict[str, Any]], bool],
+) -> bool:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return False
+    if not isinstance(line, dict):
+        return False
+    if isinstance(line.get("variant"), str):
+        variant_id = line.pop("variant")
+        line.pop("ts", None)
+        if not variant_ok(line):
+            return False
+        found.variants[variant_id] = {**found.variants.get(variant_id, {}), **line}
+        return True
+    if "run" in line and run_ok(line):
+        found.run = line
+        return True
+    return False

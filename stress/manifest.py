@@ -1,7 +1,8 @@
 """RUN_DIR/manifest.json: what was run, where, with which versions, and how each variant ended.
 
 Written at the start and at the end of a run; in between, state changes go to the journal
-(``stress.journal``), which ``read_manifest`` folds in.
+(``stress.journal``), which ``read_manifest`` folds in. ``read_records`` is for readers that
+must go on when either file is damaged (``summary``, ``report``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 
 import psutil
 
+from stress.damage import DamagedPart
 from stress.errors import RunDirError
-from stress.journal import JOURNAL_NAME, read_journal
+from stress.journal import JournalRead, read_journal
 from stress.parts import write_atomically
 from stress.states import RunStatus, VariantStatus
 
@@ -158,11 +160,14 @@ class ManifestData:
     # Times the coordinator itself did not run (stopped: SIGSTOP, Ctrl-Z, a debugger; or
     # starved) while its workers went on using their variants' time: ``Pause`` entries
     pauses: list[dict[str, Any]] = field(default_factory=list)
+    # Part files set aside as damaged (stress.damage): their rows are not read
+    damaged: list[DamagedPart] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["status"] = self.status.value
         data["variants"] = {vid: entry.to_dict() for vid, entry in self.variants.items()}
+        data["damaged"] = [part.to_dict() for part in self.damaged]
         return data
 
     @classmethod
@@ -172,6 +177,7 @@ class ManifestData:
         data["variants"] = {
             vid: VariantEntry.from_dict(entry) for vid, entry in data["variants"].items()
         }
+        data["damaged"] = [DamagedPart.from_dict(part) for part in data.get("damaged", [])]
         return cls(**data)
 
 
@@ -189,27 +195,67 @@ class Manifest:
 
 def read_manifest(run_dir: Path) -> ManifestData:
     """The manifest with the journal folded in: each variant's latest state, and the run's
-    final status where the journal has it and the manifest does not."""
-    try:
-        data = ManifestData.from_dict(json.loads((run_dir / "manifest.json").read_text()))
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise RunDirError(
-            f"cannot read {run_dir / 'manifest.json'}: {exc}",
-            fix="pass a directory made by `mnn-stress run` (this version or later)",
-        ) from exc
-    if data.status is not RunStatus.RUNNING:
-        return data  # the final manifest: the journal adds nothing to it
-    variants, run = read_journal(run_dir)
-    try:
-        for variant_id, line in variants.items():
-            if variant_id in data.variants:
-                merged = {**data.variants[variant_id].to_dict(), **line}
-                data.variants[variant_id] = VariantEntry.from_dict(merged)
-        if run is not None:
-            data.status, data.reason = RunStatus(run["run"]), run["reason"]
-    except (TypeError, ValueError, KeyError) as exc:
-        raise RunDirError(
-            f"cannot read {run_dir / JOURNAL_NAME}: {exc}",
-            fix="pass a directory made by `mnn-stress run` (this version or later)",
-        ) from exc
+    final status where the journal has it and the manifest does not. RunDirError when
+    manifest.json cannot be read; journal lines that cannot be read are skipped."""
+    data = load_manifest(run_dir)
+    fold_journal(data, run_dir)
     return data
+
+
+def read_records(run_dir: Path) -> tuple[ManifestData | None, list[str]]:
+    """``read_manifest`` for readers that go on without it: the manifest (None when it
+    cannot be read) and what could not be read, in sentences."""
+    try:
+        data = load_manifest(run_dir)
+    except RunDirError as exc:
+        return None, [exc.message]
+    problem = fold_journal(data, run_dir).problem()
+    return data, [problem] if problem else []
+
+
+def load_manifest(run_dir: Path) -> ManifestData:
+    """manifest.json alone; RunDirError when it is missing, damaged or of another version."""
+    try:
+        return ManifestData.from_dict(json.loads((run_dir / "manifest.json").read_bytes()))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise RunDirError(
+            f"cannot read {run_dir / 'manifest.json'}: {_why(exc)}",
+            fix="pass a directory made by `mnn-stress run` (this version or later)",
+        ) from exc
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if isinstance(exc, (KeyError, TypeError, AttributeError)):
+        return f"not a manifest of this version ({exc})"
+    return f"damaged ({exc})" if str(exc) else "damaged (empty)"
+
+
+def fold_journal(data: ManifestData, run_dir: Path) -> JournalRead:
+    """Each variant's latest journaled state into ``data``, and the run's status where the
+    manifest is not final. Lines that would not fold are skipped (and counted)."""
+    if data.status is not RunStatus.RUNNING:
+        return JournalRead()  # the final manifest: the journal adds nothing to it
+    found = read_journal(run_dir, _variant_line_ok, _run_line_ok)
+    for variant_id, line in found.variants.items():
+        if variant_id in data.variants:
+            merged = {**data.variants[variant_id].to_dict(), **line}
+            data.variants[variant_id] = VariantEntry.from_dict(merged)
+    if found.run is not None:
+        data.status, data.reason = RunStatus(found.run["run"]), found.run["reason"]
+    return found
+
+
+_ENTRY_KEYS = {f.name for f in fields(VariantEntry)} | {"next_iteration"}  # older runs: one
+
+
+def _variant_line_ok(line: dict[str, Any]) -> bool:
+    """A line ``VariantEntry.from_dict`` can fold: known keys, a known status."""
+    if not set(line) <= _ENTRY_KEYS:
+        return False
+    return "status" not in line or line["status"] in {s.value for s in VariantStatus}
+
+
+def _run_line_ok(line: dict[str, Any]) -> bool:
+    return set(line) == {"ts", "run", "reason"} and line["run"] in {s.value for s in RunStatus}

@@ -8,7 +8,8 @@ Parts are numbered in the order they are written (``part-000042.parquet``). Comp
 (``stress.compaction``) merges a run of them into one file named by the span it replaces
 (``part-000000-000063.parquet``) and then deletes the sources; a reader lists files with
 ``visible``, which drops any part whose span lies inside another's, so it sees each row once
-whether it lists before, during or after a compaction.
+whether it lists before, during or after a compaction. A damaged part (``stress.damage``: zero
+bytes, truncated, unreadable pages) is never visible; ``sort_out`` says which ones lose rows.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stress.damage import aside_dir, damaged
 from stress.errors import StorageError
 
 ROW_GROUP_ROWS = 128 * 1024
@@ -80,9 +82,29 @@ def split(parts: list[Part]) -> tuple[list[Part], list[Part]]:
     return visible, covered
 
 
+@dataclass(frozen=True)
+class Listing:
+    """A dataset's parts sorted out for a reader (or the compactor)."""
+
+    visible: list[Part]  # intact parts that hold every intact row once, oldest first
+    covered: list[Part]  # parts whose rows a visible part holds (a merge's leftover sources)
+    damaged: list[Part]  # damaged parts whose rows no intact part holds: not read
+
+
+def sort_out(directory: Path) -> Listing:
+    """Damaged parts are left out before the covering is worked out: a damaged merged file
+    does not hide the intact sources it was made of."""
+    parts = listed(directory)
+    broken = [part for part in parts if damaged(part.path)]
+    shown, covered = split([part for part in parts if part not in broken])
+    held = [p for p in broken if any(s.first <= p.first and p.last <= s.last for s in shown)]
+    lost = [part for part in broken if part not in held]
+    return Listing(shown, sorted(covered + held), lost)
+
+
 def visible(directory: Path) -> list[Path]:
-    """The part files a reader should read: every row exactly once, oldest first."""
-    return [part.path for part in split(listed(directory))[0]]
+    """The part files a reader should read: every intact row exactly once, oldest first."""
+    return [part.path for part in sort_out(directory).visible]
 
 
 class PartWriter:
@@ -94,7 +116,9 @@ class PartWriter:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError.of(exc, directory) from exc
-        self.sequence = max((part.last + 1 for part in listed(directory)), default=0)
+        # numbers go on past every part, those set aside as damaged too: no name is reused
+        taken = listed(directory) + listed(aside_dir(directory))
+        self.sequence = max((part.last + 1 for part in taken), default=0)
         self.bytes_written = 0
 
     def write(self, table: pa.Table) -> None:
@@ -151,12 +175,15 @@ def _is_bytes(kind: pa.DataType) -> bool:
 
 def write_atomically(final: Path, write: Callable[[Path], None]) -> None:
     """``write`` into a hidden temporary file beside ``final``, then rename it into place;
-    StorageError (and no temporary file left) when that cannot be done."""
+    StorageError (and no temporary file left) when that cannot be done. Other exceptions of
+    ``write`` pass through, the temporary file deleted too."""
     temporary = final.with_name(f".{final.name}.tmp")
     try:
         write(temporary)
         os.replace(temporary, final)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             temporary.unlink()
-        raise StorageError.of(exc, final) from exc
+        if isinstance(exc, OSError):
+            raise StorageError.of(exc, final) from exc
+        raise

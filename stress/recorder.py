@@ -65,9 +65,9 @@ class Recorder:
             self._obey(self.disk.measure())
 
     def compact(self) -> None:
-        """Report merges that could not be made; start the next one if any is due."""
-        for exc in self.compactor.take_errors():
-            self.listeners.note(f"compaction left some parts as they were: {exc.message}")
+        """Report merges that could not be made and damaged parts set aside; start the next
+        merge if one is due."""
+        self._report_compaction()
         self.compactor.step()
 
     def compact_all(self) -> None:
@@ -75,6 +75,11 @@ class Recorder:
         skipped = self.compactor.finish()
         if skipped:
             self.listeners.note(f"compaction: {skipped} merges left undone for lack of room")
+        self._report_compaction()
+
+    def _report_compaction(self) -> None:
+        for line in self.compactor.take_notes():
+            self.listeners.note(line)
         for exc in self.compactor.take_errors():
             self.listeners.note(f"compaction left some parts as they were: {exc.message}")
 

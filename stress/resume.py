@@ -16,17 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stress.analysis.dataset import events_table
+from stress.analysis.dataset import datasets, events_table
 from stress.analysis.scan import Scan
-from stress.compaction import tidy
+from stress.compaction import set_aside_damaged, tidy
 from stress.coordinator import StopRequests
+from stress.damage import DamagedPart
 from stress.errors import ModelError, RunDirError
 from stress.events import DEATH_KINDS
 from stress.manifest import MODEL_SOURCE, Manifest, ManifestData, VariantEntry, read_manifest
 from stress.models.source import ModelSource, changes, source_now
 from stress.plan import Budget, VariantState, plan
 from stress.reference import REFERENCE_DIR, reference_states
-from stress.run_manifest import new_segment
+from stress.run_manifest import new_segment, record_damaged
 from stress.rundir import Owner, RunDir
 from stress.runner import (
     RunHooks,
@@ -141,6 +142,7 @@ def resume(
         run_dir = RunDir.reopen(run_dir_path)
         try:
             manifest, setup, references, unchecked = _resumed(run_dir.path, workers)
+            aside = _set_aside_damaged(manifest)  # after _resumed read every part
             setup = dataclasses.replace(setup, max_disk=max_disk)
             check_file_size_limit(setup.scenarios)
             rerun = manifest.data.segments[-1]["iterations_rerun"]
@@ -152,6 +154,8 @@ def resume(
                         f"warning: this run recorded no model digests (an older mnn-stress): "
                         f"cannot check that the models of {', '.join(unchecked)} are unchanged"
                     )
+                for part in aside:
+                    hooks.on_note(f"resume set aside a damaged part: {part.describe()}")
                 if rerun:
                     hooks.on_note(
                         f"{rerun} iterations the previous coordinator had seen never reached "
@@ -162,6 +166,23 @@ def resume(
             return run_in(setup, run_dir, stop, told, manifest, references)
         finally:
             run_dir.close()
+
+
+def _set_aside_damaged(manifest: Manifest) -> list[DamagedPart]:
+    """The damaged parts (those reading the rows found too) moved into ``damaged/``, where
+    no reader looks and new parts are numbered past them; the manifest's ``damaged`` list
+    brought up to date. Returns those moved now."""
+    run_dir = manifest.path.parent
+    try:
+        moved = [part for d in datasets(run_dir) for part in set_aside_damaged(d, run_dir)]
+    except OSError as exc:
+        raise RunDirError(
+            f"cannot set a damaged part aside: {exc.strerror or exc}",
+            file=str(exc.filename or run_dir),
+            fix="make the run directory writable, or move the damaged part out by hand",
+        ) from exc
+    record_damaged(manifest)
+    return moved
 
 
 def _resumed(

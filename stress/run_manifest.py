@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from stress.damage import datasets_of, set_aside_in
 from stress.errors import StorageError
 from stress.factors.convert import NONE as NO_FLAGS
 from stress.manifest import (
@@ -25,7 +26,7 @@ from stress.manifest import (
 )
 from stress.models.source import source_of
 from stress.plan import VariantState
-from stress.reference import reference_entries, reference_states
+from stress.reference import REFERENCE_DIR, reference_entries, reference_states
 from stress.rundir import Owner
 from stress.states import RunStatus
 
@@ -99,6 +100,17 @@ def record_states(manifest: Manifest, states: list[VariantState]) -> None:
     """Every variant's current state into the manifest (saved by the caller)."""
     for state in states:
         manifest.data.variants[state.variant.variant_id] = variant_entry(state)
+
+
+def record_damaged(manifest: Manifest) -> None:
+    """Every part set aside as damaged so far (by compaction or ``run --resume``) into the
+    manifest's ``damaged`` list (saved by the caller)."""
+    run_dir = manifest.path.parent
+    manifest.data.damaged = [
+        part
+        for directory in datasets_of(run_dir, run_dir / REFERENCE_DIR)
+        for part in set_aside_in(directory, run_dir)
+    ]
 
 
 def section_recorder(manifest: Manifest, section: str) -> Callable[[dict[str, Any]], None]:

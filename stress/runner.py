@@ -28,6 +28,7 @@ from stress.reference import reference_coordinator, reference_entries, reference
 from stress.run_manifest import (
     new_manifest,
     pause_recorder,
+    record_damaged,
     record_states,
     section_recorder,
     variant_entry,
@@ -295,6 +296,7 @@ def _finish(
     manifest.data.status, manifest.data.reason, manifest.data.ended = status, reason, now_iso()
     manifest.data.segments[-1].update(ended=manifest.data.ended, status=status.value, reason=reason)
     record_states(manifest, states)
+    record_damaged(manifest)
     _finish_files(journal, manifest, status, reason)
     return RunResult(run_dir.path, status, reason, states)
 

@@ -15,6 +15,7 @@ class VariantStatus(str, Enum):
     INTERRUPTED = "interrupted"  # started, then the run was stopped
     SKIPPED = "skipped"  # never started: the run stopped first
     KILLED = "killed"  # never written: unfinished when its coordinator died (readers say so)
+    UNKNOWN = "unknown"  # never written: the manifest cannot be read (readers say so)
 
     @property
     def finished(self) -> bool:
@@ -32,3 +33,4 @@ class RunStatus(str, Enum):
     INTERRUPTED = "interrupted"  # stopped by Ctrl-C / SIGTERM
     FAILED = "failed"  # the harness could not go on (disk full, harness error, nothing ran)
     KILLED = "killed"  # never written: what a reader concludes when the coordinator is gone
+    UNKNOWN = "unknown"  # never written: what a reader says when the manifest cannot be read

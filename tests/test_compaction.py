@@ -120,8 +120,9 @@ def test_a_source_of_another_schema_stops_the_merge_and_touches_nothing(tmp_path
 
 
 def test_a_merge_that_cannot_be_made_is_reported_and_leaves_the_sources(tmp_path):
+    """(A damaged source is set aside instead: tests/test_damage.py.)"""
     write_parts(tmp_path, FANOUT)
-    (tmp_path / "part-000003.parquet").write_bytes(b"not parquet")  # unreadable source
+    pq.write_table(pa.table({"other": ["a"]}), tmp_path / "part-000003.parquet")  # can't merge
     before = sorted(p.name for p in tmp_path.iterdir())
     compactor = Compactor({tmp_path: SCHEMA})
     compactor.step()

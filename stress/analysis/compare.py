@@ -10,11 +10,12 @@ from typing import Any
 
 from rich.console import Console
 
+from stress.analysis.damaged import print_warnings
 from stress.analysis.rates import describe
 from stress.analysis.references import load_references
 from stress.analysis.report import FINDINGS
 from stress.analysis.tolerance import compare, tolerances_for
-from stress.manifest import read_manifest
+from stress.manifest import read_records
 
 FAILING = ("mismatch", "non_finite", "invalid", "error", "death")
 
@@ -34,7 +35,7 @@ def compare_runs(run_a: Path, run_b: Path, a: dict[str, Any], b: dict[str, Any])
 
 
 def _run(summary: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "status", "mnn_version", "started")
+    keys = ("run_id", "status", "mnn_version", "started", "warnings")
     return {key: summary[key] for key in keys}
 
 
@@ -80,7 +81,9 @@ def _references(
     A's under A's tolerance."""
     names = sorted(set(a["references"]) & set(b["references"]))
     refs_a, refs_b = load_references(run_a, names), load_references(run_b, names)
-    tolerances = {s["name"]: s.get("tolerance", {}) for s in read_manifest(run_a).scenarios}
+    manifest, _ = read_records(run_a)  # without it (damaged): the default tolerance
+    scenarios = manifest.scenarios if manifest is not None else []
+    tolerances = {s["name"]: s.get("tolerance", {}) for s in scenarios}
     found = []
     for (scenario, output), ra in sorted(refs_a.outputs.items()):
         rb = refs_b.get(scenario, output)
@@ -125,6 +128,7 @@ def render_comparison(comparison: dict[str, Any], console: Console) -> None:
             f"started {run['started']})",
             highlight=False,
         )
+        print_warnings(run["warnings"], console, f"{tag}: ")
     for ref in comparison["references"]:
         if ref["agreement"] != "exact":
             extra = f", max|diff| {ref['max_abs']:.3g}" if "max_abs" in ref else ""

@@ -2,55 +2,77 @@
 
 The files are listed with ``stress.parts.visible``, so a compaction going on beside the reader
 never shows a row twice or hides one; a file that a compaction deletes between the listing
-and the read makes the read list again (``*_table``).
+and the read makes the read list again (``read``). A damaged part (``stress.damage``) is not
+listed; one that fails behind an intact Parquet frame is found, marked, and the read made again
+without it. ``damaged_parts`` says afterwards which ones were skipped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from stress.damage import DamagedPart, datasets_of, find_damaged, found_in, set_aside_in
 from stress.errors import RunDirError
 from stress.events import EVENT_SCHEMA
-from stress.parts import visible
+from stress.parts import sort_out, visible
 from stress.records import ITERATION_SCHEMA
+from stress.reference import REFERENCE_DIR
 
-READ_ATTEMPTS = 5
+T = TypeVar("T")
+READ_ATTEMPTS = 10  # listings in a row that a compaction may overtake
 
 
 def check_run_dir(run_dir: Path) -> None:
-    if not (run_dir / "manifest.json").is_file():
+    """A run directory has a manifest, or rows (its manifest may be the damaged part)."""
+    if not (run_dir / "manifest.json").is_file() and not (run_dir / "iterations").is_dir():
         raise RunDirError(
-            f"{run_dir} is not a run directory (no manifest.json)",
+            f"{run_dir} is not a run directory (no manifest.json, no iterations/)",
             fix="pass a directory made by `mnn-stress run`",
         )
 
 
-def _dataset(directory: Path, schema: pa.Schema) -> ds.Dataset:
-    return ds.dataset([str(p) for p in visible(directory)], schema=schema, format="parquet")
+def datasets(run_dir: Path) -> list[Path]:
+    """Every Parquet dataset of a run: its own and its reference pass's."""
+    return datasets_of(run_dir, run_dir / REFERENCE_DIR)
+
+
+def damaged_parts(run_dir: Path) -> list[DamagedPart]:
+    """The damaged parts of a run that readers skip (as found so far in this process, by
+    footers and by reads), then those set aside into ``damaged/`` by compaction or resume."""
+    skipped = [found_in(p.path, run_dir) for d in datasets(run_dir) for p in sort_out(d).damaged]
+    return skipped + [part for d in datasets(run_dir) for part in set_aside_in(d, run_dir)]
+
+
+def read(directory: Path, schema: pa.Schema, consume: Callable[[ds.Dataset], T]) -> T:
+    """``consume`` the dataset, again over a fresh listing when a compaction deleted a listed
+    file before it was read, or when a part turned out damaged (then left out)."""
+    attempt = 0
+    while True:
+        files = visible(directory)
+        try:
+            return consume(ds.dataset([str(f) for f in files], schema=schema, format="parquet"))
+        except FileNotFoundError:
+            attempt += 1
+            if attempt == READ_ATTEMPTS:
+                raise
+        except (OSError, pa.ArrowException) as exc:
+            if not find_damaged(files, exc):
+                raise
 
 
 def _table(directory: Path, schema: pa.Schema, **options: Any) -> pa.Table:
-    """The dataset read whole (``options`` as for ``Dataset.to_table``), listed again when a
-    compaction deleted a listed file before it was read."""
-    for attempt in range(READ_ATTEMPTS):
-        try:
-            return _dataset(directory, schema).to_table(**options)
-        except FileNotFoundError:
-            if attempt == READ_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+    """The dataset read whole (``options`` as for ``Dataset.to_table``)."""
+    return read(directory, schema, lambda dataset: dataset.to_table(**options))
 
 
-def iterations(run_dir: Path) -> ds.Dataset:
-    return _dataset(run_dir / "iterations", ITERATION_SCHEMA)
-
-
-def events(run_dir: Path) -> ds.Dataset:
-    return _dataset(run_dir / "events", EVENT_SCHEMA)
+def read_iterations(run_dir: Path, consume: Callable[[ds.Dataset], T]) -> T:
+    """``consume`` the iteration rows as a dataset (streamed), as ``read`` does."""
+    return read(run_dir / "iterations", ITERATION_SCHEMA, consume)
 
 
 def iterations_table(run_dir: Path, **options: Any) -> pa.Table:

@@ -14,7 +14,7 @@ from stress.analysis import plots
 from stress.analysis.signatures import where
 from stress.events import DEATH_KINDS
 from stress.factors import REGISTRY
-from stress.manifest import read_manifest
+from stress.manifest import read_records
 
 SERIES_SHOWN = 8  # variants whose latency and RSS over time are plotted
 # Verdicts from what needs a look first to what does not; colours by class.
@@ -73,6 +73,7 @@ def write_html(summary: dict[str, Any], run_dir: Path, path: Path) -> None:
     variants = sorted(summary["variants"], key=_problems_first)
     sections = [
         _header(summary),
+        _warning_section(summary["warnings"]),
         _variant_section(variants),
         _plot_section(variants, run_dir),
         _attribution_section(summary["attribution"]),
@@ -324,8 +325,18 @@ def _varied(factors: dict[str, list[Any]]) -> str:
     )
 
 
+def _warning_section(warnings: list[str]) -> Html:
+    """What could not be read (damaged parts, manifest, journal), above everything else."""
+    if not warnings:
+        return Html("")
+    items = "".join(_tag("li", line) for line in warnings)
+    return Html(_tag("h2", "What could not be read") + f'<ul class="problem">{items}</ul>')
+
+
 def _reference_section(references: dict[str, Any], run_dir: Path) -> Html:
-    models = {s["name"]: s.get("model", {}).get("ref") for s in read_manifest(run_dir).scenarios}
+    manifest, _ = read_records(run_dir)  # without it (damaged): the models are unknown
+    scenarios = manifest.scenarios if manifest is not None else []
+    models = {s["name"]: s.get("model", {}).get("ref") for s in scenarios}
     head = ["scenario", "model", "outputs", "tolerance", "problem"]
     rows = [
         [

@@ -22,7 +22,7 @@ import pyarrow.dataset as ds  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from stress.analysis.dataset import events_table, iterations  # noqa: E402
+from stress.analysis.dataset import events_table, read_iterations  # noqa: E402
 from stress.analysis.grading import PASSING  # noqa: E402
 from stress.events import DEATH_KINDS  # noqa: E402
 
@@ -169,7 +169,8 @@ def time_series(run_dir: Path, variants: list[dict[str, Any]]) -> str | None:
     """Latency and RSS of each worker over time, one row of two panels per variant."""
     if not variants:
         return None
-    series = thinned_series(iterations(run_dir), {v["variant_id"]: _limit(v) for v in variants})
+    limits = {v["variant_id"]: _limit(v) for v in variants}
+    series = read_iterations(run_dir, lambda dataset: thinned_series(dataset, limits))
     if not series:
         return None
     with plt.rc_context(_STYLE):

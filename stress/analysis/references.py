@@ -14,7 +14,9 @@ import pyarrow.dataset as ds
 
 from stress.analysis.dataset import events_table, iterations_table
 from stress.analysis.tolerance import Tolerance, compare, tolerances_for
+from stress.damage import set_aside_in
 from stress.onnx_reference import ORT_DIR
+from stress.parts import sort_out
 from stress.reference import REFERENCE_DIR
 
 _COLUMNS = ["scenario", "iteration", "status", "error", "observation", "output_name", "digest"]
@@ -53,12 +55,15 @@ def load_references(run_dir: Path, scenarios: list[str]) -> References:
     root = run_dir / REFERENCE_DIR
     table = _fetched(iterations_table(root, columns=_COLUMNS))
     deaths = events_table(root, columns=["scenario", "kind", "message"]).to_pylist()
+    read = root / "iterations"  # read above: its damaged parts are all known now
+    damaged = bool(sort_out(read).damaged or set_aside_in(read, run_dir))
     outputs: dict[tuple[str, str], ReferenceOutput] = {}
     problems: dict[str, str] = {}
     for scenario in scenarios:
         rows = table.filter(pc.equal(table["scenario"], scenario)).to_pylist()
         _add_first_values(root, scenario, rows)
-        found, problem = _reference_of(scenario, rows, [e for e in deaths if _of(e, scenario)])
+        died = [e for e in deaths if _of(e, scenario)]
+        found, problem = _reference_of(scenario, rows, died, damaged)
         outputs.update({(scenario, out.output_name): out for out in found})
         if problem:
             problems[scenario] = problem
@@ -87,10 +92,11 @@ def _of(event: dict[str, Any], scenario: str) -> bool:
 
 
 def _reference_of(
-    scenario: str, rows: list[dict[str, Any]], deaths: list[dict[str, Any]]
+    scenario: str, rows: list[dict[str, Any]], deaths: list[dict[str, Any]], damaged: bool
 ) -> tuple[list[ReferenceOutput], str | None]:
     if not rows:
         why = f"{deaths[0]['kind']}: {deaths[0]['message']}" if deaths else "it did not run"
+        why = "its rows are in a damaged part file" if damaged and not deaths else why
         return [], f"no reference ({why}): outputs are not graded"
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:

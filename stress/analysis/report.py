@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
+from stress.analysis.damaged import print_warnings
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
 from stress.analysis.table import MEMCHECK_TITLE, print_references, print_signatures
@@ -50,6 +51,7 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     )
     if summary["reason"]:
         console.print(f"  {summary['reason']}", highlight=False)
+    print_warnings(summary["warnings"], console, "  ")
     verdicts: dict[str, int] = {}
     for v in summary["variants"]:
         verdicts[v["verdict"]] = verdicts.get(v["verdict"], 0) + 1

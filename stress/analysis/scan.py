@@ -7,6 +7,9 @@ Views: ``run_rows`` (every row), ``fetched`` (rows recorded when their iteration
 ``later_reads``
 (outputs read again after the loop, ``output_lifetime``), ``its`` (one fetch row per iteration:
 status, worker, time, latency, memory).
+
+Damaged parts (``stress.damage``) are left out of the views: by their footers when listed, and
+when a query fails on one behind an intact Parquet frame (found, marked, the views made again).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from stress.analysis.dataset import READ_ATTEMPTS
+from stress.damage import find_damaged
 from stress.parts import visible
 from stress.records import ITERATION_SCHEMA
 
@@ -41,6 +45,11 @@ CREATE OR REPLACE VIEW its AS
 """
 
 
+# a query's own mistakes: never a damaged part (damage raises IOException, InvalidInput,
+# or a bare duckdb.Error when a page header does not decode)
+_NOT_THE_FILES = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogException)
+
+
 class Scan:
     """The iteration rows of ``directory`` (``RUN_DIR/iterations``), or of a table already in
     memory with some of the schema's columns (tests, small inputs). A context manager."""
@@ -55,11 +64,13 @@ class Scan:
             }
         )
         self.source = source
+        self._files: list[Path] = []
         self._ready = False
         self._retrying(lambda: None)
 
     def _rows(self, source: Path | pa.Table) -> None:
         files = [] if isinstance(source, pa.Table) else _parts(source)
+        self._files = files
         if files:
             listed = ", ".join(_quoted(str(f)) for f in files)
             parquet = f"read_parquet([{listed}], union_by_name = true)"
@@ -70,20 +81,32 @@ class Scan:
         self.con.execute("CREATE OR REPLACE VIEW run_rows AS SELECT * FROM rows_table")
 
     def _retrying(self, query: Callable[[], T]) -> T:
-        """``query`` over the views; when a compaction deleted a listed part meanwhile, the
-        parts are listed again, the views made again, and the query repeated."""
-        for attempt in range(READ_ATTEMPTS):
+        """``query`` over the views; when a compaction deleted a listed part meanwhile, or a
+        part turned out damaged, the parts are listed again, the views made again, and the
+        query repeated (a damaged part is not counted as an attempt: each is found once)."""
+        attempt = 0
+        while True:
             try:
-                if attempt or not self._ready:
+                if not self._ready:
                     self._rows(self.source)
                     self.con.execute(_VIEWS)
                     self._ready = True
                 return query()
-            except duckdb.IOException:
+            except duckdb.Error as exc:
                 self._ready = False
-                if attempt == READ_ATTEMPTS - 1 or isinstance(self.source, pa.Table):
+                if isinstance(self.source, pa.Table) or isinstance(exc, _NOT_THE_FILES):
                     raise
-        raise AssertionError("unreachable")
+                if find_damaged(self._files, exc, self._read_whole):
+                    continue
+                attempt += 1
+                if not isinstance(exc, duckdb.IOException) or attempt == READ_ATTEMPTS:
+                    raise
+
+    def _read_whole(self, path: Path) -> None:
+        """Every value of one part, decoded by DuckDB (the reader that failed), in batches."""
+        result = self.con.execute("SELECT * FROM read_parquet(?)", [str(path)])
+        for _ in result.to_arrow_reader(64 * 1024):
+            pass
 
     def table(self, sql: str, parameters: list | None = None) -> pa.Table:
         """A query's answer as an Arrow table (keep answers small)."""

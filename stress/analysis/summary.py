@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from stress.analysis.counts import add_counts
+from stress.analysis.damaged import damage, warnings
 from stress.analysis.dataset import check_run_dir, events_table
 from stress.analysis.drift import drift
 from stress.analysis.explain import attribution
@@ -26,9 +27,11 @@ from stress.analysis.rates import variant_rates
 from stress.analysis.references import against_onnxruntime, load_references
 from stress.analysis.scan import Scan
 from stress.analysis.signatures import signatures
+from stress.analysis.stand_in import UNKNOWN_WHAT, manifest_from_rows
 from stress.analysis.tolerance import tolerances_for
+from stress.damage import marked
 from stress.events import DEATH_KINDS, EventKind
-from stress.manifest import ManifestData, read_manifest
+from stress.manifest import ManifestData, read_records
 from stress.rundir import Owner
 from stress.states import RunStatus, VariantStatus
 
@@ -47,30 +50,39 @@ def run_status(manifest: ManifestData) -> tuple[RunStatus, str | None]:
 
 def summarize(run_dir: Path) -> dict[str, Any]:
     """Everything the summary, the report and compare show: per variant its counts, grades,
-    rates, drift, deaths and verdict; the references, crash signatures and attribution.
-    The rows are aggregated where they lie (``stress.analysis.scan``), never loaded whole."""
+    rates, drift, deaths and verdict; the references, crash signatures and attribution; and
+    what could not be read (``damage``, ``warnings``). The rows are aggregated where they lie
+    (``stress.analysis.scan``), never loaded whole; a damaged manifest is stood in for by
+    what the rows say (``stress.analysis.stand_in``). Done again when a read found a part
+    damaged part-way, so that no count includes rows the others do not."""
     check_run_dir(run_dir)
-    manifest = read_manifest(run_dir)
-    status, reason = run_status(manifest)
-    per_variant = {}
-    for vid, entry in manifest.variants.items():
-        variant_status = entry.status
-        if status is RunStatus.KILLED and not entry.status.finished:
-            variant_status = VariantStatus.KILLED  # it was going when the coordinator died
-        per_variant[vid] = _empty(vid, entry.scenario, entry.label, variant_status.value)
-        per_variant[vid]["completed"] = entry.completed
+    while True:
+        before = marked()
+        result = _summarize(run_dir)
+        if marked() == before:
+            return result
+
+
+def _summarize(run_dir: Path) -> dict[str, Any]:
+    found, unreadable = read_records(run_dir)
     with Scan(run_dir / "iterations") as scan:
+        event_rows = events_table(run_dir)
+        if found is None:
+            unreadable = [f"{unreadable[0]}: {UNKNOWN_WHAT}"]
+        manifest = found or manifest_from_rows(scan, event_rows)
+        status, reason = run_status(manifest)
+        per_variant = _variants(manifest, status)
         add_counts(per_variant, scan)
         references = _add_grades(run_dir, manifest, per_variant, scan)
-        for vid, found in drift(scan).items():
-            per_variant[vid]["drift"] = found
-    event_rows = events_table(run_dir)
+        for vid, found_drift in drift(scan).items():
+            per_variant[vid]["drift"] = found_drift
     _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
     _add_memcheck_slowdown(manifest, per_variant)
     for variant in per_variant.values():
         variant["verdict"] = verdict(variant)
         deaths = sum(variant["events"][k] for k in DEATH_KINDS)
         variant.update(variant_rates(variant, deaths, clean=variant["verdict"] == "ok"))
+    section = damage(run_dir, manifest, per_variant, unreadable)
     return {
         "run_id": manifest.run_id,
         "status": status.value,
@@ -84,7 +96,22 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "crash_signatures": signatures(event_rows, DEATH_KINDS),
         "memcheck_signatures": signatures(event_rows, [EventKind.MEMCHECK.value]),
         "attribution": attribution(manifest, per_variant),
+        "damage": section,
+        "warnings": warnings(section),
     }
+
+
+def _variants(manifest: ManifestData, status: RunStatus) -> dict[str, dict[str, Any]]:
+    """Per variant, where the manifest says it stood (``completed`` None: unknown)."""
+    per_variant = {}
+    for vid, entry in manifest.variants.items():
+        variant_status = entry.status
+        if status is RunStatus.KILLED and not entry.status.finished:
+            variant_status = VariantStatus.KILLED  # it was going when the coordinator died
+        per_variant[vid] = _empty(vid, entry.scenario, entry.label, variant_status.value)
+        known = entry.status is not VariantStatus.UNKNOWN
+        per_variant[vid]["completed"] = entry.completed if known else None
+    return per_variant
 
 
 def _empty(variant_id: str, scenario: str, label: str, status: str) -> dict[str, Any]:

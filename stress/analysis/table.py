@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from stress.analysis.damaged import print_warnings
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
 from stress.analysis.signatures import where
@@ -93,6 +94,7 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         console.print(
             f"run {summary['status']}: {summary['reason']}", style="bold", highlight=False
         )
+    print_warnings(summary["warnings"], console)
 
 
 def _print_pauses(pauses: list[dict[str, Any]], console: Console) -> None:

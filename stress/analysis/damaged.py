@@ -1,0 +1,82 @@
+"""What a reader could not read, said with every summary: damaged part files (skipped where
+they lie, or set aside into ``damaged/``), the variants whose rows or death events fall short
+of what the run counted, and a manifest or journal that cannot be read. None of it is a
+finding about MNN: it never changes an exit status by itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from stress.analysis.dataset import damaged_parts
+from stress.damage import DamagedPart
+from stress.events import DEATH_KINDS
+from stress.manifest import ManifestData
+from stress.states import VariantStatus
+
+PREFIX = "warning: "
+VARIANTS_SHOWN = 10  # variants short of rows (or of deaths) named in the text; all in --json
+_NAMED = ("variant_id", "scenario", "label")
+
+
+def damage(
+    run_dir: Path,
+    manifest: ManifestData,
+    per_variant: dict[str, dict[str, Any]],
+    unreadable: list[str],
+) -> dict[str, Any]:
+    """The summary's ``damage`` section. Call it after every read of the run (a part found
+    damaged part-way through a read is known from then on)."""
+    parts = damaged_parts(run_dir)
+    rows_missing, deaths_missing = [], []
+    for vid, v in per_variant.items():
+        entry = manifest.variants[vid]
+        if not parts or entry.status is VariantStatus.UNKNOWN:
+            continue  # nothing lost, or what the run counted is unknown
+        named = {k: v[k] for k in _NAMED}
+        if v["completed"] > v["iterations"]:
+            rows_missing.append(named | {"counted": v["completed"], "read": v["iterations"]})
+        deaths = sum(v["events"][k] for k in DEATH_KINDS)
+        if entry.crashes > deaths:
+            deaths_missing.append(named | {"counted": entry.crashes, "read": deaths})
+    return {
+        "parts": [part.to_dict() for part in parts],
+        "rows_missing": rows_missing,
+        "deaths_missing": deaths_missing,
+        "unreadable": unreadable,
+    }
+
+
+def warnings(section: dict[str, Any]) -> list[str]:
+    """The section in sentences, as every renderer shows them (without ``PREFIX``)."""
+    lines = list(section["unreadable"])
+    for part in section["parts"]:
+        how = "set aside" if part["set_aside"] else "skipped"
+        lines.append(f"damaged part file {how}: {DamagedPart.from_dict(part).describe()}")
+    if section["parts"]:
+        lines.append(
+            "a damaged part is what a machine crash can leave (parts are not fsynced); its rows "
+            "are not in the counts above, and it is not a finding about MNN"
+        )
+    lines += _short(section["rows_missing"], "rows", "iterations have rows")
+    lines += _short(section["deaths_missing"], "death events", "worker deaths have an event")
+    return lines
+
+
+def _short(variants: list[dict[str, Any]], what: str, have: str) -> list[str]:
+    lines = [
+        f"{what} missing in {v['variant_id']} {v['scenario']} {v['label']}: "
+        f"{v['read']:,} of {v['counted']:,} {have}"
+        for v in variants[:VARIANTS_SHOWN]
+    ]
+    if len(variants) > VARIANTS_SHOWN:
+        lines.append(f"{what} missing in {len(variants) - VARIANTS_SHOWN} more variant(s) (--json)")
+    return lines
+
+
+def print_warnings(lines: list[str], console: Console, prefix: str = "") -> None:
+    """Each warning on its own line, in yellow, as written (no markup)."""
+    for line in lines:
+        console.print(f"{prefix}{PREFIX}{line}", style="yellow", markup=False, highlight=False)
