@@ -23,7 +23,8 @@ from rich.table import Table
 
 from stress.analysis.outcome import CONFIDENCE_RUNS, Outcome
 from stress.envs import version_key
-from stress.errors import EnvError, RunFailure, ScenarioError, StressError
+from stress.errors import EnvError, HarnessBug, RunFailure, ScenarioError, StressError
+from stress.exit_codes import ExitCode
 from stress.factors.version import INSTALLED, is_release
 from stress.scenario import LoadedScenario
 from stress.states import RunStatus
@@ -238,7 +239,8 @@ def measure_version(target: Target, version: str, iterations: int, out: Path, sa
     except HarnessFailure as exc:
         raise EnvError(f"MNN {version}: the worker failed in mnn-stress's code: {exc}") from exc
     if result.status is RunStatus.FAILED and not state.status.finished:
-        raise RunFailure(f"MNN {version}: the run failed: {result.reason}")
+        failure = HarnessBug if result.exit_code is ExitCode.BUG else RunFailure
+        raise failure(f"MNN {version}: the run failed: {result.reason}")
     if outcome.ran not in (None, version):
         raise EnvError(f"MNN {version} was asked for, but the rows say MNN {outcome.ran} ran")
     say(f"MNN {version}: {outcome.label}: {outcome.rate()}")

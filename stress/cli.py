@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
+from stress.cli_base import Console, Top
 from stress.errors import StressError
+from stress.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from stress.scenario import Scenario
@@ -19,22 +20,7 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 errors = Console(stderr=True)
 
 
-EXIT_INTERRUPTED = 130
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except StressError as exc:
-            click.echo(click.style("error: ", fg="red", bold=True) + exc.render(), err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:  # outside a run (a run handles its own signals)
-            click.echo("interrupted; no run was started or changed", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-
-
-@click.group(cls=_Group)
+@click.group(cls=Top)
 @click.version_option(package_name="mnn-stress")
 def main() -> None:
     """Stress-test MNN's Python APIs: scenarios -> variants -> isolated workers -> Parquet."""
@@ -60,7 +46,7 @@ def scenario_files(paths: tuple[str, ...]) -> list[Path]:
     help="also list each variant's id and factor values",
 )
 def validate(scenarios: tuple[str, ...], show_variants: bool) -> None:
-    """Check scenario files without running them (exit 0 when all are valid)."""
+    """Check scenario files without running them."""
     from stress.factors import changed
     from stress.runner import load_all
     from stress.variants import expand
@@ -122,9 +108,9 @@ def summary(run_dir: Path, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="the whole analysis as JSON")
 def report(run_dir: Path, html_path: Path | None, as_json: bool) -> None:
-    """The morning view of a run: outcomes with rates, attribution, crash signatures, drift.
-    Exit status 1 when anything other than exact or close outcomes occurred (for cron)."""
-    from stress.analysis.report import EXIT_FINDINGS, has_findings, render_report
+    """The morning view of a run: outcomes with rates, attribution, crash signatures, drift;
+    its exit status tells cron whether anything other than exact or close outcomes occurred."""
+    from stress.analysis.report import has_findings, render_report
     from stress.analysis.summary import summarize
 
     result = summarize(run_dir)
@@ -145,7 +131,7 @@ def report(run_dir: Path, html_path: Path | None, as_json: bool) -> None:
             ) from exc
         errors.print(f"HTML report: {html_path}", highlight=False)
     if has_findings(result):
-        sys.exit(EXIT_FINDINGS)
+        sys.exit(ExitCode.FINDINGS)
 
 
 @main.command()
@@ -154,9 +140,8 @@ def report(run_dir: Path, html_path: Path | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="the comparison as JSON")
 def compare(run_a: Path, run_b: Path, as_json: bool) -> None:
     """Two runs variant by variant (matched by id): failure rates with intervals, verdicts,
-    latency ratio, and whether the clean references agree. Exit status 1 when B is worse."""
+    latency ratio, and whether the clean references agree."""
     from stress.analysis.compare import compare_runs, regressed, render_comparison
-    from stress.analysis.report import EXIT_FINDINGS
     from stress.analysis.summary import summarize
 
     comparison = compare_runs(run_a, run_b, summarize(run_a), summarize(run_b))
@@ -165,7 +150,7 @@ def compare(run_a: Path, run_b: Path, as_json: bool) -> None:
     else:
         render_comparison(comparison, console)
     if regressed(comparison):
-        sys.exit(EXIT_FINDINGS)
+        sys.exit(ExitCode.FINDINGS)
 
 
 @main.command()

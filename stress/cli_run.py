@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from stress.cli import EXIT_INTERRUPTED, console, errors, scenario_files
-from stress.errors import RunFailure, StressError
+from stress import injected_bug
+from stress.cli import console, errors, scenario_files
+from stress.cli_base import Command, traceback_goes_to
+from stress.errors import StressError
+from stress.exit_codes import ExitCode
 from stress.narrate import Narrator
-from stress.states import RunStatus
+from stress.states import RunStatus, VariantStatus
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("scenarios", nargs=-1)
 @click.option(
     "--resume",
@@ -90,7 +94,7 @@ def run(
     fail_on_findings: bool,
 ) -> None:
     """Run scenario files (or folders of them) and print the per-variant summary."""
-    from stress.analysis.report import EXIT_FINDINGS, has_findings
+    from stress.analysis.report import has_findings
     from stress.plan import Budget
     from stress.runner import RunHooks, execute
     from stress.scenario import parse_duration
@@ -114,7 +118,11 @@ def run(
         raise click.BadParameter(str(exc), param_hint="--progress-every") from exc
     narrator = Narrator(errors, errors.is_terminal, every_s, max_disk)
     hooks = RunHooks(
-        narrator.started, narrator.changed, narrator.tick, narrator.referenced, narrator.note
+        injected_bug.before("run-start", _started(narrator)),
+        narrator.changed,
+        injected_bug.before("run-loop", narrator.tick),
+        narrator.referenced,
+        narrator.note,
     )
     try:
         if resume_dir is not None:
@@ -132,12 +140,46 @@ def run(
     console.print(f"run directory: {result.run_dir}")
     if result.status is RunStatus.INTERRUPTED:
         console.print("[yellow]the run was interrupted; everything recorded so far is kept[/]")
-        sys.exit(EXIT_INTERRUPTED)
-    if result.status is RunStatus.FAILED:
-        click.echo(click.style("error: ", fg="red", bold=True) + f"{result.reason}", err=True)
-        sys.exit(RunFailure.exit_code)
-    if fail_on_findings and (summary is None or has_findings(summary)):
-        sys.exit(EXIT_FINDINGS)
+    elif result.status is RunStatus.FAILED:
+        reason = result.reason
+        if any(state.status is VariantStatus.FAILED for state in result.states):
+            reason = f"{reason}; {_worker_tracebacks(result.run_dir)}"
+        click.echo(click.style("error: ", fg="red", bold=True) + f"{reason}", err=True)
+    elif fail_on_findings and (summary is None or has_findings(summary)):
+        sys.exit(ExitCode.FINDINGS)
+    sys.exit(result.exit_code)
+
+
+def _started(narrator: Narrator) -> Callable[[Path, list], None]:
+    """The narrator hears of the start; a bug from then on leaves its traceback in the run."""
+
+    def started(run_dir: Path, states: list) -> None:
+        traceback_goes_to(run_dir)
+        narrator.started(run_dir, states)
+
+    return started
+
+
+def _worker_tracebacks(run_dir: Path) -> str:
+    """The stacks of the workers' harness errors (bugs of ours, recorded as 'harness' events)
+    gathered in one file in the run directory: where they are."""
+    import pyarrow.compute as pc
+
+    from stress import bug_report
+    from stress.analysis.dataset import events_table
+    from stress.events import EventKind
+
+    harness = pc.field("kind") == EventKind.HARNESS.value
+    events = events_table(run_dir, columns=["variant_id", "message", "stack"], filter=harness)
+    text = "\n\n".join(
+        f"variant {e['variant_id']}: {e['message']}\n{e['stack'] or '(no stack)'}"
+        for e in events.to_pylist()
+    )
+    path = bug_report.write_text(text, "run", run_dir)
+    if path is None:
+        click.echo(text, err=True)
+        return "their tracebacks are printed above"
+    return f"their tracebacks are in {path}"
 
 
 def _size(value: str | None, param: click.Parameter) -> int | None:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import click
 
-from stress.cli import EXIT_INTERRUPTED, console, errors, scenario_files
+from stress.cli import console, errors, scenario_files
+from stress.cli_base import Command, Group, traceback_goes_to
+from stress.exit_codes import ExitCode
 
 
-@click.group("envs")
+@click.group("envs", cls=Group)
 def envs_group() -> None:
     """Cached virtual environments of other MNN releases, for the mnn_version factor."""
 
@@ -30,9 +32,13 @@ def envs_prepare(scenarios: tuple[str, ...], versions: tuple[str, ...]) -> None:
     """Create (or check) every environment the scenarios' mnn_version values need, ahead of a
     night's run; an existing one is probed and rebuilt if broken."""
     from stress import envs
+    from stress.errors import EnvError
+    from stress.factors.version import is_release
 
     wanted = envs.needed_by(scenario_files(scenarios)) if scenarios or not versions else {}
     for version in versions:
+        if not is_release(version):  # before they are sorted by release number
+            raise EnvError(f"{version!r} is not a release number such as 3.4.1", key="--version")
         if envs.needs_env(version):
             wanted.setdefault(version, []).append("--version")
     if not wanted:
@@ -68,7 +74,7 @@ def envs_list() -> None:
     console.print(f"{len(found)} environments, {total / 2**20:.0f} MiB", highlight=False)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--variant", "variant_id", required=True, help="the variant's id (validate -v)")
 @click.option(
@@ -105,7 +111,7 @@ def bisect(
     out: Path | None,
 ) -> None:
     """Run one variant across released MNN versions and print the first version where its
-    outcome changed. Exit 0 when one changed, 1 when none did."""
+    outcome changed."""
     from stress import bisect as bisecting
     from stress.runner import new_run_id
 
@@ -113,6 +119,7 @@ def bisect(
     released, source = bisecting.released_versions()
     versions = bisecting.parse_versions(spec, released)
     folder = out or Path("results") / f"bisect-{new_run_id()}"
+    traceback_goes_to(folder)  # once it exists
     _say(
         f"{len(versions)} versions {versions[0]}..{versions[-1]} (releases: {source}); runs in "
         f"{folder}\n{bisecting.bound_note(iterations)}"
@@ -126,7 +133,7 @@ def bisect(
         found = bisecting.search(versions, measure, every, key)
     except KeyboardInterrupt:
         click.echo(f"interrupted; the runs so far are in {folder}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(ExitCode.INTERRUPTED)
     bisecting.write_result(
         found,
         folder / "bisect.json",
@@ -134,4 +141,4 @@ def bisect(
     )
     bisecting.render(found, target, console)
     console.print(f"runs and bisect.json: {folder}", highlight=False)
-    sys.exit(0 if found.changes() else 1)
+    sys.exit(ExitCode.OK if found.changes() else ExitCode.NO_CHANGE)

@@ -6,11 +6,14 @@ import os
 import shutil
 from pathlib import Path
 
+from stress import bug_report
+from stress.exit_codes import ExitCode
+
 
 class StressError(Exception):
     """An error the user can fix; the CLI prints it as one message and exits non-zero."""
 
-    exit_code = 2
+    exit_code = ExitCode.USER_ERROR
 
     def __init__(
         self,
@@ -58,7 +61,20 @@ class RunFailure(StressError):
     """The harness cannot go on with a run (results cannot be written, workers cannot be
     started): the run stops cleanly, keeps what it can, and exits non-zero."""
 
-    exit_code = 3
+    exit_code = ExitCode.RUN_FAILED
+
+
+class HarnessBug(RunFailure):
+    """mnn-stress's own code failed (an exception nobody expected; never a finding): the run
+    stops and says so in its manifest; the traceback is in a file the one line names."""
+
+    exit_code = ExitCode.BUG
+
+    @classmethod
+    def of(cls, exc: BaseException, what: str, run_dir: Path | None) -> HarnessBug:
+        """Write the traceback (into ``run_dir`` if it can) and say ``what`` failed."""
+        path = bug_report.record(exc, "run", run_dir)
+        return cls(bug_report.one_line(exc, path, what))
 
 
 class StorageError(RunFailure):

@@ -67,7 +67,10 @@ def _child(model: Path, inputs: Path, out: Path) -> str:
     except subprocess.TimeoutExpired:
         return f"failed: no answer in {TIMEOUT_S:.0f} s"
     if done.returncode == _MISSING:
-        return "not installed (pip install onnxruntime, or ./run.sh, which installs it)"
+        return (
+            "not installed: the independent check is skipped (pip install "
+            "'mnn-stress[reference]', or onnxruntime itself; ./run.sh installs it)"
+        )
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no message"])[-1]
         return f"failed (exit {done.returncode}): {tail}"

@@ -8,7 +8,6 @@ import os
 import resource
 import secrets
 import signal
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from pathlib import Path
 from stress.adaptive import second_pass, split_first_pass
 from stress.coordinator import Coordinator, Hooks, StopRequests
 from stress.diskbudget import DiskBudget, disk_usage
-from stress.errors import RunFailure, ScenarioError, StorageError, StressError
+from stress.errors import HarnessBug, RunFailure, ScenarioError, StorageError, StressError
+from stress.exit_codes import ExitCode
 from stress.jobs import check_record_fits, ring_capacity
 from stress.journal import Journal
 from stress.manifest import Manifest, now_iso
@@ -61,6 +61,7 @@ class RunResult:
     status: RunStatus
     reason: str | None
     states: list[VariantState]
+    exit_code: ExitCode  # what ``mnn-stress run`` exits with
 
 
 def load_all(paths: list[Path]) -> list[LoadedScenario]:
@@ -183,11 +184,32 @@ def run_in(
     references: list[VariantState],
 ) -> RunResult:
     """Run ``setup`` in ``run_dir`` (new, or resumed): the references not finished yet
-    first, then the variants not finished yet."""
-    states = setup.states
-    record_states(manifest, states)
+    first, then the variants not finished yet. A bug of ours anywhere in it still leaves the
+    manifest and journal saying the run failed, and why (HarnessBug)."""
+    record_states(manifest, setup.states)
     manifest.save()
     journal = Journal(run_dir.path)
+    try:
+        return _run_all(setup, run_dir, stop, hooks, manifest, references, journal)
+    except StressError:
+        raise
+    except Exception as exc:
+        bug = HarnessBug.of(exc, "the run failed", run_dir.path)
+        with contextlib.suppress(Exception):  # best effort: our code is what just failed
+            _finish(manifest, journal, setup.states, bug, 0, run_dir)
+        raise bug from exc
+
+
+def _run_all(
+    setup: RunSetup,
+    run_dir: RunDir,
+    stop: StopRequests,
+    hooks: RunHooks,
+    manifest: Manifest,
+    references: list[VariantState],
+    journal: Journal,
+) -> RunResult:
+    states = setup.states
     journal.run(RunStatus.RUNNING.value, None)  # a resumed run's last word is no longer the last
     hooks.on_start(run_dir.path, states)
     disk = None
@@ -298,25 +320,23 @@ def _finish(
     record_states(manifest, states)
     record_damaged(manifest)
     _finish_files(journal, manifest, status, reason)
-    return RunResult(run_dir.path, status, reason, states)
+    return RunResult(run_dir.path, status, reason, states, exit_code(status, failure, states))
 
 
 def _drive(coordinator: Coordinator, run_dir: RunDir) -> None:
     """Run the loop, then salvage what is buffered (the reserve makes room if the disk is
-    full). A bug in the coordinator itself becomes the run's failure, printed with its
-    traceback, instead of a run left marked as running."""
+    full). A bug in the coordinator itself becomes the run's failure (HarnessBug: its
+    traceback in a file in the run directory), instead of a run left marked as running."""
     try:
         coordinator.run()
     except Exception as exc:
-        traceback.print_exc()
-        coordinator.failure = coordinator.failure or RunFailure(
-            f"mnn-stress's coordinator failed: {type(exc).__name__}: {exc}",
-            fix="this is a bug in mnn-stress: please report it with the traceback above",
-        )
+        bug = HarnessBug.of(exc, "the coordinator failed", run_dir.path)
+        coordinator.failure = coordinator.failure or bug
     try:
         coordinator.lost_rows = coordinator.salvage(run_dir.release_reserve)
-    except Exception:  # the buffer itself may be what failed
-        traceback.print_exc()
+    except Exception as exc:  # the buffer itself may be what failed
+        bug = HarnessBug.of(exc, "writing the last rows failed", run_dir.path)
+        coordinator.failure = coordinator.failure or bug
         coordinator.lost_rows = len(coordinator.buffer)
     if coordinator.failure is None:  # a full disk has no room for merged copies
         coordinator.compact_all()
@@ -358,6 +378,22 @@ def outcome(
     if not any(s.completed for s in states):
         return RunStatus.FAILED, "no iteration completed in any variant: see the events"
     return RunStatus.COMPLETE, None
+
+
+def exit_code(
+    status: RunStatus, failure: RunFailure | None, states: list[VariantState]
+) -> ExitCode:
+    """What ``mnn-stress run`` exits with, by the same precedence as ``outcome``: the failure
+    that stopped the run, then a worker's harness error (our bug), then the rest."""
+    if status is RunStatus.COMPLETE:
+        return ExitCode.OK
+    if status is RunStatus.INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    if failure is not None:
+        return failure.exit_code
+    if any(s.status is VariantStatus.FAILED for s in states):
+        return ExitCode.BUG
+    return ExitCode.RUN_FAILED
 
 
 def new_run_id() -> str:

@@ -91,9 +91,9 @@ def test_worker_death_is_recorded_and_the_variant_continues(
 
 def test_harness_bug_is_not_blamed_on_mnn(scenario_file, tmp_path):
     """An exception in our own code: a 'harness' event, no crash counted, no replacement,
-    the variant failed, and the run exits non-zero saying it was our bug."""
+    the variant failed, and the run exits 70 (a bug of ours) saying so."""
     out, done = run_with_fault(scenario_file, tmp_path, "raise@17", check=False)
-    assert done.returncode == 3
+    assert done.returncode == 70
     assert "harness bug" in done.stderr and "HARNESS_ERROR" in done.stdout
     events = read_events(out)
     assert list(events.kind) == ["harness"]
@@ -336,7 +336,7 @@ def test_worker_stopped_from_outside_hands_over_without_a_gap(scenario_file, tmp
 
 def test_a_coordinator_bug_is_not_blamed_on_the_worker(scenario_file, tmp_path, monkeypatch):
     """Only decoding is guarded: a failure while buffering rows is the coordinator's own bug.
-    The run fails saying so (exit 3 in the CLI), keeps the rows buffered before the bug, no
+    The run fails saying so (exit 70 in the CLI), keeps the rows buffered before the bug, no
     worker is killed as 'protocol', and none outlives the run."""
     from stress.row_buffer import IterationBuffer
     from stress.runner import execute

@@ -143,7 +143,7 @@ def test_an_error_in_one_thread_is_a_harness_failure_not_mnns(scenario_file, tmp
     out, done, _ = run_traced(
         scenario_file, tmp_path, {"threads": 2}, iterations=20, fault="raise@3/0", check=False
     )
-    assert done.returncode == 3
+    assert done.returncode == 70  # a bug of ours, not a run the machine stopped (3)
     events = read_events(out)
     assert list(events.kind) == ["harness"] and "InjectedFault" in events.message.iloc[0]
 

@@ -24,6 +24,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from stress.analysis.dataset import events_table, read_iterations  # noqa: E402
 from stress.analysis.grading import PASSING  # noqa: E402
+from stress.analysis.pyrows import python_rows  # noqa: E402
 from stress.events import DEATH_KINDS  # noqa: E402
 
 POINTS_PER_WORKER = 2000
@@ -142,7 +143,7 @@ def crash_timeline(run_dir: Path, variants: list[dict[str, Any]]) -> str | None:
     rows = {row["variant_id"]: i for i, row in enumerate(counts[:MOST_ROWS][::-1])}
     with plt.rc_context(_STYLE):
         figure, axes = _figure(len(rows))
-        deaths = [e for e in table.to_pylist() if e["variant_id"] in rows]
+        deaths = [e for e in python_rows(table) if e["variant_id"] in rows]
         for kind in DEATH_KINDS:
             picked = [e for e in deaths if e["kind"] == kind]
             if picked:

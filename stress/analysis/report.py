@@ -27,7 +27,6 @@ FINDINGS = (
     "INCONSISTENT",
     "MISMATCH",
 )
-EXIT_FINDINGS = 1
 
 
 def has_findings(summary: dict[str, Any]) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from stress.analysis.pyrows import python_rows
 from stress.factors import REGISTRY
 
 TOP_FRAMES = 3
@@ -80,7 +81,7 @@ def signatures(events: pa.Table, kinds: Iterable[str]) -> list[dict[str, Any]]:
     """Death events of ``kinds`` grouped by signature, the most frequent first."""
     wanted = set(kinds)
     groups: dict[tuple, dict[str, Any]] = {}
-    for event in events.to_pylist():
+    for event in python_rows(events):
         if event["kind"] not in wanted:
             continue
         key = (event["kind"], cause(event["kind"], event["signal"], event["message"]))

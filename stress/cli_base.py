@@ -1,0 +1,126 @@
+"""What every command shares: its exit statuses at the end of its ``--help`` (from
+``stress.exit_codes``), and the top that turns whatever a command raises into one line and
+a status a cron job can trust. Used by ``stress.cli`` and the modules it registers."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import rich.console
+
+from stress import bug_report, injected_bug
+from stress.errors import StressError
+from stress.exit_codes import ExitCode, Meaning, general, meanings
+
+# ctx.meta key (shared by every context of one invocation): the run directory a command works
+# in, where a bug's traceback is written
+_RUN_DIR = "mnn_stress.run_dir"
+_COMMAND = "mnn_stress.command"  # ctx.meta: the command's full name (``envs prepare``)
+# the parameters that name a command's run directory
+_RUN_DIR_PARAMS = ("run_dir", "resume_dir")
+
+
+def traceback_goes_to(run_dir: Path) -> None:
+    """A bug from here on writes its traceback into ``run_dir`` (``run``, once it exists)."""
+    click.get_current_context().meta[_RUN_DIR] = run_dir
+
+
+class Command(click.Command):
+    """A command whose ``--help`` ends with what each exit status means for it."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        _write_statuses(formatter, meanings(_full_name(ctx)))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        ctx.meta[_COMMAND] = _full_name(ctx)
+        for name in _RUN_DIR_PARAMS:
+            if ctx.params.get(name) is not None:
+                traceback_goes_to(Path(ctx.params[name]))
+        injected_bug.raise_if_asked("command")
+        return super().invoke(ctx)
+
+
+class Group(click.Group):
+    """A group of commands: each made with ``@group.command()`` documents its statuses."""
+
+    command_class = Command
+
+
+class Top(Group):
+    """The ``mnn-stress`` group: the one place every exception of every command ends."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        _write_statuses(formatter, general(), "(each command's own: mnn-stress COMMAND --help)")
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            try:
+                result = super().invoke(ctx)
+            except SystemExit:
+                sys.stdout.flush()  # a closed pipe shows here, not once the status is set
+                raise
+            sys.stdout.flush()
+            return result
+        except StressError as exc:
+            click.echo(click.style("error: ", fg="red", bold=True) + exc.render(), err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # outside a run (a run handles its own signals)
+            click.echo("interrupted; no run was started or changed", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own: usage errors (2), --help and --version (0)
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                _bug(ctx, exc)
+            _reader_gone()
+        except Exception as exc:
+            _bug(ctx, exc)
+
+
+class Console(rich.console.Console):
+    """rich's console, exiting 141 instead of rich's 1 (a finding, to cron) when the reader
+    of its output is gone."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _reader_gone()
+
+
+def _bug(ctx: click.Context, exc: Exception) -> NoReturn:
+    command = ctx.meta.get(_COMMAND) or ctx.invoked_subcommand or "mnn-stress"
+    path = bug_report.record(exc, command, ctx.meta.get(_RUN_DIR))
+    click.echo(
+        click.style("error: ", fg="red", bold=True) + bug_report.one_line(exc, path), err=True
+    )
+    sys.exit(ExitCode.BUG)
+
+
+def _reader_gone() -> NoReturn:
+    """Whoever read stdout stopped (``| head``): nothing more to say, and no error at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(ExitCode.BROKEN_PIPE)
+
+
+def _full_name(ctx: click.Context) -> str:
+    """``envs prepare`` for ``mnn-stress envs prepare``: the names below the top group."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.command.name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
+
+
+def _write_statuses(
+    formatter: click.HelpFormatter, statuses: tuple[Meaning, ...], note: str = ""
+) -> None:
+    formatter.write_paragraph()
+    with formatter.section("Exit status" + (f" {note}" if note else "")):
+        formatter.write_dl([(str(int(code)), text) for code, text in statuses])
