@@ -17,9 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
+from stress import jobs
+from stress.contract.ring import MAX_RECORD_BYTES
 from tests.conftest import read_events, run_cli, start_run, wait_for_iterations
 
-pytestmark = pytest.mark.integration
 MIB = 1 << 20
 
 
@@ -66,6 +67,7 @@ def _verdicts(summary: dict) -> dict[str, str]:
     return {v["label"]: v["verdict"] for v in summary["variants"]}
 
 
+@pytest.mark.integration
 def test_16_and_48_mib_outputs_in_two_threads_of_both_apis_are_recorded_whole(models, tmp_path):
     """Two outputs (16 and 48 MiB), two threads, both APIs; values kept for the 16 MiB output
     only (``max_value_bytes`` both ways). Today's coordinator hung at the first record larger
@@ -94,6 +96,7 @@ def test_16_and_48_mib_outputs_in_two_threads_of_both_apis_are_recorded_whole(mo
     assert all(v["grades"]["exact"] == 6 for v in summary["variants"])
 
 
+@pytest.mark.integration
 def test_64_and_256_mib_outputs_side_by_side_keep_the_coordinator_bounded(models, tmp_path):
     """256 MiB outputs with their values stored, 64 MiB ones without, two workers at once:
     the coordinator holds a few records at a time, never a ring's worth."""
@@ -158,6 +161,7 @@ def _peak_private_memory(run: subprocess.Popen, limit_s: float) -> int:
     return peak
 
 
+@pytest.mark.integration
 def test_sigterm_stops_a_run_of_big_outputs_promptly(models, tmp_path):
     path = _scenario(models, "endless64", "out64.mnn", "duration: 120s\n")
     out = tmp_path / "run"
@@ -174,6 +178,7 @@ def test_sigterm_stops_a_run_of_big_outputs_promptly(models, tmp_path):
     assert took < 30, f"took {took:.1f} s to stop"
 
 
+@pytest.mark.integration
 def test_validate_refuses_outputs_that_no_record_can_hold(models):
     """A static 4 GiB output (1 x 1024^3 float32): more than a record's 32-bit length."""
     _relu_model(models / "out4096.mnn", 1024)
@@ -188,6 +193,7 @@ def test_validate_refuses_outputs_that_no_record_can_hold(models):
     ) in done.stderr
 
 
+@pytest.mark.integration
 def test_a_record_no_ring_can_hold_quarantines_its_variant(scenario_file, tmp_path):
     """A worker whose output turns out larger than any record (a 4 GiB view here, through
     the test-only fault) is refused with a reason, not restarted for ever or hung on."""
@@ -200,3 +206,50 @@ def test_a_record_no_ring_can_hold_quarantines_its_variant(scenario_file, tmp_pa
     assert "more than a record can hold (4,294,967,280: a 32-bit length)" in events.message.iloc[1]
     assert sorted(_rows(out, ["iteration"])["iteration"].to_pylist()) == [0, 1]
     assert _verdicts(_summary(out)) == {"api=session": "QUARANTINED"}
+
+
+def test_rings_hold_sixteen_records_per_thread_within_256_mib_and_two_beyond():
+    """Small outputs keep their room to breathe; big ones get two records (one read, one
+    written), not sixteen per thread: 4 GiB a worker for a 256 MiB output before."""
+    assert jobs.ring_for_records(1024) == jobs.MIN_RING_BYTES
+    assert jobs.ring_for_records(4 * MIB, threads=2) == 128 * MIB  # 16 x 2 x 4 MiB
+    assert jobs.ring_for_records(64 * MIB, threads=2) == 256 * MIB  # capped
+    assert jobs.ring_for_records(256 * MIB, threads=4) == 512 * MIB  # two records
+    for record in (1, MIB, 100 * MIB, 1000 * MIB):  # a writer takes at most half the ring
+        assert jobs.ring_for_records(record, threads=3) >= 2 * record
+
+
+def test_a_record_is_refused_only_beyond_a_records_length_or_the_machines_share():
+    assert jobs.ring_refusal(256 * MIB) is None
+    too_long = jobs.ring_refusal(MAX_RECORD_BYTES + 1)
+    assert too_long is not None and "more than a record can hold" in too_long
+    share = jobs.max_ring_bytes() // jobs.MIN_RING_RECORDS
+    assert jobs.ring_refusal(share) is None
+    over = jobs.ring_refusal(share + 16)
+    assert over is not None and "1/4 share of this machine's memory" in over
+
+
+@pytest.mark.integration
+def test_validate_judges_only_outputs_of_known_size(models, scenario_file):
+    """A dynamic model's outputs are known when produced: however large its inputs make the
+    estimate, validate does not refuse it on a guess (a run that meets a record too large
+    quarantines the variant, above)."""
+    _dynamic_model(models / "dynamic.mnn")
+    shape = "{shape: [1, 32768, 16384]}"  # 2 GiB each: a 4 GiB estimate
+    body = f"iterations: 1\ninputs:\n  x0: {shape}\n  x1: {shape}\n"
+    done = run_cli("validate", str(_scenario(models, "guess", "dynamic.mnn", body)), check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def _dynamic_model(path: Path) -> None:
+    """Two inputs of free size, each relu'd to an output of its size."""
+    import MNN.expr as F
+
+    outputs = []
+    for k in range(2):
+        x = F.placeholder([1, -1, -1], F.NCHW, F.float)
+        x.name = f"x{k}"
+        y = F.relu(x)
+        y.name = f"y{k}"
+        outputs.append(y)
+    F.save(outputs, str(path))

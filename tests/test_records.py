@@ -9,7 +9,9 @@ import resource
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from stress.contract.protocol import STATUS_ERROR, STATUS_OK, IterationRecord
@@ -198,3 +200,18 @@ def test_statistics_of_non_finite_rows_are_the_same_in_chunks(monkeypatch):
             assert (low[row], high[row]) == (values.min(), values.max())
             assert mean[row] == pytest.approx(values.mean(), rel=1e-12)
         assert low[2] is high[2] is mean[2] is None
+
+
+def test_parts_cut_row_groups_at_32_mib_however_big_the_values(tmp_path):
+    """A reader decodes one row group at a time: rows of 20 MiB values get a group each,
+    not one group of all of them (a part of 256 MiB outputs was one 1.5 GiB group)."""
+    from stress.parts import PartWriter
+
+    big = pa.table({"k": pa.array(range(4)), "values": pa.array([b"x" * (20 << 20)] * 4)})
+    small = pa.table({"k": pa.array(range(1000)), "values": pa.array([b"y" * 10] * 1000)})
+    writer = PartWriter(tmp_path)
+    writer.write(big)
+    writer.write(small)
+    first, second = sorted(tmp_path.glob("part-*.parquet"))
+    assert pq.ParquetFile(first).metadata.num_row_groups == 4
+    assert pq.ParquetFile(second).metadata.num_row_groups == 1

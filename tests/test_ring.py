@@ -203,3 +203,11 @@ def test_a_later_observation_round_trips():
     ((_, payload),) = reader.drain()
     record = decode_iteration(payload, 1, threads=2)
     assert (record.iteration, record.thread, record.observation) == (4, 1, 2)
+
+
+def test_a_record_longer_than_its_32_bit_length_is_refused_by_any_ring():
+    """A ring larger than 8 GiB (sparse: nothing is touched) still refuses a record whose
+    length does not fit its header's 32 bits, rather than packing a wrong length."""
+    writer, _ = pair(2 * ring.MAX_RECORD_BYTES + 4096)
+    with pytest.raises(ring.RecordTooLarge):
+        writer.begin(ring.MAX_RECORD_BYTES, 1)
