@@ -82,14 +82,17 @@ def damage_of(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _errors:
-        if len(_errors) >= CHECKS_KEPT:
-            _errors.clear()
-        _errors[key] = _frame(path, stat.st_size)
-    return _errors[key]
+    if key in _errors:
+        return _errors[key]
+    if len(_errors) >= CHECKS_KEPT:
+        _errors.clear()
+    found = _errors[key] = _frame(path, stat.st_size)
+    return found
 
 
 def _frame(path: Path, size: int) -> str | None:
+    """Why the file's frame is wrong, or None. OSError when it cannot be opened or read:
+    that is the environment's doing (permissions, open files, memory), not the file's."""
     if size == 0:
         return "empty"
     try:
@@ -99,8 +102,6 @@ def _frame(path: Path, size: int) -> str | None:
             tail = part.read(8)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
     footer = int.from_bytes(tail[:4], "little") if len(tail) == 8 else size
     if tail[4:] != MAGIC or footer + 12 > size:
         return "no Parquet footer at its end (truncated, or zeroed)"
@@ -141,24 +142,56 @@ def read_whole(path: Path) -> None:
         pass
 
 
+# Arrow's errors about the request (a missing column, a wrong type): damage names its file
+_QUERY_MISTAKES = (
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    pa.ArrowKeyError,
+    pa.ArrowNotImplementedError,
+)
+
+
+def file_at_fault(failure: BaseException) -> bool:
+    """Whether a failed Arrow read can be the file's fault (its bytes do not decode), and not
+    the environment's: memory, open files, permissions, an interrupt (an OSError with an
+    errno, a MemoryError). Such failures are raised, never taken for damage."""
+    if isinstance(failure, MemoryError) or not isinstance(failure, OSError | pa.ArrowException):
+        return False
+    return not (isinstance(failure, OSError) and failure.errno is not None)
+
+
 def find_damaged(
-    paths: list[Path], failure: BaseException, read: Callable[[Path], None] = read_whole
+    paths: list[Path],
+    failure: BaseException,
+    read: Callable[[Path], None] = read_whole,
+    at_fault: Callable[[BaseException], bool] = file_at_fault,
 ) -> list[Path]:
     """Which of ``paths`` a read that raised ``failure`` failed on: the files its message
-    names, else every one, each read whole with ``read``; each that fails is marked damaged.
-    Empty: the failure was not the files' fault (a deleted file is not damaged)."""
+    names, else every one (unless it is one of Arrow's argument errors, which name no file
+    when the query itself is wrong), each read whole with ``read``; each that fails is
+    marked damaged. Empty: the failure was not the files'
+    fault (``at_fault``; a deleted file is not damaged either). A failure of the environment
+    while reading a file whole is raised."""
+    if not at_fault(failure):
+        return []
     named = [path for path in paths if str(path) in str(failure)]
-    return [path for path in named or paths if _fails(path, read)]
+    if not named and isinstance(failure, _QUERY_MISTAKES):
+        return []
+    return [path for path in named or paths if _fails(path, read, at_fault)]
 
 
-def _fails(path: Path, read: Callable[[Path], None]) -> bool:
+def _fails(
+    path: Path, read: Callable[[Path], None], at_fault: Callable[[BaseException], bool]
+) -> bool:
     if damaged(path):
         return True
     try:
         read(path)
-    except Exception as exc:  # noqa: BLE001 - whatever the reader says: the file is at fault
+    except Exception as exc:
         if not path.exists():
             return False  # deleted meanwhile (compaction): not damaged
+        if not at_fault(exc):
+            raise
         said = _one_line(exc).replace(str(path), path.name)
         mark(path, f"unreadable behind an intact Parquet frame: {said}")
         return True

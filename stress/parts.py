@@ -14,6 +14,7 @@ bytes, truncated, unreadable pages) is never visible; ``sort_out`` says which on
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import re
@@ -96,10 +97,23 @@ def sort_out(directory: Path) -> Listing:
     does not hide the intact sources it was made of."""
     parts = listed(directory)
     broken = [part for part in parts if damaged(part.path)]
-    shown, covered = split([part for part in parts if part not in broken])
-    held = [p for p in broken if any(s.first <= p.first and p.last <= s.last for s in shown)]
-    lost = [part for part in broken if part not in held]
+    left_out = set(broken)
+    intact = [part for part in parts if part not in left_out]
+    shown, covered = split(intact)
+    held, lost = _held_by(broken, shown)
     return Listing(shown, sorted(covered + held), lost)
+
+
+def _held_by(broken: list[Part], shown: list[Part]) -> tuple[list[Part], list[Part]]:
+    """(held, lost): the damaged parts whose span lies inside a shown part's, and the rest.
+    Shown parts do not overlap and are sorted, so each is found by bisection."""
+    starts = [part.first for part in shown]
+    held, lost = [], []
+    for part in broken:
+        k = bisect.bisect_right(starts, part.first) - 1
+        inside = k >= 0 and part.last <= shown[k].last
+        (held if inside else lost).append(part)
+    return held, lost
 
 
 def visible(directory: Path) -> list[Path]:

@@ -5,6 +5,7 @@ into ``damaged/`` and go on; ``summary`` works from the rows when the manifest i
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -117,6 +118,69 @@ def test_a_new_part_is_numbered_past_the_last_one_set_aside(tmp_path):
     damage_file(directory / "part-000002.parquet", "truncated")
     damage.set_aside(directory / "part-000002.parquet", tmp_path / "run")
     assert PartWriter(directory).sequence == 3
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        MemoryError("out of memory"),
+        pa.ArrowMemoryError("malloc of 256 MiB failed"),
+        OSError(errno.EMFILE, "Too many open files"),
+        OSError(errno.EACCES, "Permission denied"),
+        RuntimeError("Query interrupted"),
+    ],
+    ids=["MemoryError", "ArrowMemoryError", "EMFILE", "EACCES", "interrupt"],
+)
+def test_a_failure_of_the_environment_is_never_taken_for_damage(tmp_path, failure):
+    """Out of memory, out of file descriptors, a permission, an interrupt: the reader's
+    failure is raised as it is, and no intact part is marked, skipped or set aside."""
+    directory = tmp_path / "run" / "iterations"
+    write_rows(directory, 2)
+    parts = [p.path for p in listed(directory)]
+    assert damage.find_damaged(parts, failure) == []
+    with pytest.raises(type(failure)):  # a whole read failing the same way is not damage
+        damage.find_damaged(parts, OSError("Couldn't deserialize thrift"), _raise(failure))
+    assert not any(damage.damaged(path) for path in parts)
+
+
+def _raise(failure: BaseException):
+    def read(path: Path) -> None:
+        raise failure
+
+    return read
+
+
+def test_a_query_mistake_reads_no_part_whole(tmp_path):
+    """A missing column names no file: no part is read whole to look for a culprit (that
+    was every part of a night of big outputs, decoded for nothing)."""
+    directory = tmp_path / "run" / "iterations"
+    write_rows(directory, 3)
+    read: list[Path] = []
+    mistake = pa.ArrowInvalid("No match for FieldRef.Name(no_such_column)")
+    assert damage.find_damaged([p.path for p in listed(directory)], mistake, read.append) == []
+    assert read == []
+    with pytest.raises(pa.ArrowInvalid):
+        iterations_table(tmp_path / "run", columns=["no_such_column"])
+
+
+def test_a_part_that_cannot_be_opened_is_an_error_not_damage(tmp_path):
+    """Listing checks each part's frame: a part the reader may not open is raised, never
+    listed as damaged (and never set aside)."""
+    directory = tmp_path / "run" / "iterations"
+    write_rows(directory, 1)
+    (part,) = listed(directory)
+    real_open = open
+
+    def refusing(path, *args, **kwargs):
+        if str(path) == str(part.path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("builtins.open", refusing)
+        with pytest.raises(PermissionError):
+            damage.damaged(part.path)
+    assert not damage.damaged(part.path)
 
 
 # --- real runs -------------------------------------------------------------------------------

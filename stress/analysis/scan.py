@@ -45,9 +45,21 @@ CREATE OR REPLACE VIEW its AS
 """
 
 
-# a query's own mistakes: never a damaged part (damage raises IOException, InvalidInput,
-# or a bare duckdb.Error when a page header does not decode)
-_NOT_THE_FILES = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogException)
+# A query's own mistakes and the environment's (memory, an interrupt): never a damaged part
+# (damage raises IOException, InvalidInput, or a bare duckdb.Error when a page header does
+# not decode)
+_NOT_THE_FILES = (
+    duckdb.BinderException,
+    duckdb.ParserException,
+    duckdb.CatalogException,
+    duckdb.OutOfMemoryException,
+    duckdb.InterruptException,
+)
+
+
+def _file_at_fault(failure: BaseException) -> bool:
+    """Whether a failed DuckDB read can be a part's fault (``damage.find_damaged``)."""
+    return isinstance(failure, duckdb.Error) and not isinstance(failure, _NOT_THE_FILES)
 
 
 class Scan:
@@ -96,7 +108,7 @@ class Scan:
                 self._ready = False
                 if isinstance(self.source, pa.Table) or isinstance(exc, _NOT_THE_FILES):
                     raise
-                if find_damaged(self._files, exc, self._read_whole):
+                if find_damaged(self._files, exc, self._read_whole, _file_at_fault):
                     continue
                 attempt += 1
                 if not isinstance(exc, duckdb.IOException) or attempt == READ_ATTEMPTS:
