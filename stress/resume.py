@@ -92,7 +92,7 @@ def carry_over(
             state.crashes, state.next_iterations = entry.crashes, list(entry.next_iterations)
             state.used_s = entry.used_s
         else:
-            _go_on(state, on_disk, entry.used_s)
+            _go_on(state, on_disk, entry.used_s, entry.crashes)
 
 
 def carry_over_references(
@@ -109,14 +109,17 @@ def carry_over_references(
                 entry["crashes"],
             )
         else:
-            _go_on(state, on_disk, 0.0)
+            _go_on(state, on_disk, 0.0, entry.get("crashes", 0))
 
 
-def _go_on(state: VariantState, on_disk: dict[str, Recorded], used_s: float) -> None:
+def _go_on(state: VariantState, on_disk: dict[str, Recorded], used_s: float, crashes: int) -> None:
+    """From the rows and events on disk; deaths as many as the run counted when some have
+    no event (lost with a killed coordinator): the crash budget is not handed back."""
     got = on_disk.get(state.variant.variant_id, Recorded())
     threads = range(len(state.next_iterations))
     state.next_iterations = [got.next_iterations.get(t, 0) for t in threads]
-    state.completed, state.crashes, state.used_s = got.completed, got.deaths, used_s
+    state.completed, state.used_s = got.completed, used_s
+    state.crashes = max(got.deaths, crashes)
     state.status = VariantStatus.DONE if state.exhausted() else VariantStatus.PENDING
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from stress.analysis.scan import Scan
+from stress.events import DEATH_KINDS
 
 PerVariant = dict[str, dict[str, Any]]
 
@@ -82,3 +83,15 @@ def _rows(scan: Scan, sql: str):
     """The answer's rows as tuples (answers are small: one row per variant)."""
     table = scan.table(sql)
     return zip(*(table[c].to_pylist() for c in table.column_names))
+
+
+def death_events(variant: dict[str, Any]) -> int:
+    """The worker deaths of a summarised variant whose events were read."""
+    return sum(variant["events"].get(k, 0) for k in DEATH_KINDS)
+
+
+def death_count(variant: dict[str, Any]) -> int:
+    """The variant's worker deaths: as their events say, or as the run counted them where
+    events are missing (a damaged events part; a coordinator killed while gdb read a core):
+    a death whose event was lost is still a death."""
+    return max(death_events(variant), variant.get("deaths_counted", 0))

@@ -10,9 +10,9 @@ from typing import Any
 
 from rich.console import Console
 
+from stress.analysis.counts import death_events
 from stress.analysis.dataset import damaged_parts
 from stress.damage import DamagedPart
-from stress.events import DEATH_KINDS
 from stress.manifest import ManifestData
 from stress.states import VariantStatus
 
@@ -32,15 +32,13 @@ def damage(
     parts = damaged_parts(run_dir)
     rows_missing, deaths_missing = [], []
     for vid, v in per_variant.items():
-        entry = manifest.variants[vid]
-        if not parts or entry.status is VariantStatus.UNKNOWN:
-            continue  # nothing lost, or what the run counted is unknown
+        if manifest.variants[vid].status is VariantStatus.UNKNOWN:
+            continue  # what the run counted is unknown
         named = {k: v[k] for k in _NAMED}
-        if v["completed"] > v["iterations"]:
+        if parts and v["completed"] > v["iterations"]:
             rows_missing.append(named | {"counted": v["completed"], "read": v["iterations"]})
-        deaths = sum(v["events"][k] for k in DEATH_KINDS)
-        if entry.crashes > deaths:
-            deaths_missing.append(named | {"counted": entry.crashes, "read": deaths})
+        if v["deaths_counted"] > death_events(v):  # a damaged part, or a killed coordinator
+            deaths_missing.append(named | {"counted": v["deaths_counted"], "read": death_events(v)})
     return {
         "parts": [part.to_dict() for part in parts],
         "rows_missing": rows_missing,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from stress.analysis.counts import add_counts
+from stress.analysis.counts import add_counts, death_count
 from stress.analysis.damaged import damage, warnings
 from stress.analysis.dataset import check_run_dir, events_table
 from stress.analysis.drift import drift
@@ -80,7 +80,7 @@ def _summarize(run_dir: Path) -> dict[str, Any]:
     _add_memcheck_slowdown(manifest, per_variant)
     for variant in per_variant.values():
         variant["verdict"] = verdict(variant)
-        deaths = sum(variant["events"][k] for k in DEATH_KINDS)
+        deaths = death_count(variant)
         variant.update(variant_rates(variant, deaths, clean=variant["verdict"] == "ok"))
     section = damage(run_dir, manifest, per_variant, unreadable)
     return {
@@ -111,6 +111,7 @@ def _variants(manifest: ManifestData, status: RunStatus) -> dict[str, dict[str, 
         per_variant[vid] = _empty(vid, entry.scenario, entry.label, variant_status.value)
         known = entry.status is not VariantStatus.UNKNOWN
         per_variant[vid]["completed"] = entry.completed if known else None
+        per_variant[vid]["deaths_counted"] = entry.crashes if known else 0
     return per_variant
 
 
@@ -224,7 +225,7 @@ def verdict(variant: dict[str, Any]) -> str:
     whose rows did not all reach the disk (the coordinator died before
     writing them) is ``INCOMPLETE``, one without a single iteration ``EMPTY``; only a
     finished variant with all its rows and nothing wrong is ``ok``."""
-    deaths = sum(variant["events"][k] for k in DEATH_KINDS)
+    deaths = death_count(variant)
     if variant["status"] == VariantStatus.FAILED.value or variant["events"]["harness"]:
         return "HARNESS_ERROR"
     if variant["status"] == VariantStatus.REFUSED.value:
