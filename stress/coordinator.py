@@ -22,7 +22,7 @@ from stress import deaths, forensics
 from stress.deaths import KillReason
 from stress.diskbudget import DiskBudget
 from stress.errors import RunFailure, StorageError
-from stress.events import Event, EventKind
+from stress.events import Event, EventKind, native_stack_of
 from stress.iteration_batch import IterationBatch
 from stress.jobs import make_job, ring_capacity, ring_for_records, ring_refusal
 from stress.plan import VariantState
@@ -502,10 +502,9 @@ class Coordinator:
         in_flight = self._in_flight(worker)
         event = process.ending_event(self.run_id, ending, in_flight)
         stack = process.read_native_stack(ending)
-        if isinstance(stack, forensics.Reading):
-            self.stacks.add(event, stack)  # written once gdb is done: nothing waits for it
-        else:
-            self._write_event(dataclasses.replace(event, native_stack=stack))
+        if isinstance(stack, forensics.Reading):  # the stack follows in its own event
+            stack = self.stacks.add(event, stack) or forensics.reading_note(stack)
+        self._write_event(dataclasses.replace(event, native_stack=stack))
         if ending.is_death:
             state.crashes += 1
             for thread, iteration in enumerate(in_flight):
@@ -537,8 +536,9 @@ class Coordinator:
         )
 
     def _write_stacks(self, read: list[tuple[Event, str]]) -> None:
-        for event, stack in read:
-            self._write_event(dataclasses.replace(event, native_stack=stack))
+        """The native stacks gdb read, each as an event beside its death's."""
+        for death, stack in read:
+            self._write_event(native_stack_of(death, stack))
 
     def _settle_stacks(self) -> None:
         """After the loop: the death events still waiting for gdb, each written as its stack
@@ -547,6 +547,8 @@ class Coordinator:
         if self.stacks:
             self._note(f"waiting for gdb to read {len(self.stacks)} native stack(s)")
         while self.stacks and self.stop.count < 2:
+            if self._stopping() and self.stop_deadline is None:  # asked to stop meanwhile
+                self.stop_deadline = time.monotonic() + STOP_GRACE_S
             if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
                 break
             self._write_stacks(self.stacks.ready())

@@ -4,11 +4,12 @@ its writer; one typed ``Event`` per row, whose fields are the schema's columns."
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from stress.parts import PartWriter
 from stress.records import FACTOR_FIELDS
@@ -30,6 +31,10 @@ class EventKind(str, Enum):
     # valgrind memcheck saw an invalid read, write or free (memcheck=on): a finding, one event
     # per distinct error with its native stack; the worker itself may have lived on
     MEMCHECK = "memcheck"
+    # The native backtrace of an earlier death, read by gdb after that death's event was
+    # written (a death is recorded at once; gdb takes seconds): the same variant, worker and
+    # pid. Readers fold it into the death's event (``fold_native_stacks``).
+    NATIVE_STACK = "native_stack"
 
     @property
     def is_death(self) -> bool:
@@ -107,6 +112,41 @@ class Event:
 
 
 EVENT_FIELDS = {f.name for f in fields(Event)} - {"params"} | {f.name for f in FACTOR_FIELDS}
+STACK_KEY = ("variant_id", "worker_id", "pid")  # what ties a native_stack event to its death
+
+
+def native_stack_of(death: Event, stack: str) -> Event:
+    """The event that carries ``stack``, read after ``death`` was written."""
+    return replace(
+        death,
+        kind=EventKind.NATIVE_STACK,
+        message=f"the native stack of the {death.kind.value} event written before",
+        stack=None,
+        stderr_tail=None,
+        native_stack=stack,
+        ts=0,
+    )
+
+
+def fold_native_stacks(table: pa.Table) -> pa.Table:
+    """Events as readers see them: each ``native_stack`` event's backtrace put into its death's
+    event (same STACK_KEY), and the ``native_stack`` events left out. Needs the ``kind`` and
+    STACK_KEY columns to fold; without ``native_stack`` the stack events are only dropped."""
+    if "kind" not in table.column_names:
+        return table
+    is_stack = pc.equal(table["kind"], EventKind.NATIVE_STACK.value)
+    if not pc.any(is_stack).as_py():
+        return table
+    deaths = table.filter(pc.invert(is_stack))
+    if "native_stack" not in table.column_names:
+        return deaths
+    stacks = table.filter(is_stack).select([*STACK_KEY, "native_stack"]).to_pylist()
+    read = {tuple(s[k] for k in STACK_KEY): s["native_stack"] for s in stacks}
+    keys = deaths.select(list(STACK_KEY)).to_pylist()
+    own = deaths["native_stack"].to_pylist()
+    folded = [read.get(tuple(k.values()), mine) for k, mine in zip(keys, own)]
+    position = deaths.column_names.index("native_stack")
+    return deaths.set_column(position, "native_stack", pa.array(folded, pa.string()))
 
 
 class EventWriter:

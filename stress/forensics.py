@@ -34,6 +34,8 @@ MAX_OUTPUT_BYTES = 4 << 20  # what is read of gdb's output before picking out th
 GDB_TIMEOUT_S = 60.0
 TIMEOUT_VAR = "MNN_STRESS_GDB_TIMEOUT_S"  # how long one gdb may take, in seconds
 STDERR_TAIL_BYTES = 600
+MAX_READINGS = 2  # gdb reading cores at once
+MAX_WAITING = 8  # readings queued behind them
 _GDB = ["-batch", "-nx", "-ex", "set pagination off", "-ex", "thread apply all bt 40"]
 NO_CORE = "no core file was written (the worker's core size limit, or the kernel)"
 # Signals whose default action writes a core (signal(7)); any other leaves none.
@@ -75,31 +77,54 @@ def timeout_s() -> float:
 
 
 class Reading:
-    """One gdb at work on ``subject`` in the background; ``core`` (ours) is deleted when done."""
+    """One gdb on ``subject`` in the background, once ``start``ed; ``core`` (ours) is deleted
+    when done."""
 
     def __init__(self, subject: str, target: list[str], core: Path | None = None) -> None:
-        self.subject, self.core = subject, core
-        # Files, not pipes: gdb never blocks on a full pipe while the loop is elsewhere.
-        self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by result()
-        self.err: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by result()
-        self.started = time.monotonic()
-        self.deadline = self.started + timeout_s()
+        self.subject, self.core, self.target = subject, core, target
+        self.out: IO[bytes] | None = None
+        self.err: IO[bytes] | None = None
+        self.started = self.deadline = 0.0
         self.ended_at: float | None = None
         self.why_killed: str | None = None  # set when we killed it: its deadline, or a stop
-        launch = [sys.executable, "-S", "-c", _LAUNCH, str(os.getpid()), "gdb", *_GDB, *target]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Reading:
+        """Start gdb, in a session of its own (a terminal's Ctrl-C, meant for the run, does
+        not reach it) through the launcher that dies with the coordinator."""
+        # Files, not pipes: gdb never blocks on a full pipe while the loop is elsewhere.
+        self.out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by result()
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by result()
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_s()
+        pid = str(os.getpid())
+        launch = [sys.executable, "-S", "-c", _LAUNCH, pid, "gdb", *_GDB, *self.target]
         try:
-            self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-                launch, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err
+            self.process = subprocess.Popen(
+                launch,
+                stdin=subprocess.DEVNULL,
+                stdout=self.out,
+                stderr=self.err,
+                start_new_session=True,
             )
         except OSError as exc:
-            self.process, self.why_killed = None, f"could not be started: {exc}"
+            self.why_killed = f"could not be started: {exc}"
+            self.ended_at = self.started
+        return self
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
+    @property
+    def is_started(self) -> bool:
+        return self.started > 0
+
     def finished(self) -> bool:
-        """Whether gdb is done (never waits): it exited, or it was killed at its deadline."""
+        """Whether gdb is done (never waits): it exited, or it was killed at its deadline.
+        A reading not started yet is not done."""
+        if not self.is_started:
+            return False
         if self.process is None or self.process.poll() is not None:
             self.ended_at = self.ended_at or time.monotonic()
             return True
@@ -109,18 +134,24 @@ class Reading:
         return True
 
     def stop(self, why: str) -> str:
-        """Kill gdb now (if still at work) and say what it got."""
+        """Kill gdb now (if still at work) and say what it got; one never started says so."""
+        if not self.is_started:
+            return self.dropped(f"gdb was never started on {self.subject}: {why}")
         if self.process is not None and self.process.poll() is None:
             self._kill(f"was stopped after {time.monotonic() - self.started:.1f} s: {why}")
         return self.result()
 
+    def dropped(self, why: str) -> str:
+        """Give the reading up unstarted: its core is deleted; ``why`` is the stack's text."""
+        self._delete_core()
+        return why
+
     def result(self) -> str:
         """Every thread's backtrace, or how gdb failed (its stderr's tail, and the frames it
         printed before, if any). Call once gdb is done; frees its files and the core."""
+        assert self.out is not None and self.err is not None
         out, err = _head(self.out, MAX_OUTPUT_BYTES), _tail(self.err, STDERR_TAIL_BYTES)
-        with contextlib.suppress(OSError):
-            if self.core is not None:
-                self.core.unlink()
+        self._delete_core()
         frames = "\n".join(ln for ln in out.splitlines() if ln.startswith(("#", "Thread ")))
         failure = self._failure(frames)
         if failure is None:
@@ -128,6 +159,11 @@ class Reading:
         tail = err.strip()
         note = f"{failure}; gdb's stderr: {tail}" if tail else failure
         return _bounded(f"{note}\n{frames}" if frames else note)
+
+    def _delete_core(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.core is not None:
+                self.core.unlink()
 
     def _failure(self, frames: str) -> str | None:
         """How gdb failed, or None when it read the stacks."""
@@ -171,9 +207,29 @@ def read_core(folder: Path, python: str, signal_name: str) -> Reading | str:
     return Reading(f"the core file ({size / (1 << 20):.1f} MiB)", [python, str(kept)], kept)
 
 
+def remove_stale_cores(*cores_dirs: Path) -> int:
+    """Delete the cores a killed coordinator left waiting for gdb (``<worker>.core`` beside
+    the workers' folders): their deaths' events say gdb was reading them. Returns how many."""
+    stale = [core for folder in cores_dirs for core in folder.glob("*.core")]
+    for core in stale:
+        with contextlib.suppress(OSError):
+            core.unlink()
+    return len(stale)
+
+
 def attach(pid: int) -> Reading:
     """Start reading every thread's backtrace of a running (hung) process, gdb attached."""
-    return Reading(f"the hung worker (pid {pid})", ["-p", str(pid)])
+    return Reading(f"the hung worker (pid {pid})", ["-p", str(pid)]).start()
+
+
+def reading_note(reading: Reading) -> str:
+    """What a death's event says of its native stack while gdb reads it (or waits to): the
+    backtrace follows in a ``native_stack`` event, unless its coordinator dies first."""
+    return (
+        f"gdb was reading {reading.subject} when this event was written: its backtrace is "
+        "in a later native_stack event of this worker (if none, the coordinator was killed "
+        "before gdb was done)"
+    )
 
 
 T = TypeVar("T")
@@ -181,28 +237,49 @@ T = TypeVar("T")
 
 @dataclass
 class Pending(Generic[T]):
-    """Readings at work, each with what waits for its stack (an event)."""
+    """Readings of cores, each with what waits for its stack (an event): at most
+    MAX_READINGS gdb at once (each takes a core's worth of memory and a CPU from the workers
+    under test), at most MAX_WAITING more queued (each holds a core on disk)."""
 
     items: list[tuple[T, Reading]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def add(self, waiting: T, reading: Reading) -> None:
+    def add(self, waiting: T, reading: Reading) -> str | None:
+        """Queue ``reading`` (started as soon as a gdb is free); or, in a crash storm that
+        already fills the queue, give it up and return what its stack says instead."""
+        if len(self.items) >= MAX_READINGS + MAX_WAITING:
+            return reading.dropped(
+                f"not read: {len(self.items)} gdb readings were already at work or waiting "
+                "(a crash storm); the core file was deleted"
+            )
         self.items.append((waiting, reading))
+        self._start_next()
+        return None
 
     def ready(self) -> list[tuple[T, str]]:
-        """Those whose gdb is done, with their stacks (never waits)."""
+        """Those whose gdb is done, with their stacks (never waits); the next ones started."""
         done, waiting = [], []
         for item in self.items:
             (done if item[1].finished() else waiting).append(item)
         self.items = waiting
+        self._start_next()
         return [(item, reading.result()) for item, reading in done]
 
     def stop_all(self, why: str) -> list[tuple[T, str]]:
         """Every one, gdb killed where still at work."""
         items, self.items = self.items, []
         return [(item, reading.stop(why)) for item, reading in items]
+
+    def _start_next(self) -> None:
+        running = sum(1 for _, r in self.items if r.is_started)
+        for _, reading in self.items:
+            if running >= MAX_READINGS:
+                return
+            if not reading.is_started:
+                reading.start()
+                running += 1
 
 
 def _head(file: IO[bytes], limit: int) -> str:

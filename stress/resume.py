@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stress import forensics
 from stress.analysis.dataset import datasets, events_table
 from stress.analysis.scan import Scan
 from stress.compaction import set_aside_damaged, tidy
@@ -146,6 +147,8 @@ def resume(
         try:
             manifest, setup, references, unchecked = _resumed(run_dir.path, workers)
             aside = _set_aside_damaged(manifest)  # after _resumed read every part
+            roots = (run_dir.path, run_dir.path / REFERENCE_DIR)
+            stale_cores = forensics.remove_stale_cores(*(root / "cores" for root in roots))
             setup = dataclasses.replace(setup, max_disk=max_disk)
             check_file_size_limit(setup.scenarios)
             rerun = manifest.data.segments[-1]["iterations_rerun"]
@@ -159,6 +162,11 @@ def resume(
                     )
                 for part in aside:
                     hooks.on_note(f"resume set aside a damaged part: {part.describe()}")
+                if stale_cores:
+                    hooks.on_note(
+                        f"deleted {stale_cores} core file(s) the killed coordinator left unread "
+                        "(their deaths' events say gdb was reading them)"
+                    )
                 if rerun:
                     hooks.on_note(
                         f"{rerun} iterations the previous coordinator had seen never reached "

@@ -88,10 +88,13 @@ def read_traces(trace_dir: Path, reference: bool = False) -> list[dict]:
 
 
 def read_events(run_dir: Path):
-    files = sorted((run_dir / "events").glob("*.parquet"))
-    if not files:
+    """The run's events as the analysis reads them: each death with the native stack gdb
+    read after it was written (``native_stack`` events folded in)."""
+    from stress.analysis.dataset import events_table
+
+    if not list((run_dir / "events").glob("*.parquet")):
         return None
-    return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
+    return events_table(run_dir).to_pandas()
 
 
 def start_run(path: Path, out: Path, *args: str, fault: str | None = None) -> subprocess.Popen:

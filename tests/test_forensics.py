@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from stress import forensics
 from stress.analysis import signatures
 
-from .conftest import read_events, read_iterations, run_cli, start_run
+from .conftest import REPO, read_events, read_iterations, run_cli, start_run
 
 needs_gdb = pytest.mark.skipif(
     forensics.unavailable() is not None, reason=str(forensics.unavailable())
@@ -234,15 +235,100 @@ def test_a_run_stopped_at_once_writes_the_event_and_leaves_no_gdb(
 
 @pytest.mark.integration
 @cores_here
-def test_a_killed_coordinator_leaves_no_gdb_behind(scenario_file, tmp_path, fake_gdb):
+def test_a_killed_coordinator_leaves_no_gdb_behind_and_loses_no_death(
+    scenario_file, tmp_path, fake_gdb
+):
+    """The death's event is written when the worker dies, before gdb is done: a coordinator
+    SIGKILLed while gdb reads the core loses the backtrace, never the death; --resume then
+    deletes the core nobody will read."""
     log = fake_gdb("hang:60")
-    coordinator, gdb = _crashed_under_slow_gdb(scenario_file, tmp_path / "run", log)
+    out = tmp_path / "run"
+    coordinator, gdb = _crashed_under_slow_gdb(scenario_file, out, log)
     coordinator.send_signal(signal.SIGKILL)
     coordinator.communicate(timeout=10)
     deadline = time.monotonic() + 5
     while psutil.pid_exists(gdb) and psutil.Process(gdb).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "gdb outlived its coordinator"
         time.sleep(0.05)
+    events = read_events(out)
+    (crash,) = events[events.kind == "crash"].itertuples()
+    assert crash.signal == "SIGSEGV"
+    assert crash.native_stack.startswith("gdb was reading the core file (")
+    assert "coordinator was killed before gdb was done" in crash.native_stack
+    (core,) = (out / "cores").glob("*.core")
+    summary = json.loads(run_cli("summary", str(out), "--json").stdout)
+    assert summary["variants"][0]["verdict"] == "CRASHED"
+    resumed = subprocess.Popen(
+        [sys.executable, "-m", "stress", "run", "--resume", str(out)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while "left unread" not in _text(out / "run.log"):
+            assert time.monotonic() < deadline + 60 and resumed.poll() is None
+            time.sleep(0.05)
+    finally:
+        resumed.send_signal(signal.SIGTERM)
+        resumed.wait(timeout=60)
+    assert "deleted 1 core file(s) the killed coordinator left unread" in _text(out / "run.log")
+    assert not core.exists()
+
+
+@pytest.mark.integration
+@cores_here
+def test_one_sigterm_while_the_run_waits_for_gdb_ends_it_within_the_grace(
+    scenario_file, tmp_path, fake_gdb
+):
+    """At its end a run waits for gdb; a stop request then waits the workers' grace at most,
+    not gdb's whole timeout."""
+    fake_gdb("hang:120")
+    out = tmp_path / "run"
+    path = scenario_file("name: waits\nmodel: tiny\niterations: 6\nmax_crashes: 0\n")
+    coordinator = start_run(path, out, "--no-reference", fault="segv@3")
+    deadline = time.monotonic() + 60
+    while "waiting for gdb" not in _text(out / "run.log"):
+        assert time.monotonic() < deadline and coordinator.poll() is None
+        time.sleep(0.05)
+    asked = time.monotonic()
+    coordinator.send_signal(signal.SIGTERM)
+    coordinator.communicate(timeout=60)
+    assert time.monotonic() - asked < 20  # STOP_GRACE_S (10 s) and the summary
+    events = read_events(out)
+    (crash,) = events[events.kind == "crash"].itertuples()
+    assert "the run was stopping" in crash.native_stack
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def test_a_crash_storm_reads_a_few_cores_at_a_time_and_drops_the_rest(tmp_path):
+    """gdb takes a core's worth of memory and a CPU: at most MAX_READINGS run at once,
+    MAX_WAITING wait, and a core beyond those is deleted unread, its event saying why."""
+    pending: forensics.Pending[int] = forensics.Pending()
+    cores = []
+    for k in range(forensics.MAX_READINGS + forensics.MAX_WAITING + 1):
+        core = tmp_path / f"w{k}.core"
+        core.write_bytes(b"not a core")
+        cores.append(core)
+        reading = forensics.Reading(f"core {k}", ["--version"], core)
+        said = pending.add(k, reading)
+        if k < forensics.MAX_READINGS + forensics.MAX_WAITING:
+            assert said is None
+        else:
+            assert said is not None and said.startswith("not read: 10 gdb readings were")
+            assert not core.exists()
+    assert sum(1 for _, r in pending.items if r.is_started) == forensics.MAX_READINGS
+    read = []
+    deadline = time.monotonic() + 60
+    while pending:
+        assert time.monotonic() < deadline
+        assert sum(1 for _, r in pending.items if r.is_started) <= forensics.MAX_READINGS
+        read += pending.ready()
+        time.sleep(0.02)
+    assert sorted(k for k, _ in read) == list(range(forensics.MAX_READINGS + forensics.MAX_WAITING))
+    assert not any(core.exists() for core in cores)
 
 
 @pytest.mark.integration

@@ -215,3 +215,19 @@ def test_parts_cut_row_groups_at_32_mib_however_big_the_values(tmp_path):
     first, second = sorted(tmp_path.glob("part-*.parquet"))
     assert pq.ParquetFile(first).metadata.num_row_groups == 4
     assert pq.ParquetFile(second).metadata.num_row_groups == 1
+
+
+def test_native_stack_events_are_folded_into_their_deaths():
+    """A backtrace read after its death's event was written comes as an event of its own;
+    readers see it in the death's ``native_stack``, and the stack event itself not at all."""
+    from stress.events import Event, EventKind, _table, fold_native_stacks, native_stack_of
+
+    death = Event("r", "s", "v1", 3, 111, EventKind.CRASH, native_stack="gdb was reading")
+    other = Event("r", "s", "v1", 4, 222, EventKind.CRASH, native_stack="no core file")
+    hang = Event("r", "s", "v2", 3, 111, EventKind.HANG, native_stack="attached")
+    table = _table([death, other, hang, native_stack_of(death, "#0 frame_of_v1_w3")])
+    folded = fold_native_stacks(table)
+    assert folded["kind"].to_pylist() == ["crash", "crash", "hang"]
+    assert folded["native_stack"].to_pylist() == ["#0 frame_of_v1_w3", "no core file", "attached"]
+    assert fold_native_stacks(table.select(["kind", "variant_id"])).num_rows == 3
+    assert fold_native_stacks(folded) == folded

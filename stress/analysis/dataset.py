@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 
 from stress.damage import DamagedPart, datasets_of, find_damaged, found_in, set_aside_in
 from stress.errors import RunDirError
-from stress.events import EVENT_SCHEMA
+from stress.events import EVENT_SCHEMA, fold_native_stacks
 from stress.parts import sort_out, visible
 from stress.records import ITERATION_SCHEMA
 from stress.reference import REFERENCE_DIR
@@ -79,5 +79,10 @@ def iterations_table(run_dir: Path, **options: Any) -> pa.Table:
     return _table(run_dir / "iterations", ITERATION_SCHEMA, **options)
 
 
-def events_table(run_dir: Path, **options: Any) -> pa.Table:
-    return _table(run_dir / "events", EVENT_SCHEMA, **options)
+def events_table(run_dir: Path, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
+    """The run's events, each death with the native stack gdb read after it was written
+    (``events.fold_native_stacks``): read whole (events are few), folded, then filtered."""
+    table = fold_native_stacks(_table(run_dir / "events", EVENT_SCHEMA))
+    if filter is not None:
+        table = table.filter(filter)
+    return table.select(columns) if columns is not None else table
