@@ -128,7 +128,7 @@ def prepare(version: str, say: Say = lambda line: None) -> EnvInfo:
     with _locked(final, say):
         info = read_env(final)
         if info is not None:
-            problem = _wrong(info.interpreter, version)
+            problem = wrong_mnn(info.interpreter, version)
             if problem is None:
                 return info
             say(f"MNN {version}: the environment at {final} is broken ({problem}); rebuilding")
@@ -261,7 +261,7 @@ def _probe(python: Path) -> dict[str, str]:
     raise EnvError(f"`import MNN` fails in {python} (exit {done.returncode}):\n{tail}")
 
 
-def _wrong(python: Path, version: str) -> str | None:
+def wrong_mnn(python: Path, version: str) -> str | None:
     """Why the environment's interpreter does not give this MNN, or None when it does."""
     try:
         found = _probe(python)["mnn"]

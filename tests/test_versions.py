@@ -25,7 +25,7 @@ from stress.scenario import load_scenario
 from stress.variants import variant_id
 
 from . import conftest
-from .conftest import read_events, read_iterations, run_cli
+from .conftest import read_iterations, run_cli
 
 # An older release whose wheel installs with this Python and numpy, and that behaves unlike the
 # installed one: misuse=unknown_output on the Module API crashes it (SIGSEGV in forward) where
@@ -142,11 +142,12 @@ def test_python_and_a_version_are_not_both_given(scenario_file):
 
 
 @pytest.mark.integration
-def test_a_worker_whose_mnn_is_not_the_one_asked_fails_as_a_harness_error(
+def test_an_environment_whose_mnn_is_not_the_one_asked_is_refused_before_the_run(
     scenario_file, tmp_path, monkeypatch
 ):
-    """An environment that claims 3.1.0 but runs the installed MNN: the worker stops before
-    its first iteration, and the run fails naming both versions; no row says 3.1.0."""
+    """An environment that claims 3.1.0 but runs the installed MNN: the user's environment,
+    not a bug of ours and not a finding; refused before anything runs, naming the
+    environment and the command that rebuilds it (a worker would stop at once as well)."""
     monkeypatch.setenv(envs.ENVS_VAR, str(tmp_path / "envs"))
     broken = envs.env_dir("3.1.0")
     (broken / "bin").mkdir(parents=True)
@@ -165,14 +166,11 @@ def test_a_worker_whose_mnn_is_not_the_one_asked_fails_as_a_harness_error(
     )
     out = tmp_path / "run"
     done = run_cli("run", str(path), "--out", str(out), "--no-reference", check=False)
-    assert done.returncode == 70 and "harness" in done.stderr
-    events = read_events(out)
-    harness = events[events.kind == "harness"]
-    assert len(harness) == 1
-    message = harness.message.iloc[0]
-    assert "EnvironmentMismatch" in message and "mnn_version=3.1.0" in message
-    assert f"MNN {envs.mnn_version()}" in message and "envs prepare" in message
-    assert read_iterations(out).empty
+    assert done.returncode == 2, done.stderr
+    assert f"runs in the cached environment {broken}, which is broken" in done.stderr
+    assert f"it imports MNN {envs.mnn_version()}" in done.stderr
+    assert "fix: run `mnn-stress envs prepare --version 3.1.0`" in done.stderr
+    assert "bug" not in done.stderr and not out.exists()
 
 
 def _marker(version: str, path: Path) -> dict:

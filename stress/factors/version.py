@@ -9,9 +9,11 @@ Stdlib only at import: workers import this (``stress.envs`` only in the coordina
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from stress.contract.stages import Launch
@@ -52,14 +54,35 @@ def _no_environment(value: str) -> tuple[str, str] | None:
         return None
     from stress import envs
 
-    if not envs.needs_env(value) or envs.python_for(value) is not None:
+    if not envs.needs_env(value):
+        return None
+    python = envs.python_for(value)
+    if python is None:
+        return (
+            f"mnn_version={value} runs in a cached environment, and there is none yet "
+            f"(looked for {envs.env_dir(value)})",
+            "run `mnn-stress envs prepare` on this scenario file (`./run.sh mnn-stress envs "
+            "prepare FILE`): it makes every version's, each in about 5-15 s and 125 MiB",
+        )
+    wrong = _broken(str(python), value)
+    if wrong is None:
         return None
     return (
-        f"mnn_version={value} runs in a cached environment, and there is none yet "
-        f"(looked for {envs.env_dir(value)})",
-        "run `mnn-stress envs prepare` on this scenario file (`./run.sh mnn-stress envs "
-        "prepare FILE`): it makes every version's, each in about 5-15 s and 125 MiB",
+        f"mnn_version={value} runs in the cached environment {envs.env_dir(value)}, which is "
+        f"broken: {wrong}",
+        f"run `mnn-stress envs prepare --version {value}`: it checks the environment and "
+        "builds it again",
     )
+
+
+@functools.cache
+def _broken(python: str, version: str) -> str | None:
+    """Why the environment does not import ``version`` (it is run once: about a second),
+    or None. Every worker checks again (``_check_version``), for an environment broken after
+    validation."""
+    from stress import envs
+
+    return envs.wrong_mnn(Path(python), version)
 
 
 def _check_version(value: str, params: Mapping[str, Any]) -> None:
