@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ASIDE = "damaged"  # beside a run's (or its reference's) datasets: ROOT/damaged/<dataset>/
-DATASETS = ("iterations", "events")  # the Parquet datasets under a run or its reference
 CHECKS_KEPT = 200_000  # frame checks remembered per process (a long night's parts, merged)
 MAGIC = b"PAR1"  # a Parquet file starts and ends with it
 
@@ -200,11 +199,6 @@ def _fails(
 
 def _one_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def datasets_of(*roots: Path) -> list[Path]:
-    """The dataset folders under each root (a run directory, its ``reference/``)."""
-    return [root / name for root in roots for name in DATASETS]
 
 
 def aside_dir(directory: Path) -> Path:

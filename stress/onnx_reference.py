@@ -33,7 +33,7 @@ def onnx_path(scenario: LoadedScenario) -> Path | None:
 def run_onnxruntime(run_dir: Path, scenarios: list[LoadedScenario]) -> dict[str, str]:
     """Per ONNX scenario: ``done``, ``not installed`` or why it failed."""
     from stress.jobs import input_plans
-    from stress.reference import REFERENCE_DIR
+    from stress.rundir import REFERENCE_DIR
     from stress.worker.inputs import make_inputs
 
     found = {}

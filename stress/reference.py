@@ -17,10 +17,10 @@ from stress.coordinator import Coordinator, Hooks, StopRequests
 from stress.diskbudget import DiskBudget
 from stress.factors import defaults
 from stress.plan import VariantState
+from stress.rundir import REFERENCE_DIR
 from stress.scenario import LoadedScenario
 from stress.scenario.schema import RecordSpec
 
-REFERENCE_DIR = "reference"
 REFERENCE_ITERATIONS = 3  # more than one, so an engine unstable even when clean shows it
 REFERENCE_VALUE_BYTES = 64 << 20  # an output's values are kept up to this size
 REFERENCE_MAX_CRASHES = 1

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stress import forensics
-from stress.analysis.dataset import datasets, events_table
+from stress.analysis.dataset import events_table
 from stress.analysis.scan import Scan
 from stress.compaction import set_aside_damaged, tidy
 from stress.coordinator import StopRequests
@@ -27,9 +27,9 @@ from stress.events import DEATH_KINDS
 from stress.manifest import MODEL_SOURCE, Manifest, ManifestData, VariantEntry, read_manifest
 from stress.models.source import ModelSource, changes, source_now
 from stress.plan import Budget, VariantState, plan
-from stress.reference import REFERENCE_DIR, reference_states
+from stress.reference import reference_states
 from stress.run_manifest import new_segment, record_damaged
-from stress.rundir import Owner, RunDir
+from stress.rundir import REFERENCE_DIR, Owner, RunDir, datasets
 from stress.runner import (
     RunHooks,
     RunResult,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from stress.damage import datasets_of, set_aside_in
+from stress.damage import set_aside_in
 from stress.errors import StorageError
 from stress.factors.convert import NONE as NO_FLAGS
 from stress.manifest import (
@@ -26,8 +26,8 @@ from stress.manifest import (
 )
 from stress.models.source import source_of
 from stress.plan import VariantState
-from stress.reference import REFERENCE_DIR, reference_entries, reference_states
-from stress.rundir import Owner
+from stress.reference import reference_entries, reference_states
+from stress.rundir import Owner, datasets
 from stress.states import RunStatus
 
 if TYPE_CHECKING:
@@ -107,9 +107,7 @@ def record_damaged(manifest: Manifest) -> None:
     manifest's ``damaged`` list (saved by the caller)."""
     run_dir = manifest.path.parent
     manifest.data.damaged = [
-        part
-        for directory in datasets_of(run_dir, run_dir / REFERENCE_DIR)
-        for part in set_aside_in(directory, run_dir)
+        part for directory in datasets(run_dir) for part in set_aside_in(directory, run_dir)
     ]
 
 

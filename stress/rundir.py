@@ -21,6 +21,15 @@ import psutil
 
 from stress.errors import RunDirError, StorageError
 
+REFERENCE_DIR = "reference"  # the clean reference pass, laid out as a run inside the run
+DATASETS = ("iterations", "events")  # the Parquet datasets of a run (and of its reference)
+
+
+def datasets(run_dir: Path) -> list[Path]:
+    """Every Parquet dataset of a run: its own and its reference pass's."""
+    return [root / name for root in (run_dir, run_dir / REFERENCE_DIR) for name in DATASETS]
+
+
 LOCK_NAME = ".lock"
 RESERVE_NAME = ".reserve"
 RESERVE_BYTES = 4 << 20

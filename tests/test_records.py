@@ -231,3 +231,18 @@ def test_native_stack_events_are_folded_into_their_deaths():
     assert folded["native_stack"].to_pylist() == ["#0 frame_of_v1_w3", "no core file", "attached"]
     assert fold_native_stacks(table.select(["kind", "variant_id"])).num_rows == 3
     assert fold_native_stacks(folded) == folded
+
+
+def test_the_readers_of_a_run_import_nothing_of_the_coordinator():
+    """Reading a run (records, parts, damage, the analysis's dataset layer) must not start
+    the coordinator's machinery: the records layer knows nothing of who wrote them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, stress.analysis.dataset, stress.parts, stress.damage, stress.events\n"
+        "print(sorted(m for m in sys.modules if m in ('stress.coordinator', "
+        "'stress.reference', 'stress.workerproc', 'stress.runner')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr

@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from stress.damage import DamagedPart, datasets_of, find_damaged, found_in, set_aside_in
+from stress.damage import DamagedPart, find_damaged, found_in, set_aside_in
 from stress.errors import RunDirError
 from stress.events import EVENT_SCHEMA, fold_native_stacks
 from stress.parts import sort_out, visible
 from stress.records import ITERATION_SCHEMA
-from stress.reference import REFERENCE_DIR
+from stress.rundir import datasets
 
 T = TypeVar("T")
 READ_ATTEMPTS = 10  # listings in a row that a compaction may overtake
@@ -34,11 +34,6 @@ def check_run_dir(run_dir: Path) -> None:
             f"{run_dir} is not a run directory (no manifest.json, no iterations/)",
             fix="pass a directory made by `mnn-stress run`",
         )
-
-
-def datasets(run_dir: Path) -> list[Path]:
-    """Every Parquet dataset of a run: its own and its reference pass's."""
-    return datasets_of(run_dir, run_dir / REFERENCE_DIR)
 
 
 def damaged_parts(run_dir: Path) -> list[DamagedPart]:

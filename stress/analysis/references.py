@@ -17,7 +17,7 @@ from stress.analysis.tolerance import Tolerance, compare, tolerances_for
 from stress.damage import set_aside_in
 from stress.onnx_reference import ORT_DIR
 from stress.parts import sort_out
-from stress.reference import REFERENCE_DIR
+from stress.rundir import REFERENCE_DIR
 
 _COLUMNS = ["scenario", "iteration", "status", "error", "observation", "output_name", "digest"]
 _COLUMNS += ["dtype", "shape", "nan_count", "inf_count", "min", "max", "mean"]
