@@ -127,3 +127,37 @@ def test_repro_script_runs_elsewhere_with_the_bare_venv(plain: Plain, crashed: P
         timeout=120,
     )
     assert alone.returncode == -signal.SIGSEGV, alone.stdout + alone.stderr  # as in the run
+
+
+BLOCKED = """import sys
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {names}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Absent())
+"""
+
+
+@pytest.mark.parametrize("command", ["summary", "report", "compare"])
+def test_without_the_extras_importable_every_reader_works_on_a_crash(tmp_path, command):
+    """The quick guard beside the venv above: the readers run with pandas, onnx and
+    onnxruntime made unimportable in this environment (pyarrow needs pandas to turn ns
+    timestamps into datetimes: a crash's event made every reader raise)."""
+    from .conftest import run_cli
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SCENARIO)
+    out = tmp_path / "run"
+    run_cli("run", str(scenario), "--out", str(out), "--no-reference", fault="segv@10")
+    args = {"summary": [str(out)], "report": [str(out), "--html", str(tmp_path / "r.html")]}
+    args["compare"] = [str(out), str(out)]
+    code = BLOCKED.format(names=list(NOT_DEPENDENCIES[:3])) + (
+        f"sys.argv = ['mnn-stress', {command!r}, *{args[command]!r}]\n"
+        "from stress.cli import main\nmain()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode in (0, 1), done.stderr  # 1: report's and compare's findings
+    assert "Traceback" not in done.stderr and "bug in mnn-stress" not in done.stderr
+    assert "SIGSEGV" in done.stdout or command == "compare"
