@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from stress.contract.protocol import InputPlan, Job
+from stress.contract.protocol import InputPlan, Job, iteration_record_size
 from stress.contract.ring import MAX_RECORD_BYTES
 from stress.errors import ScenarioError
 from stress.factors import misuse
@@ -14,6 +14,7 @@ from stress.scenario.schema import InputSpec
 from stress.variants import Variant
 
 MIN_RING_BYTES = 16 << 20
+ERROR_RECORD_BYTES = 4096  # room beside the outputs for an error's text (4000 bytes at most)
 RING_RECORDS = 16  # iterations a ring holds per thread, while that stays within RING_SOFT_BYTES
 RING_SOFT_BYTES = 256 << 20  # beyond it a ring holds MIN_RING_RECORDS records, no more
 MIN_RING_RECORDS = 2  # a writer takes at most half the ring: one record read, one written
@@ -42,20 +43,21 @@ def input_plans(scenario: LoadedScenario) -> list[InputPlan]:
 
 
 def record_bytes(scenario: LoadedScenario) -> int:
-    """An upper bound of one iteration's record in the ring: the model's declared outputs,
-    scaled up when the scenario gives larger input shapes than the model declares."""
+    """One iteration's record in the ring: the model's declared outputs, scaled up when the
+    scenario gives larger input shapes than the model declares (an upper bound where the
+    outputs grow with the inputs)."""
     declared = sum(t.nbytes for t in scenario.model.inputs) or 1
     given = sum(TensorInfo(p.name, tuple(p.shape), p.dtype).nbytes for p in input_plans(scenario))
     scale = max(1.0, given / declared)
-    outputs = scenario.model.outputs
-    return int(sum(t.nbytes for t in outputs) * scale) + 64 * len(outputs) + 4096
+    outputs = [(len(t.shape), int(t.nbytes * scale)) for t in scenario.model.outputs]
+    return iteration_record_size(outputs)
 
 
 def ring_capacity(scenario: LoadedScenario, threads: int = 1) -> int:
     """The ring for a worker of ``threads`` threads (``ring_for_records``). A worker whose
     record still does not fit asks for a larger ring (``resize``) and is restarted without
     losing it."""
-    return ring_for_records(record_bytes(scenario), threads)
+    return ring_for_records(record_bytes(scenario) + ERROR_RECORD_BYTES, threads)
 
 
 def ring_for_records(record: int, threads: int = 1) -> int:

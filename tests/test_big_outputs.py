@@ -187,7 +187,7 @@ def test_validate_refuses_outputs_that_no_record_can_hold(models):
     assert done.returncode == 2
     assert (
         "vast.yaml: model: the model's outputs (y0 [1, 1024, 1024, 1024] float32) cannot be "
-        "recorded: one iteration's outputs take 4,294,971,456 bytes in the record ring, more "
+        "recorded: one iteration's outputs take 4,294,967,408 bytes in the record ring, more "
         "than a record can hold (4,294,967,280: a 32-bit length)\n"
         "  fix: use a model with smaller outputs\n"
     ) in done.stderr

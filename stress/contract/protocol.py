@@ -15,7 +15,7 @@ from enum import IntEnum
 from typing import Any
 
 from stress.contract import dtypes
-from stress.contract.ring import MAX_RECORD_BYTES, RECORD_HEADER, RecordTooLarge
+from stress.contract.ring import MAX_RECORD_BYTES, RecordTooLarge, record_size
 
 KIND_ITERATION = 1
 KIND_MESSAGE = 2
@@ -201,6 +201,15 @@ def _has_type(value: Any, annotation: str) -> bool:
     return isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))
 
 
+def iteration_record_size(outputs: list[tuple[int, int]]) -> int:
+    """The ring bytes of an iteration record with outputs of these (ndim, nbytes): its head,
+    each output's header and 8-aligned bytes (no error text)."""
+    payload = ITERATION_HEAD.size + sum(
+        OUTPUT_HEAD.size + 8 * ndim + ((nbytes + 7) & ~7) for ndim, nbytes in outputs
+    )
+    return record_size(payload)
+
+
 class IterationWriter:
     """Writes iterations straight into a worker's ring.
 
@@ -277,13 +286,11 @@ class IterationWriter:
         return offset
 
     def _learn(self, outputs: list[Any]) -> None:
-        """The headers of this output layout. An output larger than a record can say (its
-        length is 32 bits) raises RecordTooLarge before anything is written."""
-        size = ITERATION_HEAD.size + sum(
-            OUTPUT_HEAD.size + 8 * out.ndim + ((out.nbytes + 7) & ~7) for out in outputs
-        )
+        """The headers of this output layout. Outputs larger than a record can say (its
+        length is 32 bits) raise RecordTooLarge before anything is written."""
+        size = iteration_record_size([(out.ndim, out.nbytes) for out in outputs])
         if size > MAX_RECORD_BYTES:
-            raise RecordTooLarge(size + RECORD_HEADER, self.ring.capacity)
+            raise RecordTooLarge(size, self.ring.capacity)
         self._layout = [
             (
                 out.shape,

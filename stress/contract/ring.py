@@ -36,6 +36,12 @@ def coordinator_pid() -> int:
     return int(os.environ.get(COORDINATOR_PID_VAR) or os.getppid())
 
 
+def record_size(payload_size: int) -> int:
+    """The bytes a record of ``payload_size`` takes in a ring: its header and payload, 16-byte
+    aligned (so a wrap marker always fits)."""
+    return (_RECORD.size + payload_size + 15) & ~15
+
+
 class RecordTooLarge(Exception):
     """A record that cannot fit in half the ring; ``needed`` is its size in bytes."""
 
@@ -71,7 +77,7 @@ class RingWriter:
         self._parent = coordinator_pid()
 
     def begin(self, payload_size: int, kind: int) -> int:
-        size = (_RECORD.size + payload_size + 15) & ~15  # a wrap marker always fits
+        size = record_size(payload_size)
         if size > self.capacity >> 1 or size > MAX_RECORD_BYTES:
             raise RecordTooLarge(size, self.capacity)
         pos = self.write_pos
