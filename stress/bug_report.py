@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from stress.cache_root import cache_dir
+
 FILE_PREFIX = "bug-"  # RUN_DIR/bug-<UTC time>-<command>-<pid>.txt
 _SHOWN_CHARS = 300  # of the exception's message, in the one line
 
@@ -21,8 +23,7 @@ _SHOWN_CHARS = 300  # of the exception's message, in the one line
 def cache_folder() -> Path:
     """Where tracebacks go when the command has no run directory it can write to: beside the
     model cache (``$MNN_STRESS_CACHE``, default ``~/.cache/mnn-stress``)."""
-    root = os.environ.get("MNN_STRESS_CACHE") or Path.home() / ".cache" / "mnn-stress"
-    return Path(root) / "bugs"
+    return cache_dir() / "bugs"
 
 
 def write_traceback(exc: BaseException, command: str, run_dir: Path | None = None) -> Path | None:

@@ -27,9 +27,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from stress.cache_root import cache_dir
 from stress.errors import EnvError
 from stress.factors.version import INSTALLED, is_release
-from stress.models.resolve import cache_dir, mnn_version
+from stress.models.resolve import mnn_version
 
 ENVS_VAR = "MNN_STRESS_ENVS"
 MARKER = "mnn-stress-env.json"

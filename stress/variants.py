@@ -37,8 +37,12 @@ def expand(scenario: LoadedScenario) -> list[Variant]:
     varied = [n for n, values in given(scenario.spec).items() if len(values) > 1]
     variants = []
     for params in combinations(scenario.spec):
-        label = " ".join(f"{n}={shown(params[n])}" for n in (varied or ["api"]))
-        variants.append(
-            Variant(scenario.spec.name, variant_id(scenario.spec.name, params), params, label)
-        )
+        vid = variant_id(scenario.spec.name, params)
+        variants.append(Variant(scenario.spec.name, vid, params, label(params, varied)))
     return variants
+
+
+def label(params: dict[str, Any], varied: list[str]) -> str:
+    """A variant's name among its scenario's: the values of the factors its matrix varies
+    (``api`` where none is varied)."""
+    return " ".join(f"{n}={shown(params[n])}" for n in (varied or ["api"]))

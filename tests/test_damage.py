@@ -366,6 +366,18 @@ def test_summary_works_from_the_rows_when_the_manifest_is_damaged(clean_run, tmp
     assert "each variant's state and budget" in found["warnings"][0]
 
 
+def test_a_variant_keeps_its_label_when_the_manifest_is_damaged(scenario_file, tmp_path):
+    """Labels name the factors the matrix varies, from the manifest or, without it, from
+    the rows: ``threads=1`` stays ``threads=1`` (not ``api=session``, its non-defaults)."""
+    path = scenario_file("name: labels\nmodel: tiny\niterations: 20\nmatrix:\n  threads: [1, 2]\n")
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out), "--no-reference")
+    labels = {v["variant_id"]: v["label"] for v in summary_json(out)["variants"]}
+    damage_manifest(out, "garbage")
+    assert {v["variant_id"]: v["label"] for v in summary_json(out)["variants"]} == labels
+    assert sorted(labels.values()) == ["threads=1", "threads=2"]
+
+
 def test_report_and_compare_go_on_without_the_manifest(clean_run, tmp_path):
     run = copy_of(clean_run, tmp_path)
     manifest = run / "manifest.json"

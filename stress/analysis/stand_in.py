@@ -17,6 +17,7 @@ from stress.factors import changed, shown
 from stress.manifest import ManifestData, VariantEntry
 from stress.records import FACTOR_FIELDS
 from stress.states import RunStatus, VariantStatus
+from stress.variants import label
 
 UNKNOWN_WHAT = (
     "the run's status, each variant's state and budget, the scenarios' tolerances (the "
@@ -66,22 +67,31 @@ def _variants(scan: Scan, events: pa.Table) -> dict[str, VariantEntry]:
     seen = {row["variant_id"] for row in rows}
     columns = ["variant_id", "scenario", *_FACTORS]
     rows += [e for e in events.select(columns).to_pylist() if e["variant_id"] not in seen]
-    entries: dict[str, VariantEntry] = {}
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
     for row in rows:
-        if row["variant_id"] in entries:
-            continue
-        params = {name: row[name] for name in _FACTORS}
-        entries[row["variant_id"]] = _entry(row["scenario"], params)
-    return entries
+        found.setdefault(row["variant_id"], (row["scenario"], {n: row[n] for n in _FACTORS}))
+    varied = {
+        scenario: _varied([p for s, p in found.values() if s == scenario])
+        for scenario, _ in found.values()
+    }
+    return {
+        vid: _entry(scenario, params, label(params, varied[scenario]))
+        for vid, (scenario, params) in found.items()
+    }
 
 
-def _entry(scenario: str, params: dict[str, Any]) -> VariantEntry:
-    # the rows' mnn_version is the one that ran, not one the scenario asked for
-    varied = {k: v for k, v in changed(params).items() if k != "mnn_version"}
-    label = " ".join(f"{k}={shown(v)}" for k, v in varied.items())
+def _varied(params: list[dict[str, Any]]) -> list[str]:
+    """The factors whose values differ among a scenario's variants: its matrix, as far as
+    the rows tell (the same rule as ``variants.expand``, so a variant keeps its label). A
+    value at its default counts as the default: ``input_path`` follows ``api`` by itself."""
+    marks = [{n: shown(v) for n, v in changed(p).items()} for p in params]  # off default
+    return [n for n in _FACTORS if len({mark.get(n, "default") for mark in marks}) > 1]
+
+
+def _entry(scenario: str, params: dict[str, Any], label: str) -> VariantEntry:
     return VariantEntry(
         scenario=scenario,
-        label=label or f"api={shown(params['api'])}",
+        label=label,
         params=params,
         status=VariantStatus.UNKNOWN,
         completed=0,

@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from stress.cache_root import CACHE_VAR, cache_dir
 from stress.errors import ModelError, where_stored
 from stress.models import ModelInfo
 from stress.models.files import sha256_of
 
-CACHE_VAR = "MNN_STRESS_CACHE"
 # Cached models up to this size are hashed again at every use: ~0.1 s at the ~0.7 GB/s of
 # sha256 measured on a shared 2-core machine. Larger ones are hashed again only when their
 # size or mtime differs from the record (a truncation, a rewrite), not on every load.
@@ -34,11 +34,6 @@ REHASH_BYTES = 64 << 20
 _WRITABLE = f"make it writable for this user, or set {CACHE_VAR} to a writable folder"
 # After a failed build: can this much more than the build had written be written here?
 ROOM_MARGIN_BYTES = 1 << 20
-
-
-def cache_dir() -> Path:
-    root = os.environ.get(CACHE_VAR) or Path.home() / ".cache" / "mnn-stress"
-    return Path(root)
 
 
 def folder(*parts: str) -> Path:
