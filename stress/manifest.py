@@ -159,7 +159,7 @@ class ManifestData:
     adaptive: dict[str, Any] = field(default_factory=dict)
     # Times the coordinator itself did not run (stopped: SIGSTOP, Ctrl-Z, a debugger; or
     # starved) while its workers went on using their variants' time: ``Pause`` entries
-    pauses: list[dict[str, Any]] = field(default_factory=list)
+    pauses: list[Pause] = field(default_factory=list)
     # Part files set aside as damaged (stress.damage): their rows are not read
     damaged: list[DamagedPart] = field(default_factory=list)
 
@@ -168,6 +168,7 @@ class ManifestData:
         data["status"] = self.status.value
         data["variants"] = {vid: entry.to_dict() for vid, entry in self.variants.items()}
         data["damaged"] = [part.to_dict() for part in self.damaged]
+        data["pauses"] = [pause.to_dict() for pause in self.pauses]
         return data
 
     @classmethod
@@ -178,6 +179,7 @@ class ManifestData:
             vid: VariantEntry.from_dict(entry) for vid, entry in data["variants"].items()
         }
         data["damaged"] = [DamagedPart.from_dict(part) for part in data.get("damaged", [])]
+        data["pauses"] = [Pause(**pause) for pause in data.get("pauses", [])]
         return cls(**data)
 
 

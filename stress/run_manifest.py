@@ -134,7 +134,7 @@ def pause_recorder(manifest: Manifest) -> Callable[[float, float], None]:
     into ``pauses`` and saved at once: a pause is rare, and the run may not end well."""
 
     def record(began: float, seconds: float) -> None:
-        manifest.data.pauses.append(Pause(str(_iso(began)), round(seconds, 1)).to_dict())
+        manifest.data.pauses.append(Pause(str(_iso(began)), round(seconds, 1)))
         with contextlib.suppress(StorageError):  # the end of the run tries again
             manifest.save()
 

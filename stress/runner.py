@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 from stress.adaptive import second_pass, split_first_pass
 from stress.coordinator import Coordinator, Hooks, StopRequests
@@ -312,7 +313,7 @@ def _finish(
     disk: DiskBudget | None = None,
 ) -> RunResult:
     stopped_by = disk.stopped if disk is not None else None
-    status, reason = outcome(states, failure, lost_rows, stopped_by)
+    status, reason, exit_code = outcome(states, failure, lost_rows, stopped_by)
     if disk is not None:
         manifest.data.disk["used_bytes"] = disk_usage(run_dir.path)
     manifest.data.status, manifest.data.reason, manifest.data.ended = status, reason, now_iso()
@@ -320,7 +321,7 @@ def _finish(
     record_states(manifest, states)
     record_damaged(manifest)
     _finish_files(journal, manifest, status, reason)
-    return RunResult(run_dir.path, status, reason, states, exit_code(status, failure, states))
+    return RunResult(run_dir.path, status, reason, states, exit_code)
 
 
 def _drive(coordinator: Coordinator, run_dir: RunDir) -> None:
@@ -352,48 +353,41 @@ def _finish_files(journal: Journal, manifest: Manifest, status: RunStatus, reaso
     journal.close()
 
 
+class RunEnding(NamedTuple):
+    """How a run ended, why, and what ``mnn-stress run`` exits with."""
+
+    status: RunStatus
+    reason: str | None
+    exit_code: ExitCode
+
+
 def outcome(
     states: list[VariantState],
     failure: RunFailure | None,
     lost_rows: int,
     stopped_by: str | None = None,
-) -> tuple[RunStatus, str | None]:
-    """How the run ended and why (``stopped_by``: why the run itself stopped early, if it
-    did); a run in which nothing ran is never complete."""
+) -> RunEnding:
+    """How the run ended, why and its exit status, first match wins: the failure that stopped
+    it, a worker's harness error (our bug), a stop (``stopped_by``: why the run itself stopped
+    early, if it did); a run in which nothing ran is never complete."""
     if failure is not None:
         lost = f"; {lost_rows} rows could not be written" if lost_rows else ""
-        return RunStatus.FAILED, failure.render() + lost
+        return RunEnding(RunStatus.FAILED, failure.render() + lost, failure.exit_code)
     harness = [s for s in states if s.status is VariantStatus.FAILED]
     if harness:
-        return RunStatus.FAILED, (
+        why = (
             f"mnn-stress's own code failed in {len(harness)} variant(s) (a harness bug, not a "
             "finding about MNN): see the 'harness' events"
         )
+        return RunEnding(RunStatus.FAILED, why, ExitCode.BUG)
     stopped = (VariantStatus.INTERRUPTED, VariantStatus.SKIPPED)
     if any(s.status in stopped for s in states):
-        return (
-            RunStatus.INTERRUPTED,
-            stopped_by or "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP)",
-        )
+        why = stopped_by or "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP)"
+        return RunEnding(RunStatus.INTERRUPTED, why, ExitCode.INTERRUPTED)
     if not any(s.completed for s in states):
-        return RunStatus.FAILED, "no iteration completed in any variant: see the events"
-    return RunStatus.COMPLETE, None
-
-
-def exit_code(
-    status: RunStatus, failure: RunFailure | None, states: list[VariantState]
-) -> ExitCode:
-    """What ``mnn-stress run`` exits with, by the same precedence as ``outcome``: the failure
-    that stopped the run, then a worker's harness error (our bug), then the rest."""
-    if status is RunStatus.COMPLETE:
-        return ExitCode.OK
-    if status is RunStatus.INTERRUPTED:
-        return ExitCode.INTERRUPTED
-    if failure is not None:
-        return failure.exit_code
-    if any(s.status is VariantStatus.FAILED for s in states):
-        return ExitCode.BUG
-    return ExitCode.RUN_FAILED
+        why = "no iteration completed in any variant: see the events"
+        return RunEnding(RunStatus.FAILED, why, ExitCode.RUN_FAILED)
+    return RunEnding(RunStatus.COMPLETE, None, ExitCode.OK)
 
 
 def new_run_id() -> str:

@@ -380,9 +380,9 @@ def test_a_late_signal_does_not_turn_a_finished_run_into_an_interrupted_one(scen
 
     states = plan([load_scenario(scenario_file("name: late\nmodel: tiny\n"))], Budget(), 1)
     states[0].status, states[0].completed = VariantStatus.DONE, 100
-    assert outcome(states, None, 0) == (RunStatus.COMPLETE, None)
+    assert outcome(states, None, 0)[:2] == (RunStatus.COMPLETE, None)
     states[0].status = VariantStatus.INTERRUPTED
     assert outcome(states, None, 0)[0] is RunStatus.INTERRUPTED
     states[0].status, states[0].completed = VariantStatus.DONE, 0
-    status, reason = outcome(states, None, 0)
+    status, reason, _ = outcome(states, None, 0)
     assert status is RunStatus.FAILED and "no iteration completed" in reason

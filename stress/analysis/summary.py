@@ -89,7 +89,7 @@ def _summarize(run_dir: Path) -> dict[str, Any]:
         "reason": reason,
         "started": manifest.started,
         "ended": manifest.ended,
-        "pauses": manifest.pauses,
+        "pauses": [pause.to_dict() for pause in manifest.pauses],
         "mnn_version": manifest.versions["MNN"],
         "references": references,
         "variants": list(per_variant.values()),
