@@ -132,21 +132,25 @@ def _stream(run: list[Part], schema: pa.Schema, path: Path) -> int:
 
 def _rows(part: Part) -> int:
     """The rows its footer holds; PartDamaged when the footer cannot be read."""
-    try:
+    with _reading(part):
         return pq.read_metadata(part.path).num_rows
-    except (OSError, pa.ArrowException) as exc:
-        if not isinstance(exc, FileNotFoundError) and find_damaged([part.path], exc):
-            raise PartDamaged(part.path, str(exc)) from exc
-        raise
 
 
 def _batches(part: Part, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """A source's rows batch by batch; PartDamaged when it fails because the part cannot be
-    read whole (other failures, such as another schema, pass as they are)."""
-    try:
+    read whole."""
+    with _reading(part):
         source = pq.ParquetFile(part.path, read_dictionary=columns)
         # use_threads=False: decoding stays in this (niced) thread, off Arrow's own pool
         yield from source.iter_batches(BATCH_ROWS, use_threads=False)
+
+
+@contextlib.contextmanager
+def _reading(part: Part) -> Iterator[None]:
+    """Reading ``part``: PartDamaged when that fails because the part is damaged (a read of
+    it whole fails too); other failures (another schema, the environment) pass as they are."""
+    try:
+        yield
     except (OSError, pa.ArrowException) as exc:
         if not isinstance(exc, FileNotFoundError) and find_damaged([part.path], exc):
             raise PartDamaged(part.path, str(exc)) from exc
