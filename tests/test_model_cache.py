@@ -5,7 +5,6 @@ never a traceback, and never a damaged model handed to workers."""
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -19,7 +18,7 @@ import pytest
 
 from stress.models.resolve import resolve_model
 
-from .conftest import REPO, read_events, read_iterations, run_cli
+from .conftest import REPO, read_events, read_iterations, run_cli, run_cli_bound_by_permissions
 
 
 @pytest.fixture
@@ -83,33 +82,11 @@ def test_a_cache_path_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
     assert "MNN_STRESS_CACHE" in done.stderr
 
 
-PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
-CANNOT_DROP = 77
-
-
-def _without_dac_override() -> None:
-    """Root reads and writes through permission bits: drop those powers for good (from the
-    bounding set, so the command exec'd next has them no more)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-            os._exit(CANNOT_DROP)
-
-
 def test_a_cache_folder_this_user_cannot_write_is_a_clear_error(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o555)
     monkeypatch.setenv("MNN_STRESS_CACHE", str(cache))
-    done = subprocess.run(
-        [sys.executable, "-m", "stress", "models"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=_without_dac_override if os.geteuid() == 0 else None,
-    )
-    if done.returncode == CANNOT_DROP:
-        pytest.skip("root here cannot give up CAP_DAC_OVERRIDE (no CAP_SETPCAP)")
+    done = run_cli_bound_by_permissions("models")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert f"{cache}/models/mnn-" in done.stderr and "Permission denied" in done.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from stress.models.builtin import BUILTINS
 from stress.models.resolve import resolve_model
 from stress.scenario import load_scenario
 
-from .conftest import REPO, run_cli
+from .conftest import run_cli, run_cli_bound_by_permissions
 
 
 def test_builtins_have_the_promised_inputs():
@@ -153,22 +151,11 @@ def test_odd_model_paths_are_clear_errors(tmp_path, scenario_file, make, problem
 
 def test_an_unreadable_model_file_is_a_clear_error(tmp_path, scenario_file):
     """As root, the check runs without the capabilities that read through mode 000."""
-    from .test_model_cache import CANNOT_DROP, _without_dac_override
-
     model = tmp_path / "secret.onnx"
     _onnx_model(model)
     model.chmod(0)
     scenario = scenario_file("name: unreadable\nmodel: secret.onnx\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "stress", "validate", str(scenario)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=_without_dac_override if os.geteuid() == 0 else None,
-    )
-    if done.returncode == CANNOT_DROP:
-        pytest.skip("root here cannot give up CAP_DAC_OVERRIDE (no CAP_SETPCAP)")
+    done = run_cli_bound_by_permissions("validate", str(scenario))
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert f"cannot read the model file {model}: Permission denied" in done.stderr

@@ -41,14 +41,19 @@ def source_of(model: ModelInfo, convert_values: Iterable[str] = ()) -> ModelSour
     """``model`` as loaded, and the ``convert`` values its variants use (ONNX only)."""
     onnx = model.source == "onnx"
     file = Path(model.extra["onnx"] if onnx else model.path)
+    return _source(model.ref, model.source, file, convert_values if onnx else ())
+
+
+def _source(ref: str, kind: str, file: Path, convert_values: Iterable[str]) -> ModelSource:
+    """The model file as it is now: its size and digest, and what makes it from ``ref``."""
     return ModelSource(
-        ref=model.ref,
-        kind=model.source,
+        ref=ref,
+        kind=kind,
         file=str(file),
         size=file.stat().st_size,
         sha256=files.sha256_of(file),
-        made_by=_made_by(model.source),
-        conversions={v: converter_args(v) for v in convert_values} if onnx else {},
+        made_by=_made_by(kind),
+        conversions={v: converter_args(v) for v in convert_values},
     )
 
 
@@ -67,15 +72,7 @@ def source_now(recorded: ModelSource, scenario_dir: Path) -> ModelSource:
     if recorded.kind == "builtin":
         return source_of(resolve_model(recorded.ref, scenario_dir))
     path = files.model_path(recorded.ref, scenario_dir)
-    return ModelSource(
-        ref=recorded.ref,
-        kind=recorded.kind,
-        file=str(path),
-        size=path.stat().st_size,
-        sha256=files.sha256_of(path),
-        made_by=_made_by(recorded.kind),
-        conversions={v: converter_args(v) for v in recorded.conversions},
-    )
+    return _source(recorded.ref, recorded.kind, path, recorded.conversions)
 
 
 def changes(recorded: ModelSource, now: ModelSource) -> list[str]:
