@@ -11,7 +11,9 @@ from stress.exit_codes import ExitCode
 
 
 class StressError(Exception):
-    """An error the user can fix; the CLI prints it as one message and exits non-zero."""
+    """An error that says where it is and how to fix it; the CLI prints it as one message
+    and exits with its ``exit_code``: the user's to fix (2), a run that cannot go on
+    (``RunFailure``, 3), or a bug of ours that stopped a run (``HarnessBug``, 70)."""
 
     exit_code = ExitCode.USER_ERROR
 
