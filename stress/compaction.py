@@ -215,11 +215,13 @@ class Compactor:
                 self._thread.start()
                 return
 
-    def finish(self) -> int:
-        """Wait for the merge in progress, then pack every dataset (in this thread). Returns
-        how many merges were left undone for lack of room."""
+    def finish(self, pack: bool = True) -> int:
+        """Wait for the merge in progress, then pack every dataset (in this thread) unless
+        not to ``pack``. Returns how many merges were left undone for lack of room."""
         if self._thread is not None:
             self._thread.join()
+        if not pack:
+            return 0
         skipped = 0
         for directory, schema in self.datasets.items():
             tidy(directory)

@@ -225,8 +225,10 @@ class Coordinator:
         self.running.clear()
 
     def compact_all(self) -> None:
-        """After the loop: pack every dataset's parts into a handful of files."""
-        self.recorder.compact_all()
+        """After the loop: pack every dataset's parts into a handful of files. Not when the
+        run was asked to stop: it exits within seconds, whatever its outputs' size (repacking
+        gigabytes takes tens of seconds), and the run that finishes it packs them."""
+        self.recorder.compact_all(pack=not self.stop.count)
 
     def _note(self, line: str) -> None:
         self._notify(lambda: self.hooks.on_note(line))

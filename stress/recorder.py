@@ -70,9 +70,10 @@ class Recorder:
         self._report_compaction()
         self.compactor.step()
 
-    def compact_all(self) -> None:
-        """After the loop: pack every dataset's parts into a handful of files."""
-        skipped = self.compactor.finish()
+    def compact_all(self, pack: bool = True) -> None:
+        """After the loop: pack every dataset's parts into a handful of files (unless not to
+        ``pack``: then only the merge in progress is finished)."""
+        skipped = self.compactor.finish(pack)
         if skipped:
             self.listeners.note(f"compaction: {skipped} merges left undone for lack of room")
         self._report_compaction()

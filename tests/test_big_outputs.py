@@ -191,6 +191,29 @@ def test_sigterm_stops_a_run_of_big_outputs_promptly(models, tmp_path):
     assert took < 30, f"took {took:.1f} s to stop"
 
 
+def test_sigterm_does_not_wait_for_the_final_packing_of_big_parts(models, tmp_path):
+    """A stopped run leaves its parts as they are (the run that finishes it packs them): with
+    16 MiB outputs stored, repacking a few hundred MiB of parts after SIGTERM took 15-20 s,
+    past `docker stop`'s 10 s before its SIGKILL."""
+    path = _scenario(
+        models,
+        "stored_endless",
+        "out16.mnn",
+        "duration: 120s\nrecord: {max_value_bytes: 16777216}\nmatrix:\n  threads: [2]\n",
+    )
+    out = tmp_path / "run"
+    with _running(path, out, "--no-reference") as run:
+        wait_for_iterations(out, at_least=40, timeout=120)
+        asked = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=120)
+        took = time.monotonic() - asked
+    assert run.returncode == 130
+    assert _rows(out, ["iteration"]).num_rows >= 40
+    assert len(list((out / "iterations").glob("part-*.parquet"))) > 1  # not packed
+    assert took < 8, f"took {took:.1f} s to stop"
+
+
 def test_validate_refuses_outputs_that_no_record_can_hold(models):
     """A static 4 GiB output (1 x 1024^3 float32): more than a record's 32-bit length."""
     _relu_model(models / "out4096.mnn", 1024)
