@@ -104,7 +104,7 @@ class Coordinator:
         self.fault = fault
         self.hooks = hooks
         listeners = Listeners(self._note, self._on_disk, stop.request)
-        self.recorder = Recorder(run_dir, listeners, disk)
+        self.recorder = Recorder(run_dir, listeners, disk, stopping=lambda: bool(stop.count))
         self.buffer = self.recorder.buffer
         self.queues: dict[str, collections.deque[VariantState]] = {}
         for state in states:
@@ -225,10 +225,8 @@ class Coordinator:
         self.running.clear()
 
     def compact_all(self) -> None:
-        """After the loop: pack every dataset's parts into a handful of files. Not when the
-        run was asked to stop: it exits within seconds, whatever its outputs' size (repacking
-        gigabytes takes tens of seconds), and the run that finishes it packs them."""
-        self.recorder.compact_all(pack=not self.stop.count)
+        """After the loop: pack every dataset's parts into a handful of files."""
+        self.recorder.compact_all()
 
     def _note(self, line: str) -> None:
         self._notify(lambda: self.hooks.on_note(line))

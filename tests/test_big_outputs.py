@@ -214,6 +214,41 @@ def test_sigterm_does_not_wait_for_the_final_packing_of_big_parts(models, tmp_pa
     assert took < 8, f"took {took:.1f} s to stop"
 
 
+def test_ctrl_c_during_the_final_packing_ends_it_at_once(models, tmp_path):
+    """Ctrl-C once every variant is done, while the parts are packed: the packing stops (the
+    merge in progress is dropped, its sources kept), the run is complete with all its rows.
+    It was ignored: 20 s more of repacking 16 MiB outputs, then exit 0 as if never asked."""
+    path = _scenario(
+        models,
+        "stored_packed",
+        "out16.mnn",
+        "iterations: 60\nrecord: {max_value_bytes: 16777216}\nmatrix:\n  threads: [2]\n",
+    )
+    out = tmp_path / "run"
+    with _running(path, out, "--no-reference") as run:
+        deadline = time.monotonic() + 180
+        while not _packing(out) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        asked = time.monotonic()
+        run.send_signal(signal.SIGINT)
+        run.wait(timeout=120)
+        took = time.monotonic() - asked
+    assert run.returncode == 0, run.stderr.read()
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert _rows(out, ["iteration"]).num_rows == 120
+    parts = list((out / "iterations").glob("part-*.parquet"))
+    assert len(parts) > 20 and not list((out / "iterations").glob(".*.tmp"))  # as written
+    assert took < 8, f"took {took:.1f} s to stop"
+
+
+def _packing(out: Path) -> bool:
+    """Every variant done and a merged part being written (its name a span of parts): the
+    final packing has begun."""
+    log = out / "run.log"
+    done = log.exists() and "  done  " in log.read_text()
+    return done and any((out / "iterations").glob(".part-*-*.parquet.tmp"))
+
+
 def test_validate_refuses_outputs_that_no_record_can_hold(models):
     """A static 4 GiB output (1 x 1024^3 float32): more than a record's 32-bit length."""
     _relu_model(models / "out4096.mnn", 1024)
