@@ -218,6 +218,23 @@ def test_a_damaged_event_part_is_named_and_the_deaths_it_held_are_missing(scenar
     assert any(line.startswith(death) for line in found["warnings"])
 
 
+def test_a_death_whose_event_is_damaged_is_still_a_finding(scenario_file, tmp_path):
+    """The run counted the death (manifest) though its event is unreadable: the variant stays
+    CRASHED and ``report`` still exits 1. It read 'ok' and exit 0: the damage hid a crash."""
+    path = scenario_file("name: dies\nmodel: tiny\niterations: 200\n")
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out), "--no-reference", fault="segv@50", check=False)
+    (event_part,) = listed(out / "events")
+    damage_file(event_part.path, "empty")
+    (variant,) = summary_json(out)["variants"]
+    assert variant["verdict"] == "CRASHED"
+    assert variant["deaths_unrecorded"] == 1 and variant["rates"]["death"]["count"] == 1
+    report = run_cli("report", str(out), check=False)
+    assert report.returncode == 1, report.stderr
+    assert "deaths: 1 with no event (counted by the run)" in unwrapped(report.stdout)
+    assert "CRASHED" in run_cli("summary", str(out)).stdout
+
+
 def test_resume_sets_damaged_parts_aside_and_goes_on(scenario_file, tmp_path):
     path = scenario_file("name: resumed\nmodel: tiny\nseed: 0\n")
     out = tmp_path / "run"

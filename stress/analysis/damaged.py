@@ -49,6 +49,30 @@ def damage(
     }
 
 
+def deaths(variant: dict[str, Any]) -> int:
+    """A summary variant's worker deaths: its death events, and those the run counted whose
+    events cannot be read (a damaged part) or were never written (a killed coordinator)."""
+    return sum(variant["events"][k] for k in DEATH_KINDS) + variant["deaths_unrecorded"]
+
+
+def death_words(variant: dict[str, Any]) -> str:
+    """'2 crash, 1 hang, 1 with no event (counted by the run)'; empty when none."""
+    words = [f"{variant['events'][k]} {k}" for k in DEATH_KINDS if variant["events"][k]]
+    if variant["deaths_unrecorded"]:
+        words.append(f"{variant['deaths_unrecorded']} with no event (counted by the run)")
+    return ", ".join(words)
+
+
+def unrecorded_deaths(manifest: ManifestData, per_variant: dict[str, dict[str, Any]]) -> None:
+    """Set each variant's ``deaths_unrecorded``: the deaths the run counted beyond the death
+    events read. A death stays a finding when its event is lost."""
+    for vid, v in per_variant.items():
+        entry = manifest.variants[vid]
+        read = sum(v["events"][k] for k in DEATH_KINDS)
+        known = entry.status is not VariantStatus.UNKNOWN
+        v["deaths_unrecorded"] = max(0, entry.crashes - read) if known else 0
+
+
 def warnings(section: dict[str, Any]) -> list[str]:
     """The section in sentences, as every renderer shows them (without ``PREFIX``)."""
     lines = list(section["unreadable"])

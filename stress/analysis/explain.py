@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from stress.analysis.attribution import Attribution, VariantOutcome, attribute
-from stress.events import DEATH_KINDS
+from stress.analysis.damaged import deaths
 from stress.factors import REGISTRY
 from stress.manifest import ManifestData
 
@@ -53,7 +53,7 @@ def _chosen(params: dict[str, Any]) -> dict[str, Any]:
 
 def _failed_by(kind: str):
     if kind == "death":
-        return lambda v: sum(v["events"].get(k, 0) for k in DEATH_KINDS)
+        return deaths
     if kind == "memcheck":  # distinct invalid accesses valgrind saw
         return lambda v: v["events"].get("memcheck", 0)
     return lambda v: v["grades"][kind]
@@ -61,7 +61,7 @@ def _failed_by(kind: str):
 
 def _tried(variant: dict[str, Any]) -> int:
     """Iterations tried: completed ones plus one per death (each cost its iteration)."""
-    return variant["iterations"] + sum(variant["events"].get(k, 0) for k in DEATH_KINDS)
+    return variant["iterations"] + deaths(variant)
 
 
 def _as_dict(found: Attribution) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from stress.analysis.counts import add_counts
-from stress.analysis.damaged import damage, warnings
+from stress.analysis.damaged import damage, deaths, unrecorded_deaths, warnings
 from stress.analysis.dataset import check_run_dir, events_table
 from stress.analysis.drift import drift
 from stress.analysis.explain import attribution
@@ -77,11 +77,12 @@ def _summarize(run_dir: Path) -> dict[str, Any]:
         for vid, found_drift in drift(scan).items():
             per_variant[vid]["drift"] = found_drift
     _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
+    unrecorded_deaths(manifest, per_variant)
     _add_memcheck_slowdown(manifest, per_variant)
     for variant in per_variant.values():
         variant["verdict"] = verdict(variant)
-        deaths = sum(variant["events"][k] for k in DEATH_KINDS)
-        variant.update(variant_rates(variant, deaths, clean=variant["verdict"] == "ok"))
+        died = deaths(variant)
+        variant.update(variant_rates(variant, died, clean=variant["verdict"] == "ok"))
     section = damage(run_dir, manifest, per_variant, unreadable)
     return {
         "run_id": manifest.run_id,
@@ -140,6 +141,7 @@ def _empty(variant_id: str, scenario: str, label: str, status: str) -> dict[str,
         "drift": None,
         "memcheck_slowdown": None,
         "events": {kind.value: 0 for kind in EventKind},
+        "deaths_unrecorded": 0,
     }
 
 
@@ -224,14 +226,13 @@ def verdict(variant: dict[str, Any]) -> str:
     whose rows did not all reach the disk (the coordinator died before
     writing them) is ``INCOMPLETE``, one without a single iteration ``EMPTY``; only a
     finished variant with all its rows and nothing wrong is ``ok``."""
-    deaths = sum(variant["events"][k] for k in DEATH_KINDS)
     if variant["status"] == VariantStatus.FAILED.value or variant["events"]["harness"]:
         return "HARNESS_ERROR"
     if variant["status"] == VariantStatus.REFUSED.value:
         return "REFUSED"
     if variant["status"] == VariantStatus.QUARANTINED.value:
         return "QUARANTINED"
-    if deaths:
+    if deaths(variant):
         return "CRASHED"
     if variant["events"]["memcheck"]:
         return "MEMCHECK"

@@ -9,11 +9,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from stress.analysis.damaged import print_warnings
+from stress.analysis.damaged import deaths, print_warnings
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
 from stress.analysis.signatures import where
-from stress.events import DEATH_KINDS
 from stress.factors import REGISTRY
 
 _STYLE = {
@@ -39,7 +38,7 @@ def _cells(v: dict[str, Any]) -> dict[str, str]:
     cells["dist"] = str(v["distinct_outputs"])
     views = f"{v['views_changed']}/{v['views_rechecked']}" if v["views_rechecked"] else "-"
     cells["views"] = views
-    cells["deaths"] = str(sum(v["events"][k] for k in DEATH_KINDS))
+    cells["deaths"] = str(deaths(v))
     cells["p50ms"] = "-" if latency is None else f"{latency:.3f}"
     cells["verdict"] = f"[{_STYLE.get(word, 'yellow')}]{word}[/]"
     return cells
