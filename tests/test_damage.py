@@ -260,6 +260,25 @@ def test_resume_sets_damaged_parts_aside_and_goes_on(scenario_file, tmp_path):
     assert found["warnings"][0].startswith(said)
 
 
+def test_resume_runs_a_reference_again_whose_rows_were_damaged(scenario_file, tmp_path):
+    """The reference's only part damaged by a crash: --resume runs the reference again (three
+    iterations), and the night is graded. It was left 'done', and every variant ungraded."""
+    path = scenario_file("name: regraded\nmodel: tiny\nseed: 0\n")
+    out = tmp_path / "run"
+    run = start_run(path, out, "--duration", "6s", "--workers", "1")
+    wait_for_iterations(out, 500)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 130
+    (part,) = listed(out / "reference" / "iterations")
+    damage_file(part.path, "empty")
+    done = run_cli("run", "--resume", str(out), timeout=120)
+    assert "resume set aside a damaged part: reference/iterations/" in done.stderr
+    found = summary_json(out)
+    assert found["references"]["regraded"]["problem"] is None
+    (variant,) = found["variants"]
+    assert variant["grades"]["exact"] == variant["iterations"] > 500
+
+
 def test_compaction_meets_parts_damaged_during_a_run_and_does_not_loop(scenario_file, tmp_path):
     path = scenario_file("name: during\nmodel: tiny\nduration: 9s\n")
     out = tmp_path / "run"
