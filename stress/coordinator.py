@@ -547,6 +547,8 @@ class Coordinator:
         if self.stacks:
             self._note(f"waiting for gdb to read {len(self.stacks)} native stack(s)")
         while self.stacks and self.stop.count < 2:
+            if self.stop.count and self.stop_deadline is None:  # asked once the loop ended
+                self.stop_deadline = time.monotonic() + STOP_GRACE_S
             if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
                 break
             self._write_stacks(self.stacks.ready())

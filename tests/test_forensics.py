@@ -18,6 +18,7 @@ import pytest
 
 from stress import forensics
 from stress.analysis import signatures
+from stress.coordinator import STOP_GRACE_S
 
 from .conftest import read_events, read_iterations, run_cli, start_run
 
@@ -230,6 +231,35 @@ def test_a_run_stopped_at_once_writes_the_event_and_leaves_no_gdb(
     (crash,) = events[events.kind == "crash"].itertuples()
     assert "was stopped after" in crash.native_stack
     assert "the run was stopping" in crash.native_stack
+
+
+@pytest.mark.integration
+@cores_here
+def test_ctrl_c_while_the_run_waits_for_gdb_stops_the_wait(scenario_file, tmp_path, fake_gdb):
+    """Every variant done, one gdb at work for a minute: Ctrl-C ends the wait within the
+    workers' grace. It was ignored (the loop, which starts that grace, had ended): the run
+    waited out gdb's whole timeout."""
+    log = fake_gdb("hang:60")
+    out = tmp_path / "run"
+    path = scenario_file("name: waits\nmodel: tiny\niterations: 8\nmax_crashes: 1\n")
+    coordinator = start_run(path, out, "--no-reference", fault="segv@3")
+    deadline = time.monotonic() + 60
+    while "waiting for gdb" not in _text(out / "run.log"):
+        assert time.monotonic() < deadline and coordinator.poll() is None
+        time.sleep(0.05)
+    asked = time.monotonic()
+    coordinator.send_signal(signal.SIGINT)
+    coordinator.communicate(timeout=60)
+    assert time.monotonic() - asked < STOP_GRACE_S + 5
+    (gdb,) = _gdb_log(log)
+    assert not psutil.pid_exists(gdb) or psutil.Process(gdb).status() == psutil.STATUS_ZOMBIE
+    events = read_events(out)
+    (crash,) = events[events.kind == "crash"].itertuples()
+    assert "the run was stopping" in crash.native_stack
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 @pytest.mark.integration
