@@ -57,6 +57,12 @@ def split_first_pass(states: list[VariantState]) -> float:
     return pool
 
 
+def _timed(state: VariantState) -> bool:
+    """Whether the variant takes part: opted in, with a time budget (one that runs a number
+    of iterations has no use for more time)."""
+    return state.scenario.spec.adaptive and state.duration_s is not None
+
+
 def failures(state: VariantState) -> tuple[int, int]:
     """(failed, tried): iterations that raised or returned an error code, plus deaths."""
     bad = state.outcomes[Status.INVALID] + state.outcomes[Status.ERROR] + state.crashes
@@ -86,7 +92,7 @@ def allocate(states: list[VariantState], pool: float, parallelism: int) -> list[
     those left out), each with the reason. The second pass may not outlast its share of the
     wall clock (pool / parallelism), so no variant gets more than that; what the uncertain
     variants cannot use goes evenly to the known ones, and what none can use is left."""
-    eligible = [s for s in states if s.scenario.spec.adaptive and s.status is VariantStatus.DONE]
+    eligible = [s for s in states if _timed(s) and s.status is VariantStatus.DONE]
     judged = [(s, *uncertainty(s)) for s in eligible]
     uncertain = sorted((j for j in judged if j[1] > 0), key=lambda j: -j[1])
     known = [j for j in judged if j[1] == 0]

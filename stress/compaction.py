@@ -86,17 +86,26 @@ def _size(parts: list[Part]) -> int:
     return total
 
 
-def merge(run: list[Part], schema: pa.Schema) -> Part:
+def _never() -> bool:
+    return False
+
+
+class MergeCancelled(Exception):
+    """A merge given up because the run was asked to stop: its sources are untouched."""
+
+
+def merge(run: list[Part], schema: pa.Schema, cancelled: Callable[[], bool] = _never) -> Part:
     """Stream ``run`` into one part named by its span; delete the sources once it is visible.
     StorageError (sources untouched, nothing visible left) when it cannot be written;
-    PartDamaged (the same) when a source cannot be read whole."""
+    PartDamaged (the same) when a source cannot be read whole; MergeCancelled (the same)
+    when ``cancelled()`` turns true between two batches."""
     directory = run[0].path.parent
     merged = Part(run[0].first, run[-1].last, directory / part_name(run[0].first, run[-1].last))
 
     def write(path: Path) -> None:
         try:
             expected = sum(_rows(part) for part in run)
-            written = _stream(run, schema, path)
+            written = _stream(run, schema, path, cancelled)
         except pa.ArrowException as exc:  # a source of another schema: leave the run as it is
             raise OSError(f"cannot merge {run[0].path.name}..{run[-1].path.name}: {exc}") from exc
         if written != expected:
@@ -109,7 +118,7 @@ def merge(run: list[Part], schema: pa.Schema) -> Part:
     return merged
 
 
-def _stream(run: list[Part], schema: pa.Schema, path: Path) -> int:
+def _stream(run: list[Part], schema: pa.Schema, path: Path, cancelled: Callable[[], bool]) -> int:
     """Copy every row of ``run`` into ``path`` in row groups of ROW_GROUP_ROWS rows or
     ROW_GROUP_BYTES, whichever comes first (memory stays bounded); rows written. Strings and
     bytes stay dictionaries from reading to writing (``parts.dictionary_columns``)."""
@@ -120,6 +129,8 @@ def _stream(run: list[Part], schema: pa.Schema, path: Path) -> int:
         rows = size = 0
         for part in run:
             for batch in _batches(part, columns):
+                if cancelled():
+                    raise MergeCancelled(f"merge of {run[0].path.name}..{run[-1].path.name}")
                 pending.append(batch)
                 rows, size = rows + batch.num_rows, size + batch.nbytes
                 if rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
@@ -182,10 +193,14 @@ class Compactor:
     caller to report from its own thread; a damaged part is set aside and said in ``notes``."""
 
     def __init__(
-        self, datasets: dict[Path, pa.Schema], room: Callable[[], int] | None = None
+        self,
+        datasets: dict[Path, pa.Schema],
+        room: Callable[[], int] | None = None,
+        cancelled: Callable[[], bool] = _never,
     ) -> None:
         self.datasets = datasets
         self.room = room or (lambda: sys.maxsize)  # bytes a merged copy may take
+        self.cancelled = cancelled  # true once the run is asked to stop: merges give up
         self.merges = 0
         self.errors: list[StorageError] = []
         self.notes: collections.deque[str] = collections.deque()  # appended by either thread
@@ -220,8 +235,8 @@ class Compactor:
                 return
 
     def finish(self) -> int:
-        """Wait for the merge in progress, then pack every dataset (in this thread). Returns
-        how many merges were left undone for lack of room."""
+        """Wait for the merge in progress, then pack every dataset (in this thread) until
+        ``cancelled``. Returns how many merges were left undone for lack of room."""
         if self._thread is not None:
             self._thread.join()
         skipped = 0
@@ -235,6 +250,8 @@ class Compactor:
         while True:
             before, skipped = len(self.set_aside), 0
             for run in final_merges(self._readable(directory)):
+                if self.cancelled():
+                    return skipped
                 if _size(run) <= self.room():
                     self._merge(run, schema)
                 else:
@@ -279,8 +296,10 @@ class Compactor:
 
     def _merge(self, run: list[Part], schema: pa.Schema) -> None:
         try:
-            merge(run, schema)
+            merge(run, schema, self.cancelled)
             self.merges += 1
+        except MergeCancelled:
+            pass
         except StorageError as exc:
             self.errors.append(exc)
         except PartDamaged as exc:  # set aside: the next merge goes on without it

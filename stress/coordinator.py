@@ -104,7 +104,7 @@ class Coordinator:
         self.fault = fault
         self.hooks = hooks
         listeners = Listeners(self._note, self._on_disk, stop.request)
-        self.recorder = Recorder(run_dir, listeners, disk)
+        self.recorder = Recorder(run_dir, listeners, disk, stopping=lambda: bool(stop.count))
         self.buffer = self.recorder.buffer
         self.queues: dict[str, collections.deque[VariantState]] = {}
         for state in states:

@@ -33,7 +33,16 @@ class Listeners:
 
 
 class Recorder:
-    def __init__(self, root: Path, listeners: Listeners, disk: DiskBudget | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        listeners: Listeners,
+        disk: DiskBudget | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """``stopping``: true once the run is asked to stop; compaction then gives up (the
+        run exits within seconds, whatever its outputs' size; its parts stay as written, and
+        the run that finishes it packs them)."""
         self.listeners = listeners
         self.buffer = IterationBuffer(PartWriter(root / "iterations"), max_age_s=FLUSH_S)
         if disk is not None:  # one part may not take more than a small share of the budget
@@ -44,6 +53,7 @@ class Recorder:
         self.compactor = Compactor(
             {root / "iterations": ITERATION_SCHEMA, root / "events": EVENT_SCHEMA},
             room=disk.room if disk is not None else None,
+            cancelled=stopping,
         )
 
     def flush(self) -> None:

@@ -99,11 +99,14 @@ def carry_over(
 def carry_over_references(
     states: list[VariantState], entries: dict[str, dict[str, Any]], on_disk: dict[str, Recorded]
 ) -> None:
-    """The same for the reference pass, whose manifest entries are per scenario."""
+    """The same for the reference pass, whose manifest entries are per scenario. A finished
+    reference whose rows were lost (a damaged part) runs again: three iterations, without
+    which the whole run is ungraded."""
     for state in states:
         entry = entries.get(state.variant.scenario, {})
         status = VariantStatus(entry.get("status", VariantStatus.PENDING.value))
-        if status.finished:
+        got = on_disk.get(state.variant.variant_id, Recorded())
+        if status.finished and got.completed >= entry["completed"]:
             state.status, state.completed, state.crashes = (
                 status,
                 entry["completed"],

@@ -83,6 +83,17 @@ def test_shares_below_the_least_worth_a_worker_are_dropped_and_others_are_left_o
     assert [e.seconds for e in extras] == [0.0]  # only the one eligible variant, and too little
 
 
+def test_variants_with_an_iteration_budget_get_none_of_the_pool():
+    """A night mixing a scenario of ``iterations:`` with one of ``duration:``: the pool is the
+    timed variants' time. Given to a variant that had run its iterations, it started a worker
+    (a 256 MiB model loaded again) that ran nothing, and the timed variant still uncertain
+    got nothing."""
+    counted, timed = state(3, duration=None), state(150)
+    extras = allocate([counted, timed], pool=10.0, parallelism=1)
+    assert [(e.state, e.seconds) for e in extras] == [(timed, pytest.approx(10.0))]
+    assert counted.duration_s is None
+
+
 def test_water_filling_never_exceeds_the_cap():
     given = adaptive._fill({1: 10.0, 2: 1.0, 3: 1.0}, pool=12.0, cap=5.0)
     assert given[1] == 5.0 and given[2] == given[3] == pytest.approx(3.5)

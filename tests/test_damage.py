@@ -285,6 +285,23 @@ def test_a_damaged_event_part_is_named_and_the_deaths_it_held_are_missing(scenar
     assert run_cli("report", str(out), check=False).returncode == 1
 
 
+def test_a_death_whose_event_is_damaged_is_still_a_finding(scenario_file, tmp_path):
+    """The run counted the death (manifest) though its event is unreadable: the variant stays
+    CRASHED and ``report`` still exits 1. It read 'ok' and exit 0: the damage hid a crash."""
+    path = scenario_file("name: dies\nmodel: tiny\niterations: 200\n")
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out), "--no-reference", fault="segv@50", check=False)
+    (event_part,) = listed(out / "events")
+    damage_file(event_part.path, "empty")
+    (variant,) = summary_json(out)["variants"]
+    assert variant["verdict"] == "CRASHED"
+    assert variant["deaths_counted"] == 1 and variant["rates"]["death"]["count"] == 1
+    report = run_cli("report", str(out), check=False)
+    assert report.returncode == 1, report.stderr
+    assert "deaths: 1 with no event (counted by the run)" in unwrapped(report.stdout)
+    assert "CRASHED" in run_cli("summary", str(out)).stdout
+
+
 def test_resume_sets_damaged_parts_aside_and_goes_on(scenario_file, tmp_path):
     path = scenario_file("name: resumed\nmodel: tiny\nseed: 0\n")
     out = tmp_path / "run"
@@ -292,7 +309,7 @@ def test_resume_sets_damaged_parts_aside_and_goes_on(scenario_file, tmp_path):
     wait_for_iterations(out, 2000)
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=60) == 130
-    (part,) = listed(out / "iterations")  # packed at the end of the segment
+    part = listed(out / "iterations")[-1]  # a stopped run leaves its parts as written
     damage_file(part.path, "zeroed")
     done = run_cli("run", "--resume", str(out), timeout=120)
     assert "resume set aside a damaged part: iterations/" in done.stderr
@@ -301,13 +318,32 @@ def test_resume_sets_damaged_parts_aside_and_goes_on(scenario_file, tmp_path):
     (recorded,) = manifest["damaged"]
     assert recorded["file"] == part.path.name and recorded["rows"] > 0
     assert (out / recorded["set_aside"]).is_file()
-    assert all(p.first > part.last for p in listed(out / "iterations"))  # no number reused
+    assert part.path.name not in {p.path.name for p in listed(out / "iterations")}  # not reused
     table = iterations_table(out, columns=["thread", "iteration"])
     iterations = sorted(table["iteration"].to_pylist())
-    assert iterations == list(range(len(iterations)))  # rerun from 0: no gap, no duplicate
+    assert iterations == list(range(len(iterations)))  # its rows run again: no gap, no duplicate
     found = summary_json(out)
     said = f"damaged part file set aside: iterations/{part.path.name}"
     assert found["warnings"][0].startswith(said)
+
+
+def test_resume_runs_a_reference_again_whose_rows_were_damaged(scenario_file, tmp_path):
+    """The reference's only part damaged by a crash: --resume runs the reference again (three
+    iterations), and the night is graded. It was left 'done', and every variant ungraded."""
+    path = scenario_file("name: regraded\nmodel: tiny\nseed: 0\n")
+    out = tmp_path / "run"
+    run = start_run(path, out, "--duration", "6s", "--workers", "1")
+    wait_for_iterations(out, 500)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 130
+    (part,) = listed(out / "reference" / "iterations")
+    damage_file(part.path, "empty")
+    done = run_cli("run", "--resume", str(out), timeout=120)
+    assert "resume set aside a damaged part: reference/iterations/" in done.stderr
+    found = summary_json(out)
+    assert found["references"]["regraded"]["problem"] is None
+    (variant,) = found["variants"]
+    assert variant["grades"]["exact"] == variant["iterations"] > 500
 
 
 def test_compaction_meets_parts_damaged_during_a_run_and_does_not_loop(scenario_file, tmp_path):

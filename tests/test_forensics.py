@@ -19,6 +19,7 @@ import pytest
 
 from stress import forensics
 from stress.analysis import signatures
+from stress.coordinator import STOP_GRACE_S
 
 from .conftest import REPO, read_events, read_iterations, run_cli, start_run
 
@@ -235,6 +236,29 @@ def test_a_run_stopped_at_once_writes_the_event_and_leaves_no_gdb(
 
 @pytest.mark.integration
 @cores_here
+def test_ctrl_c_while_the_run_waits_for_gdb_stops_the_wait(scenario_file, tmp_path, fake_gdb):
+    """Every variant done, one gdb at work for a minute: Ctrl-C ends the wait within the
+    workers' grace. It was ignored (the loop, which starts that grace, had ended): the run
+    waited out gdb's whole timeout."""
+    log = fake_gdb("hang:60")
+    out = tmp_path / "run"
+    path = scenario_file("name: waits\nmodel: tiny\niterations: 8\nmax_crashes: 1\n")
+    coordinator = start_run(path, out, "--no-reference", fault="segv@3")
+    deadline = time.monotonic() + 60
+    while "waiting for gdb" not in _text(out / "run.log"):
+        assert time.monotonic() < deadline and coordinator.poll() is None
+        time.sleep(0.05)
+    asked = time.monotonic()
+    coordinator.send_signal(signal.SIGINT)
+    coordinator.communicate(timeout=60)
+    assert time.monotonic() - asked < STOP_GRACE_S + 5
+    (gdb,) = _gdb_log(log)
+    assert not psutil.pid_exists(gdb) or psutil.Process(gdb).status() == psutil.STATUS_ZOMBIE
+    events = read_events(out)
+    (crash,) = events[events.kind == "crash"].itertuples()
+    assert "the run was stopping" in crash.native_stack
+
+
 def test_a_killed_coordinator_leaves_no_gdb_behind_and_loses_no_death(
     scenario_file, tmp_path, fake_gdb
 ):
@@ -273,30 +297,6 @@ def test_a_killed_coordinator_leaves_no_gdb_behind_and_loses_no_death(
         resumed.wait(timeout=60)
     assert "deleted 1 core file(s) the killed coordinator left unread" in _text(out / "run.log")
     assert not core.exists()
-
-
-@pytest.mark.integration
-@cores_here
-def test_one_sigterm_while_the_run_waits_for_gdb_ends_it_within_the_grace(
-    scenario_file, tmp_path, fake_gdb
-):
-    """At its end a run waits for gdb; a stop request then waits the workers' grace at most,
-    not gdb's whole timeout."""
-    fake_gdb("hang:120")
-    out = tmp_path / "run"
-    path = scenario_file("name: waits\nmodel: tiny\niterations: 6\nmax_crashes: 0\n")
-    coordinator = start_run(path, out, "--no-reference", fault="segv@3")
-    deadline = time.monotonic() + 60
-    while "waiting for gdb" not in _text(out / "run.log"):
-        assert time.monotonic() < deadline and coordinator.poll() is None
-        time.sleep(0.05)
-    asked = time.monotonic()
-    coordinator.send_signal(signal.SIGTERM)
-    coordinator.communicate(timeout=60)
-    assert time.monotonic() - asked < 20  # STOP_GRACE_S (10 s) and the summary
-    events = read_events(out)
-    (crash,) = events[events.kind == "crash"].itertuples()
-    assert "the run was stopping" in crash.native_stack
 
 
 def _text(path: Path) -> str:

@@ -95,3 +95,12 @@ def death_count(variant: dict[str, Any]) -> int:
     events are missing (a damaged events part; a coordinator killed while gdb read a core):
     a death whose event was lost is still a death."""
     return max(death_events(variant), variant.get("deaths_counted", 0))
+
+
+def death_words(variant: dict[str, Any]) -> str:
+    """'2 crash, 1 hang, 1 with no event (counted by the run)'; empty when none."""
+    words = [f"{variant['events'][k]} {k}" for k in DEATH_KINDS if variant["events"].get(k)]
+    unrecorded = death_count(variant) - death_events(variant)
+    if unrecorded:
+        words.append(f"{unrecorded} with no event (counted by the run)")
+    return ", ".join(words)

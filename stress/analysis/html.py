@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from stress.analysis import plots
+from stress.analysis.counts import death_words
 from stress.analysis.signatures import where
-from stress.events import DEATH_KINDS
 from stress.factors import REGISTRY
 from stress.manifest import read_records
 
@@ -146,7 +146,7 @@ def _variant_section(variants: list[dict[str, Any]]) -> Html:
 
 def _variant_row(v: dict[str, Any], grades: list[str]) -> list[object]:
     counts = [_count(v["grades"][g]) for g in grades]
-    deaths = ", ".join(f"{v['events'][k]} {k}" for k in DEATH_KINDS if v["events"][k])
+    deaths = death_words(v)
     drift = v["drift"] or {}
     slope = drift.get("rss_bytes_per_1k_iterations")
     return [

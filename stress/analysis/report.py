@@ -8,11 +8,11 @@ from typing import Any
 
 from rich.console import Console
 
+from stress.analysis.counts import death_words
 from stress.analysis.damaged import print_warnings
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
 from stress.analysis.table import MEMCHECK_TITLE, print_references, print_signatures
-from stress.events import DEATH_KINDS
 
 # Verdicts that are findings (anything but exact/close outcomes); the others say how far a
 # variant got (RUNNING, INTERRUPTED, SKIPPED, KILLED, INCOMPLETE, EMPTY) or that all is well.
@@ -74,7 +74,7 @@ def _variant(v: dict[str, Any]) -> str:
             lines.append(f"    {name}: {describe(r['count'], r['n'])}")
     if v["clean_bound"] is not None:
         lines.append(f"    nothing wrong: {describe(0, v['iterations'])}")
-    deaths = ", ".join(f"{v['events'][k]} {k}" for k in DEATH_KINDS if v["events"][k])
+    deaths = death_words(v)
     if deaths:
         lines.append(f"    deaths: {deaths}")
     if v["events"]["memcheck"]:

@@ -225,14 +225,13 @@ def verdict(variant: dict[str, Any]) -> str:
     whose rows did not all reach the disk (the coordinator died before
     writing them) is ``INCOMPLETE``, one without a single iteration ``EMPTY``; only a
     finished variant with all its rows and nothing wrong is ``ok``."""
-    deaths = death_count(variant)
     if variant["status"] == VariantStatus.FAILED.value or variant["events"]["harness"]:
         return "HARNESS_ERROR"
     if variant["status"] == VariantStatus.REFUSED.value:
         return "REFUSED"
     if variant["status"] == VariantStatus.QUARANTINED.value:
         return "QUARANTINED"
-    if deaths:
+    if death_count(variant):
         return "CRASHED"
     if variant["events"]["memcheck"]:
         return "MEMCHECK"

@@ -43,6 +43,19 @@ def lift_address_space_cap() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
 
 
+# A capped worker's glibc malloc maps what it needs when it needs it: one arena, and a fixed
+# mmap threshold (glibc's default, no longer raised after each free, which also keeps the trim
+# threshold low). Otherwise each thread's arena (64 MiB of address space reserved before the
+# cap) and the memory malloc keeps after a free are headroom the cap cannot see: two threads
+# with no headroom ran clean.
+MALLOC_AT_THE_CAP = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(128 << 10)}
+
+
+def _malloc_that_the_cap_sees(value: int | None, launch: Launch) -> None:
+    if value is not None:
+        launch.env.update(MALLOC_AT_THE_CAP)
+
+
 def _cap_before_build(value: int | None, params: Mapping[str, Any]) -> None:
     if params["rlimit_as_from"] == "setup":
         _cap_address_space(value)
@@ -94,7 +107,9 @@ RLIMIT_AS_HEADROOM_MIB = Factor(
     doc="Cap the worker's address space (RLIMIT_AS) at its size once set up (or before its "
     "engine is built: rlimit_as_from) plus this many MiB, so that allocations inside MNN fail "
     "(off: no cap). What MNN does then (an rc, a status, an exception, a crash) is recorded "
-    "as a finding.",
+    "as a finding. The worker's malloc then uses one arena and a fixed mmap threshold, so "
+    "that the cap sees what it maps.",
+    launch=_malloc_that_the_cap_sees,
     before_build=_cap_before_build,
     after_setup=_cap_after_setup,
 )
