@@ -280,9 +280,6 @@ def test_a_damaged_event_part_is_named_and_the_deaths_it_held_are_missing(scenar
     assert found["warnings"][0].startswith(said) and found["warnings"][0].endswith("1 row not read")
     death = f"death events missing in {variant['variant_id']} dies api=session: 0 of 1 worker"
     assert any(line.startswith(death) for line in found["warnings"])
-    # the death the run counted is still a death: the finding (and cron's exit 1) stands
-    assert variant["verdict"] == "CRASHED" and variant["deaths_counted"] == 1
-    assert run_cli("report", str(out), check=False).returncode == 1
 
 
 def test_a_death_whose_event_is_damaged_is_still_a_finding(scenario_file, tmp_path):
