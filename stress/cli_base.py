@@ -14,7 +14,7 @@ import click
 import rich.console
 
 from stress import bug_report, injected_bug
-from stress.errors import StressError
+from stress.errors import MachineRefused, StressError
 from stress.exit_codes import ExitCode, Meaning, general, meanings
 
 # ctx.meta key (shared by every context of one invocation): the run directory a command works
@@ -69,18 +69,22 @@ class Top(Group):
             sys.stdout.flush()
             return result
         except StressError as exc:
-            click.echo(click.style("error: ", fg="red", bold=True) + exc.render(), err=True)
-            sys.exit(exc.exit_code)
+            _refused(exc)
         except KeyboardInterrupt:  # outside a run (a run handles its own signals)
-            click.echo("interrupted; no run was started or changed", err=True)
-            sys.exit(ExitCode.INTERRUPTED)
+            _interrupted()
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # click's own: usage errors (2), --help and --version (0)
         except OSError as exc:
-            if exc.errno != errno.EPIPE:
+            if exc.errno == errno.EPIPE:
+                _reader_gone()
+            if exc.errno is None:
                 _bug(ctx, exc)
-            _reader_gone()
+            _refused(MachineRefused.of(exc))
+        except MemoryError as exc:
+            _refused(MachineRefused.of(exc))
         except Exception as exc:
+            if _query_interrupted(exc):
+                _interrupted()
             _bug(ctx, exc)
 
 
@@ -91,6 +95,22 @@ class Console(rich.console.Console):
     def on_broken_pipe(self) -> None:
         self.quiet = True
         _reader_gone()
+
+
+def _refused(exc: StressError) -> NoReturn:
+    click.echo(click.style("error: ", fg="red", bold=True) + exc.render(), err=True)
+    sys.exit(exc.exit_code)
+
+
+def _interrupted() -> NoReturn:
+    click.echo("interrupted; no run was started or changed", err=True)
+    sys.exit(ExitCode.INTERRUPTED)
+
+
+def _query_interrupted(exc: Exception) -> bool:
+    """Ctrl-C during a DuckDB query: DuckDB turns it into its own exception (a RuntimeError
+    "Query interrupted" in 1.x), not a KeyboardInterrupt."""
+    return "Interrupt" in type(exc).__name__ or str(exc) == "Query interrupted"
 
 
 def _bug(ctx: click.Context, exc: Exception) -> NoReturn:

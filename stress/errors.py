@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -106,3 +107,36 @@ def where_stored(path: Path) -> tuple[str, int | None]:
         return str(mount), shutil.disk_usage(probe).free
     except OSError:
         return str(mount), None
+
+
+class MachineRefused(StressError):
+    """The machine refused what a command needed (a file it may not read or write, a full
+    disk, memory): the user's to fix, never a finding and never a bug of ours."""
+
+    @classmethod
+    def of(cls, exc: OSError | MemoryError) -> MachineRefused:
+        if isinstance(exc, MemoryError):
+            return cls(
+                "ran out of memory",
+                fix="free memory (or raise `ulimit -v`), or ask for less: one run, --variant",
+            )
+        what = exc.strerror or str(exc)
+        return cls(f"the machine refused: {what}", file=exc.filename, fix=_FIXES.get(exc.errno))
+
+
+_FIXES = {
+    errno.EACCES: "check the file's permissions, or choose another path",
+    errno.EPERM: "check the file's permissions, or choose another path",
+    errno.EROFS: "choose a path on a writable file system",
+    errno.ENOSPC: "free space on that disk, or choose another path",
+    errno.EDQUOT: "free space within your disk quota, or choose another path",
+    errno.EFBIG: "raise `ulimit -f`, or choose another path",
+    errno.EMFILE: "raise `ulimit -n`",
+    errno.ENFILE: "close files elsewhere on the machine, or raise fs.file-max",
+    errno.EIO: "the disk reported an I/O error: check it (dmesg) before trusting its files",
+    errno.EEXIST: "a file of that name is in the way: move it, or choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
+    errno.EISDIR: "name a file, not a folder",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}

@@ -26,8 +26,8 @@ Meaning = tuple[ExitCode, str]
 _COMMON: tuple[Meaning, ...] = (
     (
         ExitCode.USER_ERROR,
-        "a user error, as one message: bad arguments, or a file or run directory that cannot "
-        "be used",
+        "a user error, as one message: bad arguments, a file or run directory that cannot "
+        "be used, or the machine refused (permissions, a full disk, memory)",
     ),
     (
         ExitCode.BUG,

@@ -274,6 +274,60 @@ def test_ctrl_c_in_a_command_that_builds_models_is_130(tmp_path):
 
 
 @real
+def test_what_the_machine_refuses_is_2_naming_it_not_a_bug(runs, tmp_path):
+    """``repro --out`` under a file, ``summary`` into a full disk: the machine said no, so
+    one message names the file and the fix, exit 2; not a bug (70), no bug report."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    under_a_file = cli(
+        "repro", str(runs.crashed), runs.variant, "--runs", "0", "--out", str(blocker / "r.py")
+    )
+    assert under_a_file.returncode == ExitCode.USER_ERROR, under_a_file.stderr
+    assert f"{blocker}: the machine refused: File exists" in under_a_file.stderr
+    assert "fix: a file of that name is in the way" in under_a_file.stderr
+    with open("/dev/full", "w") as full:
+        into_full_disk = subprocess.run(
+            [sys.executable, "-m", "stress", "summary", str(runs.clean)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+    assert into_full_disk.returncode == ExitCode.USER_ERROR, into_full_disk.stderr
+    assert "No space left on device" in into_full_disk.stderr
+    for done in (under_a_file, into_full_disk):
+        assert "Traceback" not in done.stderr and "bug in mnn-stress" not in done.stderr
+
+
+INTERRUPTED_QUERY = """
+import os, signal, threading, duckdb
+from stress.cli_base import Top
+top = Top("mnn-stress")
+@top.command()
+def query():
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    duckdb.sql("select count(*) from range(100000000000) a, range(10) b").fetchall()
+top(["query"])
+"""
+
+
+@real
+def test_ctrl_c_during_a_duckdb_query_is_130_not_a_bug(tmp_path):
+    """DuckDB turns Ctrl-C during a query into its own exception, not a KeyboardInterrupt:
+    ``summary`` or ``report`` stopped by Ctrl-C over a big run must still say interrupted."""
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_QUERY],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, "MNN_STRESS_CACHE": str(tmp_path)},
+    )
+    assert done.returncode == ExitCode.INTERRUPTED, done.stderr
+    assert "interrupted" in done.stderr and "bug" not in done.stderr
+
+
+@real
 @pytest.mark.parametrize("args", [("schema",), ("summary", "RUN")])
 def test_a_reader_that_goes_away_is_141_not_1(runs, args):
     """``mnn-stress report RUN | head`` in a cron job: the closed pipe is not a finding."""
