@@ -60,6 +60,7 @@ class Top(Group):
         _write_statuses(formatter, general(), "(each command's own: mnn-stress COMMAND --help)")
 
     def invoke(self, ctx: click.Context) -> Any:
+        _escape_what_cannot_be_encoded()
         try:
             try:
                 result = super().invoke(ctx)
@@ -95,6 +96,14 @@ class Console(rich.console.Console):
     def on_broken_pipe(self) -> None:
         self.quiet = True
         _reader_gone()
+
+
+def _escape_what_cannot_be_encoded() -> None:
+    """A path or name the terminal's encoding cannot show (``é`` under ``LANG=C`` or
+    ``PYTHONIOENCODING=ascii``) is written as ``\\xe9``, not a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _refused(exc: StressError) -> NoReturn:

@@ -299,6 +299,16 @@ def test_what_the_machine_refuses_is_2_naming_it_not_a_bug(runs, tmp_path):
         assert "Traceback" not in done.stderr and "bug in mnn-stress" not in done.stderr
 
 
+@real
+def test_a_name_the_terminal_cannot_encode_is_escaped_not_a_bug(runs, tmp_path):
+    """A run or report path with ``é`` on an ASCII terminal (``LANG=C`` in cron, or
+    ``PYTHONIOENCODING=ascii``): written as ``\\xe9``, exit as ever, never 70."""
+    out = tmp_path / "r\u00e9sultats"
+    done = cli("run", str(runs.scenario), "--out", str(out), PYTHONIOENCODING="ascii")
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "run directory: " + str(out).replace("\u00e9", "\\xe9") in done.stdout
+
+
 INTERRUPTED_QUERY = """
 import os, signal, threading, duckdb
 from stress.cli_base import Top
