@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from stress.cli_base import Console, Top
+from stress.cli_base import Console, SideConsole, Top
 from stress.errors import StressError
 from stress.exit_codes import ExitCode
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from stress.scenario import Scenario
 
 console = Console(width=None if sys.stdout.isatty() else 150)
-errors = Console(stderr=True)
+errors = SideConsole(stderr=True)
 
 
 @click.group(cls=Top)

@@ -122,6 +122,17 @@ def _query_interrupted(exc: Exception) -> bool:
     return "Interrupt" in type(exc).__name__ or str(exc) == "Query interrupted"
 
 
+class SideConsole(rich.console.Console):
+    """rich's console for what a command says on the side (stderr: a run's progress, notes):
+    when nobody reads it any more (``2>&1 | tee`` whose terminal closed) it falls silent and
+    the command goes on. The result on stdout alone decides 141."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())  # later one-line errors go nowhere, not raise
+
+
 def _bug(ctx: click.Context, exc: Exception) -> NoReturn:
     command = ctx.meta.get(_COMMAND) or ctx.invoked_subcommand or "mnn-stress"
     path = bug_report.record(exc, command, ctx.meta.get(_RUN_DIR))

@@ -352,6 +352,38 @@ def test_a_reader_that_goes_away_is_141_not_1(runs, args):
     assert not done.stderr
 
 
+@real
+def test_a_run_whose_readers_go_away_goes_on_to_its_end(runs, tmp_path):
+    """``run ... 2>&1 | tee log`` and the terminal closes: the progress on stderr has no
+    reader, yet the run records to its end (it stopped at once, its manifest left
+    ``running``). Only a summary that cannot be printed makes it 141."""
+    timed = tmp_path / "timed.yaml"
+    timed.write_text("name: gone\nmodel: tiny\nduration: 3s\n")
+    summary = tmp_path / "summary.txt"
+    with summary.open("w") as stdout:
+        both_gone, stderr_gone = (
+            subprocess.Popen(
+                [sys.executable, "-m", "stress", "run", str(timed), "--out", str(out)],
+                stdout=stdout if out.name == "stderr-gone" else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=REPO,
+            )
+            for out in (tmp_path / "both-gone", tmp_path / "stderr-gone")
+        )
+        for proc in (both_gone, stderr_gone):
+            proc.stderr.readline()  # it has begun to talk: now nobody listens
+            proc.stderr.close()
+        both_gone.stdout.close()
+        assert both_gone.wait(timeout=120) == ExitCode.BROKEN_PIPE
+        assert stderr_gone.wait(timeout=120) == ExitCode.OK
+    for out in (tmp_path / "both-gone", tmp_path / "stderr-gone"):
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == "complete", out
+        assert {v["status"] for v in manifest["variants"].values()} == {"done"}, out
+    printed = summary.read_text()
+    assert "(complete, MNN" in printed and f"run directory: {tmp_path / 'stderr-gone'}" in printed
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_lists_each_status_of_the_command(command):
     done = CliRunner().invoke(main, [*command.split(), "--help"], terminal_width=200)
