@@ -285,6 +285,10 @@ class Coordinator:
         return None
 
     def _start(self, state: VariantState) -> None:
+        if (failure := _model_changed(state)) is not None:
+            self._requeue(state)
+            self._fail(failure)
+            return
         worker_id = self.next_worker_id
         self.next_worker_id += 1
         job = make_job(
@@ -557,3 +561,18 @@ class Coordinator:
 
     def _write_event(self, event: Event) -> None:
         self._notify(lambda: self.recorder.write_event(event))  # kept; salvage() tries again
+
+
+def _model_changed(state: VariantState) -> RunFailure | None:
+    """The run cannot go on when the model file a new worker would load is not the one the
+    run began with: its rows would mix two models under one variant."""
+    what = state.scenario.model_change(state.variant.params)
+    if what is None:
+        return None
+    return RunFailure(
+        f"the model file {what} during the run: a worker started now would run another "
+        "model under the same variants",
+        file=state.scenario.model_for(state.variant.params).path,
+        fix="keep a model file unchanged while a run uses it (edit a copy); put it back and "
+        "`mnn-stress run --resume RUN_DIR`, or start a new run",
+    )

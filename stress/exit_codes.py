@@ -62,7 +62,8 @@ _OWN: dict[str, tuple[Meaning, ...]] = {
         (
             ExitCode.RUN_FAILED,
             "the run failed: results could not be written (full disk, file-size limit), "
-            "workers could not be started, or no iteration completed",
+            "workers could not be started, a model file changed during the run, or no "
+            "iteration completed",
         ),
         (
             ExitCode.BUG,

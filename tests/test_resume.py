@@ -235,6 +235,28 @@ def test_resume_refuses_a_model_replaced_since_the_run_began(scenario_file, tmp_
     assert manifest(out)["status"] == "complete"
 
 
+def test_a_model_rewritten_during_the_run_stops_it_before_a_worker_loads_it(
+    scenario_file, tmp_path
+):
+    """Overnight, someone rebuilds the model under the same name: the next worker (here every
+    50 iterations) would load it and mix two models' rows under one variant. The run stops,
+    exit 3, naming the file; the rows kept are the first model's."""
+    tiny, deep = (Path(resolve_model(name, Path(".")).path) for name in ("tiny", "deep"))
+    model = tmp_path / "net.mnn"
+    shutil.copy(tiny, model)
+    text = "name: rebuilt\nmodel: net.mnn\nduration: 60s\nfresh_worker_every: 50\n"
+    path, out = scenario_file(text), tmp_path / "run"
+    run = start_run(path, out, "--workers", "1", "--no-adaptive")
+    wait_for_iterations(out, at_least=100)
+    shutil.copy(deep, model)  # written over in place: the same inode
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 3, stderr
+    assert f"{model}: the model file was rewritten ({tiny.stat().st_size:,} bytes" in stderr
+    assert manifest(out)["status"] == "failed"
+    outputs = set(iterations_table(out).column("output_name").to_pylist())
+    assert outputs == {"y"}, outputs  # deep's outputs never recorded
+
+
 def test_a_converted_model_changes_with_its_converter_and_flags(tmp_path):
     """What --resume compares for an ONNX model: the file, the converter, each value's flags."""
     from stress.models.source import changes, source_now, source_of

@@ -17,6 +17,7 @@ from stress.errors import ModelError, ScenarioError
 from stress.factors import REGISTRY, shown
 from stress.factors.convert import NONE as NO_FLAGS
 from stress.models import ModelInfo
+from stress.models.watch import FileState, change
 from stress.scenario.covering import MAX_TUPLES, CoveringError
 from stress.scenario.inputs import check_inputs
 from stress.scenario.matrix import (
@@ -48,10 +49,17 @@ class LoadedScenario:
     spec: Scenario
     model: ModelInfo
     converted: dict[str, ModelInfo] = field(default_factory=dict)  # per ``convert`` value
+    # each model file workers load, as it was when loaded (``stress.models.watch``)
+    loaded: dict[str, FileState | None] = field(default_factory=dict)
 
     def model_for(self, params: dict[str, Any]) -> ModelInfo:
         """The model a variant's workers load: its own conversion, or the scenario's."""
         return self.converted.get(params.get("convert", NO_FLAGS), self.model)
+
+    def model_change(self, params: dict[str, Any]) -> str | None:
+        """How the file a variant's workers load changed since it was loaded (None: not)."""
+        path = self.model_for(params).path
+        return change(path, self.loaded[path]) if path in self.loaded else None
 
 
 def load_scenario(path: str | Path, text: str | None = None) -> LoadedScenario:
@@ -76,7 +84,8 @@ def load_scenario(path: str | Path, text: str | None = None) -> LoadedScenario:
     _check_python_or_version(path, data, spec)
     _check_available(path, data, spec)
     converted = _conversions(path, data, spec, model)
-    return LoadedScenario(path=path, text=text, spec=spec, model=model, converted=converted)
+    loaded = {m.path: FileState.of(m.path) for m in (model, *converted.values())}
+    return LoadedScenario(path, text, spec, model, converted, loaded)
 
 
 def read_spec(path: str | Path) -> Scenario:
