@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from stress.cache_root import cache_dir
+from stress.cache_root import cache_dir, make
 
 FILE_PREFIX = "bug-"  # RUN_DIR/bug-<UTC time>-<command>-<pid>.txt
 _SHOWN_CHARS = 300  # of the exception's message, in the one line
@@ -41,7 +41,7 @@ def write_text(text: str, command: str, run_dir: Path | None = None) -> Path | N
     folders += [cache_folder(), Path(tempfile.gettempdir())]
     for folder in folders:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make(folder)
             path = folder / name
             path.write_text(text)
             return path.absolute()

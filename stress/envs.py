@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from stress.cache_root import cache_dir
+from stress.cache_root import cache_dir, make
 from stress.errors import EnvError
 from stress.factors.version import INSTALLED, is_release
 from stress.models.resolve import mnn_version
@@ -139,7 +139,7 @@ def prepare(version: str, say: Say = lambda line: None) -> EnvInfo:
 @contextlib.contextmanager
 def _locked(final: Path, say: Say) -> Iterator[None]:
     """One preparer per environment at a time (flock: released if the process dies)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make(final.parent)
     fd = os.open(final.parent / f".{final.name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:

@@ -82,6 +82,32 @@ def test_a_cache_path_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
     assert "MNN_STRESS_CACHE" in done.stderr
 
 
+def test_a_home_that_does_not_exist_is_refused_not_made(tmp_path, monkeypatch):
+    """A cron job or a service with ``HOME=/nonexistent``: the default cache would make a
+    home folder (as root, anywhere); it is a clear error naming MNN_STRESS_CACHE instead."""
+    home = tmp_path / "no-such-home"
+    monkeypatch.delenv("MNN_STRESS_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    done = run_cli("models", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"the home folder {home} does not exist (set MNN_STRESS_CACHE" in done.stderr
+    assert not home.exists()
+
+
+def test_the_cache_follows_xdg_cache_home_when_absolute(tmp_path, monkeypatch):
+    from stress.cache_root import cache_dir
+
+    monkeypatch.delenv("MNN_STRESS_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "mnn-stress"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/xdg")  # invalid by the spec: ignored
+    assert cache_dir() == tmp_path / "home" / ".cache" / "mnn-stress"
+    monkeypatch.setenv("MNN_STRESS_CACHE", str(tmp_path / "own"))
+    assert cache_dir() == tmp_path / "own"
+
+
 def test_a_cache_folder_this_user_cannot_write_is_a_clear_error(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o555)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stress.cache_root import CACHE_VAR, cache_dir
+from stress.cache_root import CACHE_VAR, cache_dir, make
 from stress.errors import ModelError, where_stored
 from stress.models import ModelInfo
 from stress.models.files import sha256_of
@@ -40,7 +40,7 @@ def folder(*parts: str) -> Path:
     """``cache_dir()/parts``, made if missing; ModelError when it cannot be."""
     path = cache_dir().joinpath(*parts)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make(path)
     except (FileExistsError, NotADirectoryError) as exc:
         blocker = _first_file(path)
         raise ModelError(
