@@ -30,7 +30,9 @@ bootstrap
 case "${1:-}" in
   test)
     shift
-    exec "$VENV/bin/python" -m pytest "$@"
+    # one pytest worker per core, each test file whole on one (its module fixtures made once);
+    # `-n 0` after it runs everything in this process (for pdb)
+    exec "$VENV/bin/python" -m pytest -n auto --dist loadfile "$@"
     ;;
   mnn-stress)
     shift

@@ -177,7 +177,9 @@ def test_two_runs_into_one_directory_exactly_one_proceeds(scenario_file, tmp_pat
     assert read_iterations(out).run_id.nunique() == 1
 
 
-def test_conftest_leaves_no_cache_behind(tmp_path):
+@pytest.mark.parametrize("workers", ["0", "2"])  # in one process, and as ./run.sh test runs
+def test_conftest_leaves_no_cache_behind(tmp_path, workers):
+    """One cache for the session, shared by pytest-xdist's workers, removed at its end."""
     env = {k: v for k, v in os.environ.items() if k != "MNN_STRESS_CACHE"}
     env["TMPDIR"] = str(tmp_path)
     done = subprocess.run(
@@ -189,7 +191,9 @@ def test_conftest_leaves_no_cache_behind(tmp_path):
             "-p",
             "no:cacheprovider",
             f"--basetemp={tmp_path / 'base'}",
+            *("-n", workers),
             "tests/test_scenario.py::test_duration_parsing",
+            "tests/test_models.py::test_user_mnn_file_is_inspected",  # builds tiny in the cache
         ],
         cwd=REPO,
         env=env,
