@@ -5,6 +5,7 @@ disk), ``run`` 130 (test_stopping, test_coordinator), ``validate`` 130 (test_sto
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -382,6 +383,32 @@ def test_a_run_whose_readers_go_away_goes_on_to_its_end(runs, tmp_path):
         assert {v["status"] for v in manifest["variants"].values()} == {"done"}, out
     printed = summary.read_text()
     assert "(complete, MNN" in printed and f"run directory: {tmp_path / 'stderr-gone'}" in printed
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (OSError("no errno: ours"), ExitCode.BUG),
+        (OSError(errno.ENOSPC, "No space left on device", "/x"), ExitCode.USER_ERROR),
+        (MemoryError(), ExitCode.USER_ERROR),
+        (RuntimeError("Query interrupted"), ExitCode.INTERRUPTED),
+        (RuntimeError("anything else"), ExitCode.BUG),
+    ],
+)
+def test_what_a_command_raises_maps_to_its_status(raised, status, tmp_path, monkeypatch):
+    """The top's sorting, one exception each: the machine's refusals are the user's (2), an
+    OSError without an errno and any other exception are ours (70)."""
+    from stress.cli_base import Top
+
+    monkeypatch.setenv("MNN_STRESS_CACHE", str(tmp_path))
+    top = Top("mnn-stress")
+
+    @top.command()
+    def fails() -> None:
+        raise raised
+
+    done = CliRunner().invoke(top, ["fails"])
+    assert done.exit_code == status, done.output
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -257,6 +257,29 @@ def test_a_model_rewritten_during_the_run_stops_it_before_a_worker_loads_it(
     assert outputs == {"y"}, outputs  # deep's outputs never recorded
 
 
+def test_how_a_model_file_changed_is_told_apart():
+    """What the run's stop says: unchanged, rewritten in place, replaced (a rename over it,
+    the same size), deleted."""
+    import tempfile
+
+    from stress.models.watch import FileState, change
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = Path(folder) / "net.mnn"
+        model.write_bytes(b"a" * 10)
+        then = FileState.of(model)
+        assert change(model, then) is None
+        model.write_bytes(b"b" * 12)
+        assert change(model, then) == "was rewritten (10 bytes then, 12 bytes now)"
+        then = FileState.of(model)
+        other = Path(folder) / "new.mnn"
+        other.write_bytes(b"c" * 12)
+        os.replace(other, model)
+        assert change(model, then) == "was replaced by another file"
+        model.unlink()
+        assert change(model, then) == "was deleted or cannot be read any more"
+
+
 def test_a_converted_model_changes_with_its_converter_and_flags(tmp_path):
     """What --resume compares for an ONNX model: the file, the converter, each value's flags."""
     from stress.models.source import changes, source_now, source_of
