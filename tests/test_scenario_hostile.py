@@ -37,6 +37,17 @@ def test_bytes_that_are_not_utf8_are_reported_at_their_line(tmp_path):
     assert "UTF-8" in error.fix
 
 
+def test_a_device_or_fifo_is_refused_as_not_a_file_and_never_read(tmp_path):
+    """``validate /dev/zero`` or a FIFO nobody writes: said at once, never read (a hang)."""
+    import os
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/zero"), fifo):
+        assert refused(path).message == "not a regular file (a device, a FIFO, ...)"
+    assert refused(tmp_path / "absent.yaml").message == "no such scenario file"
+
+
 def test_utf8_text_loads_and_is_kept_as_written(tmp_path):
     path = tmp_path / "utf8.yaml"
     path.write_bytes("name: demo\nmodel: tiny\ndescription: café ☕\n".encode())

@@ -54,8 +54,9 @@ def _read_text(path: Path) -> str:
     """The file as strict UTF-8 text, never reading more than MAX_SCENARIO_BYTES + 1 bytes, and
     refused beyond MAX_LINES."""
     if not path.is_file():
+        what = "not a regular file (a device, a FIFO, ...)" if path.exists() else None
         raise ScenarioError(
-            "no such scenario file",
+            what or "no such scenario file",
             file=str(path),
             fix="check the path; `ls scenarios/` lists the bundled ones",
         )
