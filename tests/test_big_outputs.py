@@ -179,17 +179,24 @@ def _peak_private_memory(run: subprocess.Popen, limit_s: float) -> int:
     return peak
 
 
+def _stopped_by_sigterm(path: Path, out: Path, at_least: int) -> float:
+    """Run ``path`` into ``out``, SIGTERM it once ``at_least`` iterations are on disk; the
+    seconds it took to exit, with status 130."""
+    with _running(path, out, "--no-reference") as run:
+        wait_for_iterations(out, at_least=at_least, timeout=120)
+        asked = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=120)
+        took = time.monotonic() - asked
+    assert run.returncode == 130
+    return took
+
+
 @pytest.mark.integration
 def test_sigterm_stops_a_run_of_big_outputs_promptly(models, tmp_path):
     path = _scenario(models, "endless64", "out64.mnn", "duration: 120s\n")
     out = tmp_path / "run"
-    with _running(path, out, "--no-reference") as run:
-        wait_for_iterations(out, at_least=3, timeout=120)
-        asked = time.monotonic()
-        run.send_signal(signal.SIGTERM)
-        run.wait(timeout=60)
-        took = time.monotonic() - asked
-    assert run.returncode == 130
+    took = _stopped_by_sigterm(path, out, at_least=3)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     assert _rows(out, ["iteration"]).num_rows >= 3
@@ -208,13 +215,7 @@ def test_sigterm_does_not_wait_for_the_final_packing_of_big_parts(models, tmp_pa
         "duration: 120s\nrecord: {max_value_bytes: 16777216}\nmatrix:\n  threads: [2]\n",
     )
     out = tmp_path / "run"
-    with _running(path, out, "--no-reference") as run:
-        wait_for_iterations(out, at_least=40, timeout=120)
-        asked = time.monotonic()
-        run.send_signal(signal.SIGTERM)
-        run.wait(timeout=120)
-        took = time.monotonic() - asked
-    assert run.returncode == 130
+    took = _stopped_by_sigterm(path, out, at_least=40)
     assert _rows(out, ["iteration"]).num_rows >= 40
     assert len(list((out / "iterations").glob("part-*.parquet"))) > 1  # not packed
     assert took < 8, f"took {took:.1f} s to stop"
