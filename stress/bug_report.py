@@ -38,14 +38,15 @@ def write_text(text: str, command: str, run_dir: Path | None = None) -> Path | N
     name = f"{FILE_PREFIX}{stamp}-{command.replace(' ', '-')}-{os.getpid()}.txt"
     text = _header(command) + text
     folders = [run_dir] if run_dir is not None and run_dir.is_dir() else []
-    folders += [cache_folder(), Path(tempfile.gettempdir())]
+    folders += [cache_folder, lambda: Path(tempfile.gettempdir())]
     for folder in folders:
-        try:
-            make(folder)
-            path = folder / name
+        try:  # anything: a bug report must not fail on what made the bug
+            where = folder() if callable(folder) else folder
+            make(where)
+            path = where / name
             path.write_text(text)
             return path.absolute()
-        except OSError:
+        except Exception:
             continue
     return None
 

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from stress.cli_base import Console, SideConsole, Top
+from stress.cli_base import Console, SideConsole, Top, reopen_closed_streams
 from stress.errors import StressError
 from stress.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from stress.scenario import Scenario
 
+reopen_closed_streams()
 console = Console(width=None if sys.stdout.isatty() else 150)
 errors = SideConsole(stderr=True)
 

@@ -4,6 +4,7 @@ a status a cron job can trust. Used by ``stress.cli`` and the modules it registe
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -28,6 +29,23 @@ _RUN_DIR_PARAMS = ("run_dir", "resume_dir")
 def traceback_goes_to(run_dir: Path) -> None:
     """A bug from here on writes its traceback into ``run_dir`` (``run``, once it exists)."""
     click.get_current_context().meta[_RUN_DIR] = run_dir
+
+
+def reopen_closed_streams() -> None:
+    """A stdout or stderr the caller closed (``>&-``: Python makes it None) is /dev/null from
+    here on: no writes to None, and never a run's file that happens to get descriptor 1 or 2
+    (a child process would write into it)."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115 (for the process)
 
 
 class Command(click.Command):
@@ -78,7 +96,7 @@ class Top(Group):
         except OSError as exc:
             if exc.errno == errno.EPIPE:
                 _reader_gone()
-            if exc.errno is None:
+            if exc.errno not in MachineRefused.ERRNOS:  # ENOENT of a file of ours: our bug
                 _bug(ctx, exc)
             _refused(MachineRefused.of(exc))
         except MemoryError as exc:
@@ -107,12 +125,12 @@ def _escape_what_cannot_be_encoded() -> None:
 
 
 def _refused(exc: StressError) -> NoReturn:
-    click.echo(click.style("error: ", fg="red", bold=True) + exc.render(), err=True)
+    _tell(click.style("error: ", fg="red", bold=True) + exc.render())
     sys.exit(exc.exit_code)
 
 
 def _interrupted() -> NoReturn:
-    click.echo("interrupted; no run was started or changed", err=True)
+    _tell("interrupted; no run was started or changed")
     sys.exit(ExitCode.INTERRUPTED)
 
 
@@ -128,17 +146,27 @@ class SideConsole(rich.console.Console):
     the command goes on. The result on stdout alone decides 141."""
 
     def on_broken_pipe(self) -> None:
+        self.gone()
+
+    def gone(self) -> None:
+        """Nobody reads stderr any more (EPIPE; EIO from a terminal that hung up): say
+        nothing more, and let later one-line errors go nowhere rather than raise."""
         self.quiet = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stderr.fileno())  # later one-line errors go nowhere, not raise
+        with contextlib.suppress(OSError, ValueError):  # ValueError: stderr has no file
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stderr.fileno())
+
+
+def _tell(text: str) -> None:
+    """One line on stderr, if anyone can still read it."""
+    with contextlib.suppress(OSError):
+        click.echo(text, err=True)
 
 
 def _bug(ctx: click.Context, exc: Exception) -> NoReturn:
     command = ctx.meta.get(_COMMAND) or ctx.invoked_subcommand or "mnn-stress"
     path = bug_report.record(exc, command, ctx.meta.get(_RUN_DIR))
-    click.echo(
-        click.style("error: ", fg="red", bold=True) + bug_report.one_line(exc, path), err=True
-    )
+    _tell(click.style("error: ", fg="red", bold=True) + bug_report.one_line(exc, path))
     sys.exit(ExitCode.BUG)
 
 

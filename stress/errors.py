@@ -111,7 +111,26 @@ def where_stored(path: Path) -> tuple[str, int | None]:
 
 class MachineRefused(StressError):
     """The machine refused what a command needed (a file it may not read or write, a full
-    disk, memory): the user's to fix, never a finding and never a bug of ours."""
+    disk, memory): the user's to fix, never a finding and never a bug of ours. Only these
+    errnos: a missing file or a folder where a file should be is a path someone got wrong,
+    and when that someone is mnn-stress it is a bug; paths the user gives are checked where
+    they are used."""
+
+    ERRNOS = frozenset(
+        (
+            errno.EACCES,
+            errno.EPERM,
+            errno.EROFS,
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.EFBIG,
+            errno.EMFILE,
+            errno.ENFILE,
+            errno.EIO,
+            errno.ENOMEM,
+            errno.ENAMETOOLONG,
+        )
+    )
 
     @classmethod
     def of(cls, exc: OSError | MemoryError) -> MachineRefused:
@@ -121,7 +140,10 @@ class MachineRefused(StressError):
                 fix="free memory (or raise `ulimit -v`), or ask for less: one run, --variant",
             )
         what = exc.strerror or str(exc)
-        return cls(f"the machine refused: {what}", file=exc.filename, fix=_FIXES.get(exc.errno))
+        where = "" if exc.filename else " (writing the output, or a file it did not name)"
+        return cls(
+            f"the machine refused: {what}{where}", file=exc.filename, fix=_FIXES.get(exc.errno)
+        )
 
 
 _FIXES = {
@@ -134,9 +156,6 @@ _FIXES = {
     errno.EMFILE: "raise `ulimit -n`",
     errno.ENFILE: "close files elsewhere on the machine, or raise fs.file-max",
     errno.EIO: "the disk reported an I/O error: check it (dmesg) before trusting its files",
-    errno.EEXIST: "a file of that name is in the way: move it, or choose another path",
-    errno.ENOENT: "check the path",
-    errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
-    errno.EISDIR: "name a file, not a folder",
     errno.ENAMETOOLONG: "choose a shorter path",
+    errno.ENOMEM: "free memory, or ask for less",
 }

@@ -40,7 +40,11 @@ _COMMON: tuple[Meaning, ...] = (
 _OWN: dict[str, tuple[Meaning, ...]] = {
     "validate": (
         (ExitCode.OK, "every file is valid"),
-        (ExitCode.USER_ERROR, "a file is not valid: the message names the file, key and line"),
+        (
+            ExitCode.USER_ERROR,
+            "a file is not valid: the message names the file, key and line; or the machine "
+            "refused (permissions, a full disk, memory)",
+        ),
     ),
     "run": (
         (
@@ -57,7 +61,8 @@ _OWN: dict[str, tuple[Meaning, ...]] = {
             ExitCode.USER_ERROR,
             "refused before anything ran: a bad scenario, a run directory that cannot be used "
             "(--out, or --resume of a complete run), `ulimit -f` too small, a --duration too "
-            "short",
+            "short; or the machine refused the summary at the end (stdout on a full disk): the "
+            "run itself is kept",
         ),
         (
             ExitCode.RUN_FAILED,
@@ -105,7 +110,11 @@ _OWN: dict[str, tuple[Meaning, ...]] = {
     "schema": ((ExitCode.OK, "the JSON Schema was printed"),),
     "envs prepare": (
         (ExitCode.OK, "every environment asked for is ready"),
-        (ExitCode.USER_ERROR, "an environment could not be made, or `import MNN` fails in it"),
+        (
+            ExitCode.USER_ERROR,
+            "an environment could not be made, or `import MNN` fails in it; or the machine "
+            "refused (permissions, a full disk, memory)",
+        ),
     ),
     "envs list": ((ExitCode.OK, "the environments were listed"),),
     "bisect": (

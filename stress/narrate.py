@@ -6,6 +6,7 @@ terminal, get them as a plain line every ``every_s`` seconds."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.live import Live
 
 from stress import liveview
+from stress.cli_base import SideConsole
 from stress.diskbudget import disk_usage
 from stress.states import VariantStatus
 
@@ -42,8 +44,22 @@ class Narrator:
         self.disk_measured_s = -DISK_EVERY_S
 
     def say(self, line: str, style: str | None = None) -> None:
-        self.console.print(line, highlight=False, style=style, soft_wrap=True)
+        self._draw(lambda: self.console.print(line, highlight=False, style=style, soft_wrap=True))
         self.write_log(_stamped(line))
+
+    def _draw(self, draw: Callable[[], object]) -> None:
+        """Write to the terminal; when it is gone (EIO once it hung up, EPIPE) the run goes
+        on without it, and the log keeps everything."""
+        if self.console.quiet:
+            return
+        try:
+            draw()
+        except OSError:
+            self.live = None
+            if isinstance(self.console, SideConsole):
+                self.console.gone()
+            else:
+                self.console.quiet = True
 
     def write_log(self, text: str) -> None:
         """Text for the log only (the final summary, already shown on the terminal)."""
@@ -57,8 +73,8 @@ class Narrator:
     def end_view(self) -> None:
         """Take the live view off the terminal (before the summary is printed)."""
         if self.live is not None:
-            self.live.stop()
-            self.live = None
+            live, self.live = self.live, None
+            self._draw(live.stop)
 
     def close(self) -> None:
         self.end_view()
@@ -106,9 +122,10 @@ class Narrator:
             self.disk_used, self.disk_measured_s = disk_usage(self.run_dir), elapsed
         m = liveview.meters(states, elapsed, self.rates, (self.disk_used, self.disk_limit))
         if self.live is not None:
-            if not self.live.is_started:
-                self.live.start()
-            self.live.update(liveview.table(states, m), refresh=True)
+            live = self.live
+            if not live.is_started:
+                self._draw(live.start)
+            self._draw(lambda: live.update(liveview.table(states, m), refresh=True))
         if elapsed >= self.next_line_s:
             self.next_line_s = elapsed + self.every_s
             line = liveview.plain_line(states, m)

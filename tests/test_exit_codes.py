@@ -284,8 +284,8 @@ def test_what_the_machine_refuses_is_2_naming_it_not_a_bug(runs, tmp_path):
         "repro", str(runs.crashed), runs.variant, "--runs", "0", "--out", str(blocker / "r.py")
     )
     assert under_a_file.returncode == ExitCode.USER_ERROR, under_a_file.stderr
-    assert f"{blocker}: the machine refused: File exists" in under_a_file.stderr
-    assert "fix: a file of that name is in the way" in under_a_file.stderr
+    assert f"{blocker}: --out: cannot write the script: File exists" in under_a_file.stderr
+    assert "fix: give --out a .py file in a folder" in under_a_file.stderr
     with open("/dev/full", "w") as full:
         into_full_disk = subprocess.run(
             [sys.executable, "-m", "stress", "summary", str(runs.clean)],
@@ -295,7 +295,9 @@ def test_what_the_machine_refuses_is_2_naming_it_not_a_bug(runs, tmp_path):
             cwd=REPO,
         )
     assert into_full_disk.returncode == ExitCode.USER_ERROR, into_full_disk.stderr
-    assert "No space left on device" in into_full_disk.stderr
+    assert "the machine refused: No space left on device (writing the output" in (
+        into_full_disk.stderr
+    )
     for done in (under_a_file, into_full_disk):
         assert "Traceback" not in done.stderr and "bug in mnn-stress" not in done.stderr
 
@@ -308,6 +310,24 @@ def test_a_name_the_terminal_cannot_encode_is_escaped_not_a_bug(runs, tmp_path):
     done = cli("run", str(runs.scenario), "--out", str(out), PYTHONIOENCODING="ascii")
     assert done.returncode == ExitCode.OK, done.stderr
     assert "run directory: " + str(out).replace("\u00e9", "\\xe9") in done.stdout
+
+
+@real
+def test_a_command_with_stdout_and_stderr_closed_runs(runs):
+    """``mnn-stress summary RUN >&- 2>&-`` (a cron line that wants no mail): it crashed as
+    it started (``sys.stdout`` is None), exit 1."""
+
+    def closed() -> None:
+        os.close(1)
+        os.close(2)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "stress", "summary", str(runs.clean)],
+        cwd=REPO,
+        preexec_fn=closed,
+        timeout=120,
+    )
+    assert done.returncode == ExitCode.OK
 
 
 INTERRUPTED_QUERY = """
@@ -389,6 +409,9 @@ def test_a_run_whose_readers_go_away_goes_on_to_its_end(runs, tmp_path):
     ("raised", "status"),
     [
         (OSError("no errno: ours"), ExitCode.BUG),
+        (FileNotFoundError(errno.ENOENT, "No such file", "manifest.jsn"), ExitCode.BUG),
+        (OSError(errno.EBADF, "Bad file descriptor"), ExitCode.BUG),
+        (PermissionError(errno.EACCES, "Permission denied", "/x"), ExitCode.USER_ERROR),
         (OSError(errno.ENOSPC, "No space left on device", "/x"), ExitCode.USER_ERROR),
         (MemoryError(), ExitCode.USER_ERROR),
         (RuntimeError("Query interrupted"), ExitCode.INTERRUPTED),
@@ -396,8 +419,9 @@ def test_a_run_whose_readers_go_away_goes_on_to_its_end(runs, tmp_path):
     ],
 )
 def test_what_a_command_raises_maps_to_its_status(raised, status, tmp_path, monkeypatch):
-    """The top's sorting, one exception each: the machine's refusals are the user's (2), an
-    OSError without an errno and any other exception are ours (70)."""
+    """The top's sorting, one exception each: the machine's refusals are the user's (2); a
+    missing file, a bad descriptor, an OSError without an errno and any other exception are
+    ours (70): paths the user gives are checked where they are used."""
     from stress.cli_base import Top
 
     monkeypatch.setenv("MNN_STRESS_CACHE", str(tmp_path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import re
@@ -107,6 +108,32 @@ def test_on_a_terminal_the_view_is_drawn_live_and_the_log_keeps_plain_lines(
     log = (out / "run.log").read_text()
     assert "variants 0/1 finished, 1 running" in log
     assert "it/s" not in log  # the table itself is for the terminal only
+
+
+def test_a_terminal_that_hangs_up_mid_run_leaves_the_run_to_its_end(scenario_file, tmp_path):
+    """``run ... & disown``, then the terminal closes (SIGHUP not delivered): writes to it
+    now fail with EIO, not EPIPE. The run was failed as a bug of ours (exit 1); it goes on
+    to its end, and its log keeps the story."""
+    path = scenario_file("name: hup\nmodel: tiny\nduration: 5s\nadaptive: false\n")
+    out = tmp_path / "run"
+    leader, follower = pty.openpty()
+    with (tmp_path / "stdout").open("w") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stress", "run", str(path), "--out", str(out)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=follower,
+            start_new_session=True,  # its own session: the hang-up sends it no SIGHUP
+        )
+    os.close(follower)
+    assert os.read(leader, 65536)  # it has drawn on the terminal; now the terminal goes
+    os.close(leader)
+    assert process.wait(timeout=120) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert f"run directory: {out}" in (tmp_path / "stdout").read_text()
+    assert "done        hup" in (out / "run.log").read_text()
 
 
 def _on_a_terminal(command: list[str], timeout: float) -> str:

@@ -91,8 +91,40 @@ def test_a_home_that_does_not_exist_is_refused_not_made(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     done = run_cli("models", check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert f"the home folder {home} does not exist (set MNN_STRESS_CACHE" in done.stderr
+    assert f"the home folder {home} does not exist" in done.stderr
+    assert "fix: set MNN_STRESS_CACHE to a folder" in done.stderr
     assert not home.exists()
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or os.getuid() != 0, reason="needs root")
+def test_a_user_unknown_to_passwd_without_home_is_told_to_set_the_cache_var():
+    """``docker run -u 12345`` (no HOME, no /etc/passwd entry: Path.home() raises): with
+    MNN_STRESS_CACHE the cache is used; without, a clear error; a bug is still reported
+    (in the temporary folder). Each was a traceback and exit 1 ("findings" to cron)."""
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="mnn-stress-nobody-"))
+    try:
+        shared.chmod(0o777)
+        as_nobody = ["setpriv", "--reuid", "12345", "--regid", "12345", "--clear-groups"]
+        env = {k: v for k, v in os.environ.items() if k not in ("HOME", "MNN_STRESS_CACHE")}
+        env["TMPDIR"] = str(shared)
+
+        def envs_list(**extra: str) -> subprocess.CompletedProcess:
+            command = [*as_nobody, sys.executable, "-m", "stress", "envs", "list"]
+            return subprocess.run(
+                command, cwd=REPO, capture_output=True, text=True, env={**env, **extra}
+            )
+
+        assert envs_list(MNN_STRESS_CACHE=str(shared / "cache")).returncode == 0
+        done = envs_list()
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "no home folder for the cache: HOME is unset" in done.stderr
+        done = envs_list(MNN_STRESS_TEST_BUG="command")
+        assert done.returncode == 70, done.stderr
+        assert list(shared.glob("bug-*-envs-list-*.txt")), done.stderr
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_the_cache_follows_xdg_cache_home_when_absolute(tmp_path, monkeypatch):

@@ -257,27 +257,36 @@ def test_a_model_rewritten_during_the_run_stops_it_before_a_worker_loads_it(
     assert outputs == {"y"}, outputs  # deep's outputs never recorded
 
 
-def test_how_a_model_file_changed_is_told_apart():
-    """What the run's stop says: unchanged, rewritten in place, replaced (a rename over it,
-    the same size), deleted."""
-    import tempfile
+def test_how_a_model_file_changed_is_told_apart(tmp_path):
+    """What the run's stop says: rewritten in place (even with its mtime put back), replaced
+    (a rename over it, the same size), deleted; a ``touch``, or the same bytes written again
+    (another run's cache building the same built-in model), is no change."""
+    from stress.models.watch import LoadedFile, change
 
-    from stress.models.watch import FileState, change
-
-    with tempfile.TemporaryDirectory() as folder:
-        model = Path(folder) / "net.mnn"
-        model.write_bytes(b"a" * 10)
-        then = FileState.of(model)
-        assert change(model, then) is None
-        model.write_bytes(b"b" * 12)
-        assert change(model, then) == "was rewritten (10 bytes then, 12 bytes now)"
-        then = FileState.of(model)
-        other = Path(folder) / "new.mnn"
-        other.write_bytes(b"c" * 12)
-        os.replace(other, model)
-        assert change(model, then) == "was replaced by another file"
-        model.unlink()
-        assert change(model, then) == "was deleted or cannot be read any more"
+    model = tmp_path / "net.mnn"
+    model.write_bytes(b"a" * 10)
+    then = LoadedFile.of(model)
+    assert change(model, then) is None
+    os.utime(model, ns=(1, 1))
+    model.write_bytes(b"a" * 10)
+    assert change(model, then) is None
+    mtime = model.stat().st_mtime_ns
+    model.write_bytes(b"b" * 10)
+    os.utime(model, ns=(mtime, mtime))
+    assert change(model, then) == "was rewritten (10 bytes then, 10 bytes now)"
+    model.write_bytes(b"b" * 12)
+    assert change(model, then) == "was rewritten (10 bytes then, 12 bytes now)"
+    then = LoadedFile.of(model)
+    os.link(model, tmp_path / "kept")  # its inode is not freed, so not reused by the next file
+    other = tmp_path / "new.mnn"
+    other.write_bytes(b"b" * 12)
+    os.replace(other, model)
+    assert change(model, then) is None  # another inode, the same bytes
+    other.write_bytes(b"c" * 12)
+    os.replace(other, model)
+    assert change(model, then) == "was replaced by another file"
+    model.unlink()
+    assert change(model, then) == "was deleted or cannot be read any more"
 
 
 def test_a_converted_model_changes_with_its_converter_and_flags(tmp_path):

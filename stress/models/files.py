@@ -61,14 +61,15 @@ def _check_readable(path: Path, where: str) -> None:
 
 
 def sha256_of(path: Path) -> str:
-    """The file's sha256 (hex), read in 1 MiB chunks; remembered while its inode, size and
-    mtime stay the same, so a model hashed at load is not hashed again for the manifest."""
+    """The file's sha256 (hex), read in 1 MiB chunks; remembered while its inode, size,
+    mtime and ctime stay the same (a rewrite that puts the mtime back still moves the ctime),
+    so a model hashed at load is not hashed again for the manifest."""
     found = path.stat()
-    return _sha256(str(path), found.st_ino, found.st_size, found.st_mtime_ns)
+    return _sha256(str(path), found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
 @cache
-def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
+def _sha256(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(CHUNK_BYTES):

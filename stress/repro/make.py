@@ -69,8 +69,16 @@ def write_script(
     if SETTINGS_LINE not in text:
         raise RuntimeError("repro: the script template lost its SETTINGS line")
     text = text.replace(SETTINGS_LINE, f"SETTINGS: dict = {_literal(settings)}\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as exc:
+        raise StressError(
+            f"cannot write the script: {exc.strerror or exc}",
+            file=str(exc.filename or out),
+            key="--out",
+            fix="give --out a .py file in a folder that exists or can be made, and is writable",
+        ) from exc
     return settings
 
 

@@ -17,7 +17,7 @@ from stress.errors import ModelError, ScenarioError
 from stress.factors import REGISTRY, shown
 from stress.factors.convert import NONE as NO_FLAGS
 from stress.models import ModelInfo
-from stress.models.watch import FileState, change
+from stress.models.watch import LoadedFile, change
 from stress.scenario.covering import MAX_TUPLES, CoveringError
 from stress.scenario.inputs import check_inputs
 from stress.scenario.matrix import (
@@ -50,7 +50,7 @@ class LoadedScenario:
     model: ModelInfo
     converted: dict[str, ModelInfo] = field(default_factory=dict)  # per ``convert`` value
     # each model file workers load, as it was when loaded (``stress.models.watch``)
-    loaded: dict[str, FileState | None] = field(default_factory=dict)
+    loaded: dict[str, LoadedFile] = field(default_factory=dict)
 
     def model_for(self, params: dict[str, Any]) -> ModelInfo:
         """The model a variant's workers load: its own conversion, or the scenario's."""
@@ -84,7 +84,7 @@ def load_scenario(path: str | Path, text: str | None = None) -> LoadedScenario:
     _check_python_or_version(path, data, spec)
     _check_available(path, data, spec)
     converted = _conversions(path, data, spec, model)
-    loaded = {m.path: FileState.of(m.path) for m in (model, *converted.values())}
+    loaded = {m.path: LoadedFile.of(m.path) for m in (model, *converted.values())}
     return LoadedScenario(path, text, spec, model, converted, loaded)
 
 
