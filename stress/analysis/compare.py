@@ -13,8 +13,8 @@ from rich.console import Console
 from stress.analysis.damaged import print_warnings
 from stress.analysis.rates import describe
 from stress.analysis.references import load_references
-from stress.analysis.report import FINDINGS
 from stress.analysis.tolerance import compare, tolerances_for
+from stress.analysis.verdicts import FINDINGS
 from stress.manifest import read_records
 
 FAILING = ("mismatch", "non_finite", "invalid", "error", "death")

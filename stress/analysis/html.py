@@ -13,17 +13,11 @@ from typing import Any
 from stress.analysis import plots
 from stress.analysis.counts import death_words
 from stress.analysis.signatures import where
+from stress.analysis.verdicts import Verdict
 from stress.factors import REGISTRY
 from stress.manifest import read_records
 
 SERIES_SHOWN = 8  # variants whose latency and RSS over time are plotted
-# Verdicts from what needs a look first to what does not; colours by class.
-SEVERITY = ("HARNESS_ERROR", "QUARANTINED", "CRASHED", "FAILED", "VIEW_CHANGED")
-SEVERITY += ("INCONSISTENT", "MISMATCH", "REFUSED", "KILLED", "INCOMPLETE", "INTERRUPTED")
-SEVERITY += ("RUNNING", "SKIPPED", "EMPTY", "ok")
-_CLASS = {"HARNESS_ERROR": "harness", "QUARANTINED": "bad", "CRASHED": "bad", "FAILED": "bad"}
-_CLASS |= {"MISMATCH": "bad", "VIEW_CHANGED": "warn", "INCONSISTENT": "warn", "REFUSED": "info"}
-_CLASS |= {"ok": "ok"}
 _GRADES = ("exact", "close", "ungraded", "mismatch", "non_finite", "invalid", "error")
 
 CSS = """
@@ -97,12 +91,11 @@ def _problems_first(variant: dict[str, Any]) -> tuple:
 
 
 def _rank(verdict: str) -> int:
-    """Place in SEVERITY; a verdict this module does not know yet goes first, to be seen."""
-    return SEVERITY.index(verdict) if verdict in SEVERITY else -1
+    return Verdict(verdict).severity
 
 
 def _verdict(word: str) -> Html:
-    return _tag("span", word, f"v {_CLASS.get(word, 'other')}")
+    return _tag("span", word, f"v {Verdict(word).html_class}")
 
 
 def _header(summary: dict[str, Any]) -> Html:
@@ -131,8 +124,8 @@ def _variant_section(variants: list[dict[str, Any]]) -> Html:
     head = ["verdict", "scenario", "variant", "id", "iterations", "distinct", *grades]
     head += ["worst failure (95 % CI)", "deaths", "p50 ms", "p99 ms", "RSS/1k it.", "flags"]
     numeric = {4, 5, *range(6, 6 + len(grades)), *range(7 + len(grades), 11 + len(grades))}
-    problems = [_variant_row(v, grades) for v in variants if v["verdict"] != "ok"]
-    fine = [_variant_row(v, grades) for v in variants if v["verdict"] == "ok"]
+    problems = [_variant_row(v, grades) for v in variants if v["verdict"] != Verdict.OK]
+    fine = [_variant_row(v, grades) for v in variants if v["verdict"] == Verdict.OK]
     parts = [_tag("h2", "Variants")]
     parts.append(_table(head, problems, numeric) if problems else _tag("p", "No problems."))
     if fine:

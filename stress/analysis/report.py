@@ -13,20 +13,7 @@ from stress.analysis.damaged import print_warnings
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
 from stress.analysis.table import MEMCHECK_TITLE, print_references, print_signatures
-
-# Verdicts that are findings (anything but exact/close outcomes); the others say how far a
-# variant got (RUNNING, INTERRUPTED, SKIPPED, KILLED, INCOMPLETE, EMPTY) or that all is well.
-FINDINGS = (
-    "HARNESS_ERROR",
-    "REFUSED",
-    "QUARANTINED",
-    "CRASHED",
-    "MEMCHECK",
-    "FAILED",
-    "VIEW_CHANGED",
-    "INCONSISTENT",
-    "MISMATCH",
-)
+from stress.analysis.verdicts import FINDINGS, Verdict
 
 
 def has_findings(summary: dict[str, Any]) -> bool:
@@ -57,7 +44,7 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     console.print(", ".join(f"{n} {word}" for word, n in sorted(verdicts.items())))
     print_references(summary["references"], console)
     console.print()
-    for v in sorted(summary["variants"], key=lambda v: v["verdict"] == "ok"):
+    for v in sorted(summary["variants"], key=lambda v: v["verdict"] == Verdict.OK):
         console.print(_variant(v), highlight=False)
     _print_attribution(summary["attribution"], console)
     print_signatures(summary["crash_signatures"], console)

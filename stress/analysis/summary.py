@@ -29,6 +29,7 @@ from stress.analysis.scan import Scan
 from stress.analysis.signatures import signatures
 from stress.analysis.stand_in import UNKNOWN_WHAT, manifest_from_rows
 from stress.analysis.tolerance import tolerances_for
+from stress.analysis.verdicts import Verdict, from_status
 from stress.damage import marked
 from stress.events import DEATH_KINDS, EventKind
 from stress.manifest import ManifestData, read_records
@@ -81,7 +82,7 @@ def _summarize(run_dir: Path) -> dict[str, Any]:
     for variant in per_variant.values():
         variant["verdict"] = verdict(variant)
         deaths = death_count(variant)
-        variant.update(variant_rates(variant, deaths, clean=variant["verdict"] == "ok"))
+        variant.update(variant_rates(variant, deaths, clean=variant["verdict"] == Verdict.OK))
     section = damage(run_dir, manifest, per_variant, unreadable)
     return {
         "run_id": manifest.run_id,
@@ -218,7 +219,7 @@ def _add_events(per_variant: dict[str, dict[str, Any]], table: pa.Table) -> None
         per_variant[vid]["events"][kind] = count
 
 
-def verdict(variant: dict[str, Any]) -> str:
+def verdict(variant: dict[str, Any]) -> Verdict:
     """One word for the variant: what a user should look at first. Findings about MNN come
     first; then a variant that did not run its budget says why (``KILLED``, ``INTERRUPTED``,
     ...); ``MEMCHECK`` is an invalid read, write or free that valgrind saw; a finished one
@@ -226,27 +227,27 @@ def verdict(variant: dict[str, Any]) -> str:
     writing them) is ``INCOMPLETE``, one without a single iteration ``EMPTY``; only a
     finished variant with all its rows and nothing wrong is ``ok``."""
     if variant["status"] == VariantStatus.FAILED.value or variant["events"]["harness"]:
-        return "HARNESS_ERROR"
+        return Verdict.HARNESS_ERROR
     if variant["status"] == VariantStatus.REFUSED.value:
-        return "REFUSED"
+        return Verdict.REFUSED
     if variant["status"] == VariantStatus.QUARANTINED.value:
-        return "QUARANTINED"
+        return Verdict.QUARANTINED
     if death_count(variant):
-        return "CRASHED"
+        return Verdict.CRASHED
     if variant["events"]["memcheck"]:
-        return "MEMCHECK"
+        return Verdict.MEMCHECK
     if variant["invalid"] or variant["error"] or variant["non_finite"]:
-        return "FAILED"
+        return Verdict.FAILED
     if variant["views_changed"]:
-        return "VIEW_CHANGED"
+        return Verdict.VIEW_CHANGED
     if variant["distinct_outputs"] > 1:
-        return "INCONSISTENT"
+        return Verdict.INCONSISTENT
     if variant["grades"]["mismatch"]:
-        return "MISMATCH"
+        return Verdict.MISMATCH
     if variant["status"] != VariantStatus.DONE.value:
-        return variant["status"].upper()
+        return from_status(variant["status"])
     if variant["completed"] > variant["iterations"]:
-        return "INCOMPLETE"
+        return Verdict.INCOMPLETE
     if variant["iterations"] == 0:
-        return "EMPTY"
-    return "ok"
+        return Verdict.EMPTY
+    return Verdict.OK

@@ -14,20 +14,8 @@ from stress.analysis.damaged import print_warnings
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
 from stress.analysis.signatures import where
+from stress.analysis.verdicts import Verdict
 from stress.factors import REGISTRY
-
-_STYLE = {
-    "ok": "green",
-    "INCONSISTENT": "yellow",
-    "FAILED": "red",
-    "VIEW_CHANGED": "yellow",
-    "MISMATCH": "red",
-    "REFUSED": "cyan",
-    "CRASHED": "red",
-    "MEMCHECK": "red",
-    "QUARANTINED": "bold red",
-    "HARNESS_ERROR": "bold magenta",
-}
 
 
 def _cells(v: dict[str, Any]) -> dict[str, str]:
@@ -41,7 +29,7 @@ def _cells(v: dict[str, Any]) -> dict[str, str]:
     cells["views"] = views
     cells["deaths"] = str(death_count(v))
     cells["p50ms"] = "-" if latency is None else f"{latency:.3f}"
-    cells["verdict"] = f"[{_STYLE.get(word, 'yellow')}]{word}[/]"
+    cells["verdict"] = f"[{Verdict(word).style}]{word}[/]"
     return cells
 
 
