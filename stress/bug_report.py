@@ -1,7 +1,7 @@
 """A bug in mnn-stress itself (an exception nobody expected): the full traceback goes to a
 file, the terminal gets one line saying where, and the exit status is ``ExitCode.BUG``, so
 that cron never mistakes it for a finding (1) or a clean night (0). Standard library only:
-this is what runs when everything else may be broken."""
+this is what runs when everything else may be broken (``stress.errors`` is too)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from stress.cache_root import cache_dir, make
+from stress.errors import HarnessBug
 
 FILE_PREFIX = "bug-"  # RUN_DIR/bug-<UTC time>-<command>-<pid>.txt
 _SHOWN_CHARS = 300  # of the exception's message, in the one line
@@ -93,3 +94,9 @@ def one_line(exc: BaseException, path: Path | None, what: str = "") -> str:
         f"bug in mnn-stress (not a finding): {failed}{describe(exc)}; {where(path)}; "
         "please report it"
     )
+
+
+def harness_bug(exc: BaseException, what: str, run_dir: Path | None) -> HarnessBug:
+    """The run's own bug: its traceback written (into ``run_dir`` if it can), and the
+    HarnessBug that says ``what`` failed and where the traceback is."""
+    return HarnessBug(one_line(exc, record(exc, "run", run_dir), what))

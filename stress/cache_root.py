@@ -1,12 +1,14 @@
 """Where mnn-stress keeps what outlives a run: ``$MNN_STRESS_CACHE``, else
 ``$XDG_CACHE_HOME/mnn-stress``, else ``~/.cache/mnn-stress`` (built models, MNN environments,
-bug reports). Standard library only at import: the bug report needs it when everything else
-may be broken."""
+bug reports). Standard library only (and ``stress.errors``): the bug report needs it when
+everything else may be broken."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from stress.errors import StressError
 
 CACHE_VAR = "MNN_STRESS_CACHE"
 
@@ -39,7 +41,5 @@ def _home() -> Path | None:
         return None
 
 
-def _no_cache(message: str) -> Exception:
-    from stress.errors import StressError  # here: errors imports bug_report, which imports us
-
+def _no_cache(message: str) -> StressError:
     return StressError(message, key=CACHE_VAR, fix=f"set {CACHE_VAR} to a folder for the cache")

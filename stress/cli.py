@@ -9,32 +9,19 @@ from typing import TYPE_CHECKING
 
 import click
 
-from stress.cli_base import Console, SideConsole, Top, reopen_closed_streams
+from stress.cli_base import Top
+from stress.cli_common import console, errors, scenario_files
 from stress.errors import StressError
 from stress.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from stress.scenario import Scenario
 
-reopen_closed_streams()
-console = Console(width=None if sys.stdout.isatty() else 150)
-errors = SideConsole(stderr=True)
-
 
 @click.group(cls=Top)
 @click.version_option(package_name="mnn-stress")
 def main() -> None:
     """Stress-test MNN's Python APIs: scenarios -> variants -> isolated workers -> Parquet."""
-
-
-def scenario_files(paths: tuple[str, ...]) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        files.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
-    if not files:
-        raise StressError("no scenario files given", fix="pass .yaml files or a folder of them")
-    return files
 
 
 @main.command()

@@ -12,8 +12,8 @@ import click
 from rich.console import Console
 
 from stress import injected_bug
-from stress.cli import console, errors, scenario_files
 from stress.cli_base import Command, traceback_goes_to
+from stress.cli_common import console, errors, scenario_files
 from stress.errors import StressError
 from stress.exit_codes import ExitCode
 from stress.narrate import Narrator

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from stress.cli import console, errors, scenario_files
 from stress.cli_base import Command, Group, traceback_goes_to
+from stress.cli_common import console, errors, scenario_files
 from stress.exit_codes import ExitCode
 
 

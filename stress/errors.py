@@ -7,7 +7,6 @@ import os
 import shutil
 from pathlib import Path
 
-from stress import bug_report
 from stress.exit_codes import ExitCode
 
 
@@ -69,15 +68,10 @@ class RunFailure(StressError):
 
 class HarnessBug(RunFailure):
     """mnn-stress's own code failed (an exception nobody expected; never a finding): the run
-    stops and says so in its manifest; the traceback is in a file the one line names."""
+    stops and says so in its manifest; the traceback is in a file the one line names
+    (``stress.bug_report.harness_bug`` writes it and makes this)."""
 
     exit_code = ExitCode.BUG
-
-    @classmethod
-    def of(cls, exc: BaseException, what: str, run_dir: Path | None) -> HarnessBug:
-        """Write the traceback (into ``run_dir`` if it can) and say ``what`` failed."""
-        path = bug_report.record(exc, "run", run_dir)
-        return cls(bug_report.one_line(exc, path, what))
 
 
 class StorageError(RunFailure):

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from stress.adaptive import second_pass, split_first_pass
+from stress.bug_report import harness_bug
 from stress.coordinator import Coordinator, Hooks, StopRequests
 from stress.diskbudget import DiskBudget, disk_usage
-from stress.errors import HarnessBug, RunFailure, ScenarioError, StorageError, StressError
+from stress.errors import RunFailure, ScenarioError, StorageError, StressError
 from stress.exit_codes import ExitCode
 from stress.jobs import check_record_fits, ring_capacity
 from stress.journal import Journal
@@ -195,7 +196,7 @@ def run_in(
     except StressError:
         raise
     except Exception as exc:
-        bug = HarnessBug.of(exc, "the run failed", run_dir.path)
+        bug = harness_bug(exc, "the run failed", run_dir.path)
         with contextlib.suppress(Exception):  # best effort: our code is what just failed
             _finish(manifest, journal, setup.states, bug, 0, run_dir)
         raise bug from exc
@@ -331,12 +332,12 @@ def _drive(coordinator: Coordinator, run_dir: RunDir) -> None:
     try:
         coordinator.run()
     except Exception as exc:
-        bug = HarnessBug.of(exc, "the coordinator failed", run_dir.path)
+        bug = harness_bug(exc, "the coordinator failed", run_dir.path)
         coordinator.failure = coordinator.failure or bug
     try:
         coordinator.lost_rows = coordinator.salvage(run_dir.release_reserve)
     except Exception as exc:  # the buffer itself may be what failed
-        bug = HarnessBug.of(exc, "writing the last rows failed", run_dir.path)
+        bug = harness_bug(exc, "writing the last rows failed", run_dir.path)
         coordinator.failure = coordinator.failure or bug
         coordinator.lost_rows = len(coordinator.buffer)
     if coordinator.failure is None:  # a full disk has no room for merged copies

@@ -80,7 +80,7 @@ def _summarize(run_dir: Path) -> dict[str, Any]:
     _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
     _add_memcheck_slowdown(manifest, per_variant)
     for variant in per_variant.values():
-        variant["verdict"] = verdict(variant)
+        variant["verdict"] = verdict(variant).value  # the word: the summary holds plain values
         deaths = death_count(variant)
         variant.update(variant_rates(variant, deaths, clean=variant["verdict"] == Verdict.OK))
     section = damage(run_dir, manifest, per_variant, unreadable)
