@@ -36,12 +36,12 @@ from stress.journal import Journal  # noqa: E402
 from stress.manifest import Manifest  # noqa: E402
 from stress.models import TensorInfo  # noqa: E402
 from stress.parts import PartWriter  # noqa: E402
-from stress.plan import Budget, VariantState, plan  # noqa: E402
+from stress.plan import Budget, RunSetup, VariantState, plan  # noqa: E402
 from stress.records import CONTEXT_NAMES, ITERATION_SCHEMA  # noqa: E402
 from stress.reference import reference_entries, reference_states  # noqa: E402
 from stress.run_manifest import new_manifest, record_states  # noqa: E402
 from stress.rundir import REFERENCE_DIR, RunDir  # noqa: E402
-from stress.runner import RunSetup, load_all, new_run_id  # noqa: E402
+from stress.runner import load_all, new_run_id  # noqa: E402
 from stress.scenario import LoadedScenario  # noqa: E402
 from stress.states import RunStatus, VariantStatus  # noqa: E402
 from stress.statistics import block_statistics  # noqa: E402

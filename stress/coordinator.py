@@ -29,6 +29,7 @@ from stress.plan import VariantState
 from stress.progress import count_batch, count_record
 from stress.recorder import Listeners, Recorder
 from stress.records import RowContext
+from stress.rundir import worker_log
 from stress.states import VariantStatus
 from stress.workerproc import WorkerProcess
 
@@ -302,7 +303,7 @@ class Coordinator:
             duration_s=state.remaining_s(),
             fault=self.fault,
         )
-        log = self.run_dir / "logs" / f"{state.variant.variant_id}-w{worker_id}.log"
+        log = worker_log(self.run_dir, state.variant.variant_id, worker_id)
         threads = len(state.next_iterations)
         state.ring_bytes = max(state.ring_bytes, ring_capacity(state.scenario, threads))
         try:

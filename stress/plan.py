@@ -102,3 +102,19 @@ def _check_share(share: float, variants: int, parallelism: int) -> None:
         key="--duration",
         fix="give a longer --duration, fewer variants, or --iterations",
     )
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """Everything decided before the run directory is made."""
+
+    run_id: str
+    scenarios: list[LoadedScenario]
+    states: list[VariantState]
+    concurrency: int
+    budget: Budget
+    fault: str | None
+    reference: bool = True
+    first_worker_id: int = 0  # a resumed run's workers go on from its earlier ones
+    max_disk: int | None = None  # bytes the run directory may use (--max-disk)
+    pool_s: float = 0.0  # loop time kept back for the second pass (stress.adaptive)

@@ -17,7 +17,7 @@ from stress.coordinator import Coordinator, Hooks, StopRequests
 from stress.diskbudget import DiskBudget
 from stress.factors import defaults
 from stress.plan import VariantState
-from stress.rundir import REFERENCE_DIR
+from stress.rundir import REFERENCE_DIR, next_worker_id
 from stress.scenario import LoadedScenario
 from stress.scenario.schema import RecordSpec
 
@@ -62,8 +62,6 @@ def reference_coordinator(
 ) -> Coordinator:
     """A coordinator for the references (``reference_states``, or a resumed run's), one
     worker at a time, writing into ``RUN_DIR/reference/`` (the caller runs and salvages it)."""
-    from stress.resume import next_worker_id
-
     root = run_dir / REFERENCE_DIR
     return Coordinator(
         run_id, root, states, 1, stop, None, hooks or Hooks(), next_worker_id(root), disk

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,22 +25,19 @@ from stress.errors import ModelError, RunDirError
 from stress.events import DEATH_KINDS
 from stress.manifest import MODEL_SOURCE, Manifest, ManifestData, VariantEntry, read_manifest
 from stress.models.source import ModelSource, changes, source_now
-from stress.plan import Budget, VariantState, plan
+from stress.plan import Budget, RunSetup, VariantState, plan
 from stress.reference import reference_states
 from stress.run_manifest import new_segment, record_damaged
-from stress.rundir import REFERENCE_DIR, Owner, RunDir, datasets
+from stress.rundir import REFERENCE_DIR, Owner, RunDir, datasets, next_worker_id
 from stress.runner import (
     RunHooks,
     RunResult,
-    RunSetup,
     check_file_size_limit,
     run_in,
     stop_signals,
 )
 from stress.scenario import load_scenario
 from stress.states import RunStatus, VariantStatus
-
-_WORKER_LOG = re.compile(r".*-w(\d+)\.log")
 
 
 @dataclass
@@ -125,18 +121,6 @@ def _go_on(state: VariantState, on_disk: dict[str, Recorded], used_s: float, cra
     state.completed, state.used_s = got.completed, used_s
     state.crashes = max(got.deaths, crashes)
     state.status = VariantStatus.DONE if state.exhausted() else VariantStatus.PENDING
-
-
-def next_worker_id(*roots: Path) -> int:
-    """One past the highest worker id with a log under any of ``roots``: a resumed run's
-    workers never reuse a log, a core folder or a ``worker_id``."""
-    highest = -1
-    for root in roots:
-        for log in (root / "logs").glob("*-w*.log"):
-            match = _WORKER_LOG.fullmatch(log.name)
-            if match:
-                highest = max(highest, int(match[1]))
-    return highest + 1
 
 
 def resume(

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stress.damage import set_aside_in
 from stress.errors import StorageError
@@ -25,13 +25,10 @@ from stress.manifest import (
     versions,
 )
 from stress.models.source import source_of
-from stress.plan import VariantState
+from stress.plan import RunSetup, VariantState
 from stress.reference import reference_entries, reference_states
 from stress.rundir import Owner, datasets
 from stress.states import RunStatus
-
-if TYPE_CHECKING:
-    from stress.runner import RunSetup
 
 
 def new_manifest(setup: RunSetup) -> ManifestData:

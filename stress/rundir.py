@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -196,3 +197,24 @@ class RunDir:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+_WORKER_LOG = re.compile(r".*-w(\d+)\.log")
+
+
+def worker_log(root: Path, variant_id: str, worker_id: int) -> Path:
+    """Where a worker's stderr goes: ``ROOT/logs/VARIANT-wN.log`` (ROOT: the run directory,
+    or its ``reference/``)."""
+    return root / "logs" / f"{variant_id}-w{worker_id}.log"
+
+
+def next_worker_id(*roots: Path) -> int:
+    """One past the highest worker id with a log under any of ``roots``: a resumed run's
+    workers never reuse a log, a core folder or a ``worker_id``."""
+    highest = -1
+    for root in roots:
+        for log in (root / "logs").glob("*-w*.log"):
+            match = _WORKER_LOG.fullmatch(log.name)
+            if match:
+                highest = max(highest, int(match[1]))
+    return highest + 1

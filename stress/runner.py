@@ -25,7 +25,7 @@ from stress.jobs import check_record_fits, ring_capacity
 from stress.journal import Journal
 from stress.manifest import Manifest, now_iso
 from stress.onnx_reference import run_onnxruntime
-from stress.plan import Budget, VariantState, plan
+from stress.plan import Budget, RunSetup, VariantState, plan
 from stress.reference import reference_coordinator, reference_entries, reference_states
 from stress.run_manifest import (
     new_manifest,
@@ -39,22 +39,6 @@ from stress.rundir import RunDir
 from stress.scenario import LoadedScenario, load_scenario
 from stress.states import RunStatus, VariantStatus
 from stress.worker import faults
-
-
-@dataclass(frozen=True)
-class RunSetup:
-    """Everything decided before the run directory is made."""
-
-    run_id: str
-    scenarios: list[LoadedScenario]
-    states: list[VariantState]
-    concurrency: int
-    budget: Budget
-    fault: str | None
-    reference: bool = True
-    first_worker_id: int = 0  # a resumed run's workers go on from its earlier ones
-    max_disk: int | None = None  # bytes the run directory may use (--max-disk)
-    pool_s: float = 0.0  # loop time kept back for the second pass (stress.adaptive)
 
 
 @dataclass(frozen=True)
