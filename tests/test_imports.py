@@ -1,6 +1,6 @@
 """The import graph of ``stress/``, read from the source (function-local imports included):
-no new import cycle. The two cycles listed in KNOWN are older than this test and are to be
-broken by the layout of issue 24; a cycle outside them, or one of them grown, fails here."""
+no new import cycle. The cycle listed in KNOWN is older than this test and is to be
+broken by the layout of issue 24; a cycle outside it, or it grown, fails here."""
 
 from __future__ import annotations
 
@@ -19,9 +19,6 @@ KNOWN = (
     | {f"stress.factors.{name}" for name in ("memcheck", "misuse", "mnn_knobs", "perturb")}
     | {f"stress.factors.{name}" for name in ("output_lifetime", "pressure", "threads")}
     | {"stress.factors.version"},
-    {"stress.worker.drivers"}
-    | {f"stress.worker.drivers.{n}" for n in ("module", "session")}
-    | {"stress.worker.drivers.session_feed"},
 )
 
 

@@ -9,44 +9,12 @@ any other exception is a bug of ours. Any call may kill the process; drivers nev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from stress.contract.stages import Binding
+from stress.worker.drivers.common import Engine as Engine
+from stress.worker.drivers.common import MNNError, ModelSpec, calling_mnn
 
-
-class MNNError(Exception):
-    """An MNN call raised: a finding about MNN (recorded as ``status = error``)."""
-
-    @classmethod
-    def wrap(cls, exc: BaseException) -> MNNError:
-        """The exception as text, with its cause (pymnn's SystemErrors carry the real one)."""
-        text = f"{type(exc).__name__}: {exc}"
-        cause = exc.__cause__ or exc.__context__
-        return cls(f"{text} (cause: {type(cause).__name__}: {cause})" if cause else text)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What every driver needs: the model, its inputs in the order ``feed`` takes them as
-    (name, shape, dtype name), its outputs, and MNN's runtime config."""
-
-    path: str
-    inputs: list[tuple[str, list[int], str]]
-    output_names: list[str]
-    config: dict[str, Any]
-
-
-class Engine(Protocol):
-    def bind(self, thread: int) -> Binding:
-        """A binding for one thread; its ``setup`` builds what the thread does not share."""
-        ...
-
-    def release(self) -> None:
-        """Drop the MNN objects the threads share."""
-        ...
+__all__ = ["Engine", "MNNError", "ModelSpec", "calling_mnn", "make_engine"]
 
 
 def make_engine(params: dict[str, Any], spec: ModelSpec) -> Engine:
@@ -61,15 +29,3 @@ def make_engine(params: dict[str, Any], spec: ModelSpec) -> Engine:
 
         return ModuleEngine(spec, params)
     raise ValueError(f"unknown api {params['api']!r}")
-
-
-@contextmanager
-def calling_mnn() -> Iterator[None]:
-    """Around set-up calls of MNN: whatever they raise is MNN's, as an ``MNNError``. Keep
-    harness code (allocations of ours) outside, and use plain try blocks in hot stages."""
-    try:
-        yield
-    except MNNError:
-        raise
-    except Exception as exc:
-        raise MNNError.wrap(exc) from exc

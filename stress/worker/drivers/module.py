@@ -11,7 +11,7 @@ import numpy as np
 from stress.contract import dtypes
 from stress.contract.stages import Binding
 from stress.factors.lifecycle import RENEWS
-from stress.worker.drivers import MNNError, ModelSpec, calling_mnn
+from stress.worker.drivers.common import MNNError, ModelSpec, calling_mnn
 
 
 def expr_type(dtype: str) -> Any:

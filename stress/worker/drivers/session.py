@@ -11,7 +11,8 @@ import numpy as np
 from stress.contract import dtypes
 from stress.contract.stages import Binding
 from stress.factors.lifecycle import RENEWS
-from stress.worker.drivers import MNNError, ModelSpec, calling_mnn, session_feed
+from stress.worker.drivers import session_feed
+from stress.worker.drivers.common import MNNError, ModelSpec, calling_mnn
 
 CAFFE = MNN.Tensor_DimensionType_Caffe
 

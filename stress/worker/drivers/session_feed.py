@@ -19,7 +19,7 @@ import MNN
 import numpy as np
 
 from stress.factors.misuse import UNKNOWN_NAME
-from stress.worker.drivers import MNNError
+from stress.worker.drivers.common import MNNError
 
 CAFFE = MNN.Tensor_DimensionType_Caffe
 TENSORFLOW = MNN.Tensor_DimensionType_Tensorflow
