@@ -70,10 +70,10 @@ def _variants(scan: Scan, events: pa.Table) -> dict[str, VariantEntry]:
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for row in rows:
         found.setdefault(row["variant_id"], (row["scenario"], {n: row[n] for n in _FACTORS}))
-    varied = {
-        scenario: _varied([p for s, p in found.values() if s == scenario])
-        for scenario, _ in found.values()
-    }
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for scenario, params in found.values():
+        by_scenario.setdefault(scenario, []).append(params)
+    varied = {scenario: _varied(params) for scenario, params in by_scenario.items()}
     return {
         vid: _entry(scenario, params, label(params, varied[scenario]))
         for vid, (scenario, params) in found.items()
