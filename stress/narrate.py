@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from rich.console import Console
 from rich.live import Live
 
 from stress import liveview
@@ -28,7 +27,7 @@ class Narrator:
 
     def __init__(
         self,
-        console: Console,
+        console: SideConsole,
         live: bool = False,
         every_s: float = 10.0,
         disk_limit: int | None = None,
@@ -56,10 +55,7 @@ class Narrator:
             draw()
         except OSError:
             self.live = None
-            if isinstance(self.console, SideConsole):
-                self.console.gone()
-            else:
-                self.console.quiet = True
+            self.console.gone()
 
     def write_log(self, text: str) -> None:
         """Text for the log only (the final summary, already shown on the terminal)."""
