@@ -88,7 +88,7 @@ GOAL_S, GOAL_BYTES = 10.0, 2 << 30
 
 def time_command(run_dir: Path, command: str, repeat: int) -> None:
     """The run directory's size, Python's bare start-up, then ``command`` ``repeat`` times."""
-    from stress.cli import main as cli
+    from stress.cli.main import main as cli
 
     if command not in cli.commands:
         print(f"`mnn-stress {command}` does not exist yet (commands: {', '.join(cli.commands)})")
@@ -99,7 +99,7 @@ def time_command(run_dir: Path, command: str, repeat: int) -> None:
         f"{run_dir}: {row_count:,} iteration rows in {len(parts)} parts, "
         f"{disk_usage(run_dir) / 2**20:,.0f} MiB on disk"
     )
-    imports = [sys.executable, "-c", "import stress.analysis.summary, stress.cli"]
+    imports = [sys.executable, "-c", "import stress.analysis.summary, stress.cli.main"]
     print(measure(imports).line("python + imports"))
     argv = [sys.executable, "-m", "stress", *(a.format(run=run_dir) for a in COMMANDS[command])]
     for attempt in range(1, repeat + 1):

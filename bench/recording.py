@@ -34,15 +34,15 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stress import parts  # noqa: E402
 from stress.contract import ring  # noqa: E402
 from stress.contract.protocol import KIND_ITERATION, IterationWriter  # noqa: E402
 from stress.factors import defaults  # noqa: E402
-from stress.iteration_batch import IterationBatch, decode_run  # noqa: E402
-from stress.parts import PartWriter  # noqa: E402
-from stress.recorder import FLUSH_S  # noqa: E402
-from stress.records import RowContext  # noqa: E402
-from stress.row_buffer import IterationBuffer  # noqa: E402
+from stress.records import parts  # noqa: E402
+from stress.records.iteration_batch import IterationBatch, decode_run  # noqa: E402
+from stress.records.parts import PartWriter  # noqa: E402
+from stress.records.recorder import FLUSH_S  # noqa: E402
+from stress.records.row_buffer import IterationBuffer  # noqa: E402
+from stress.records.schema import RowContext  # noqa: E402
 
 CHUNK = 10_000
 RING_BYTES = 64 << 20

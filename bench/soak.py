@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stress.analysis.dataset import iterations_table  # noqa: E402
-from stress.diskbudget import disk_usage  # noqa: E402
-from stress.parts import listed  # noqa: E402
+from stress.records.diskbudget import disk_usage  # noqa: E402
+from stress.records.parts import listed  # noqa: E402
 from stress.scenario import parse_duration  # noqa: E402
 
 

@@ -2,9 +2,10 @@
 
 Built with the runner's own classes so it stays valid as they change: four scenarios (about 200
 variants, real factor values and ids) through ``load_scenario`` and ``plan``, the manifest from
-``new_manifest``/``record_states``, each scenario's clean reference (``stress.reference``), rows
-of exactly ``ITERATION_SCHEMA`` written by ``PartWriter`` in parts of a real run's size (never
-splitting an iteration), crashes through ``EventWriter``. The rows look like a night's: 1-4
+``new_manifest``/``record_states``, each scenario's clean reference
+(``coordinator.reference``), rows of exactly ``ITERATION_SCHEMA`` written by ``PartWriter`` in
+parts of a real run's size (never splitting an iteration), crashes through
+``EventWriter``. The rows look like a night's: 1-4
 threads, two 64-element float32 outputs per iteration, lognormal latencies, RSS growing in two
 leaking variants, a few variants with other digests (close to the reference or not), NaN,
 invalid and error iterations and worker crashes, ``retained``/``after_release`` rows, values
@@ -31,20 +32,20 @@ import xxhash
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stress.contract.protocol import OBSERVATION_NAMES, STATUS_NAMES, Observation, Status  # noqa: E402
-from stress.events import Event, EventKind, EventWriter  # noqa: E402
-from stress.journal import Journal  # noqa: E402
-from stress.manifest import Manifest  # noqa: E402
+from stress.coordinator.plan import Budget, RunSetup, VariantState, plan  # noqa: E402
+from stress.coordinator.reference import reference_entries, reference_states  # noqa: E402
+from stress.coordinator.run_manifest import new_manifest, record_states  # noqa: E402
+from stress.coordinator.runner import load_all, new_run_id  # noqa: E402
 from stress.models import TensorInfo  # noqa: E402
-from stress.parts import PartWriter  # noqa: E402
-from stress.plan import Budget, RunSetup, VariantState, plan  # noqa: E402
-from stress.records import CONTEXT_NAMES, ITERATION_SCHEMA  # noqa: E402
-from stress.reference import reference_entries, reference_states  # noqa: E402
-from stress.run_manifest import new_manifest, record_states  # noqa: E402
-from stress.rundir import REFERENCE_DIR, RunDir  # noqa: E402
-from stress.runner import load_all, new_run_id  # noqa: E402
+from stress.records.events import Event, EventKind, EventWriter  # noqa: E402
+from stress.records.journal import Journal  # noqa: E402
+from stress.records.manifest import Manifest  # noqa: E402
+from stress.records.parts import PartWriter  # noqa: E402
+from stress.records.rundir import REFERENCE_DIR, RunDir  # noqa: E402
+from stress.records.schema import CONTEXT_NAMES, ITERATION_SCHEMA  # noqa: E402
+from stress.records.states import RunStatus, VariantStatus  # noqa: E402
+from stress.records.statistics import block_statistics  # noqa: E402
 from stress.scenario import LoadedScenario  # noqa: E402
-from stress.states import RunStatus, VariantStatus  # noqa: E402
-from stress.statistics import block_statistics  # noqa: E402
 
 # Four scenarios, 200 variants; every factor value is validated by load_scenario.
 SCENARIOS = {
@@ -488,7 +489,7 @@ def write_reference(
     rng: np.random.Generator,
     manifest: Manifest,
 ) -> int:
-    """Each scenario's clean reference (``stress.reference``), one worker at a time before the
+    """Each scenario's clean reference (``coordinator.reference``), one worker at a time before the
     variants, every output's values kept; returns the clock after it."""
     states = reference_states(setup.scenarios)
     parts = PartWriter(out / REFERENCE_DIR / "iterations")

@@ -1,5 +1,5 @@
 """``python -m stress`` runs the command-line interface."""
 
-from stress.cli import main
+from stress.cli.main import main
 
 main()

@@ -17,7 +17,7 @@ from stress.analysis.grading import distinct_outputs, grade_digests
 from stress.analysis.references import load_references
 from stress.analysis.scan import Scan
 from stress.analysis.tolerance import MNN_FLOOR
-from stress.manifest import read_manifest
+from stress.records.manifest import read_manifest
 
 _ZERO = {"statistic": "mnn", "atol": 0.0, "rtol": 0.0}  # every difference is measured
 

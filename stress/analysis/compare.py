@@ -15,7 +15,7 @@ from stress.analysis.rates import describe
 from stress.analysis.references import load_references
 from stress.analysis.tolerance import compare, tolerances_for
 from stress.analysis.verdicts import FINDINGS
-from stress.manifest import read_records
+from stress.records.manifest import read_records
 
 FAILING = ("mismatch", "non_finite", "invalid", "error", "death")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from stress.analysis.scan import Scan
-from stress.events import DEATH_KINDS
+from stress.records.events import DEATH_KINDS
 
 PerVariant = dict[str, dict[str, Any]]
 

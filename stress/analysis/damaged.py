@@ -12,9 +12,9 @@ from rich.console import Console
 
 from stress.analysis.counts import death_events
 from stress.analysis.dataset import damaged_parts
-from stress.damage import DamagedPart
-from stress.manifest import ManifestData
-from stress.states import VariantStatus
+from stress.records.damage import DamagedPart
+from stress.records.manifest import ManifestData
+from stress.records.states import VariantStatus
 
 PREFIX = "warning: "
 VARIANTS_SHOWN = 10  # variants short of rows (or of deaths) named in the text; all in --json

@@ -1,8 +1,8 @@
-"""Open a run's Parquet datasets with the one schema defined in ``stress.records``.
+"""Open a run's Parquet datasets with the one schema defined in ``stress.records.schema``.
 
-The files are listed with ``stress.parts.visible``, so a compaction going on beside the reader
+The files are listed with ``records.parts.visible``, so a compaction going on beside the reader
 never shows a row twice or hides one; a file that a compaction deletes between the listing
-and the read makes the read list again (``read``). A damaged part (``stress.damage``) is not
+and the read makes the read list again (``read``). A damaged part (``stress.records.damage``) is not
 listed; one that fails behind an intact Parquet frame is found, marked, and the read made again
 without it. ``damaged_parts`` says afterwards which ones were skipped.
 """
@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from stress.damage import DamagedPart, find_damaged, found_in, set_aside_in
 from stress.errors import RunDirError
-from stress.events import EVENT_SCHEMA, fold_native_stacks
-from stress.parts import sort_out, visible
-from stress.records import ITERATION_SCHEMA
-from stress.rundir import datasets
+from stress.records.damage import DamagedPart, find_damaged, found_in, set_aside_in
+from stress.records.events import EVENT_SCHEMA, fold_native_stacks
+from stress.records.parts import sort_out, visible
+from stress.records.rundir import datasets
+from stress.records.schema import ITERATION_SCHEMA
 
 T = TypeVar("T")
 READ_ATTEMPTS = 10  # listings in a row that a compaction may overtake

@@ -8,7 +8,7 @@ from typing import Any
 from stress.analysis.attribution import Attribution, VariantOutcome, attribute
 from stress.analysis.counts import death_count
 from stress.factors import REGISTRY
-from stress.manifest import ManifestData
+from stress.records.manifest import ManifestData
 
 # What fails an iteration, per kind: graded outcomes, worker deaths, memcheck errors.
 FAILURE_GRADES = ("mismatch", "non_finite", "invalid", "error")

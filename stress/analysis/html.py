@@ -15,7 +15,7 @@ from stress.analysis.counts import death_words
 from stress.analysis.signatures import where
 from stress.analysis.verdicts import Verdict
 from stress.factors import REGISTRY
-from stress.manifest import read_records
+from stress.records.manifest import read_records
 
 SERIES_SHOWN = 8  # variants whose latency and RSS over time are plotted
 _GRADES = ("exact", "close", "ungraded", "mismatch", "non_finite", "invalid", "error")

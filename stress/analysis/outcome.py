@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from stress.analysis.dataset import events_table, iterations_table
 from stress.analysis.signatures import cause
 from stress.analysis.summary import summarize
-from stress.events import DEATH_KINDS
+from stress.records.events import DEATH_KINDS
 
 CONFIDENCE_RUNS = 3  # "none in n runs" puts the rate below 3/n at 95 % (the rule of three)
 _DEATHS_WORST_FIRST = ("crash", "memory", "hang")

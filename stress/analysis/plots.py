@@ -25,7 +25,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 from stress.analysis.dataset import events_table, read_iterations  # noqa: E402
 from stress.analysis.grading import PASSING  # noqa: E402
 from stress.analysis.pyrows import python_rows  # noqa: E402
-from stress.events import DEATH_KINDS  # noqa: E402
+from stress.records.events import DEATH_KINDS  # noqa: E402
 
 POINTS_PER_WORKER = 2000
 POINTS_PER_VARIANT = 8000  # many short workers (fresh_worker_every) share this

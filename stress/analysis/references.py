@@ -14,10 +14,9 @@ import pyarrow.dataset as ds
 
 from stress.analysis.dataset import events_table, iterations_table
 from stress.analysis.tolerance import Tolerance, compare, tolerances_for
-from stress.damage import set_aside_in
-from stress.onnx_reference import ORT_DIR
-from stress.parts import sort_out
-from stress.rundir import REFERENCE_DIR
+from stress.records.damage import set_aside_in
+from stress.records.parts import sort_out
+from stress.records.rundir import ORT_DIR, REFERENCE_DIR
 
 _COLUMNS = ["scenario", "iteration", "status", "error", "observation", "output_name", "digest"]
 _COLUMNS += ["dtype", "shape", "nan_count", "inf_count", "min", "max", "mean"]
@@ -136,7 +135,7 @@ def against_onnxruntime(
     run_dir: Path, scenario: str, references: References, tolerance: dict[str, Any] | None
 ) -> dict[str, dict[str, Any]]:
     """Per output: MNN's clean reference graded against ONNX Runtime's outputs on the same
-    inputs (``stress.onnx_reference``), with the scenario's tolerances; empty without them."""
+    inputs (``coordinator.onnx_reference``), with the scenario's tolerances; empty without them."""
     path = run_dir / REFERENCE_DIR / ORT_DIR / f"{scenario}.npz"
     if not path.is_file():
         return {}

@@ -8,7 +8,7 @@ Views: ``run_rows`` (every row), ``fetched`` (rows recorded when their iteration
 (outputs read again after the loop, ``output_lifetime``), ``its`` (one fetch row per iteration:
 status, worker, time, latency, memory).
 
-Damaged parts (``stress.damage``) are left out of the views: by their footers when listed, and
+Damaged parts (``records.damage``) are left out of the views: by their footers when listed, and
 when a query fails on one behind an intact Parquet frame (found, marked, the views made again).
 """
 
@@ -24,9 +24,9 @@ import duckdb
 import pyarrow as pa
 
 from stress.analysis.dataset import READ_ATTEMPTS
-from stress.damage import find_damaged
-from stress.parts import visible
-from stress.records import ITERATION_SCHEMA
+from stress.records.damage import find_damaged
+from stress.records.parts import visible
+from stress.records.schema import ITERATION_SCHEMA
 
 T = TypeVar("T")
 
@@ -151,7 +151,7 @@ def _padded(table: pa.Table) -> pa.Table:
 
 
 def _parts(directory: Path) -> list[Path]:
-    """The complete part files, each row once (``stress.parts.visible``)."""
+    """The complete part files, each row once (``stress.records.parts.visible``)."""
     return visible(directory)
 
 

@@ -14,10 +14,10 @@ import pyarrow as pa
 
 from stress.analysis.scan import Scan
 from stress.factors import changed, shown
-from stress.manifest import ManifestData, VariantEntry
-from stress.records import FACTOR_FIELDS
-from stress.states import RunStatus, VariantStatus
-from stress.variants import label
+from stress.records.manifest import ManifestData, VariantEntry
+from stress.records.schema import FACTOR_FIELDS
+from stress.records.states import RunStatus, VariantStatus
+from stress.scenario.variants import label
 
 UNKNOWN_WHAT = (
     "the run's status, each variant's state and budget, the scenarios' tolerances (the "

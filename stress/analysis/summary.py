@@ -30,11 +30,11 @@ from stress.analysis.signatures import signatures
 from stress.analysis.stand_in import UNKNOWN_WHAT, manifest_from_rows
 from stress.analysis.tolerance import tolerances_for
 from stress.analysis.verdicts import Verdict, from_status
-from stress.damage import marked
-from stress.events import DEATH_KINDS, EventKind
-from stress.manifest import ManifestData, read_records
-from stress.rundir import Owner
-from stress.states import RunStatus, VariantStatus
+from stress.records.damage import marked
+from stress.records.events import DEATH_KINDS, EventKind
+from stress.records.manifest import ManifestData, read_records
+from stress.records.rundir import Owner
+from stress.records.states import RunStatus, VariantStatus
 
 INEXACT_KEPT = 50  # per variant, the most frequent distinct outputs that are not exact
 

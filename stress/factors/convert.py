@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stress.factors import Factor
+from stress.factors.factor import Factor
 
 NONE = "{}"
 # flag -> (allowed values, converter arguments for a value)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stress.contract.stages import Binding, ThreadContext
-from stress.factors import Factor, Rule
+from stress.factors.factor import Factor, Rule
 
 VALUES = ("copy", "borrowed", "mutated", "freed", "unmapped", "gc_churn", "strided", "fortran")
 # Input paths on which MNN receives the caller's array itself; the others hand it a copy the

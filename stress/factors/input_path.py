@@ -11,7 +11,7 @@ Module API: ``const`` (``MNN.expr.const``), ``numpy_array`` (``MNN.numpy.array``
 
 from __future__ import annotations
 
-from stress.factors import Factor, allowed_per_api
+from stress.factors.factor import Factor, allowed_per_api
 
 INPUT_PATHS = {
     "session": ("tensor_copy", "nhwc", "nc4hw4", "host_write"),

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stress.contract.stages import Binding, Layer, ThreadContext
-from stress.factors import Factor, Rule
+from stress.factors.factor import Factor, Rule
 
 
 class WrittenOnce(Layer):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stress.factors import Factor, Rule, allowed_per_api
+from stress.factors.factor import Factor, Rule, allowed_per_api
 
 LIFECYCLES = {
     "session": ("reuse", "session_per_iteration", "interpreter_per_iteration"),

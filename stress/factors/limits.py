@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stress.contract.stages import Launch
-from stress.factors import Factor, Rule
+from stress.factors.factor import Factor, Rule
 from stress.factors.pressure import MAX_MIB
 
 MIB = 1 << 20
@@ -84,7 +84,7 @@ def _cgroup_limit(value: int | None, launch: Launch) -> None:
 def _no_cgroup(value: int | None) -> tuple[str, str] | None:
     if value is None:
         return None
-    from stress import cgroups
+    from stress.coordinator.workers import cgroups
 
     why = cgroups.unavailable()
     if why is None:

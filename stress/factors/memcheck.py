@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stress.contract.stages import Launch
-from stress.factors import Factor, Rule
+from stress.factors.factor import Factor, Rule
 
 SUPPRESSIONS = Path(__file__).resolve().parents[1] / "memcheck" / "python.supp"
 XML_SUFFIX = ".memcheck.xml"  # next to the worker's log

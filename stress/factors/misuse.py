@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stress.factors import Factor, Rule, allowed_per_api
+from stress.factors.factor import Factor, Rule, allowed_per_api
 from stress.factors.input_path import INPUT_PATH
 
 UNKNOWN_NAME = "mnn_stress_no_such_tensor"  # the input or output name no model has

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stress.factors import Factor
+from stress.factors.factor import Factor
 
 MODES = ("normal", "high", "low")  # MNN's BackendConfig enum order: Normal=0, High=1, Low=2
 BACKENDS = ("cpu", "opencl", "vulkan", "cuda", "opengl", "metal", "trt", "hiai", "nn")

@@ -11,7 +11,7 @@ iteration's ``fetch`` rows; ``summary`` counts the views whose bytes changed.
 from __future__ import annotations
 
 from stress.contract.stages import Binding, ThreadContext
-from stress.factors import Factor
+from stress.factors.factor import Factor
 
 VALUES = ("copy", "retained", "after_release")
 

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from stress.contract.stages import Binding, Layer, ThreadContext
-from stress.factors import Factor
+from stress.factors.factor import Factor
 
 SWITCH_INTERVAL_S = 1e-6
 MAX_SLEEP_S = 200e-6

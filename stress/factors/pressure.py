@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stress.contract.stages import Launch
-from stress.factors import Factor, Rule
+from stress.factors.factor import Factor, Rule
 
 Cleanup = Callable[[], None]
 MAX_MIB = 1 << 20  # 1 TiB: beyond any machine this runs on; a typo, not a plan

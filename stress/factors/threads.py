@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stress.contract.stages import Binding, Layer, ThreadContext
-from stress.factors import Factor, Rule, allowed_per_api
+from stress.factors.factor import Factor, Rule, allowed_per_api
 
 SHARING = {
     "session": ("own", "interpreter", "session"),

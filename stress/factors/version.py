@@ -1,35 +1,27 @@
 """Which MNN the workers run: ``installed`` (mnn-stress's own) or a released version, run in a
-cached virtual environment that holds only that MNN and numpy (``stress.envs``).
+cached virtual environment that holds only that MNN and numpy (``stress.versions.envs``).
 
 The column ``mnn_version`` records the version that really ran (the worker's ``MNN.version()``),
 so a worker whose MNN is not the one asked for stops at once, as a harness error: its
 environment is broken, and recording it would attribute one version's behaviour to another.
-Stdlib only at import: workers import this (``stress.envs`` only in the coordinator's hooks).
+Stdlib only at import: workers import this (``versions.envs`` only in the coordinator's hooks).
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from stress.contract.stages import Launch
-from stress.factors import Factor
-
-INSTALLED = "installed"
-_RELEASE = re.compile(r"\d+\.\d+\.\d+")
+from stress.factors.factor import Factor
+from stress.versions.releases import INSTALLED, is_release
 
 
 class EnvironmentMismatch(RuntimeError):
     """The worker's MNN is not the version its variant asked for (a broken environment)."""
-
-
-def is_release(value: str) -> bool:
-    """A version string as MNN's releases are numbered (3.4.1)."""
-    return _RELEASE.fullmatch(value) is not None
 
 
 def _malformed(value: str) -> str | None:
@@ -42,7 +34,7 @@ def _interpreter(value: str, launch: Launch) -> None:
     """Coordinator: a version other than the installed one runs in its cached environment."""
     if value == INSTALLED:
         return
-    from stress import envs
+    from stress.versions import envs
 
     if envs.needs_env(value):
         launch.python = str(envs.interpreter(value))
@@ -52,7 +44,7 @@ def _no_environment(value: str) -> tuple[str, str] | None:
     """Validation: the cached environment of the version must exist already."""
     if value == INSTALLED:
         return None
-    from stress import envs
+    from stress.versions import envs
 
     if not envs.needs_env(value):
         return None
@@ -80,7 +72,7 @@ def _broken(python: str, version: str) -> str | None:
     """Why the environment does not import ``version`` (it is run once: about a second),
     or None. Every worker checks again (``_check_version``), for an environment broken after
     validation."""
-    from stress import envs
+    from stress.versions import envs
 
     return envs.wrong_mnn(Path(python), version)
 

@@ -14,9 +14,9 @@ import subprocess
 import sys
 import tempfile
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 
+from stress import SOURCE_ROOT
 from stress.errors import ModelError
 from stress.factors.convert import NONE as NO_FLAGS
 from stress.factors.convert import converter_args
@@ -25,20 +25,11 @@ from stress.models import cache as model_cache
 from stress.models.builtin import BUILDER_VERSION, BUILTINS
 from stress.models.cache import cache_dir
 from stress.models.files import SUFFIXES, sha256_of
+from stress.versions.releases import mnn_version
 
 __all__ = ["available_backends", "cache_dir", "converted_with", "mnn_version", "resolve_model"]
 
 PROBE_TIMEOUT_S = 600
-
-
-def mnn_version() -> str:
-    """The installed MNN's version, read from package metadata (no ``import MNN``)."""
-    try:
-        return metadata.version("MNN")
-    except metadata.PackageNotFoundError as exc:
-        raise ModelError(
-            "MNN is not installed in this Python", fix="run ./run.sh, which installs it into .venv/"
-        ) from exc
 
 
 def resolve_model(ref: str, base_dir: Path, *, where: str = "model") -> ModelInfo:
@@ -160,8 +151,7 @@ def _probe(action: str, *args: str) -> dict:
 
 def _probe_env() -> dict[str, str]:
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
     return env
 
 

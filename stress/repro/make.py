@@ -18,11 +18,11 @@ from stress.analysis.references import load_references
 from stress.analysis.summary import summarize
 from stress.analysis.tolerance import tolerances_for
 from stress.contract import dtypes
+from stress.coordinator.jobs import input_plans
 from stress.errors import StressError
 from stress.factors import changed, complete, misuse, mnn_config
-from stress.jobs import input_plans
-from stress.manifest import ManifestData, read_manifest
 from stress.models import ModelInfo
+from stress.records.manifest import ManifestData, read_manifest
 from stress.scenario import LoadedScenario
 from stress.scenario.schema import Scenario
 from stress.worker import faults

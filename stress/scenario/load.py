@@ -291,7 +291,7 @@ def _check_python(path: Path, data: CommentedMap, spec: Scenario) -> None:
 def _check_python_or_version(path: Path, data: CommentedMap, spec: Scenario) -> None:
     """``python:`` and an ``mnn_version`` other than ``installed`` each choose the workers'
     interpreter: one of them must go."""
-    from stress.factors.version import INSTALLED
+    from stress.versions.releases import INSTALLED
 
     asked = [v for v in given(spec).get("mnn_version", []) if v != INSTALLED]
     if spec.python is not None and asked:

@@ -13,7 +13,8 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from stress.factors import REGISTRY, Conflict, Rule, complete, conflicts
+from stress.factors import REGISTRY, complete, conflicts
+from stress.factors.factor import Conflict, Rule
 from stress.scenario.covering import (
     MAX_TUPLES,
     STRENGTHS,

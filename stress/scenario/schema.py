@@ -20,7 +20,8 @@ from pydantic import (
 )
 
 from stress.contract import dtypes
-from stress.factors import REGISTRY, Factor
+from stress.factors import REGISTRY
+from stress.factors.factor import Factor
 from stress.scenario.durations import Duration, Timeout
 
 # Beyond these limits a value is a typo or a hostile file, never a plan; errors print them.

@@ -283,7 +283,7 @@ CORE_LIMIT_BYTES = 1 << 30  # a larger core is cut short: the stacks are near it
 
 def allow_cores() -> None:
     """Raise the soft core size limit (the hard one permitting), so that a death by a signal
-    leaves a core for the coordinator's gdb (``stress.forensics``)."""
+    leaves a core for the coordinator's gdb (``stress.coordinator.workers.forensics``)."""
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_CORE)

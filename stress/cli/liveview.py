@@ -1,0 +1,162 @@
+"""What a run looks like while it runs: per scenario, variants finished, iterations and their
+rate, outcomes by class and deaths; for the run, elapsed and remaining time, the coordinator's
+and the workers' memory, and the disk used. Drawn live on a terminal (rich), or as one plain
+line for logs and pipes."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from stress.contract.protocol import Status
+from stress.records.states import VariantStatus
+
+OUTCOMES = tuple(Status)  # ok, invalid, error: what each iteration produced
+
+
+@dataclass
+class Meters:
+    """The run's figures at one tick; the rates come from the previous tick."""
+
+    elapsed_s: float
+    remaining_s: float | None
+    coordinator_rss: int
+    workers_rss: int
+    workers: int
+    disk_used: int | None
+    disk_limit: int | None
+    rates: dict[str, float] = field(default_factory=dict)  # iterations/s per scenario
+
+
+class Rates:
+    """Iterations per second per scenario, over the last few ticks (from the start at first)."""
+
+    def __init__(self, window: int = 5) -> None:
+        self.history: collections.deque[tuple[float, dict[str, int]]] = collections.deque(
+            [(0.0, {})], maxlen=window + 1
+        )
+
+    def update(self, elapsed_s: float, states: list[Any]) -> dict[str, float]:
+        totals: dict[str, int] = collections.Counter()
+        for state in states:
+            totals[state.variant.scenario] += state.completed
+        self.history.append((elapsed_s, dict(totals)))
+        (then, before), (now, after) = self.history[0], self.history[-1]
+        span = now - then
+        return {name: (after[name] - before.get(name, 0)) / span if span else 0.0 for name in after}
+
+
+def remaining(states: list[Any], elapsed_s: float) -> float | None:
+    """Time left, from the share of each variant's budget used so far (None: unknown yet)."""
+    fractions = [_done(state) for state in states]
+    done = sum(fractions) / len(fractions) if fractions else 1.0
+    if done <= 0.0 or elapsed_s <= 0.0:
+        return None
+    return max(0.0, elapsed_s * (1.0 - done) / done)
+
+
+def _done(state: Any) -> float:
+    if state.status.finished:
+        return 1.0
+    if state.duration_s:
+        return min(1.0, state.used_so_far() / state.duration_s)
+    if state.stop_iteration:
+        total = state.stop_iteration * len(state.next_iterations)
+        return min(1.0, sum(state.next_iterations) / total)
+    return 0.0
+
+
+def meters(
+    states: list[Any], elapsed_s: float, rates: Rates, disk: tuple[int | None, int | None]
+) -> Meters:
+    running = [s for s in states if s.rss_bytes is not None]
+    return Meters(
+        elapsed_s=elapsed_s,
+        remaining_s=remaining(states, elapsed_s),
+        coordinator_rss=psutil.Process().memory_info().rss,
+        workers_rss=sum(s.rss_bytes for s in running),
+        workers=len(running),
+        disk_used=disk[0],
+        disk_limit=disk[1],
+        rates=rates.update(elapsed_s, states),
+    )
+
+
+def plain_line(states: list[Any], m: Meters) -> str:
+    """The run in one line: for logs, pipes and cron mail."""
+    finished = sum(s.status.finished for s in states)
+    running = sum(s.status is VariantStatus.RUNNING for s in states)
+    outcomes = _outcomes(states)
+    shown = ", ".join(
+        f"{outcomes[o]:,} {o.label}" for o in OUTCOMES if outcomes[o] or o is Status.OK
+    )
+    return (
+        f"variants {finished}/{len(states)} finished, {running} running; "
+        f"{sum(s.completed for s in states):,} iterations ({sum(m.rates.values()):,.0f}/s: "
+        f"{shown}); {sum(s.crashes for s in states)} worker deaths; {_footer(m)}"
+    )
+
+
+def table(states: list[Any], m: Meters) -> Group:
+    """The live view: one row per scenario, then the run's figures."""
+    view = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("scenario", "variants", "running", "iterations", "it/s"):
+        view.add_column(name, justify="left" if name == "scenario" else "right")
+    for outcome in OUTCOMES:
+        view.add_column(outcome.label, justify="right")
+    view.add_column("deaths", justify="right")
+    by_scenario: dict[str, list[Any]] = collections.defaultdict(list)
+    for state in states:
+        by_scenario[state.variant.scenario].append(state)
+    for name, group in by_scenario.items():
+        outcomes = _outcomes(group)
+        deaths = sum(s.crashes for s in group)
+        view.add_row(
+            name,
+            f"{sum(s.status.finished for s in group)}/{len(group)}",
+            str(sum(s.status is VariantStatus.RUNNING for s in group)),
+            f"{sum(s.completed for s in group):,}",
+            f"{m.rates.get(name, 0.0):,.0f}",
+            *(_count(outcomes[o], o is not Status.OK) for o in OUTCOMES),
+            _count(deaths, True),
+        )
+    return Group(view, Text(_footer(m), style="dim"))
+
+
+def _outcomes(states: list[Any]) -> collections.Counter[Status]:
+    total: collections.Counter[Status] = collections.Counter()
+    for state in states:
+        for code, count in state.outcomes.items():
+            total[Status(code)] += count
+    return total
+
+
+def _count(value: int, alarming: bool) -> Text:
+    return Text(f"{value:,}", style="bold red" if alarming and value else "")
+
+
+def _footer(m: Meters) -> str:
+    left = "?" if m.remaining_s is None else _clock(m.remaining_s)
+    disk = "disk ?" if m.disk_used is None else f"disk {_mib(m.disk_used)}"
+    if m.disk_limit:
+        disk += f" of {_mib(m.disk_limit)}"
+    return (
+        f"elapsed {_clock(m.elapsed_s)}, about {left} left; coordinator {_mib(m.coordinator_rss)}, "
+        f"{m.workers} workers {_mib(m.workers_rss)}; {disk}"
+    )
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"

@@ -1,0 +1,208 @@
+"""``mnn-stress run``: validate, run (or resume) and summarise; the live view or progress
+lines meanwhile. Registered by ``stress.cli.main``."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from stress import injected_bug
+from stress.cli.base import Command, traceback_goes_to
+from stress.cli.common import console, errors, scenario_files
+from stress.cli.narrate import Narrator
+from stress.errors import StressError
+from stress.exit_codes import ExitCode
+from stress.records.states import RunStatus, VariantStatus
+
+
+@click.command(cls=Command)
+@click.argument("scenarios", nargs=-1)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="go on with an interrupted or killed run in RUN_DIR (same run id, same scenarios "
+    "and budget; finished variants are not rerun)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="run directory to create (default: results/<run-id>/)",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), help="worker processes at once (default: CPU count)"
+)
+@click.option(
+    "--duration",
+    help="total time for the whole run, shared by all variants "
+    "(e.g. 90s, 10m); overrides the scenarios' budgets",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    help="iterations per variant; overrides the scenarios' budgets",
+)
+@click.option(
+    "--reference/--no-reference",
+    default=True,
+    show_default=True,
+    help="first run each scenario's model once, clean and alone, as the reference that "
+    "outputs are graded against",
+)
+@click.option(
+    "--adaptive/--no-adaptive",
+    default=True,
+    show_default=True,
+    help="with a time budget: a first fair pass, then the rest of the time to the variants "
+    "whose failure rate is still uncertain (a scenario's `adaptive: false` opts out)",
+)
+@click.option(
+    "--max-disk",
+    "max_disk",
+    callback=lambda ctx, param, value: _size(value, param),
+    help="disk the run directory may use (e.g. 500M, 20G): nearing it, output values stop "
+    "being stored; at it, the run stops cleanly",
+)
+@click.option(
+    "--progress-every",
+    default="10s",
+    show_default=True,
+    help="how often the progress line is written to run.log (and to stderr when it is not a "
+    "terminal; a terminal gets a live view)",
+)
+@click.option(
+    "--fail-on-findings",
+    is_flag=True,
+    help="exit 1 when any variant has a finding (as `report` does): for cron and CI",
+)
+def run(
+    scenarios: tuple[str, ...],
+    resume_dir: Path | None,
+    out: Path | None,
+    workers: int | None,
+    duration: str | None,
+    iterations: int | None,
+    reference: bool,
+    adaptive: bool,
+    max_disk: int | None,
+    progress_every: str,
+    fail_on_findings: bool,
+) -> None:
+    """Run scenario files (or folders of them) and print the per-variant summary."""
+    from stress.analysis.report import has_findings
+    from stress.coordinator.plan import Budget
+    from stress.coordinator.runner import RunHooks, execute
+    from stress.scenario import parse_duration
+
+    if duration and iterations:
+        raise click.UsageError("give --duration or --iterations, not both")
+    if resume_dir is not None and (scenarios or out or duration or iterations):
+        raise click.UsageError(
+            "--resume goes on with the run's own scenarios, directory and budget: give only "
+            "--resume RUN_DIR (and --workers, --max-disk)"
+        )
+    if resume_dir is None and not scenarios:
+        raise click.UsageError("give scenario files (or folders), or --resume RUN_DIR")
+    try:
+        seconds = parse_duration(duration) if duration else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--duration") from exc
+    try:
+        every_s = parse_duration(progress_every, min_s=1.0)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--progress-every") from exc
+    narrator = Narrator(errors, errors.is_terminal, every_s, max_disk)
+    hooks = RunHooks(
+        injected_bug.before("run-start", _started(narrator)),
+        narrator.changed,
+        injected_bug.before("run-loop", narrator.tick),
+        narrator.referenced,
+        narrator.note,
+    )
+    try:
+        if resume_dir is not None:
+            from stress.coordinator.resume import resume
+
+            result = resume(resume_dir, workers, hooks, max_disk)
+        else:
+            files = scenario_files(scenarios)
+            budget = Budget(iterations, seconds)
+            result = execute(files, out, workers, budget, hooks, reference, max_disk, adaptive)
+        narrator.end_view()
+        summary = _summarise(result.run_dir, narrator)
+    finally:
+        narrator.close()
+    console.print(f"run directory: {result.run_dir}")
+    if result.status is RunStatus.INTERRUPTED:
+        console.print("[yellow]the run was interrupted; everything recorded so far is kept[/]")
+    elif result.status is RunStatus.FAILED:
+        reason = result.reason
+        if any(state.status is VariantStatus.FAILED for state in result.states):
+            reason = f"{reason}; {_worker_tracebacks(result.run_dir)}"
+        click.echo(click.style("error: ", fg="red", bold=True) + f"{reason}", err=True)
+    elif fail_on_findings and (summary is None or has_findings(summary)):
+        sys.exit(ExitCode.FINDINGS)
+    sys.exit(result.exit_code)
+
+
+def _started(narrator: Narrator) -> Callable[[Path, list], None]:
+    """The narrator hears of the start; a bug from then on leaves its traceback in the run."""
+
+    def started(run_dir: Path, states: list) -> None:
+        traceback_goes_to(run_dir)
+        narrator.started(run_dir, states)
+
+    return started
+
+
+def _worker_tracebacks(run_dir: Path) -> str:
+    """The stacks of the workers' harness errors (bugs of ours, recorded as 'harness' events)
+    gathered in one file in the run directory: where they are."""
+    import pyarrow.compute as pc
+
+    from stress import bug_report
+    from stress.analysis.dataset import events_table
+    from stress.records.events import EventKind
+
+    harness = pc.field("kind") == EventKind.HARNESS.value
+    events = events_table(run_dir, columns=["variant_id", "message", "stack"], filter=harness)
+    text = "\n\n".join(
+        f"variant {e['variant_id']}: {e['message']}\n{e['stack'] or '(no stack)'}"
+        for e in events.to_pylist()
+    )
+    path = bug_report.write_text(text, "run", run_dir)
+    if path is None:
+        click.echo(text, err=True)
+        return "their tracebacks are printed above"
+    return f"their tracebacks are in {path}"
+
+
+def _size(value: str | None, param: click.Parameter) -> int | None:
+    from stress.records.diskbudget import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from exc
+
+
+def _summarise(run_dir: Path, narrator: Narrator) -> dict | None:
+    """The summary on the terminal, and in the run's log (None: it could not be made)."""
+    from stress.analysis.summary import summarize
+    from stress.analysis.table import render_summary
+
+    try:
+        summary = summarize(run_dir)
+    except StressError as exc:  # the manifest itself could not be written (full disk)
+        narrator.say(f"no summary: {exc.render()}")
+        return None
+    render_summary(summary, console)
+    plain = Console(file=io.StringIO(), width=150, color_system=None)
+    render_summary(summary, plain)
+    narrator.write_log(plain.file.getvalue())
+    return summary

@@ -1,0 +1,279 @@
+"""Where an interrupted or killed run really stood, read from what reached the disk.
+
+The journal may be a second ahead of the rows (or behind them) when the coordinator was
+killed, so a resumed variant goes on from its recorded rows and events: per thread, after the
+last iteration with a row or lost in flight with a dead worker. Iterations whose rows were
+still in the dead coordinator's buffer are run again, under the same numbers: no gap and no
+duplicate per (variant, thread).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stress.analysis.dataset import events_table
+from stress.analysis.scan import Scan
+from stress.coordinator.loop import StopRequests
+from stress.coordinator.plan import Budget, RunSetup, VariantState, plan
+from stress.coordinator.reference import reference_states
+from stress.coordinator.run_manifest import new_segment, record_damaged
+from stress.coordinator.runner import (
+    RunHooks,
+    RunResult,
+    check_file_size_limit,
+    run_in,
+    stop_signals,
+)
+from stress.coordinator.workers import forensics
+from stress.errors import ModelError, RunDirError
+from stress.models.source import ModelSource, changes, source_now
+from stress.records.compaction import set_aside_damaged, tidy
+from stress.records.damage import DamagedPart
+from stress.records.events import DEATH_KINDS
+from stress.records.manifest import (
+    MODEL_SOURCE,
+    Manifest,
+    ManifestData,
+    VariantEntry,
+    read_manifest,
+)
+from stress.records.rundir import REFERENCE_DIR, Owner, RunDir, datasets, next_worker_id
+from stress.records.states import RunStatus, VariantStatus
+from stress.scenario import load_scenario
+
+
+@dataclass
+class Recorded:
+    """A variant as its rows and events tell it."""
+
+    next_iterations: dict[int, int] = field(default_factory=dict)  # thread -> next iteration
+    completed: int = 0  # iterations with a row
+    deaths: int = 0
+
+
+def recorded(root: Path) -> dict[str, Recorded]:
+    """Per variant id, from ``root/iterations`` and ``root/events`` (``root`` is a run
+    directory, or its ``reference/``)."""
+    found: dict[str, Recorded] = collections.defaultdict(Recorded)
+    with Scan(root / "iterations") as scan:
+        rows = scan.table(
+            "SELECT variant_id, thread, max(iteration) AS last, "
+            "count(DISTINCT iteration) AS iterations FROM fetched GROUP BY variant_id, thread"
+        )
+    for row in rows.to_pylist():
+        variant = found[row["variant_id"]]
+        variant.next_iterations[row["thread"]] = row["last"] + 1
+        variant.completed += row["iterations"]
+    events = events_table(root, columns=["variant_id", "kind", "in_flight"])
+    for event in events.to_pylist():
+        if event["kind"] not in DEATH_KINDS:
+            continue
+        variant = found[event["variant_id"]]
+        variant.deaths += 1
+        for thread, iteration in enumerate(event["in_flight"] or []):
+            if iteration is not None:  # lost with its worker: the variant went past it
+                after = max(variant.next_iterations.get(thread, 0), iteration + 1)
+                variant.next_iterations[thread] = after
+    return dict(found)
+
+
+def carry_over(
+    states: list[VariantState], entries: dict[str, VariantEntry], on_disk: dict[str, Recorded]
+) -> None:
+    """Put each planned state where the run left it: a finished variant stays finished (and
+    is not run again); any other goes on from its recorded iterations, with its loop time."""
+    for state in states:
+        entry = entries[state.variant.variant_id]
+        state.workers_started = entry.workers_started
+        state.duration_s = entry.duration_s  # an adaptive night's first pass, or more
+        if entry.status.finished:
+            state.status, state.completed = entry.status, entry.completed
+            state.crashes, state.next_iterations = entry.crashes, list(entry.next_iterations)
+            state.used_s = entry.used_s
+        else:
+            _go_on(state, on_disk, entry.used_s, entry.crashes)
+
+
+def carry_over_references(
+    states: list[VariantState], entries: dict[str, dict[str, Any]], on_disk: dict[str, Recorded]
+) -> None:
+    """The same for the reference pass, whose manifest entries are per scenario. A finished
+    reference whose rows were lost (a damaged part) runs again: three iterations, without
+    which the whole run is ungraded."""
+    for state in states:
+        entry = entries.get(state.variant.scenario, {})
+        status = VariantStatus(entry.get("status", VariantStatus.PENDING.value))
+        got = on_disk.get(state.variant.variant_id, Recorded())
+        if status.finished and got.completed >= entry["completed"]:
+            state.status, state.completed, state.crashes = (
+                status,
+                entry["completed"],
+                entry["crashes"],
+            )
+        else:
+            _go_on(state, on_disk, 0.0, entry.get("crashes", 0))
+
+
+def _go_on(state: VariantState, on_disk: dict[str, Recorded], used_s: float, crashes: int) -> None:
+    """From the rows and events on disk; deaths as many as the run counted when some have
+    no event (lost with a killed coordinator): the crash budget is not handed back."""
+    got = on_disk.get(state.variant.variant_id, Recorded())
+    threads = range(len(state.next_iterations))
+    state.next_iterations = [got.next_iterations.get(t, 0) for t in threads]
+    state.completed, state.used_s = got.completed, used_s
+    state.crashes = max(got.deaths, crashes)
+    state.status = VariantStatus.DONE if state.exhausted() else VariantStatus.PENDING
+
+
+def resume(
+    run_dir_path: Path, workers: int | None, hooks: RunHooks, max_disk: int | None = None
+) -> RunResult:
+    """Go on with an interrupted, failed or killed run, in its directory and under its run
+    id: its scenarios as they were when it began, its budget, the variants not finished."""
+    stop = StopRequests()
+    with stop_signals(stop):
+        run_dir = RunDir.reopen(run_dir_path)
+        try:
+            manifest, setup, references, unchecked = _resumed(run_dir.path, workers)
+            aside = _set_aside_damaged(manifest)  # after _resumed read every part
+            roots = (run_dir.path, run_dir.path / REFERENCE_DIR)
+            stale_cores = forensics.remove_stale_cores(*(root / "cores" for root in roots))
+            setup = dataclasses.replace(setup, max_disk=max_disk)
+            check_file_size_limit(setup.scenarios)
+            rerun = manifest.data.segments[-1]["iterations_rerun"]
+
+            def started(path: Path, states: list[VariantState]) -> None:
+                hooks.on_start(path, states)
+                if unchecked:
+                    hooks.on_note(
+                        f"warning: this run recorded no model digests (an older mnn-stress): "
+                        f"cannot check that the models of {', '.join(unchecked)} are unchanged"
+                    )
+                for part in aside:
+                    hooks.on_note(f"resume set aside a damaged part: {part.describe()}")
+                if stale_cores:
+                    hooks.on_note(
+                        f"deleted {stale_cores} core file(s) the killed coordinator left unread "
+                        "(their deaths' events say gdb was reading them)"
+                    )
+                if rerun:
+                    hooks.on_note(
+                        f"{rerun} iterations the previous coordinator had seen never reached "
+                        "the disk (it was killed): they run again, under the same numbers"
+                    )
+
+            told = dataclasses.replace(hooks, on_start=started)
+            return run_in(setup, run_dir, stop, told, manifest, references)
+        finally:
+            run_dir.close()
+
+
+def _set_aside_damaged(manifest: Manifest) -> list[DamagedPart]:
+    """The damaged parts (those reading the rows found too) moved into ``damaged/``, where
+    no reader looks and new parts are numbered past them; the manifest's ``damaged`` list
+    brought up to date. Returns those moved now."""
+    run_dir = manifest.path.parent
+    try:
+        moved = [part for d in datasets(run_dir) for part in set_aside_damaged(d, run_dir)]
+    except OSError as exc:
+        raise RunDirError(
+            f"cannot set a damaged part aside: {exc.strerror or exc}",
+            file=str(exc.filename or run_dir),
+            fix="make the run directory writable, or move the damaged part out by hand",
+        ) from exc
+    record_damaged(manifest)
+    return moved
+
+
+def _resumed(
+    path: Path, workers: int | None
+) -> tuple[Manifest, RunSetup, list[VariantState], list[str]]:
+    data = read_manifest(path)
+    if data.status is RunStatus.COMPLETE:
+        raise RunDirError(f"{path} is complete: nothing is left to resume", fix="start a new run")
+    unchecked = check_models(data)
+    scenarios = [load_scenario(_scenario_path(data, s), text=s["text"]) for s in data.scenarios]
+    budget = Budget(data.budget["iterations"], data.budget["duration_s"])
+    states = plan(scenarios, budget, data.concurrency)
+    if {s.variant.variant_id for s in states} != set(data.variants):
+        raise RunDirError(
+            f"{path}: its scenarios no longer expand to the variants it ran",
+            fix="resume it with the mnn-stress version that started it",
+        )
+    for root in (path, path / REFERENCE_DIR):
+        for dataset in ("iterations", "events"):
+            tidy(root / dataset)
+    carry_over(states, data.variants, recorded(path))
+    rerun = sum(_rerun(state, data.variants[state.variant.variant_id]) for state in states)
+    references = reference_states(scenarios) if data.reference else []
+    carry_over_references(references, data.reference, recorded(path / REFERENCE_DIR))
+    _new_segment(data)
+    data.segments[-1]["iterations_rerun"] = rerun
+    concurrency = workers or data.concurrency
+    setup = RunSetup(
+        data.run_id,
+        scenarios,
+        states,
+        concurrency,
+        budget,
+        data.test_fault,
+        reference=bool(data.reference),
+        first_worker_id=next_worker_id(path),
+    )
+    return Manifest(path, data), setup, references, unchecked
+
+
+def check_models(data: ManifestData) -> list[str]:
+    """Before anything is loaded or run: ModelError when a scenario's model is not the one
+    the run began with (its content, what made it, its converter flags), naming the scenario,
+    the file and what changed. Returns the scenarios whose run recorded no model (older
+    versions of mnn-stress): those cannot be checked."""
+    unchecked = []
+    for scenario in data.scenarios:
+        if MODEL_SOURCE not in scenario:
+            unchecked.append(scenario["name"])
+            continue
+        recorded = ModelSource.from_dict(scenario[MODEL_SOURCE])
+        try:
+            now = source_now(recorded, _scenario_path(data, scenario).parent)
+        except ModelError as exc:
+            found = [f"it cannot be read now: {exc.message}"]
+        else:
+            found = changes(recorded, now)
+        if found:
+            raise ModelError(
+                f"scenario {scenario['name']!r}: its model is not the one this run began with: "
+                + "; ".join(found),
+                file=recorded.file,
+                fix="put the original model back to resume this run, or start a new run with "
+                "the new model (one run never mixes two models)",
+            )
+    return unchecked
+
+
+def _rerun(state: VariantState, entry: VariantEntry) -> int:
+    """Iterations the journal saw done that have no row: lost with a killed coordinator."""
+    if state.status.finished and entry.status.finished:
+        return 0
+    return sum(
+        max(0, seen - kept) for seen, kept in zip(entry.next_iterations, state.next_iterations)
+    )
+
+
+def _scenario_path(data: ManifestData, scenario: dict[str, Any]) -> Path:
+    """Where the scenario was (a relative model path in it is relative to that folder)."""
+    path = Path(scenario["path"])
+    return path if path.is_absolute() else Path(data.cwd) / path
+
+
+def _new_segment(data: ManifestData) -> None:
+    """The earlier segment's end, as far as it is known, then a new one for this coordinator."""
+    if data.segments and data.segments[-1]["status"] == RunStatus.RUNNING.value:
+        data.segments[-1]["status"] = RunStatus.KILLED.value  # its coordinator never said
+    data.status, data.reason, data.ended = RunStatus.RUNNING, None, None
+    data.owner = Owner.current().to_dict()
+    data.segments.append(new_segment())

@@ -1,0 +1,1 @@
+"""One worker process seen from outside: its handle, how it ended, its stacks, logs and cgroup."""

@@ -1,0 +1,2 @@
+"""What a run leaves on disk: the Parquet schemas, the run directory, parts, compaction,
+journal and manifest."""

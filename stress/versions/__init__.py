@@ -1,0 +1,1 @@
+"""Other MNN releases: cached environments and bisection across them."""

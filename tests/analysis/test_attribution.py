@@ -1,0 +1,194 @@
+"""Attribution: which factor values explain the failures, and when the matrix cannot tell."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import pytest
+
+from stress.analysis.attribution import Predicate, VariantOutcome, attribute
+from tests.conftest import run_cli
+
+
+def matrix(factors: dict[str, list], fails, n: int = 1000, failed: int = 30, keep=None) -> list:
+    """The full product of ``factors`` (or the combinations ``keep`` accepts); ``failed`` of
+    ``n`` iterations fail in the variants ``fails`` accepts, none elsewhere."""
+    variants = []
+    for values in itertools.product(*factors.values()):
+        params = dict(zip(factors, values))
+        if keep is None or keep(params):
+            count = failed if fails(params) else 0
+            variants.append(VariantOutcome(f"v{len(variants)}", params, n, count))
+    return variants
+
+
+def score_of(attribution, *terms):
+    wanted = Predicate.of(*terms)
+    return next(score for score in attribution.scores if score.predicate == wanted)
+
+
+ABC = {"a": [1, 2], "b": ["x", "y"], "c": ["p", "q"]}
+
+
+def test_a_single_factor_value_explains_the_failures():
+    result = attribute(matrix(ABC, lambda p: p["a"] == 2))
+    assert result.explanation == Predicate.of(("a", 2))
+    top = result.scores[0]
+    assert top.predicate == Predicate.of(("a", 2)) and top.increase == pytest.approx(0.03)
+    assert top.importance == pytest.approx(2 / (1 / 0.03 + 1 / 1.0))  # every failure has a=2
+    assert "a=2" in result.sentence and "120 of 4,000" in result.sentence
+    assert "b=" not in result.sentence and "c=" not in result.sentence
+    assert result.confounded == []
+
+
+def test_values_that_always_occur_together_are_not_told_apart():
+    together = matrix(ABC, lambda p: p["a"] == 2, keep=lambda p: (p["a"] == 2) == (p["b"] == "y"))
+    result = attribute(together)
+    assert result.explanation is None
+    assert ("a=2", "b=y") in result.confounded
+    predicates = {score.predicate for score in result.scores}
+    assert Predicate.of(("a", 2), ("b", "y")) not in predicates  # selects what a=2 alone does
+    assert "cannot be separated" in result.sentence
+    assert "a=2" in result.sentence and "b=y" in result.sentence
+
+
+def test_a_pair_of_values_explains_the_failures():
+    factors = {"sharing": ["none", "session"], "threads": [1, 2, 4], "api": ["session", "module"]}
+    fails = lambda p: p["sharing"] == "session" and p["threads"] == 2  # noqa: E731
+    result = attribute(matrix(factors, fails))
+    assert result.explanation == Predicate.of(("threads", 2), ("sharing", "session"))
+    assert result.explanation.terms == (("sharing", "session"), ("threads", 2))
+    assert str(result.explanation) == "sharing=session and threads=2"
+    assert result.scores[0].predicate == result.explanation
+
+
+def test_nothing_failed():
+    result = attribute(matrix(ABC, lambda p: False, n=5000))
+    assert result.explanation is None and result.scores == []
+    assert "nothing failed" in result.sentence and "40,000" in result.sentence
+
+
+def test_failures_in_every_variant_are_explained_by_no_factor():
+    result = attribute(matrix(ABC, lambda p: True))
+    assert result.explanation is None
+    assert "every variant" in result.sentence and "no factor value explains" in result.sentence
+    assert all(score.importance == 0 for score in result.scores)
+
+
+def test_a_disjunction_has_no_explanation_but_ranks_its_values_first():
+    factors = {"threads": [1, 2, 4], "api": ["session", "module"]}
+    result = attribute(matrix(factors, lambda p: p["threads"] in (2, 4)))
+    assert result.explanation is None
+    top = {str(score.predicate) for score in result.scores[:2]}
+    assert top == {"threads=2", "threads=4"}
+    assert (
+        "no conjunction" in result.sentence and str(result.scores[0].predicate) in result.sentence
+    )
+
+
+def test_intervals_contain_the_rate_and_widen_with_fewer_iterations():
+    variants = [
+        VariantOutcome("few", {"a": 1, "b": "x"}, 50, 5),
+        VariantOutcome("many", {"a": 2, "b": "x"}, 5000, 500),
+        VariantOutcome("clean", {"a": 3, "b": "x"}, 5000, 0),
+    ]
+    result = attribute(variants)
+    for score in result.scores:
+        assert score.ci_with[0] <= score.rate_with <= score.ci_with[1]
+        assert score.ci_without[0] <= score.rate_without <= score.ci_without[1]
+        assert score.increase_low == pytest.approx(score.ci_with[0] - score.ci_without[1])
+    few, many = score_of(result, ("a", 1)), score_of(result, ("a", 2))
+    assert few.rate_with == pytest.approx(many.rate_with)
+    assert few.ci_with[1] - few.ci_with[0] > 3 * (many.ci_with[1] - many.ci_with[0])
+
+
+def test_a_factor_with_one_value_is_never_a_predicate():
+    factors = {**ABC, "model": ["mobilenet"]}
+    result = attribute(matrix(factors, lambda p: p["a"] == 2 and p["b"] == "y"))
+    assert result.scores
+    named = {factor for score in result.scores for factor, _ in score.predicate.terms}
+    assert "model" not in named and named == {"a", "b", "c"}
+    assert "model" not in result.sentence
+
+
+def test_comparable_variants_without_differ_only_in_the_predicates_factors():
+    variants = matrix(ABC, lambda p: p["a"] == 2, n=100) + [
+        VariantOutcome("extra", {"a": 3, "b": "z", "c": "p"}, 7000, 0)  # nothing to compare with
+    ]
+    result = attribute(variants)
+    a2 = score_of(result, ("a", 2))
+    assert a2.matched and a2.n_without == 400  # the four a=1 variants, not the extra a=3 one
+    assert a2.variants_with == 4 and a2.n_with == 400
+    assert score_of(result, ("b", "y")).n_without == 400  # b=x only, not b=z
+    extra = score_of(result, ("b", "z"))
+    assert not extra.matched and extra.n_without == 800
+
+
+def test_a_planted_pair_is_found_among_a_thousand_variants():
+    rng = random.Random(7)
+    factors = {f"f{i}": list(range(4)) for i in range(10)}
+    variants = []
+    for i in range(1000):
+        params = {name: rng.choice(values) for name, values in factors.items()}
+        bad = params["f3"] == 1 and params["f7"] == 2
+        variants.append(VariantOutcome(f"v{i}", params, 200, 9 if bad else 0))
+    result = attribute(variants)  # its time is a benchmark's business, not a test's
+    assert result.explanation == Predicate.of(("f3", 1), ("f7", 2))
+
+
+def test_inconsistent_input_is_refused():
+    with pytest.raises(ValueError):
+        VariantOutcome("v", {"a": 1}, 10, 11)
+    with pytest.raises(ValueError):
+        attribute([VariantOutcome("v", {"a": 1}, 10, 1), VariantOutcome("w", {"b": 1}, 10, 0)])
+
+
+def test_the_most_telling_value_is_named_with_the_value_it_cannot_be_told_from():
+    together = lambda p: (p["a"] == 2) == (p["b"] == "y")  # noqa: E731
+    fails = lambda p: (p["a"], p["c"]) in ((2, "p"), (1, "q"))  # noqa: E731
+    result = attribute(matrix(ABC, fails, keep=together))
+    assert result.explanation is None and "no conjunction" in result.sentence
+    top = result.scores[0].predicate
+    assert top in (Predicate.of(("a", 1), ("c", "q")), Predicate.of(("a", 2), ("c", "p")))
+    assert "cannot be separated from b=" in result.sentence
+
+
+# --- with real workers: a fault planted under one factor value -------------------------------
+
+RUN = """
+    name: blame
+    model: tiny
+    iterations: 8
+    matrix:
+      num_thread: [1, 2]
+      precision: [normal, high]
+    {exclude}
+"""
+
+
+def blamed(scenario_file, tmp_path, exclude: str = "") -> dict:
+    path = scenario_file(RUN.format(exclude=exclude))
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out), fault="perturb@0+?num_thread=2")
+    return json.loads(run_cli("summary", str(out), "--json").stdout)["attribution"]
+
+
+@pytest.mark.integration
+def test_a_run_names_the_factor_value_that_made_its_outputs_differ(scenario_file, tmp_path):
+    found = blamed(scenario_file, tmp_path)["mismatch"]
+    assert found["explanation"] == "num_thread=2"
+    assert found["scores"][0]["predicate"] == "num_thread=2"
+    assert "precision" not in found["sentence"].split(";")[0]
+    assert found["sentence"].startswith("failures only with num_thread=2: 16 of 16")
+
+
+@pytest.mark.integration
+def test_a_run_whose_matrix_confounds_two_factors_says_it_cannot_tell(scenario_file, tmp_path):
+    exclude = "exclude: [{num_thread: 1, precision: high}, {num_thread: 2, precision: normal}]"
+    found = blamed(scenario_file, tmp_path, exclude)["mismatch"]
+    assert found["explanation"] is None
+    assert ["num_thread=2", "precision=high"] in found["confounded"]
+    assert "cannot tell" in found["sentence"]
+    assert "num_thread=2" in found["sentence"] and "precision=high" in found["sentence"]

@@ -1,0 +1,257 @@
+"""The HTML report: real runs (faults injected into real workers), written and parsed back."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from stress.analysis.html import human_bytes, when, write_html
+from stress.analysis.plots import thinned_series
+from stress.analysis.summary import summarize
+from stress.models.resolve import resolve_model
+from tests.conftest import first_worker, run_cli, start_run
+
+HOSTILE_MODEL = "<img src=x onerror=alert(1)>.mnn"  # a legal file name: no slash
+HOSTILE = "</td><script>alert(1)</script><!-- $\\frac{1}{0}$ --> & \"'"
+
+
+class Page(HTMLParser):
+    """The parsed report: sections by their heading (the header's is ``title``), tags,
+    attributes, table rows."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str | None]] = []
+        self.sections: dict[str, list[str]] = {}  # heading -> texts and svg markers under it
+        self.rows: dict[str, list[list[str]]] = {}  # h2 heading -> table rows (cell texts)
+        self._heading: str | None = None
+        self._h2 = self._current = self.title = ""
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attributes += attrs
+        if tag in ("h1", "h2", "h3"):
+            self._heading = ""
+        elif tag == "svg":
+            self._add("<svg>")
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("h1", "h2", "h3") and self._heading is not None:
+            self._current = self._heading.strip()
+            self._h2 = self._current if tag != "h3" else self._h2
+            self.title = self.title or self._current
+            self.sections.setdefault(self._current, [])
+            self._heading = None
+        elif tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.setdefault(self._h2, []).append(self._row)
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._heading is not None:
+            self._heading += data
+        else:
+            self._add(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def _add(self, data: str) -> None:
+        """Into the current section, and into its h2's too when it is an h3."""
+        for heading in {self._current, self._h2}:
+            self.sections.setdefault(heading, []).append(data)
+
+    def text(self, section: str) -> str:
+        return "".join(self.sections[section])
+
+    def row_of(self, section: str, *cells: str) -> list[str]:
+        found = [row for row in self.rows[section] if all(c in row for c in cells)]
+        assert len(found) == 1, (cells, self.rows[section])
+        return found[0]
+
+
+def report(run_dir: Path, summary: dict | None = None) -> tuple[Page, str]:
+    path = run_dir.parent / f"{run_dir.name}.html"
+    write_html(summary or summarize(run_dir), run_dir, path)
+    text = path.read_text(encoding="utf-8")
+    return Page(text), text
+
+
+FAULTY = """
+    name: faulty
+    model: "{model}"
+    iterations: 40
+    max_crashes: 1
+    timeout: 30s
+    matrix:
+      api: [session, module]
+      num_thread: [1, 2]
+"""
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory) -> Path:
+    """Module API: every output +1 (mismatch); num_thread 1: one ulp off (close); num_thread
+    2: SIGSEGV at iteration 5, then a fresh worker. The model file has a hostile name."""
+    directory = tmp_path_factory.mktemp("faulty")
+    shutil.copy(resolve_model("tiny", Path(".")).path, directory / HOSTILE_MODEL)
+    scenario = directory / "faulty.yaml"
+    scenario.write_text(FAULTY.format(model=HOSTILE_MODEL).replace("\n    ", "\n"))
+    out = directory / "run"
+    fault = "perturb@0+?api=module,ulp@0+?num_thread=1,segv@5?num_thread=2"
+    run_cli("run", str(scenario), "--out", str(out), "--workers", "2", fault=fault)
+    return out
+
+
+@pytest.mark.integration
+def test_report_has_every_section_with_the_run_in_it(faulty_run):
+    page, _ = report(faulty_run)
+    assert {"Variants", "Plots", "Attribution", "Crash signatures"} <= set(page.sections)
+    mismatching = page.row_of("Variants", "api=module num_thread=1")
+    assert mismatching[0] == "MISMATCH" and "mismatch 100 %" in " ".join(mismatching)
+    crashed = [page.row_of("Variants", f"api={api} num_thread=2") for api in ("session", "module")]
+    assert all(row[0] == "CRASHED" and "1 crash" in row for row in crashed)
+    assert page.row_of("Variants", "api=session num_thread=1")[0] == "ok"
+    assert "1 ok, 2 CRASHED, 1 MISMATCH" in page.text(page.title)
+    signature = page.row_of("Crash signatures", "SIGSEGV")
+    assert signature[0] == "2" and signature[1] == "crash"
+
+
+@pytest.mark.integration
+def test_plots_are_inline_svg_showing_the_failures(faulty_run):
+    page, _ = report(faulty_run)
+    plots = ["Failure rates", "Latency and RSS over time", "Differences from the reference"]
+    plots.append("Worker deaths over time")
+    assert [page.sections[p].count("<svg>") for p in plots] == [1, 1, 1, 1]
+    assert page.tags.count("svg") == 4
+    deaths = page.text("Worker deaths over time")
+    assert "faulty api=session num_thread=2" in deaths and "crash" in deaths
+    assert "faulty api=module num_thread=1" not in deaths  # it never died
+    differences = page.text("Differences from the reference")
+    assert "close" in differences and "mismatch" in differences
+    assert "api=session num_thread=2: death" in page.text("Failure rates")
+
+
+@pytest.mark.integration
+def test_nothing_is_fetched_and_hostile_file_names_stay_text(faulty_run):
+    page, text = report(faulty_run)
+    assert "img" not in page.tags and "script" not in page.tags
+    assert not [(k, v) for k, v in page.attributes if k in ("src", "onerror")]
+    hrefs = [v for k, v in page.attributes if k in ("href", "xlink:href")]
+    assert hrefs and all(v and v.startswith("#") for v in hrefs)  # SVG's own references
+    assert "http" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "").replace(
+        'xmlns:xlink="http://www.w3.org/1999/xlink"', ""
+    )
+    assert HOSTILE_MODEL in page.row_of("References and tolerance", "faulty")
+
+
+@pytest.mark.integration
+def test_hostile_text_anywhere_in_the_summary_cannot_inject_markup(faulty_run):
+    summary = summarize(faulty_run)
+    summary["reason"] = HOSTILE
+    for variant in summary["variants"]:
+        variant["label"] += HOSTILE
+    for group in summary["crash_signatures"]:
+        group["frames"] = [HOSTILE, "x.py:<module>"]
+    for found in summary["attribution"].values():
+        found["sentence"] = HOSTILE
+        for score in found["scores"]:
+            score["predicate"] = HOSTILE
+    for reference in summary["references"].values():
+        reference["problem"] = HOSTILE
+    page, text = report(faulty_run, summary)
+    assert "script" not in page.tags and "img" not in page.tags
+    assert page.tags.count("svg") == 4  # labels with '$' are not mathtext
+    assert "</td><script>" not in text
+    assert HOSTILE in page.text("Attribution") and HOSTILE in page.text("Failure rates")
+    assert "x.py:<module>" in page.text("Crash signatures")
+    assert HOSTILE in page.row_of("References and tolerance", "faulty")
+
+
+@pytest.mark.integration
+def test_a_run_with_no_failures_says_none(scenario_file, tmp_path):
+    path = scenario_file(
+        "name: clean\nmodel: tiny\niterations: 30\nmatrix:\n  api: [session, module]\n"
+    )
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out))
+    page, _ = report(out)
+    assert page.tags.count("svg") == 1  # latency and RSS only
+    for section in ("Failure rates", "Differences from the reference", "Worker deaths over time"):
+        assert page.text(section).strip().startswith("none")
+    assert "none: no worker died." in page.text("Crash signatures")
+    assert "2 ok" in page.text(page.title)
+    assert "No problems." in page.text("Variants")
+    assert [row[0] for row in page.rows["Variants"][1:]] == ["ok", "ok"]
+
+
+@pytest.mark.integration
+def test_an_interrupted_run_without_iterations_still_reports(scenario_file, tmp_path):
+    path = scenario_file("name: stuck\nmodel: tiny\niterations: 100\ntimeout: 60s\n")
+    out = tmp_path / "run"
+    coordinator = start_run(path, out, "--no-reference", fault="hang@0")
+    first_worker(coordinator.pid)
+    coordinator.send_signal(signal.SIGINT)  # the worker cannot finish iteration 0 ...
+    time.sleep(0.5)
+    coordinator.send_signal(signal.SIGINT)  # ... so it is killed
+    coordinator.communicate(timeout=60)
+    summary = summarize(out)
+    assert summary["variants"][0]["iterations"] == 0
+    page, _ = report(out, summary)
+    assert "status interrupted" in page.text(page.title)
+    assert page.row_of("Variants", "stuck")[0] == "INTERRUPTED"
+    assert page.tags.count("svg") == 0
+    assert page.text("Latency and RSS over time").strip().startswith("none")
+
+
+def _rows(workers: int, per_worker: int) -> ds.Dataset:
+    """Iteration rows of one variant, in batches that interleave the workers."""
+    iteration = np.tile(np.arange(per_worker), workers)
+    worker = np.repeat(np.arange(workers), per_worker)
+    ts = pa.array(iteration * 1_000_000, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+    table = pa.table(
+        {
+            "variant_id": ["v1"] * iteration.size,
+            "worker_id": pa.array(worker, pa.int32()),
+            "iteration": iteration,
+            "ts": ts,
+            "latency_ns": iteration,
+            "rss_bytes": iteration << 20,
+            "observation": ["fetch"] * iteration.size,
+        }
+    ).take(np.random.default_rng(0).permutation(iteration.size))
+    return ds.dataset(table.to_batches(max_chunksize=7_000))
+
+
+def test_time_series_are_thinned_per_worker_in_one_pass():
+    series = thinned_series(_rows(workers=3, per_worker=50_000), {"v1": 2000, "v2": 10})
+    assert sorted(series) == [("v1", 0), ("v1", 1), ("v1", 2)]
+    for ts, latency_ms, rss_mib in series.values():
+        assert 1000 <= len(ts) <= 2000
+        assert np.all(np.diff(ts) > np.timedelta64(0))  # in iteration order, no repeats
+        assert rss_mib[0] == 0 and rss_mib[-1] > 49_000  # spans the whole worker
+        assert np.allclose(latency_ms * 1e6, rss_mib)  # the columns stay aligned
+
+
+def test_units_for_people():
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(-28 * 1024) == "-28.0 KiB"
+    assert human_bytes(1.5 * (1 << 20)) == "1.5 MiB"
+    assert when("2026-11-25T00:46:02.260+00:00") == "2026-11-25 00:46:02 UTC"

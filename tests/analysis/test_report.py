@@ -1,0 +1,144 @@
+"""``mnn-stress report``: the morning view and its exit status, and the leak and drift
+detector it shows, on real runs and on rows made to a known slope."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from stress.analysis.drift import LEAK_BYTES_PER_1K, drift
+from tests.conftest import run_cli
+
+SCENARIO = """
+    name: morning
+    model: tiny
+    iterations: {iterations}
+    matrix:
+      api: [session, module]
+"""
+
+
+def reported(scenario_file, tmp_path, fault=None, iterations=20):
+    path = scenario_file(SCENARIO.format(iterations=iterations))
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out), fault=fault)
+    return run_cli("report", str(out), check=False), out
+
+
+@pytest.mark.integration
+def test_a_clean_run_reports_exit_0_and_what_it_rules_out(scenario_file, tmp_path):
+    done, out = reported(scenario_file, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("nothing wrong: 0 of 20 (< 15 % at 95 %)") == 2
+    assert "2 ok" in done.stdout and "nothing failed in 40 iterations" in done.stdout
+    as_json = json.loads(run_cli("report", str(out), "--json").stdout)
+    assert as_json == json.loads(run_cli("summary", str(out), "--json").stdout)
+    page = tmp_path / "morning.html"
+    assert run_cli("report", str(out), "--html", str(page)).returncode == 0
+    assert "<svg" in page.read_text() and "2 ok" in page.read_text()
+
+
+@pytest.mark.integration
+def test_any_failing_outcome_makes_the_report_exit_1_for_cron(scenario_file, tmp_path):
+    done, out = reported(scenario_file, tmp_path, "perturb@3+?api=module")
+    assert done.returncode == 1
+    assert "MISMATCH" in done.stdout or "INCONSISTENT" in done.stdout
+    assert "mismatch: 17 of 20" in done.stdout and "worst mismatch: output y" in done.stdout
+    assert "failures only with api=module" in done.stdout
+    assert run_cli("summary", str(out)).returncode == 0  # summary only shows
+
+
+@pytest.mark.integration
+def test_a_close_run_is_not_a_finding(scenario_file, tmp_path):
+    done, _ = reported(scenario_file, tmp_path, "ulp@0+?api=module")
+    assert done.returncode == 0, done.stdout
+    assert "close 20" in done.stdout
+
+
+@pytest.mark.integration
+def test_a_leaking_slowing_worker_is_flagged(scenario_file, tmp_path):
+    """The leak fault keeps 256 KiB per iteration; the slow fault sleeps 50 us longer each
+    time (which also spreads the iterations over RSS samples, taken every 0.2 s)."""
+    done, out = reported(scenario_file, tmp_path, "leak@0+?api=module,slow@0+?api=module", 300)
+    summary = json.loads(run_cli("summary", str(out), "--json").stdout)
+    by_api = {v["label"]: v for v in summary["variants"]}
+    leaking, clean = by_api["api=module"]["drift"], by_api["api=session"]["drift"]
+    assert leaking["flags"] == ["rss_growth", "latency_drift"]
+    assert leaking["rss_bytes_per_1k_iterations"] == pytest.approx(256 << 20, rel=0.35)
+    assert leaking["latency_trend"] > 5
+    assert clean["flags"] == []
+    assert abs(clean["rss_bytes_per_1k_iterations"]) < LEAK_BYTES_PER_1K
+    assert "flagged: rss_growth, latency_drift" in done.stdout
+
+
+# --- the fit itself, on rows of a known slope ----------------------------------------------
+
+
+def rows(rss, latency, workers=1) -> pa.Table:
+    """One row per iteration; each further worker continues where the last stopped (as a
+    replacement does) with its own RSS starting afresh."""
+    n = len(rss)
+    return pa.table(
+        {
+            "variant_id": ["v"] * n * workers,
+            "worker_id": np.repeat(np.arange(workers, dtype=np.int32), n),
+            "iteration": np.arange(n * workers, dtype=np.int64),
+            "ts": pa.array(
+                np.tile(np.arange(n, dtype=np.int64) * 10_000_000, workers), pa.int64()
+            ).cast(pa.timestamp("ns", tz="UTC")),
+            "rss_bytes": np.tile(np.asarray(rss, dtype=np.int64), workers),
+            "latency_ns": np.tile(np.asarray(latency, dtype=np.int64), workers),
+        }
+    )
+
+
+def test_the_slope_is_exact_on_a_straight_line_and_warm_up_is_left_out():
+    rss = (100 << 20) + np.arange(1000) * 1024  # 1 KiB per iteration, 10 ms apart
+    rss[:50] = 10  # warm-up noise: excluded (the first 10 %)
+    found = drift(rows(rss, np.full(1000, 1000)))["v"]
+    assert found["rss_bytes_per_1k_iterations"] == pytest.approx(1024 * 1000)
+    assert found["rss_bytes_per_hour"] == pytest.approx(1024 * 100 * 3600)
+    assert found["latency_trend"] == pytest.approx(1.0)
+    assert found["fitted_iterations"] == 900
+
+
+def test_a_flat_rss_with_noise_is_not_flagged_and_a_real_leak_is():
+    noise = np.random.default_rng(0).integers(0, 4096, 1000)
+    assert drift(rows((200 << 20) + noise, np.full(1000, 10)))["v"]["flags"] == []
+    leak = (200 << 20) + np.arange(1000) * (128 << 10)  # 128 MiB per 1k: 112 MiB fitted
+    assert drift(rows(leak, np.full(1000, 10)))["v"]["flags"] == ["rss_growth"]
+
+
+def test_latency_drift_is_end_over_start_of_the_fit():
+    latency = 1000 + np.arange(1000) * 2  # fitted 1200 at 100, 2998 at 999
+    found = drift(rows(np.full(1000, 1 << 20), latency))["v"]
+    assert found["latency_trend"] == pytest.approx(2998 / 1200)
+    assert found["flags"] == ["latency_drift"]
+
+
+def test_too_few_iterations_give_no_slope_and_workers_are_fitted_apart():
+    assert drift(rows(np.arange(30), np.ones(30))) == {}
+    # two workers, each starting afresh: pooled naively, the line would be far flatter
+    found = drift(rows(np.arange(500) * 1000, np.ones(500), workers=2))["v"]
+    assert found["rss_bytes_per_1k_iterations"] == pytest.approx(1_000_000)
+
+
+def test_a_latency_trend_lost_in_noise_is_not_flagged():
+    """The fitted end is over twice the start, but the iterations scatter far more than the
+    line moves: the slope is not significant, so no flag (a short variant's noise)."""
+    x = np.arange(200)
+    latency = 100 + 10 * x + np.where(x % 2, 4000, 0)
+    found = drift(rows(np.full(200, 1 << 20), latency))["v"]
+    assert found["latency_trend"] >= 1.5 and found["latency_t"] < 5
+    assert found["flags"] == []
+
+
+@pytest.mark.integration
+def test_an_html_path_that_cannot_be_written_is_a_clear_error(scenario_file, tmp_path):
+    _, out = reported(scenario_file, tmp_path, iterations=3)
+    done = run_cli("report", str(out), "--html", str(tmp_path / "no" / "such.html"), check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--html: cannot write the HTML report" in done.stderr and "fix:" in done.stderr

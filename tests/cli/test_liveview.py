@@ -1,0 +1,169 @@
+"""The run's progress: the live view on a terminal, the plain line elsewhere and in run.log."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from stress.cli import liveview
+from stress.contract.protocol import Status
+from stress.coordinator.plan import VariantState
+from stress.records.states import VariantStatus
+from stress.scenario.variants import Variant
+from tests.conftest import REPO, run_cli
+
+
+def state(scenario: str, completed: int, outcomes: dict[Status, int], **extra) -> VariantState:
+    variant = Variant(scenario, f"v-{scenario}-{completed}", {"threads": 1}, "label")
+    made = VariantState(variant, None, extra.pop("stop", 100), extra.pop("duration", None))  # type: ignore[arg-type]
+    made.completed, made.next_iterations = completed, [completed]
+    made.outcomes.update({int(k): v for k, v in outcomes.items()})
+    for key, value in extra.items():
+        setattr(made, key, value)
+    return made
+
+
+def test_the_plain_line_counts_outcomes_deaths_rates_memory_and_disk():
+    states = [
+        state("a", 50, {Status.OK: 40, Status.ERROR: 10}, crashes=2, status=VariantStatus.DONE),
+        state("a", 25, {Status.OK: 20, Status.INVALID: 5}, rss_bytes=30 << 20),
+        state("b", 10, {Status.OK: 10}, rss_bytes=20 << 20, status=VariantStatus.RUNNING),
+    ]
+    rates = liveview.Rates()
+    liveview.meters([state("a", 0, {}), state("b", 0, {})], 0.0, rates, (None, None))
+    m = liveview.meters(states, 10.0, rates, (3 << 20, 16 << 20))
+    assert m.rates == {"a": 7.5, "b": 1.0}
+    line = liveview.plain_line(states, m)
+    assert (
+        "variants 1/3 finished, 1 running; 85 iterations (8/s: 70 ok, 5 invalid, 10 error)" in line
+    )
+    assert "2 worker deaths" in line
+    assert "2 workers 50 MiB" in line and "disk 3 MiB of 16 MiB" in line
+    # half of the budget used in 10 s (100 % + 25 % + 10 % of 3 variants' iterations)
+    assert m.remaining_s == pytest.approx(10.0 * (1 - 1.35 / 3) / (1.35 / 3))
+    view = Console(width=120, file=io.StringIO(), record=True)
+    view.print(liveview.table(states, m))
+    text = view.export_text()
+    assert re.search(r"a\s+1/2\s+0\s+75\s+8\s+60\s+5\s+10\s+2", text)
+    assert re.search(r"b\s+0/1\s+1\s+10\s+1\s+10\s+0\s+0\s+0", text)
+
+
+def test_the_first_rate_counts_from_the_start():
+    rates = liveview.Rates()
+    assert rates.update(2.0, [state("a", 30, {})]) == {"a": 15.0}
+
+
+def test_remaining_time_is_unknown_until_something_is_done():
+    assert liveview.remaining([state("a", 0, {})], 5.0) is None
+    timed = state("a", 0, {}, stop=None, duration=20.0, used_s=5.0)
+    assert liveview.remaining([timed], 5.0) == pytest.approx(15.0)
+
+
+def test_without_a_terminal_the_progress_line_goes_to_stderr_and_run_log(scenario_file, tmp_path):
+    path = scenario_file(
+        "name: quiet\nmodel: tiny\nduration: 4s\nadaptive: false\nmatrix:\n  api: [session]\n"
+    )
+    out = tmp_path / "run"
+    done = run_cli("run", str(path), "--out", str(out), "--progress-every", "1s")
+    pattern = r"variants 0/1 finished, 1 running; [\d,]+ iterations \([\d,]+/s: [\d,]+ ok\)"
+    assert len(re.findall(pattern, done.stderr)) >= 2
+    assert len(re.findall(pattern, (out / "run.log").read_text())) >= 2
+    assert "\x1b[" not in done.stderr  # no escape sequences in a pipe
+
+
+def test_on_a_terminal_the_view_is_drawn_live_and_the_log_keeps_plain_lines(
+    scenario_file, tmp_path
+):
+    path = scenario_file(
+        "name: shown\nmodel: tiny\nduration: 4s\nadaptive: false\nmatrix:\n  api: [module]\n"
+    )
+    out = tmp_path / "run"
+    screen = _on_a_terminal(
+        [
+            sys.executable,
+            "-m",
+            "stress",
+            "run",
+            str(path),
+            "--out",
+            str(out),
+            "--progress-every",
+            "1s",
+        ],
+        timeout=120,
+    )
+    assert re.search(r"scenario\s+variants\s+running\s+iterations\s+it/s\s+ok", screen)
+    assert re.search(r"shown\s+0/1\s+1\s+[\d,]+", screen)
+    assert "coordinator" in screen and "about" in screen
+    log = (out / "run.log").read_text()
+    assert "variants 0/1 finished, 1 running" in log
+    assert "it/s" not in log  # the table itself is for the terminal only
+
+
+def test_a_terminal_that_hangs_up_mid_run_leaves_the_run_to_its_end(scenario_file, tmp_path):
+    """``run ... & disown``, then the terminal closes (SIGHUP not delivered): writes to it
+    now fail with EIO, not EPIPE. The run was failed as a bug of ours (exit 1); it goes on
+    to its end, and its log keeps the story."""
+    path = scenario_file("name: hup\nmodel: tiny\nduration: 5s\nadaptive: false\n")
+    out = tmp_path / "run"
+    leader, follower = pty.openpty()
+    with (tmp_path / "stdout").open("w") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stress", "run", str(path), "--out", str(out)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=follower,
+            start_new_session=True,  # its own session: the hang-up sends it no SIGHUP
+        )
+    os.close(follower)
+    assert os.read(leader, 65536)  # it has drawn on the terminal; now the terminal goes
+    os.close(leader)
+    assert process.wait(timeout=120) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert f"run directory: {out}" in (tmp_path / "stdout").read_text()
+    assert "done        hup" in (out / "run.log").read_text()
+
+
+def _on_a_terminal(command: list[str], timeout: float) -> str:
+    """Run ``command`` with stderr on a pseudo-terminal; everything it drew, as text."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=follower, stdin=subprocess.DEVNULL
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], timeout)
+        if not ready:
+            process.kill()
+            raise AssertionError("the run drew nothing for too long")
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the run closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process.wait(timeout=timeout)
+    os.close(leader)
+    assert process.returncode == 0
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode(errors="replace"))
+
+
+def test_plain_lines_read_as_a_log(tmp_path: Path):
+    """The run.log line is one line: no wrapping, whatever the terminal's width."""
+    long = state("a-scenario-with-a-long-name" * 3, 5, {Status.OK: 5})
+    m = liveview.meters([long], 1.0, liveview.Rates(), (None, None))
+    assert "\n" not in liveview.plain_line([long], m)
