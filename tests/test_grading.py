@@ -230,7 +230,7 @@ def test_calibrate_derives_a_tolerance_that_accepts_the_baseline_and_no_more(
 
 def readme_query(title: str, run_dir) -> str:
     """The SQL under the README's ``-- DuckDB: <title>`` comment, pointed at ``run_dir``."""
-    text = (Path(__file__).parents[1] / "README.md").read_text()
+    text = (Path(__file__).parents[1] / "docs" / "analysis.md").read_text()
     start = text.index(f"-- DuckDB: {title}")
     end = min(i for i in (text.find("\n\n", start), text.find("\n```", start)) if i > 0)
     return text[start:end].replace("results/<run-id>", str(run_dir))
