@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of the detection-critical modules (see README, "Mutation testing").
+# Mutation testing of the detection-critical modules (see docs/development.md, "Mutation testing").
 #   mutation/run.sh [MUTANT-GLOB ...]     e.g. 'stress.analysis.summary.x_verdict__mutmut_*'
 # Clones HEAD into a scratch directory (mutmut rewrites its working copy), makes a virtual
 # environment with mutmut and the subprocess plugin, runs the mutants, prints the tables.

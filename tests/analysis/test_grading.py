@@ -228,8 +228,8 @@ def test_calibrate_derives_a_tolerance_that_accepts_the_baseline_and_no_more(
 
 
 def readme_query(title: str, run_dir) -> str:
-    """The SQL under the README's ``-- DuckDB: <title>`` comment, pointed at ``run_dir``."""
-    text = (Path(__file__).parents[2] / "README.md").read_text()
+    """The SQL under docs/analysis.md's ``-- DuckDB: <title>`` comment, pointed at ``run_dir``."""
+    text = (Path(__file__).parents[2] / "docs" / "analysis.md").read_text()
     start = text.index(f"-- DuckDB: {title}")
     end = min(i for i in (text.find("\n\n", start), text.find("\n```", start)) if i > 0)
     return text[start:end].replace("results/<run-id>", str(run_dir))

@@ -445,7 +445,7 @@ def test_help_lists_each_status_of_the_command(command):
 
 
 def test_the_readme_table_is_the_one_definition():
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "reference" / "exit_codes.md").read_text()
     start = readme.index("<!-- exit-codes -->\n") + len("<!-- exit-codes -->\n")
     end = readme.index("<!-- /exit-codes -->")
     assert readme[start:end] == markdown_table()

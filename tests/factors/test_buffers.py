@@ -132,7 +132,7 @@ def test_retained_views_are_read_again_as_rows_of_their_iteration(scenario_file,
     manifest = json.loads((out / "manifest.json").read_text())
     for vid in summary:  # later rows did not move any thread's progress back
         assert manifest["variants"][vid]["next_iterations"] == [iterations, iterations]
-    # The README's DuckDB query finds the same changed views as the summary.
+    # The DuckDB query of docs/analysis.md finds the same changed views as the summary.
     parts = f"'{out}/iterations/*.parquet'"
     changed = duckdb.sql(
         f"""SELECT l.variant_id, count(*) AS n FROM read_parquet({parts}) l
