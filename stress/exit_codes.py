@@ -1,6 +1,6 @@
 """Every exit status of every command, defined once. The CLI exits with these; each command's
-``--help`` ends with its own (``meanings``), and the README's table is ``markdown_table()``
-(a test keeps the two the same). Worker processes have statuses of their own
+``--help`` ends with its own (``meanings``), and the docs' table (``docs/reference/exit_codes.md``)
+is ``markdown_table()`` (a test keeps the two the same). Worker processes have statuses of their own
 (``stress.contract``): another domain, never seen by a shell."""
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def _cell(text: str) -> str:
 
 
 def markdown_table() -> str:
-    """The README's table: each command's own statuses, then those every command shares."""
+    """The docs' table: each command's own statuses, then those every command shares."""
     rows = ["| command | exit status: meaning |", "|---|---|"]
     for command, own in (*_OWN.items(), ("every command", _COMMON)):
         name = command if command == "every command" else f"`{command}`"

@@ -3,7 +3,7 @@
 
 A feeder is ``feed(binding, inputs)``: it prepares any arrays of ours first (transposes,
 packing: a failure there is the harness's) and then makes the MNN calls, whose exceptions the
-binding records as MNN's. Facts verified on MNN 3.6.1 (see the README): host tensors copy
+binding records as MNN's. Facts verified on MNN 3.6.1 (see docs/factors.md): host tensors copy
 the array and respect its strides; NHWC means channels-last at every rank of 3 or more; a
 Caffe_C4 host tensor takes the NCHW shape with channels rounded up to a multiple of 4 and
 the data packed as [N, C/4, H, W, 4]; ``getNumpyData()`` of a session input is a writable
