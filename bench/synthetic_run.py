@@ -41,7 +41,7 @@ from stress.records.events import Event, EventKind, EventWriter  # noqa: E402
 from stress.records.journal import Journal  # noqa: E402
 from stress.records.manifest import Manifest  # noqa: E402
 from stress.records.parts import PartWriter  # noqa: E402
-from stress.records.rundir import REFERENCE_DIR, RunDir  # noqa: E402
+from stress.records.rundir import RunDir, RunLayout  # noqa: E402
 from stress.records.schema import CONTEXT_NAMES, ITERATION_SCHEMA  # noqa: E402
 from stress.records.states import RunStatus, VariantStatus  # noqa: E402
 from stress.records.statistics import block_statistics  # noqa: E402
@@ -492,7 +492,7 @@ def write_reference(
     """Each scenario's clean reference (``coordinator.reference``), one worker at a time before the
     variants, every output's values kept; returns the clock after it."""
     states = reference_states(setup.scenarios)
-    parts = PartWriter(out / REFERENCE_DIR / "iterations")
+    parts = PartWriter(RunLayout(out).reference.iterations)
     clean = Behaviour(50_000, anomalies=0.0, crashes=0, leak_bytes=0, later_look=None)
     for worker_id, state in enumerate(states):
         pids = rng.integers(2_000, 4_000_000, 1)

@@ -18,6 +18,7 @@ from stress.analysis.references import load_references
 from stress.analysis.scan import Scan
 from stress.analysis.tolerance import MNN_FLOOR
 from stress.records.manifest import read_manifest
+from stress.records.rundir import RunLayout
 
 _ZERO = {"statistic": "mnn", "atol": 0.0, "rtol": 0.0}  # every difference is measured
 
@@ -28,7 +29,7 @@ def calibrate(run_dir: Path, margin: float = 2.0) -> dict[str, dict[str, Any]]:
     check_run_dir(run_dir)
     names = [s["name"] for s in read_manifest(run_dir).scenarios]
     references = load_references(run_dir, names)
-    with Scan(run_dir / "iterations") as scan:
+    with Scan(RunLayout(run_dir).iterations) as scan:
         zero = dict.fromkeys(names, _ZERO)
         graded = grade_digests(scan, distinct_outputs(scan), references, zero).to_pylist()
     found: dict[str, dict[str, Any]] = {}

@@ -20,7 +20,7 @@ from stress.errors import RunDirError
 from stress.records.damage import DamagedPart, find_damaged, found_in, set_aside_in
 from stress.records.events import EVENT_SCHEMA, fold_native_stacks
 from stress.records.parts import sort_out, visible
-from stress.records.rundir import datasets
+from stress.records.rundir import RunLayout
 from stress.records.schema import ITERATION_SCHEMA
 
 T = TypeVar("T")
@@ -29,9 +29,10 @@ READ_ATTEMPTS = 10  # listings in a row that a compaction may overtake
 
 def check_run_dir(run_dir: Path) -> None:
     """A run directory has a manifest, or rows (its manifest may be the damaged part)."""
-    if not (run_dir / "manifest.json").is_file() and not (run_dir / "iterations").is_dir():
+    layout = RunLayout(run_dir)
+    if not layout.manifest.is_file() and not layout.iterations.is_dir():
         raise RunDirError(
-            f"{run_dir} is not a run directory (no manifest.json, no iterations/)",
+            f"{run_dir} is not a run directory (no {layout.MANIFEST}, no iterations/)",
             fix="pass a directory made by `mnn-stress run`",
         )
 
@@ -39,8 +40,9 @@ def check_run_dir(run_dir: Path) -> None:
 def damaged_parts(run_dir: Path) -> list[DamagedPart]:
     """The damaged parts of a run that readers skip (as found so far in this process, by
     footers and by reads), then those set aside into ``damaged/`` by compaction or resume."""
-    skipped = [found_in(p.path, run_dir) for d in datasets(run_dir) for p in sort_out(d).damaged]
-    return skipped + [part for d in datasets(run_dir) for part in set_aside_in(d, run_dir)]
+    datasets = RunLayout(run_dir).all_datasets()
+    skipped = [found_in(p.path, run_dir) for d in datasets for p in sort_out(d).damaged]
+    return skipped + [part for d in datasets for part in set_aside_in(d, run_dir)]
 
 
 def read(directory: Path, schema: pa.Schema, consume: Callable[[ds.Dataset], T]) -> T:
@@ -67,17 +69,17 @@ def _table(directory: Path, schema: pa.Schema, **options: Any) -> pa.Table:
 
 def read_iterations(run_dir: Path, consume: Callable[[ds.Dataset], T]) -> T:
     """``consume`` the iteration rows as a dataset (streamed), as ``read`` does."""
-    return read(run_dir / "iterations", ITERATION_SCHEMA, consume)
+    return read(RunLayout(run_dir).iterations, ITERATION_SCHEMA, consume)
 
 
 def iterations_table(run_dir: Path, **options: Any) -> pa.Table:
-    return _table(run_dir / "iterations", ITERATION_SCHEMA, **options)
+    return _table(RunLayout(run_dir).iterations, ITERATION_SCHEMA, **options)
 
 
 def events_table(run_dir: Path, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
     """The run's events, each death with the native stack gdb read after it was written
     (``events.fold_native_stacks``): read whole (events are few), folded, then filtered."""
-    table = fold_native_stacks(_table(run_dir / "events", EVENT_SCHEMA))
+    table = fold_native_stacks(_table(RunLayout(run_dir).events, EVENT_SCHEMA))
     if filter is not None:
         table = table.filter(filter)
     return table.select(columns) if columns is not None else table

@@ -16,7 +16,7 @@ from stress.analysis.dataset import events_table, iterations_table
 from stress.analysis.tolerance import Tolerance, compare, tolerances_for
 from stress.records.damage import set_aside_in
 from stress.records.parts import sort_out
-from stress.records.rundir import ORT_DIR, REFERENCE_DIR
+from stress.records.rundir import RunLayout
 
 _COLUMNS = ["scenario", "iteration", "status", "error", "observation", "output_name", "digest"]
 _COLUMNS += ["dtype", "shape", "nan_count", "inf_count", "min", "max", "mean"]
@@ -51,10 +51,11 @@ def load_references(run_dir: Path, scenarios: list[str]) -> References:
     """The first clean iteration's outputs of each scenario's reference, with problems noted:
     no reference run (``--no-reference``, or the run died first), a reference that raised,
     returned an error code or crashed, one not bit-identical run to run, or one with NaN/Inf."""
-    root = run_dir / REFERENCE_DIR
+    reference = RunLayout(run_dir).reference
+    root = reference.root
     table = _fetched(iterations_table(root, columns=_COLUMNS))
     deaths = events_table(root, columns=["scenario", "kind", "message"]).to_pylist()
-    read = root / "iterations"  # read above: its damaged parts are all known now
+    read = reference.iterations  # read above: its damaged parts are all known now
     damaged = bool(sort_out(read).damaged or set_aside_in(read, run_dir))
     outputs: dict[tuple[str, str], ReferenceOutput] = {}
     problems: dict[str, str] = {}
@@ -136,7 +137,7 @@ def against_onnxruntime(
 ) -> dict[str, dict[str, Any]]:
     """Per output: MNN's clean reference graded against ONNX Runtime's outputs on the same
     inputs (``coordinator.onnx_reference``), with the scenario's tolerances; empty without them."""
-    path = run_dir / REFERENCE_DIR / ORT_DIR / f"{scenario}.npz"
+    path = RunLayout(run_dir).onnxruntime / f"{scenario}.npz"
     if not path.is_file():
         return {}
     with np.load(path, allow_pickle=False) as data:

@@ -33,7 +33,7 @@ from stress.analysis.verdicts import Verdict, from_status
 from stress.records.damage import marked
 from stress.records.events import DEATH_KINDS, EventKind
 from stress.records.manifest import ManifestData, read_records
-from stress.records.rundir import Owner
+from stress.records.rundir import Owner, RunLayout
 from stress.records.states import RunStatus, VariantStatus
 
 INEXACT_KEPT = 50  # per variant, the most frequent distinct outputs that are not exact
@@ -66,7 +66,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
 
 def _summarize(run_dir: Path) -> dict[str, Any]:
     found, unreadable = read_records(run_dir)
-    with Scan(run_dir / "iterations") as scan:
+    with Scan(RunLayout(run_dir).iterations) as scan:
         event_rows = events_table(run_dir)
         if found is None:
             unreadable = [f"{unreadable[0]}: {UNKNOWN_WHAT}"]

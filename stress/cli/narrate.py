@@ -15,9 +15,9 @@ from rich.live import Live
 from stress.cli import liveview
 from stress.cli.base import SideConsole
 from stress.records.diskbudget import disk_usage
+from stress.records.rundir import RunLayout
 from stress.records.states import VariantStatus
 
-RUN_LOG = "run.log"
 DISK_EVERY_S = 5.0  # how often the live view measures the run directory
 
 
@@ -81,7 +81,7 @@ class Narrator:
     def started(self, run_dir: Path, states: list[Any]) -> None:
         self.run_dir = run_dir
         try:
-            self.log = open(run_dir / RUN_LOG, "a", encoding="utf-8")  # noqa: SIM115
+            self.log = open(RunLayout(run_dir).run_log, "a", encoding="utf-8")  # noqa: SIM115
         except OSError:
             self.log = None
         budgets = sorted({_budget(s) for s in states})

@@ -29,7 +29,7 @@ from stress.records.diskbudget import DiskBudget
 from stress.records.events import Event, EventKind, native_stack_of
 from stress.records.iteration_batch import IterationBatch
 from stress.records.recorder import Listeners, Recorder
-from stress.records.rundir import worker_log
+from stress.records.rundir import RunLayout
 from stress.records.schema import RowContext
 from stress.records.states import VariantStatus
 
@@ -99,6 +99,7 @@ class Coordinator:
     ) -> None:
         self.run_id = run_id
         self.run_dir = run_dir
+        self.layout = RunLayout(run_dir)
         self.states = states
         self.concurrency = max(1, concurrency)
         self.stop = stop
@@ -303,11 +304,10 @@ class Coordinator:
             duration_s=state.remaining_s(),
             fault=self.fault,
         )
-        log = worker_log(self.run_dir, state.variant.variant_id, worker_id)
         threads = len(state.next_iterations)
         state.ring_bytes = max(state.ring_bytes, ring_capacity(state.scenario, threads))
         try:
-            process = WorkerProcess(job, log, state.ring_bytes, state.scenario.spec.python)
+            process = WorkerProcess(job, self.layout, state.ring_bytes, state.scenario.spec.python)
         except StorageError as exc:  # its log cannot be created: nothing more can be written
             self._requeue(state)
             self._fail(exc)

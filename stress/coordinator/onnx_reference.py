@@ -32,11 +32,11 @@ def onnx_path(scenario: LoadedScenario) -> Path | None:
 def run_onnxruntime(run_dir: Path, scenarios: list[LoadedScenario]) -> dict[str, str]:
     """Per ONNX scenario: ``done``, ``not installed`` or why it failed."""
     from stress.coordinator.jobs import input_plans
-    from stress.records.rundir import ORT_DIR, REFERENCE_DIR
+    from stress.records.rundir import RunLayout
     from stress.worker.inputs import make_inputs
 
     found = {}
-    folder = run_dir / REFERENCE_DIR / ORT_DIR
+    folder = RunLayout(run_dir).onnxruntime
     for scenario in scenarios:
         model = onnx_path(scenario)
         if model is None:

@@ -17,7 +17,7 @@ from stress.coordinator.loop import Coordinator, Hooks, StopRequests
 from stress.coordinator.plan import VariantState
 from stress.factors import defaults
 from stress.records.diskbudget import DiskBudget
-from stress.records.rundir import REFERENCE_DIR, next_worker_id
+from stress.records.rundir import RunLayout, next_worker_id
 from stress.scenario import LoadedScenario
 from stress.scenario.schema import RecordSpec
 
@@ -62,9 +62,9 @@ def reference_coordinator(
 ) -> Coordinator:
     """A coordinator for the references (``reference_states``, or a resumed run's), one
     worker at a time, writing into ``RUN_DIR/reference/`` (the caller runs and salvages it)."""
-    root = run_dir / REFERENCE_DIR
+    root = RunLayout(run_dir).reference
     return Coordinator(
-        run_id, root, states, 1, stop, None, hooks or Hooks(), next_worker_id(root), disk
+        run_id, root.root, states, 1, stop, None, hooks or Hooks(), next_worker_id(root), disk
     )
 
 

@@ -41,7 +41,7 @@ from stress.records.manifest import (
     VariantEntry,
     read_manifest,
 )
-from stress.records.rundir import REFERENCE_DIR, Owner, RunDir, datasets, next_worker_id
+from stress.records.rundir import Owner, RunDir, RunLayout, next_worker_id
 from stress.records.states import RunStatus, VariantStatus
 from stress.scenario import load_scenario
 
@@ -55,11 +55,11 @@ class Recorded:
     deaths: int = 0
 
 
-def recorded(root: Path) -> dict[str, Recorded]:
-    """Per variant id, from ``root/iterations`` and ``root/events`` (``root`` is a run
-    directory, or its ``reference/``)."""
+def recorded(root: RunLayout) -> dict[str, Recorded]:
+    """Per variant id, from the iterations and events of ``root`` (a run directory, or its
+    reference pass)."""
     found: dict[str, Recorded] = collections.defaultdict(Recorded)
-    with Scan(root / "iterations") as scan:
+    with Scan(root.iterations) as scan:
         rows = scan.table(
             "SELECT variant_id, thread, max(iteration) AS last, "
             "count(DISTINCT iteration) AS iterations FROM fetched GROUP BY variant_id, thread"
@@ -68,7 +68,7 @@ def recorded(root: Path) -> dict[str, Recorded]:
         variant = found[row["variant_id"]]
         variant.next_iterations[row["thread"]] = row["last"] + 1
         variant.completed += row["iterations"]
-    events = events_table(root, columns=["variant_id", "kind", "in_flight"])
+    events = events_table(root.root, columns=["variant_id", "kind", "in_flight"])
     for event in events.to_pylist():
         if event["kind"] not in DEATH_KINDS:
             continue
@@ -140,8 +140,8 @@ def resume(
         try:
             manifest, setup, references, unchecked = _resumed(run_dir.path, workers)
             aside = _set_aside_damaged(manifest)  # after _resumed read every part
-            roots = (run_dir.path, run_dir.path / REFERENCE_DIR)
-            stale_cores = forensics.remove_stale_cores(*(root / "cores" for root in roots))
+            roots = (run_dir.layout, run_dir.layout.reference)
+            stale_cores = forensics.remove_stale_cores(*(root.cores for root in roots))
             setup = dataclasses.replace(setup, max_disk=max_disk)
             check_file_size_limit(setup.scenarios)
             rerun = manifest.data.segments[-1]["iterations_rerun"]
@@ -178,7 +178,8 @@ def _set_aside_damaged(manifest: Manifest) -> list[DamagedPart]:
     brought up to date. Returns those moved now."""
     run_dir = manifest.path.parent
     try:
-        moved = [part for d in datasets(run_dir) for part in set_aside_damaged(d, run_dir)]
+        datasets = RunLayout(run_dir).all_datasets()
+        moved = [part for d in datasets for part in set_aside_damaged(d, run_dir)]
     except OSError as exc:
         raise RunDirError(
             f"cannot set a damaged part aside: {exc.strerror or exc}",
@@ -204,13 +205,13 @@ def _resumed(
             f"{path}: its scenarios no longer expand to the variants it ran",
             fix="resume it with the mnn-stress version that started it",
         )
-    for root in (path, path / REFERENCE_DIR):
-        for dataset in ("iterations", "events"):
-            tidy(root / dataset)
-    carry_over(states, data.variants, recorded(path))
+    layout = RunLayout(path)
+    for dataset in layout.all_datasets():
+        tidy(dataset)
+    carry_over(states, data.variants, recorded(layout))
     rerun = sum(_rerun(state, data.variants[state.variant.variant_id]) for state in states)
     references = reference_states(scenarios) if data.reference else []
-    carry_over_references(references, data.reference, recorded(path / REFERENCE_DIR))
+    carry_over_references(references, data.reference, recorded(layout.reference))
     _new_segment(data)
     data.segments[-1]["iterations_rerun"] = rerun
     concurrency = workers or data.concurrency
@@ -222,7 +223,7 @@ def _resumed(
         budget,
         data.test_fault,
         reference=bool(data.reference),
-        first_worker_id=next_worker_id(path),
+        first_worker_id=next_worker_id(RunLayout(path)),
     )
     return Manifest(path, data), setup, references, unchecked
 

@@ -27,7 +27,7 @@ from stress.records.manifest import (
     now_iso,
     versions,
 )
-from stress.records.rundir import Owner, datasets
+from stress.records.rundir import Owner, RunLayout
 from stress.records.states import RunStatus
 
 
@@ -104,7 +104,9 @@ def record_damaged(manifest: Manifest) -> None:
     manifest's ``damaged`` list (saved by the caller)."""
     run_dir = manifest.path.parent
     manifest.data.damaged = [
-        part for directory in datasets(run_dir) for part in set_aside_in(directory, run_dir)
+        part
+        for directory in RunLayout(run_dir).all_datasets()
+        for part in set_aside_in(directory, run_dir)
     ]
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ASIDE = "damaged"  # beside a run's (or its reference's) datasets: ROOT/damaged/<dataset>/
+from stress.records.rundir import set_aside_for
+
 CHECKS_KEPT = 200_000  # frame checks remembered per process (a long night's parts, merged)
 MAGIC = b"PAR1"  # a Parquet file starts and ends with it
 
@@ -203,7 +204,7 @@ def _one_line(exc: BaseException) -> str:
 
 def aside_dir(directory: Path) -> Path:
     """Where a dataset's damaged parts are set aside: ``ROOT/damaged/<dataset>/``."""
-    return directory.parent / ASIDE / directory.name
+    return set_aside_for(directory)
 
 
 def set_aside(path: Path, run_dir: Path) -> DamagedPart:

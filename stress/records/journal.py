@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from stress.errors import StorageError
+from stress.records.rundir import RunLayout
 
-JOURNAL_NAME = "journal.jsonl"
+JOURNAL_NAME = RunLayout.JOURNAL
 
 
 class Journal:
@@ -27,7 +28,7 @@ class Journal:
     ``retry`` once room is made."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / JOURNAL_NAME
+        self.path = RunLayout(run_dir).journal
         self.unwritten: list[bytes] = []
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
@@ -94,7 +95,7 @@ def read_journal(
     ``variant``) or ``run_ok`` (a run-level line) accepts, folded in order."""
     found = JournalRead()
     try:
-        data = (run_dir / JOURNAL_NAME).read_bytes()
+        data = RunLayout(run_dir).journal.read_bytes()
     except FileNotFoundError:
         return found
     except OSError as exc:

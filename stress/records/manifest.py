@@ -24,6 +24,7 @@ from stress.errors import RunDirError
 from stress.records.damage import DamagedPart
 from stress.records.journal import JournalRead, read_journal
 from stress.records.parts import write_atomically
+from stress.records.rundir import RunLayout
 from stress.records.states import RunStatus, VariantStatus
 
 PACKAGES = (
@@ -187,7 +188,7 @@ class Manifest:
     """manifest.json, written whole and atomically (hidden temporary file, then rename)."""
 
     def __init__(self, run_dir: Path, data: ManifestData) -> None:
-        self.path = run_dir / "manifest.json"
+        self.path = RunLayout(run_dir).manifest
         self.data = data
 
     def save(self) -> None:
@@ -218,7 +219,7 @@ def read_records(run_dir: Path) -> tuple[ManifestData | None, list[str]]:
 def load_manifest(run_dir: Path) -> ManifestData:
     """manifest.json alone; RunDirError when it is missing, damaged or of another version."""
     try:
-        return ManifestData.from_dict(json.loads((run_dir / "manifest.json").read_bytes()))
+        return ManifestData.from_dict(json.loads(RunLayout(run_dir).manifest.read_bytes()))
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise RunDirError(
             f"cannot read {run_dir / 'manifest.json'}: {_why(exc)}",

@@ -17,6 +17,7 @@ from stress.records.diskbudget import DiskBudget, DiskStage
 from stress.records.events import EVENT_SCHEMA, Event, EventWriter
 from stress.records.parts import PartWriter
 from stress.records.row_buffer import IterationBuffer
+from stress.records.rundir import RunLayout
 from stress.records.schema import ITERATION_SCHEMA
 
 FLUSH_S = 0.5  # rows wait at most this long for their part file (then the write itself)
@@ -44,14 +45,15 @@ class Recorder:
         run exits within seconds, whatever its outputs' size; its parts stay as written, and
         the run that finishes it packs them)."""
         self.listeners = listeners
-        self.buffer = IterationBuffer(PartWriter(root / "iterations"), max_age_s=FLUSH_S)
+        layout = RunLayout(root)
+        self.buffer = IterationBuffer(PartWriter(layout.iterations), max_age_s=FLUSH_S)
         if disk is not None:  # one part may not take more than a small share of the budget
             self.buffer.max_bytes = min(self.buffer.max_bytes, disk.limit // 32)
-        self.events = EventWriter(root / "events")
+        self.events = EventWriter(layout.events)
         self.disk = disk
         self.store_values = True  # until the disk budget says otherwise
         self.compactor = Compactor(
-            {root / "iterations": ITERATION_SCHEMA, root / "events": EVENT_SCHEMA},
+            {layout.iterations: ITERATION_SCHEMA, layout.events: EVENT_SCHEMA},
             room=disk.room if disk is not None else None,
             cancelled=stopping,
         )

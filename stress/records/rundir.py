@@ -17,23 +17,110 @@ import re
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import psutil
 
 from stress.errors import RunDirError, StorageError
 
-REFERENCE_DIR = "reference"  # the clean reference pass, laid out as a run inside the run
-ORT_DIR = "onnxruntime"  # under REFERENCE_DIR: ONNX Runtime's outputs, one .npz per scenario
-DATASETS = ("iterations", "events")  # the Parquet datasets of a run (and of its reference)
+_WORKER_LOG = re.compile(r".*-w(\d+)\.log")
 
 
-def datasets(run_dir: Path) -> list[Path]:
-    """Every Parquet dataset of a run: its own and its reference pass's."""
-    return [root / name for root in (run_dir, run_dir / REFERENCE_DIR) for name in DATASETS]
+@dataclass(frozen=True)
+class RunLayout:
+    """Every file and folder of a run directory, named here and nowhere else. The clean
+    reference pass is laid out the same, inside it (``reference``); every module asks this
+    for a path instead of joining names of its own."""
+
+    root: Path
+    MANIFEST: ClassVar[str] = "manifest.json"  # the names messages give, besides the paths
+    JOURNAL: ClassVar[str] = "journal.jsonl"
+
+    @property
+    def manifest(self) -> Path:
+        """What was run and how each variant ended (``stress.records.manifest``)."""
+        return self.root / self.MANIFEST
+
+    @property
+    def journal(self) -> Path:
+        """Every state change, appended as it happens (``stress.records.journal``)."""
+        return self.root / self.JOURNAL
+
+    @property
+    def run_log(self) -> Path:
+        """What the run said while it ran, with the time (``stress.cli.narrate``)."""
+        return self.root / "run.log"
+
+    @property
+    def iterations(self) -> Path:
+        """The iterations dataset: Parquet parts of ``stress.records.schema``."""
+        return self.root / "iterations"
+
+    @property
+    def events(self) -> Path:
+        """The events dataset: Parquet parts of ``stress.records.events``."""
+        return self.root / "events"
+
+    @property
+    def datasets(self) -> tuple[Path, Path]:
+        return self.iterations, self.events
+
+    @property
+    def damaged(self) -> Path:
+        """Damaged parts set aside, one folder per dataset (``stress.records.damage``)."""
+        return self.root / "damaged"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def cores(self) -> Path:
+        return self.root / "cores"
+
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the coordinator that owns the run."""
+        return self.root / ".lock"
+
+    @property
+    def reserve(self) -> Path:
+        """Space kept back to end a run cleanly when the disk fills."""
+        return self.root / ".reserve"
+
+    @property
+    def reference(self) -> RunLayout:
+        """The clean reference pass, laid out as a run inside the run."""
+        return RunLayout(self.root / "reference")
+
+    @property
+    def onnxruntime(self) -> Path:
+        """ONNX Runtime's outputs, one ``SCENARIO.npz`` each (``reference/onnxruntime/``)."""
+        return self.reference.root / "onnxruntime"
+
+    def all_datasets(self) -> list[Path]:
+        """Every Parquet dataset of a run: its own and its reference pass's."""
+        return [*self.datasets, *self.reference.datasets]
+
+    def worker_log(self, variant_id: str, worker_id: int) -> Path:
+        """Where a worker's stderr goes: ``logs/VARIANT-wN.log``."""
+        return self.logs / f"{variant_id}-w{worker_id}.log"
+
+    def core_dir(self, variant_id: str, worker_id: int) -> Path:
+        """Where a worker's core file lands: ``cores/VARIANT-wN/``."""
+        return self.cores / f"{variant_id}-w{worker_id}"
+
+    def worker_ids(self) -> list[int]:
+        """The ids of the workers whose logs are here."""
+        found = (_WORKER_LOG.fullmatch(log.name) for log in self.logs.glob("*-w*.log"))
+        return [int(match[1]) for match in found if match]
 
 
-LOCK_NAME = ".lock"
-RESERVE_NAME = ".reserve"
+def set_aside_for(dataset: Path) -> Path:
+    """Where a damaged part of ``dataset`` (a run's or its reference's) is moved."""
+    return RunLayout(dataset.parent).damaged / dataset.name
+
+
 RESERVE_BYTES = 4 << 20
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 _WRITABLE = "choose a writable --out directory"
@@ -83,14 +170,16 @@ def _resolved(path: Path) -> Path:
 def _check_unused(path: Path, shown: str) -> None:
     """A new run goes only into an empty folder (or one holding just an interrupted start's
     lock and reserve): never among other files, nor over another run."""
-    if (path / "manifest.json").exists():
+    if RunLayout(path).manifest.exists():
         raise RunDirError(
             f"{shown} already holds a run",
             fix=f"choose a new --out directory, or go on with that run: "
             f"mnn-stress run --resume {path}",
         )
     try:
-        others = sorted(p.name for p in path.iterdir() if p.name not in (LOCK_NAME, RESERVE_NAME))
+        layout = RunLayout(path)
+        kept = (layout.lock.name, layout.reserve.name)
+        others = sorted(p.name for p in path.iterdir() if p.name not in kept)
     except OSError as exc:
         raise RunDirError(f"cannot list {path}: {exc.strerror}", fix=_WRITABLE) from exc
     if others:
@@ -113,6 +202,7 @@ class RunDir:
 
     def __init__(self, path: Path, lock_fd: int) -> None:
         self.path = path
+        self.layout = RunLayout(path)
         self._lock_fd = lock_fd
 
     @classmethod
@@ -122,7 +212,7 @@ class RunDir:
         already, holds anything else, or another run is using it right now."""
         given, path = path, _resolved(path)
         shown = str(path) if given.absolute() == path else f"{path} (where {given} leads)"
-        if path.is_dir() and not (path / LOCK_NAME).exists():
+        if path.is_dir() and not RunLayout(path).lock.exists():
             _check_unused(path, shown)  # a folder of other files is refused untouched
         run_dir = cls._locked(path, make=True)
         try:
@@ -138,9 +228,9 @@ class RunDir:
         """Take back ``path``, a run directory whose coordinator stopped or died, to resume
         it; RunDirError when it holds no run or its coordinator is still at work."""
         path = _resolved(path)
-        if not (path / "manifest.json").is_file():
+        if not RunLayout(path).manifest.is_file():
             raise RunDirError(
-                f"{path} holds no run (no manifest.json)",
+                f"{path} holds no run (no {RunLayout.MANIFEST})",
                 fix="pass the run directory of an interrupted or killed run",
             )
         run_dir = cls._locked(path, make=False)
@@ -152,7 +242,7 @@ class RunDir:
         try:
             if make:
                 path.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            lock_fd = os.open(RunLayout(path).lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise RunDirError(
                 f"cannot {'create' if make else 'open'} {path}: {exc.strerror}",
@@ -169,7 +259,7 @@ class RunDir:
         return cls(path, lock_fd)
 
     def _reserve(self) -> None:
-        reserve = self.path / RESERVE_NAME
+        reserve = self.layout.reserve
         try:
             fd = os.open(reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
@@ -190,7 +280,7 @@ class RunDir:
     def release_reserve(self) -> None:
         """Give the reserved space back, for the last writes of a run whose disk is full."""
         with contextlib.suppress(OSError):
-            (self.path / RESERVE_NAME).unlink()
+            self.layout.reserve.unlink()
 
     def close(self) -> None:
         """Delete the reserve and release the lock (also done by the kernel if we die)."""
@@ -200,22 +290,7 @@ class RunDir:
             self._lock_fd = -1
 
 
-_WORKER_LOG = re.compile(r".*-w(\d+)\.log")
-
-
-def worker_log(root: Path, variant_id: str, worker_id: int) -> Path:
-    """Where a worker's stderr goes: ``ROOT/logs/VARIANT-wN.log`` (ROOT: the run directory,
-    or its ``reference/``)."""
-    return root / "logs" / f"{variant_id}-w{worker_id}.log"
-
-
-def next_worker_id(*roots: Path) -> int:
-    """One past the highest worker id with a log under any of ``roots``: a resumed run's
+def next_worker_id(*layouts: RunLayout) -> int:
+    """One past the highest worker id with a log in any of ``layouts``: a resumed run's
     workers never reuse a log, a core folder or a ``worker_id``."""
-    highest = -1
-    for root in roots:
-        for log in (root / "logs").glob("*-w*.log"):
-            match = _WORKER_LOG.fullmatch(log.name)
-            if match:
-                highest = max(highest, int(match[1]))
-    return highest + 1
+    return max((i for layout in layouts for i in layout.worker_ids()), default=-1) + 1

@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from stress.records.parts import PartWriter
+from stress.records.rundir import RunLayout, next_worker_id
 from tests.conftest import (
     REPO,
     read_events,
@@ -269,3 +270,29 @@ def test_out_may_be_an_empty_folder_or_a_symlink_to_one(scenario_file, tmp_path,
     again = run_cli("run", str(path), "--out", str(out), check=False)
     assert again.returncode == 2 and "already holds a run" in again.stderr
     assert f"mnn-stress run --resume {empty}" in again.stderr
+
+
+def test_every_name_a_run_leaves_is_one_the_layout_knows(scenario_file, tmp_path):
+    """A run with a crash (a worker log, a core folder where gdb can read cores, a
+    replacement) leaves only files and folders that ``RunLayout`` names, in the run
+    directory and in its reference pass: no module names a file of its own."""
+    path = scenario_file("name: layout\nmodel: tiny\niterations: 40\n")
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out), fault="segv@5", check=False)
+    layout = RunLayout(out)
+    known = {
+        p.name
+        for p in (layout.manifest, layout.journal, layout.run_log, *layout.datasets)
+        + (layout.damaged, layout.logs, layout.cores, layout.lock, layout.reserve)
+        + (layout.reference.root,)
+    }
+    assert {p.name for p in out.iterdir()} <= known
+    reference = {p.name for p in layout.reference.root.iterdir()}
+    assert reference <= known | {layout.onnxruntime.name}
+    assert layout.iterations.is_dir() and layout.logs.is_dir() and layout.manifest.is_file()
+    logs = sorted(p.name for p in layout.logs.iterdir())
+    assert logs and all(
+        layout.worker_log(name.rsplit("-w", 1)[0], int(name.rsplit("-w", 1)[1][:-4])).name == name
+        for name in logs
+    )
+    assert next_worker_id(layout, layout.reference) == max(layout.worker_ids()) + 1

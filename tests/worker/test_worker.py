@@ -14,6 +14,7 @@ from stress.contract.stages import Launch
 from stress.coordinator.workers.handle import WorkerProcess
 from stress.factors.factor import Factor
 from stress.models.resolve import resolve_model
+from stress.records.rundir import RunLayout
 from tests.conftest import REPO
 
 HARNESS_ONLY = {"pyarrow", "pydantic", "ruamel", "click", "rich", "psutil", "xxhash", "pandas"}
@@ -58,7 +59,7 @@ def test_a_factors_launch_hook_reaches_the_worker_process(tmp_path, monkeypatch)
         params={**factors.defaults(), "launch_probe": "seen"},
         duration_s=60.0,  # alive until killed below
     )
-    worker = WorkerProcess(job, tmp_path / "worker.log", 1 << 20)
+    worker = WorkerProcess(job, RunLayout(tmp_path), 1 << 20)
     try:
         environment = psutil.Process(worker.pid).environ()
     finally:

@@ -39,6 +39,7 @@ from stress.factors.memcheck import XML_SUFFIX
 from stress.memcheck.report import MemcheckError, read_errors
 from stress.records.events import Event, EventKind
 from stress.records.iteration_batch import Decoded, decode_run
+from stress.records.rundir import RunLayout
 
 DUMP_GRACE_S = 0.3  # for faulthandler to write every thread's Python stack before SIGKILL
 
@@ -47,10 +48,11 @@ class WorkerProcess:
     """A running worker and its ring. ``progress_at`` is when the ring last moved."""
 
     def __init__(
-        self, job: Job, log_path: Path, ring_capacity: int, python: str | None = None
+        self, job: Job, layout: RunLayout, ring_capacity: int, python: str | None = None
     ) -> None:
+        """Start the worker of ``job``: its log and core folder where ``layout`` says."""
         self.job = job
-        self.log_path = log_path
+        self.log_path = log_path = layout.worker_log(job.variant_id, job.worker_id)
         launch = factors.launch(job.params)
         self.memory_group: cgroups.MemoryGroup | None = None
         self.oom_killed = False
@@ -59,7 +61,7 @@ class WorkerProcess:
         self.attaching: forensics.Reading | None = None  # gdb on a hung worker, before its kill
         self.dump_stack = False
         self.kill_at: float | None = None  # when SIGKILL is due (after the Python stacks')
-        self.core_dir = _core_dir(log_path, job)
+        self.core_dir = _core_dir(layout.core_dir(job.variant_id, job.worker_id))
         log = _open_log(log_path)  # StorageError: nothing more can be written there
         try:
             fd = ring.create(ring_capacity)  # OSError: no memory, or a file-size limit (memfd)
@@ -319,12 +321,12 @@ def _command(launch: Launch, interpreter: str, job: Job, log_path: Path) -> list
     return [*prefix, interpreter, "-m", "stress.worker", job.variant_id, f"w{job.worker_id}"]
 
 
-def _core_dir(log_path: Path, job: Job) -> Path | None:
-    """The worker's working directory, where its core lands (``RUN_DIR/cores/``), when gdb
-    can read cores here; else None (it runs in the package's folder)."""
+def _core_dir(folder: Path) -> Path | None:
+    """``folder`` made, as the worker's working directory, where its core lands, when gdb can
+    read cores here; else None (it runs in the package's folder)."""
     if forensics.unavailable() is not None:
         return None
-    folder = (log_path.parent.parent / "cores" / f"{job.variant_id}-w{job.worker_id}").absolute()
+    folder = folder.absolute()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
