@@ -182,12 +182,17 @@ def _add_grades(
             "problem": references.problems.get(name),
             "tolerance": tolerances_for(tolerances[name], "").describe(),
             "onnxruntime": {
-                "status": manifest.reference.get(name, {}).get("onnxruntime"),
+                "status": _onnxruntime_status(manifest, name),
                 "outputs": against_onnxruntime(run_dir, name, references, tolerances[name]),
             },
         }
         for name in names
     }
+
+
+def _onnxruntime_status(manifest: ManifestData, scenario: str) -> str | None:
+    entry = manifest.reference.get(scenario)
+    return entry.onnxruntime if entry is not None else None
 
 
 def _add_memcheck_slowdown(manifest: ManifestData, per_variant: dict[str, dict[str, Any]]) -> None:

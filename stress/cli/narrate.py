@@ -15,6 +15,7 @@ from rich.live import Live
 from stress.cli import liveview
 from stress.cli.base import SideConsole
 from stress.records.diskbudget import disk_usage
+from stress.records.manifest_sections import ReferenceEntry
 from stress.records.rundir import RunLayout
 from stress.records.states import VariantStatus
 
@@ -92,8 +93,8 @@ class Narrator:
             f"{' or '.join(budgets)})"
         )
 
-    def referenced(self, entries: dict[str, dict]) -> None:
-        usable = [name for name, entry in entries.items() if entry["status"] == "done"]
+    def referenced(self, entries: dict[str, ReferenceEntry]) -> None:
+        usable = [name for name, entry in entries.items() if entry.status == "done"]
         failed = ", ".join(name for name in entries if name not in usable)
         self.say(
             f"references: {len(usable)} of {len(entries)} scenarios"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from stress.coordinator.loop import Coordinator, Hooks, StopRequests
 from stress.coordinator.plan import VariantState
 from stress.factors import defaults
 from stress.records.diskbudget import DiskBudget
+from stress.records.manifest_sections import ReferenceEntry
 from stress.records.rundir import RunLayout, next_worker_id
 from stress.scenario import LoadedScenario
 from stress.scenario.schema import RecordSpec
@@ -68,14 +68,14 @@ def reference_coordinator(
     )
 
 
-def reference_entries(states: list[VariantState]) -> dict[str, dict[str, Any]]:
+def reference_entries(states: list[VariantState]) -> dict[str, ReferenceEntry]:
     """Per scenario, for the manifest: the reference's variant id, status, iterations, deaths."""
     return {
-        state.variant.scenario: {
-            "variant_id": state.variant.variant_id,
-            "status": state.status.value,
-            "completed": state.completed,
-            "crashes": state.crashes,
-        }
+        state.variant.scenario: ReferenceEntry(
+            variant_id=state.variant.variant_id,
+            status=state.status.value,
+            completed=state.completed,
+            crashes=state.crashes,
+        )
         for state in states
     }

@@ -41,6 +41,7 @@ from stress.records.manifest import (
     VariantEntry,
     read_manifest,
 )
+from stress.records.manifest_sections import ReferenceEntry
 from stress.records.rundir import Owner, RunDir, RunLayout, next_worker_id
 from stress.records.states import RunStatus, VariantStatus
 from stress.scenario import load_scenario
@@ -99,23 +100,19 @@ def carry_over(
 
 
 def carry_over_references(
-    states: list[VariantState], entries: dict[str, dict[str, Any]], on_disk: dict[str, Recorded]
+    states: list[VariantState], entries: dict[str, ReferenceEntry], on_disk: dict[str, Recorded]
 ) -> None:
     """The same for the reference pass, whose manifest entries are per scenario. A finished
     reference whose rows were lost (a damaged part) runs again: three iterations, without
     which the whole run is ungraded."""
     for state in states:
-        entry = entries.get(state.variant.scenario, {})
-        status = VariantStatus(entry.get("status", VariantStatus.PENDING.value))
+        entry = entries.get(state.variant.scenario)
+        status = VariantStatus(entry.status) if entry is not None else VariantStatus.PENDING
         got = on_disk.get(state.variant.variant_id, Recorded())
-        if status.finished and got.completed >= entry["completed"]:
-            state.status, state.completed, state.crashes = (
-                status,
-                entry["completed"],
-                entry["crashes"],
-            )
+        if entry is not None and status.finished and got.completed >= entry.completed:
+            state.status, state.completed, state.crashes = status, entry.completed, entry.crashes
         else:
-            _go_on(state, on_disk, 0.0, entry.get("crashes", 0))
+            _go_on(state, on_disk, 0.0, entry.crashes if entry is not None else 0)
 
 
 def _go_on(state: VariantState, on_disk: dict[str, Recorded], used_s: float, crashes: int) -> None:
@@ -144,7 +141,7 @@ def resume(
             stale_cores = forensics.remove_stale_cores(*(root.cores for root in roots))
             setup = dataclasses.replace(setup, max_disk=max_disk)
             check_file_size_limit(setup.scenarios)
-            rerun = manifest.data.segments[-1]["iterations_rerun"]
+            rerun = manifest.data.segments[-1].iterations_rerun
 
             def started(path: Path, states: list[VariantState]) -> None:
                 hooks.on_start(path, states)
@@ -213,7 +210,7 @@ def _resumed(
     references = reference_states(scenarios) if data.reference else []
     carry_over_references(references, data.reference, recorded(layout.reference))
     _new_segment(data)
-    data.segments[-1]["iterations_rerun"] = rerun
+    data.segments[-1].iterations_rerun = rerun
     concurrency = workers or data.concurrency
     setup = RunSetup(
         data.run_id,
@@ -273,8 +270,8 @@ def _scenario_path(data: ManifestData, scenario: dict[str, Any]) -> Path:
 
 def _new_segment(data: ManifestData) -> None:
     """The earlier segment's end, as far as it is known, then a new one for this coordinator."""
-    if data.segments and data.segments[-1]["status"] == RunStatus.RUNNING.value:
-        data.segments[-1]["status"] = RunStatus.KILLED.value  # its coordinator never said
+    if data.segments and data.segments[-1].status is RunStatus.RUNNING:
+        data.segments[-1].status = RunStatus.KILLED  # its coordinator never said
     data.status, data.reason, data.ended = RunStatus.RUNNING, None, None
     data.owner = Owner.current().to_dict()
     data.segments.append(new_segment())

@@ -27,6 +27,7 @@ from stress.records.manifest import (
     now_iso,
     versions,
 )
+from stress.records.manifest_sections import AdaptiveSection, Segment
 from stress.records.rundir import Owner, RunLayout
 from stress.records.states import RunStatus
 
@@ -43,7 +44,7 @@ def new_manifest(setup: RunSetup) -> ManifestData:
         reason=None,
         concurrency=setup.concurrency,
         budget={"iterations": budget.iterations, "duration_s": budget.duration_s},
-        adaptive={"pool_s": round(setup.pool_s, 3)} if setup.pool_s else {},
+        adaptive=AdaptiveSection(pool_s=round(setup.pool_s, 3) if setup.pool_s else None),
         test_fault=setup.fault,
         owner=Owner.current().to_dict(),
         host=host_info(),
@@ -65,16 +66,16 @@ def new_manifest(setup: RunSetup) -> ManifestData:
     )
 
 
-def new_segment() -> dict[str, Any]:
+def new_segment() -> Segment:
     """The manifest's record of one coordinator's part of a run (``run --resume`` adds one)."""
-    return {
-        "started": now_iso(),
-        "ended": None,
-        "status": RunStatus.RUNNING.value,
-        "reason": None,
-        "owner": Owner.current().to_dict(),
-        "command": sys.argv,
-    }
+    return Segment(
+        started=now_iso(),
+        ended=None,
+        status=RunStatus.RUNNING,
+        reason=None,
+        owner=Owner.current().to_dict(),
+        command=sys.argv,
+    )
 
 
 def variant_entry(state: VariantState) -> VariantEntry:

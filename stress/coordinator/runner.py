@@ -35,6 +35,7 @@ from stress.exit_codes import ExitCode
 from stress.records.diskbudget import DiskBudget, disk_usage
 from stress.records.journal import Journal
 from stress.records.manifest import Manifest, now_iso
+from stress.records.manifest_sections import ReferenceEntry
 from stress.records.rundir import RunDir
 from stress.records.states import RunStatus, VariantStatus
 from stress.scenario import LoadedScenario, load_scenario
@@ -106,7 +107,7 @@ class RunHooks:
     on_start: Callable[[Path, list[VariantState]], None] = lambda run_dir, states: None
     on_change: Callable[[VariantState], None] = lambda state: None
     on_tick: Callable[[list[VariantState], float], None] = lambda states, elapsed: None
-    on_reference: Callable[[dict[str, dict]], None] = lambda entries: None
+    on_reference: Callable[[dict[str, ReferenceEntry]], None] = lambda entries: None
     on_note: Callable[[str], None] = lambda line: None
 
 
@@ -202,7 +203,7 @@ def _run_all(
     if setup.max_disk:
         disk = DiskBudget(run_dir.path, setup.max_disk, run_dir.release_reserve)
     if disk is not None:
-        manifest.data.disk["budget_bytes"] = disk.limit
+        manifest.data.disk.budget_bytes = disk.limit
     on_disk = section_recorder(manifest, "disk")
     if any(not state.status.finished for state in references):
         failure, lost_rows = _run_reference(
@@ -257,11 +258,11 @@ def _pass_done(
 ) -> Callable[[list[VariantState]], list[VariantState]]:
     """The second pass of an adaptive night, unless it has been given already (resumed)."""
     adaptive = manifest.data.adaptive
-    if not adaptive.get("pool_s") or "allocated_at" in adaptive:
+    if not adaptive.pool_s or adaptive.allocated_at is not None:
         return lambda states: []
     parallelism = manifest.data.concurrency
     record = section_recorder(manifest, "adaptive")
-    return second_pass(adaptive["pool_s"], parallelism, hooks.on_note, record)
+    return second_pass(adaptive.pool_s, parallelism, hooks.on_note, record)
 
 
 def _run_reference(
@@ -281,7 +282,7 @@ def _run_reference(
     manifest.data.reference = reference_entries(coordinator.states)
     if coordinator.failure is None and not stop.count:
         for name, status in run_onnxruntime(run_dir.path, setup.scenarios).items():
-            manifest.data.reference[name]["onnxruntime"] = status
+            manifest.data.reference[name].onnxruntime = status
     with contextlib.suppress(StorageError):  # the end of the run tries again
         manifest.save()
     hooks.on_reference(manifest.data.reference)
@@ -300,9 +301,10 @@ def _finish(
     stopped_by = disk.stopped if disk is not None else None
     status, reason, exit_code = outcome(states, failure, lost_rows, stopped_by)
     if disk is not None:
-        manifest.data.disk["used_bytes"] = disk_usage(run_dir.path)
+        manifest.data.disk.used_bytes = disk_usage(run_dir.path)
     manifest.data.status, manifest.data.reason, manifest.data.ended = status, reason, now_iso()
-    manifest.data.segments[-1].update(ended=manifest.data.ended, status=status.value, reason=reason)
+    segment = manifest.data.segments[-1]
+    segment.ended, segment.status, segment.reason = manifest.data.ended, status, reason
     record_states(manifest, states)
     record_damaged(manifest)
     _finish_files(journal, manifest, status, reason)

@@ -23,6 +23,12 @@ import psutil
 from stress.errors import RunDirError
 from stress.records.damage import DamagedPart
 from stress.records.journal import JournalRead, read_journal
+from stress.records.manifest_sections import (
+    AdaptiveSection,
+    DiskSection,
+    ReferenceEntry,
+    Segment,
+)
 from stress.records.parts import write_atomically
 from stress.records.rundir import RunLayout
 from stress.records.states import RunStatus, VariantStatus
@@ -149,15 +155,11 @@ class ManifestData:
     versions: dict[str, str | None]
     scenarios: list[dict[str, Any]]
     variants: dict[str, VariantEntry] = field(default_factory=dict)
-    reference: dict[str, dict[str, Any]] = field(default_factory=dict)  # per scenario
-    # One entry per coordinator that worked on the run (``run --resume`` adds one): started,
-    # ended, status, reason, owner, command
-    segments: list[dict[str, Any]] = field(default_factory=list)
-    # --max-disk: the budget in bytes, and when values stopped being stored / the run stopped
-    disk: dict[str, Any] = field(default_factory=dict)
-    # Adaptive nights (coordinator.adaptive): the pooled loop time, and once shared out, when and
-    # to whom (per variant: extra_s and why)
-    adaptive: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, ReferenceEntry] = field(default_factory=dict)  # per scenario
+    # One entry per coordinator that worked on the run (``run --resume`` adds one)
+    segments: list[Segment] = field(default_factory=list)
+    disk: DiskSection = field(default_factory=DiskSection)  # --max-disk
+    adaptive: AdaptiveSection = field(default_factory=AdaptiveSection)
     # Times the coordinator itself did not run (stopped: SIGSTOP, Ctrl-Z, a debugger; or
     # starved) while its workers went on using their variants' time: ``Pause`` entries
     pauses: list[Pause] = field(default_factory=list)
@@ -170,6 +172,10 @@ class ManifestData:
         data["variants"] = {vid: entry.to_dict() for vid, entry in self.variants.items()}
         data["damaged"] = [part.to_dict() for part in self.damaged]
         data["pauses"] = [pause.to_dict() for pause in self.pauses]
+        data["reference"] = {name: entry.to_dict() for name, entry in self.reference.items()}
+        data["segments"] = [segment.to_dict() for segment in self.segments]
+        data["disk"] = self.disk.to_dict()
+        data["adaptive"] = self.adaptive.to_dict()
         return data
 
     @classmethod
@@ -181,6 +187,13 @@ class ManifestData:
         }
         data["damaged"] = [DamagedPart.from_dict(part) for part in data.get("damaged", [])]
         data["pauses"] = [Pause(**pause) for pause in data.get("pauses", [])]
+        data["reference"] = {
+            name: ReferenceEntry.from_dict(entry)
+            for name, entry in data.get("reference", {}).items()
+        }
+        data["segments"] = [Segment.from_dict(segment) for segment in data.get("segments", [])]
+        data["disk"] = DiskSection.from_dict(data.get("disk", {}))
+        data["adaptive"] = AdaptiveSection.from_dict(data.get("adaptive", {}))
         return cls(**data)
 
 

@@ -81,7 +81,7 @@ class Worker:
 
     def _run(self, params: dict[str, Any]) -> int:
         from stress.factors import before_build, mnn_config
-        from stress.worker.drivers import ModelSpec, make_engine
+        from stress.worker.drivers import DriverOptions, ModelSpec, make_engine
 
         job = self.job
         planned = tuple(f for f in faults.parse(job.fault) if f.applies(params))
@@ -96,7 +96,8 @@ class Worker:
         crew = Crew(params["threads"], self._start, self.stop)
         try:
             before_build(params)  # rlimit_as_from=setup: the cap, from here on
-            engine = make_engine(params, spec)  # the build stage: what the threads share
+            options = DriverOptions.of(params)
+            engine = make_engine(options, spec)  # the build stage: what the threads share
             shared: dict[str, Any] = {}
             tracer = _tracer(shared)
             loops = [
@@ -110,8 +111,8 @@ class Worker:
         # Done first: a death in the last look then has no iteration in flight.
         self.send(Done(completed=sum(loop.completed for loop in loops), stopped=self.stopping))
         last_look: dict[str, int] = {}
-        if params["output_lifetime"] != "copy":
-            last_look = self._look_again(loops, engine, params["output_lifetime"])
+        if options.output_lifetime != "copy":
+            last_look = self._look_again(loops, engine, options.output_lifetime)
         if tracer is not None:
             tracer.dump(os.environ[trace.ENV_VAR], job.variant_id, last_look)
         return 0

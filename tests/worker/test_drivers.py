@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import MNN
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 
 from stress.contract.protocol import InputPlan
-from stress.factors import complete
+from stress.factors import REGISTRY, complete
 from stress.models.builtin import BUILTINS
 from stress.models.resolve import resolve_model
-from stress.worker.drivers import ModelSpec, make_engine
+from stress.worker.drivers import DriverOptions, ModelSpec, make_engine
 from stress.worker.inputs import make_inputs
 
 
@@ -40,7 +41,8 @@ def driver_for(api: str, model: str, **params):
     """A set-up binding on a built-in model, its input arrays (seed 7) and the model's
     description."""
     spec, plans = spec_for(model)
-    binding = make_engine(complete({"api": api, **params}), spec).bind(0)
+    options = DriverOptions.of(complete({"api": api, **params}))
+    binding = make_engine(options, spec).bind(0)
     binding.setup()
     return binding, make_inputs(plans, seed=7), resolve_model(model, Path("."))
 
@@ -227,3 +229,13 @@ def test_module_paths_use_placeholders_and_mnn_numpy(monkeypatch):
     binding, arrays, _ = driver_for("module", "three_input", input_path="numpy_array")
     binding.feed(arrays)
     assert len(made) == 3
+
+
+def test_driver_options_are_the_factor_values_and_nothing_is_missing():
+    """Built once from complete params; a factor the drivers read and the registry lost is a
+    KeyError when the worker starts, never a default a driver made up."""
+    options = DriverOptions.of(complete({"api": "module", "sharing": "clone"}))
+    assert (options.api, options.sharing, options.lifecycle) == ("module", "clone", "reuse")
+    assert {f.name for f in fields(DriverOptions)} <= set(REGISTRY)
+    with pytest.raises(KeyError):
+        DriverOptions.of({"api": "session"})

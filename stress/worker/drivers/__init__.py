@@ -9,23 +9,21 @@ any other exception is a bug of ours. Any call may kill the process; drivers nev
 
 from __future__ import annotations
 
-from typing import Any
-
+from stress.worker.drivers.common import DriverOptions, MNNError, ModelSpec, calling_mnn
 from stress.worker.drivers.common import Engine as Engine
-from stress.worker.drivers.common import MNNError, ModelSpec, calling_mnn
 
-__all__ = ["Engine", "MNNError", "ModelSpec", "calling_mnn", "make_engine"]
+__all__ = ["DriverOptions", "Engine", "MNNError", "ModelSpec", "calling_mnn", "make_engine"]
 
 
-def make_engine(params: dict[str, Any], spec: ModelSpec) -> Engine:
-    """The engine of ``params['api']``, building what ``params['sharing']`` shares; the
-    other factors it reads choose how its bindings feed and fetch."""
-    if params["api"] == "session":
+def make_engine(options: DriverOptions, spec: ModelSpec) -> Engine:
+    """The engine of ``options.api``, building what ``options.sharing`` shares; the other
+    options choose how its bindings feed and fetch."""
+    if options.api == "session":
         from stress.worker.drivers.session import SessionEngine
 
-        return SessionEngine(spec, params)
-    if params["api"] == "module":
+        return SessionEngine(spec, options)
+    if options.api == "module":
         from stress.worker.drivers.module import ModuleEngine
 
-        return ModuleEngine(spec, params)
-    raise ValueError(f"unknown api {params['api']!r}")
+        return ModuleEngine(spec, options)
+    raise ValueError(f"unknown api {options.api!r}")

@@ -1,12 +1,13 @@
-"""What every driver shares: MNN's exceptions as ``MNNError``, the model as ``ModelSpec``,
-the ``Engine`` protocol. Apart from ``stress.worker.drivers`` so that the drivers import it,
-not their package (which imports them)."""
+"""What every driver shares: MNN's exceptions as ``MNNError``, the model as ``ModelSpec``, the
+factor values it reads as ``DriverOptions``, the ``Engine`` protocol. Apart from
+``stress.worker.drivers`` so that the drivers import it, not their package (which imports
+them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from stress.contract.stages import Binding
@@ -21,6 +22,25 @@ class MNNError(Exception):
         text = f"{type(exc).__name__}: {exc}"
         cause = exc.__cause__ or exc.__context__
         return cls(f"{text} (cause: {type(cause).__name__}: {cause})" if cause else text)
+
+
+@dataclass(frozen=True)
+class DriverOptions:
+    """The factor values a driver reads, built once from the variant's (``of``): which API,
+    what the threads share, what each iteration builds anew, how inputs go in, which misuse,
+    how long outputs are kept. A driver reads these, never ``params`` by name."""
+
+    api: str
+    sharing: str
+    lifecycle: str
+    input_path: str
+    misuse: str
+    output_lifetime: str
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> DriverOptions:
+        """KeyError when ``params`` lacks one (params are complete: every factor is there)."""
+        return cls(**{option.name: params[option.name] for option in fields(cls)})
 
 
 @dataclass(frozen=True)

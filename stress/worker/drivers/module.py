@@ -11,7 +11,7 @@ import numpy as np
 from stress.contract import dtypes
 from stress.contract.stages import Binding
 from stress.factors.lifecycle import RENEWS
-from stress.worker.drivers.common import MNNError, ModelSpec, calling_mnn
+from stress.worker.drivers.common import DriverOptions, MNNError, ModelSpec, calling_mnn
 
 
 def expr_type(dtype: str) -> Any:
@@ -42,12 +42,12 @@ class ModuleEngine:
     """Builds what the threads share: nothing (``own``) or one module (``module``, and
     ``clone``, where each thread runs its own ``clone()`` of it)."""
 
-    def __init__(self, spec: ModelSpec, params: dict[str, Any]) -> None:
+    def __init__(self, spec: ModelSpec, options: DriverOptions) -> None:
         self.spec = spec
-        self.sharing = params["sharing"]
-        self.renews = RENEWS.get(params["lifecycle"])  # what each iteration builds anew
-        self.input_path = params["input_path"]
-        self.misuse = params["misuse"]
+        self.sharing = options.sharing
+        self.renews = RENEWS.get(options.lifecycle)  # what each iteration builds anew
+        self.input_path = options.input_path
+        self.misuse = options.misuse
         self.module = load_module(spec) if self.sharing in ("module", "clone") else None
 
     def bind(self, thread: int) -> ModuleBinding:

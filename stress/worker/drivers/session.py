@@ -12,7 +12,7 @@ from stress.contract import dtypes
 from stress.contract.stages import Binding
 from stress.factors.lifecycle import RENEWS
 from stress.worker.drivers import session_feed
-from stress.worker.drivers.common import MNNError, ModelSpec, calling_mnn
+from stress.worker.drivers.common import DriverOptions, MNNError, ModelSpec, calling_mnn
 
 CAFFE = MNN.Tensor_DimensionType_Caffe
 
@@ -67,18 +67,18 @@ class SessionEngine:
     """Builds what the threads share: nothing (``own``), one Interpreter (``interpreter``), or
     one Interpreter and one session (``session``)."""
 
-    def __init__(self, spec: ModelSpec, params: dict[str, Any]) -> None:
+    def __init__(self, spec: ModelSpec, options: DriverOptions) -> None:
         self.spec = spec
-        self.renews = RENEWS.get(params["lifecycle"])  # what each iteration builds anew
-        self.with_runtime = params["lifecycle"] == "session_per_iteration"
-        self.feeder = session_feed.feeder(params["input_path"], params["misuse"])
-        self.fast = params["input_path"] == "tensor_copy" and params["misuse"] == "none"
-        self.raw_views = params["output_lifetime"] != "copy"
+        self.renews = RENEWS.get(options.lifecycle)  # what each iteration builds anew
+        self.with_runtime = options.lifecycle == "session_per_iteration"
+        self.feeder = session_feed.feeder(options.input_path, options.misuse)
+        self.fast = options.input_path == "tensor_copy" and options.misuse == "none"
+        self.raw_views = options.output_lifetime != "copy"
         self.interpreter: Interpreter | None = None
         self.session: Any = None
-        if params["sharing"] in ("interpreter", "session"):
+        if options.sharing in ("interpreter", "session"):
             self.interpreter = Interpreter(spec, self.with_runtime)
-        if params["sharing"] == "session":
+        if options.sharing == "session":
             assert self.interpreter is not None
             self.session = self.interpreter.new_session()
 
