@@ -81,7 +81,7 @@ def summary(run_dir: Path, as_json: bool) -> None:
 
     result = summarize(run_dir)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(result.to_json())
     else:
         render_summary(result, console)
 
@@ -103,7 +103,7 @@ def report(run_dir: Path, html_path: Path | None, as_json: bool) -> None:
 
     result = summarize(run_dir)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(result.to_json())
     else:
         render_report(result, console)
     if html_path is not None:
