@@ -13,6 +13,7 @@ from rich.console import Console
 from stress.analysis.damaged import print_warnings
 from stress.analysis.rates import describe
 from stress.analysis.references import load_references
+from stress.analysis.summary_model import OutcomeRate, Rates, RunSummary, VariantSummary
 from stress.analysis.tolerance import compare, tolerances_for
 from stress.analysis.verdicts import FINDINGS
 from stress.records.manifest import read_records
@@ -20,10 +21,10 @@ from stress.records.manifest import read_records
 FAILING = ("mismatch", "non_finite", "invalid", "error", "death")
 
 
-def compare_runs(run_a: Path, run_b: Path, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def compare_runs(run_a: Path, run_b: Path, a: RunSummary, b: RunSummary) -> dict[str, Any]:
     """``a`` and ``b`` are the runs' summaries (``summarize``)."""
-    variants_a = {v["variant_id"]: v for v in a["variants"]}
-    variants_b = {v["variant_id"]: v for v in b["variants"]}
+    variants_a = {v.variant_id: v for v in a.variants}
+    variants_b = {v.variant_id: v for v in b.variants}
     both = [vid for vid in variants_a if vid in variants_b]
     return {
         "runs": [_run(a), _run(b)],
@@ -34,52 +35,61 @@ def compare_runs(run_a: Path, run_b: Path, a: dict[str, Any], b: dict[str, Any])
     }
 
 
-def _run(summary: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "status", "mnn_version", "started", "warnings")
-    return {key: summary[key] for key in keys}
+def _run(summary: RunSummary) -> dict[str, Any]:
+    return {
+        "run_id": summary.run_id,
+        "status": summary.status.value,
+        "mnn_version": summary.mnn_version,
+        "started": summary.started,
+        "warnings": summary.warnings,
+    }
 
 
-def _variant(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def _failing(rates: Rates) -> dict[str, OutcomeRate]:
+    """The outcomes ``FAILING`` names, in that order."""
+    return {name: rate for name, rate in rates.items() if name in FAILING}
+
+
+def _variant(a: VariantSummary, b: VariantSummary) -> dict[str, Any]:
     """Per failing outcome: both rates, and whether B differs beyond chance (the 95 %
     intervals do not overlap); the latency ratio B/A of the medians."""
     outcomes = {}
-    for name in FAILING:
-        ra, rb = a["rates"][name], b["rates"][name]
-        if not (ra["count"] or rb["count"]):
+    failing_b = _failing(b.rates)
+    for name, ra in _failing(a.rates).items():
+        rb = failing_b[name]
+        if not (ra.count or rb.count):
             continue
-        outcomes[name] = {"a": ra, "b": rb, "change": _change(ra, rb)}
+        outcomes[name] = {"a": ra.model_dump(), "b": rb.model_dump(), "change": _change(ra, rb)}
     ratio = None
-    if a["latency_p50_ms"] and b["latency_p50_ms"]:
-        ratio = b["latency_p50_ms"] / a["latency_p50_ms"]
+    if a.latency_p50_ms and b.latency_p50_ms:
+        ratio = b.latency_p50_ms / a.latency_p50_ms
     return {
-        "variant_id": a["variant_id"],
-        "scenario": a["scenario"],
-        "label": a["label"],
-        "verdict": [a["verdict"], b["verdict"]],
-        "iterations": [a["iterations"], b["iterations"]],
+        "variant_id": a.variant_id,
+        "scenario": a.scenario,
+        "label": a.label,
+        "verdict": [a.verdict.value, b.verdict.value],
+        "iterations": [a.iterations, b.iterations],
         "outcomes": outcomes,
         "latency_ratio": ratio,
     }
 
 
-def _change(a: dict[str, Any], b: dict[str, Any]) -> str:
+def _change(a: OutcomeRate, b: OutcomeRate) -> str:
     """``worse`` or ``better`` when the intervals are apart, else ``same`` (or ``unknown``
     when a side has no iterations)."""
-    if not a["n"] or not b["n"]:
+    if not a.n or not b.n:
         return "unknown"
-    if b["low"] > a["high"]:
+    if b.low > a.high:
         return "worse"
-    if b["high"] < a["low"]:
+    if b.high < a.low:
         return "better"
     return "same"
 
 
-def _references(
-    run_a: Path, run_b: Path, a: dict[str, Any], b: dict[str, Any]
-) -> list[dict[str, Any]]:
+def _references(run_a: Path, run_b: Path, a: RunSummary, b: RunSummary) -> list[dict[str, Any]]:
     """Per scenario output in both runs: equal digests, or how far B's reference is from
     A's under A's tolerance."""
-    names = sorted(set(a["references"]) & set(b["references"]))
+    names = sorted(set(a.references) & set(b.references))
     refs_a, refs_b = load_references(run_a, names), load_references(run_b, names)
     manifest, _ = read_records(run_a)  # without it (damaged): the default tolerance
     scenarios = manifest.scenarios if manifest is not None else []

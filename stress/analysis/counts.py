@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from stress.analysis.scan import Scan
+from stress.analysis.summary_model import VariantSummary
 from stress.records.events import DEATH_KINDS
 
 PerVariant = dict[str, dict[str, Any]]
@@ -86,21 +87,22 @@ def _rows(scan: Scan, sql: str):
 
 
 def death_events(variant: dict[str, Any]) -> int:
-    """The worker deaths of a summarised variant whose events were read."""
+    """The worker deaths of a variant being summarised whose events were read."""
     return sum(variant["events"].get(k, 0) for k in DEATH_KINDS)
 
 
 def death_count(variant: dict[str, Any]) -> int:
-    """The variant's worker deaths: as their events say, or as the run counted them where
-    events are missing (a damaged events part; a coordinator killed while gdb read a core):
-    a death whose event was lost is still a death."""
+    """The variant's worker deaths while it is being summarised, as
+    ``VariantSummary.deaths`` says them once it is: a death whose event was lost is still
+    a death."""
     return max(death_events(variant), variant.get("deaths_counted", 0))
 
 
-def death_words(variant: dict[str, Any]) -> str:
+def death_words(variant: VariantSummary) -> str:
     """'2 crash, 1 hang, 1 with no event (counted by the run)'; empty when none."""
-    words = [f"{variant['events'][k]} {k}" for k in DEATH_KINDS if variant["events"].get(k)]
-    unrecorded = death_count(variant) - death_events(variant)
+    events = variant.events.items()
+    words = [f"{count} {kind}" for kind, count in events if kind in DEATH_KINDS and count]
+    unrecorded = variant.deaths - variant.events.deaths
     if unrecorded:
         words.append(f"{unrecorded} with no event (counted by the run)")
     return ", ".join(words)

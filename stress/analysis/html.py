@@ -13,12 +13,20 @@ from typing import Any
 from stress.analysis import plots
 from stress.analysis.counts import death_words
 from stress.analysis.signatures import where
+from stress.analysis.summary_model import (
+    AttributionFinding,
+    Drift,
+    GradeCounts,
+    RunSummary,
+    ScenarioReference,
+    Signature,
+    VariantSummary,
+)
 from stress.analysis.verdicts import Verdict
 from stress.factors import REGISTRY
 from stress.records.manifest import read_records
 
 SERIES_SHOWN = 8  # variants whose latency and RSS over time are plotted
-_GRADES = ("exact", "close", "ungraded", "mismatch", "non_finite", "invalid", "error")
 
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#222}
@@ -62,20 +70,20 @@ def _cell(value: object, numeric: bool) -> str:
     return f"<td class=n>{_text(value)}</td>" if numeric else f"<td>{_text(value)}</td>"
 
 
-def write_html(summary: dict[str, Any], run_dir: Path, path: Path) -> None:
+def write_html(summary: RunSummary, run_dir: Path, path: Path) -> None:
     """The report of ``summary`` (``summarize(run_dir)``) into ``path``, one file."""
-    variants = sorted(summary["variants"], key=_problems_first)
+    variants = sorted(summary.variants, key=_problems_first)
     sections = [
         _header(summary),
-        _warning_section(summary["warnings"]),
+        _warning_section(summary.warnings),
         _variant_section(variants),
         _plot_section(variants, run_dir),
-        _attribution_section(summary["attribution"]),
-        _signature_section(summary["crash_signatures"]),
-        _signature_section(summary["memcheck_signatures"], "Memcheck errors", ""),
-        _reference_section(summary["references"], run_dir),
+        _attribution_section(summary.attribution),
+        _signature_section(summary.crash_signatures),
+        _signature_section(summary.memcheck_signatures, "Memcheck errors", ""),
+        _reference_section(summary.references, run_dir),
     ]
-    title = _text(f"mnn-stress {summary['run_id']}")
+    title = _text(f"mnn-stress {summary.run_id}")
     page = (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>"
@@ -83,11 +91,11 @@ def write_html(summary: dict[str, Any], run_dir: Path, path: Path) -> None:
     path.write_text(page, encoding="utf-8")
 
 
-def _problems_first(variant: dict[str, Any]) -> tuple:
+def _problems_first(variant: VariantSummary) -> tuple:
     """Sort key: the worst verdict first, then the highest failure rate."""
     worst = plots.failing_rates(variant)
-    rate = worst[0][1]["rate"] if worst else 0.0
-    return _rank(variant["verdict"]), -rate, variant["scenario"], variant["label"]
+    rate = worst[0][1].rate if worst else 0.0
+    return variant.verdict.severity, -rate, variant.scenario, variant.label
 
 
 def _rank(verdict: str) -> int:
@@ -98,34 +106,35 @@ def _verdict(word: str) -> Html:
     return _tag("span", word, f"v {Verdict(word).html_class}")
 
 
-def _header(summary: dict[str, Any]) -> Html:
+def _header(summary: RunSummary) -> Html:
     """Run id, status and why, MNN version, times, and the verdicts counted in one line."""
-    counts = Counter(v["verdict"] for v in summary["variants"])
+    counts = Counter(v.verdict for v in summary.variants)
     order = sorted(counts, key=lambda word: (word != "ok", _rank(word)))
     line = ", ".join(f"{counts[w]} {_verdict(w)}" for w in order) or "no variants"
-    status = summary["status"] + (f": {summary['reason']}" if summary["reason"] else "")
+    status = summary.status.value + (f": {summary.reason}" if summary.reason else "")
     facts = [
         ("status", status),
-        ("MNN", summary["mnn_version"]),
-        ("started", when(summary["started"])),
-        ("ended", when(summary["ended"]) if summary["ended"] else "not ended"),
+        ("MNN", summary.mnn_version),
+        ("started", when(summary.started)),
+        ("ended", when(summary.ended) if summary.ended else "not ended"),
     ]
     items = " &middot; ".join(f"{_text(k)} <b>{_text(v)}</b>" for k, v in facts)
     return Html(
-        f"<h1>mnn-stress run {_text(summary['run_id'])}</h1><div>{items}</div>"
+        f"<h1>mnn-stress run {_text(summary.run_id)}</h1><div>{items}</div>"
         f'<div class="verdicts">{line}</div>'
     )
 
 
-def _variant_section(variants: list[dict[str, Any]]) -> Html:
+def _variant_section(variants: list[VariantSummary]) -> Html:
     """Variants with a problem first; the ok ones folded away. Grade columns that are zero
     for every variant are left out (the table must fit a screen)."""
-    grades = [g for g in _GRADES if g == "exact" or any(v["grades"][g] for v in variants)]
+    seen = {g for v in variants for g, n in v.grades.items() if n}
+    grades = [g for g in GradeCounts.model_fields if g == "exact" or g in seen]
     head = ["verdict", "scenario", "variant", "id", "iterations", "distinct", *grades]
     head += ["worst failure (95 % CI)", "deaths", "p50 ms", "p99 ms", "RSS/1k it.", "flags"]
     numeric = {4, 5, *range(6, 6 + len(grades)), *range(7 + len(grades), 11 + len(grades))}
-    problems = [_variant_row(v, grades) for v in variants if v["verdict"] != Verdict.OK]
-    fine = [_variant_row(v, grades) for v in variants if v["verdict"] == Verdict.OK]
+    problems = [_variant_row(v, grades) for v in variants if v.verdict is not Verdict.OK]
+    fine = [_variant_row(v, grades) for v in variants if v.verdict is Verdict.OK]
     parts = [_tag("h2", "Variants")]
     parts.append(_table(head, problems, numeric) if problems else _tag("p", "No problems."))
     if fine:
@@ -137,31 +146,32 @@ def _variant_section(variants: list[dict[str, Any]]) -> Html:
     return Html("".join(parts))
 
 
-def _variant_row(v: dict[str, Any], grades: list[str]) -> list[object]:
-    counts = [_count(v["grades"][g]) for g in grades]
+def _variant_row(v: VariantSummary, grades: list[str]) -> list[object]:
+    by_grade = dict(v.grades.items())
     deaths = death_words(v)
-    drift = v["drift"] or {}
-    slope = drift.get("rss_bytes_per_1k_iterations")
     return [
-        _verdict(v["verdict"]),
-        v["scenario"],
-        v["label"],
-        _tag("span", v["variant_id"], "mono"),
-        v["iterations"],
-        v["distinct_outputs"],
-        *counts,
+        _verdict(v.verdict),
+        v.scenario,
+        v.label,
+        _tag("span", v.variant_id, "mono"),
+        v.iterations,
+        v.distinct_outputs,
+        *(_count(by_grade[g]) for g in grades),
         _worst_rate(v),
         _tag("span", deaths, "nowrap") if deaths else _count(0),
-        _number(v["latency_p50_ms"]),
-        _number(v["latency_p99_ms"]),
-        "-" if slope is None else _tag("span", human_bytes(slope), _slope_class(drift) + " nowrap"),
-        ", ".join(drift.get("flags", [])),
+        _number(v.latency_p50_ms),
+        _number(v.latency_p99_ms),
+        _slope(v.drift),
+        ", ".join(v.drift.flags if v.drift else []),
     ]
 
 
-def _slope_class(drift: dict[str, Any]) -> str:
-    """A slope that earned no flag is noise or warm-up: shown, but dimmed."""
-    return "bad" if "rss_growth" in drift["flags"] else "dim"
+def _slope(drift: Drift | None) -> object:
+    """The RSS slope; one that earned no flag is noise or warm-up: shown, but dimmed."""
+    if drift is None:
+        return "-"
+    dimmed = "bad" if "rss_growth" in drift.flags else "dim"
+    return _tag("span", human_bytes(drift.rss_bytes_per_1k_iterations), dimmed + " nowrap")
 
 
 def _count(value: int) -> object:
@@ -178,16 +188,16 @@ def percent(value: float) -> str:
     return f"{scaled:.2g} %" if abs(scaled) < 10 else f"{scaled:.0f} %"
 
 
-def _worst_rate(v: dict[str, Any]) -> object:
+def _worst_rate(v: VariantSummary) -> object:
     worst = plots.failing_rates(v)
     if worst:
         outcome, r = worst[0]
-        interval = f"{percent(r['low']).removesuffix(' %')}–{percent(r['high'])}"
-        return _tag("span", f"{outcome} {percent(r['rate'])} ({interval})", "nowrap")
-    if v["views_changed"]:
-        return f"views changed: {v['views_changed']} of {v['views_rechecked']}"
-    if v.get("clean_bound"):
-        return _tag("span", f"< {percent(v['clean_bound'])}", "dim")
+        interval = f"{percent(r.low).removesuffix(' %')}–{percent(r.high)}"
+        return _tag("span", f"{outcome} {percent(r.rate)} ({interval})", "nowrap")
+    if v.views_changed:
+        return f"views changed: {v.views_changed} of {v.views_rechecked}"
+    if v.clean_bound:
+        return _tag("span", f"< {percent(v.clean_bound)}", "dim")
     return ""
 
 
@@ -207,7 +217,7 @@ def human_bytes(value: float) -> str:
     return f"{sign}{size:.0f} {unit}" if unit == "B" else f"{sign}{size:.1f} {unit}"
 
 
-def _plot_section(variants: list[dict[str, Any]], run_dir: Path) -> Html:
+def _plot_section(variants: list[VariantSummary], run_dir: Path) -> Html:
     series = _series_variants(variants)
     picked = (
         f"{len(series)} variant(s): drift flags and failures first, then the slowest; "
@@ -233,26 +243,26 @@ def _plot_section(variants: list[dict[str, Any]], run_dir: Path) -> Html:
     return Html("".join(parts))
 
 
-def _series_variants(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _series_variants(variants: list[VariantSummary]) -> list[VariantSummary]:
     """Whose latency and RSS to plot: drift flags first, then failures, then the slowest."""
-    ran = [v for v in variants if v["iterations"]]
+    ran = [v for v in variants if v.iterations]
     return sorted(
         ran,
         key=lambda v: (
-            not (v["drift"] or {}).get("flags"),
+            not (v.drift and v.drift.flags),
             not plots.failing_rates(v),
-            -(v["latency_p50_ms"] or 0),
+            -(v.latency_p50_ms or 0),
         ),
     )[:SERIES_SHOWN]
 
 
-def _statistics_only(variants: list[dict[str, Any]]) -> str:
+def _statistics_only(variants: list[VariantSummary]) -> str:
     """A note on the inexact outputs the differences plot cannot show (no stored values)."""
     count = sum(
         1
         for v in variants
-        for o in v["inexact_outputs"]
-        if o["grade"] in ("close", "mismatch") and o["max_abs"] is None
+        for o in v.inexact_outputs
+        if o.grade in ("close", "mismatch") and o.max_abs is None
     )
     return (
         f"{count} inexact output(s) graded by min/max/mean only (values not stored)."
@@ -261,7 +271,7 @@ def _statistics_only(variants: list[dict[str, Any]]) -> str:
     )
 
 
-def _attribution_section(attribution: dict[str, Any]) -> Html:
+def _attribution_section(attribution: dict[str, AttributionFinding]) -> Html:
     parts = [_tag("h2", "Attribution")]
     if not attribution:
         return Html(parts[0] + _tag("p", "none: nothing failed.", "dim"))
@@ -269,22 +279,21 @@ def _attribution_section(attribution: dict[str, Any]) -> Html:
     for kind, found in attribution.items():
         rows = [
             [
-                s["predicate"],
-                f"{s['with']} ({percent(s['rate_with'])})",
-                f"{s['without']} ({percent(s['rate_without'])})",
-                f"{percent(s['increase'])} ({percent(s['increase_low'])} to "
-                f"{percent(s['increase_high'])})",
-                f"{s['importance']:.3f}",
+                s.predicate,
+                f"{s.with_} ({percent(s.rate_with)})",
+                f"{s.without} ({percent(s.rate_without)})",
+                f"{percent(s.increase)} ({percent(s.increase_low)} to {percent(s.increase_high)})",
+                f"{s.importance:.3f}",
             ]
-            for s in found["scores"]
+            for s in found.scores
         ]
-        parts += [_tag("h3", kind), _tag("p", found["sentence"])]
+        parts += [_tag("h3", kind), _tag("p", found.sentence)]
         parts.append(_table(head, rows, {3, 4}) if rows else _tag("p", "no scores", "dim"))
     return Html("".join(parts))
 
 
 def _signature_section(
-    signatures: list[dict[str, Any]],
+    signatures: list[Signature],
     title: str = "Crash signatures",
     nothing: str = "none: no worker died.",
 ) -> Html:
@@ -295,14 +304,14 @@ def _signature_section(
     head = ["count", "kind", "cause", "innermost frames", "variants", "first", "last", "under"]
     rows = [
         [
-            g["count"],
-            g["kind"],
-            g["cause"],
+            g.count,
+            g.kind.value,
+            g.cause,
             _tag("span", where(g), "mono"),
-            _tag("span", " ".join(g["variants"]), "mono"),
-            _tag("span", when(g["first"]), "nowrap"),
-            _tag("span", when(g["last"]), "nowrap"),
-            _varied(g["factors"]),
+            _tag("span", " ".join(g.variants), "mono"),
+            _tag("span", when(g.first), "nowrap"),
+            _tag("span", when(g.last), "nowrap"),
+            _varied(g.factors),
         ]
         for g in signatures
     ]
@@ -326,7 +335,7 @@ def _warning_section(warnings: list[str]) -> Html:
     return Html(_tag("h2", "What could not be read") + f'<ul class="problem">{items}</ul>')
 
 
-def _reference_section(references: dict[str, Any], run_dir: Path) -> Html:
+def _reference_section(references: dict[str, ScenarioReference], run_dir: Path) -> Html:
     manifest, _ = read_records(run_dir)  # without it (damaged): the models are unknown
     scenarios = manifest.scenarios if manifest is not None else []
     models = {s["name"]: s.get("model", {}).get("ref") for s in scenarios}
@@ -335,9 +344,9 @@ def _reference_section(references: dict[str, Any], run_dir: Path) -> Html:
         [
             name,
             models.get(name),
-            ", ".join(r["outputs"]),
-            r["tolerance"],
-            _tag("span", r["problem"], "problem") if r["problem"] else "",
+            ", ".join(r.outputs),
+            r.tolerance,
+            _tag("span", r.problem, "problem") if r.problem else "",
         ]
         for name, r in references.items()
     ]

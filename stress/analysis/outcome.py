@@ -62,12 +62,12 @@ class Outcome:
 
 def classify(run_dir: Path, variant_id: str) -> Outcome:
     """The variant's outcome in the run at ``run_dir``."""
-    variant = next(v for v in summarize(run_dir)["variants"] if v["variant_id"] == variant_id)
+    variant = summarize(run_dir).variant(variant_id)
     found, reported = _deaths(run_dir, variant_id)
     rows = _row_facts(run_dir, variant_id)
     deaths = sum(found.values())
     common = {
-        "n": variant["iterations"] + deaths,
+        "n": variant.iterations + deaths,
         "ran": "|".join(sorted(rows["ran"] | reported)) or None,
         "output": rows["output"],
         "run_dir": str(run_dir),
@@ -75,20 +75,20 @@ def classify(run_dir: Path, variant_id: str) -> Outcome:
     for kind in _DEATHS_WORST_FIRST:
         if _count(found, kind):
             return Outcome(kind, _causes(found, kind), _count(found, kind), **common)
-    raising = _count(found, "exception") + variant["error"]
+    raising = _count(found, "exception") + variant.error
     if raising:
         types = {c for k, c in found if k == "exception"} | rows["exceptions"]
         return Outcome("raises", "|".join(sorted(types)), raising, **common)
     if deaths:  # exit codes, unreadable records
         return Outcome("exits", "|".join(sorted(c for _, c in found)), deaths, **common)
-    if variant["invalid"]:
+    if variant.invalid:
         codes = ", ".join(map(str, sorted(rows["codes"])))
-        return Outcome("rc≠0", f"(rc {codes})", variant["invalid"], **common)
-    for kind, key in (("non-finite", "non_finite"), ("view changed", "views_changed")):
-        if variant[key]:
-            return Outcome(kind, "", variant[key], **common)
-    if variant["distinct_outputs"] > 1:
-        return Outcome("differs", "", variant["distinct_outputs"], **common)
+        return Outcome("rc≠0", f"(rc {codes})", variant.invalid, **common)
+    for kind, seen in (("non-finite", variant.non_finite), ("view changed", variant.views_changed)):
+        if seen:
+            return Outcome(kind, "", seen, **common)
+    if variant.distinct_outputs > 1:
+        return Outcome("differs", "", variant.distinct_outputs, **common)
     return Outcome("consistent", "", 0, **common)
 
 

@@ -25,6 +25,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 from stress.analysis.dataset import events_table, read_iterations  # noqa: E402
 from stress.analysis.grading import PASSING  # noqa: E402
 from stress.analysis.pyrows import python_rows  # noqa: E402
+from stress.analysis.summary_model import OutcomeRate, VariantSummary  # noqa: E402
 from stress.records.events import DEATH_KINDS  # noqa: E402
 
 POINTS_PER_WORKER = 2000
@@ -40,8 +41,8 @@ _KIND_MARKERS |= {"exit": "D", "protocol": "v"}
 _GRADE_COLOURS = {"close": "tab:blue", "mismatch": "tab:red"}
 
 
-def name(variant: dict[str, Any]) -> str:
-    return f"{variant['scenario']} {variant['label']}"
+def name(variant: VariantSummary) -> str:
+    return f"{variant.scenario} {variant.label}"
 
 
 def _svg(figure: Figure) -> str:
@@ -59,25 +60,25 @@ def _figure(rows: int) -> tuple[Figure, Any]:
     return plt.subplots(figsize=(13.0, max(1.6, 0.9 + rows * 0.24)), layout="constrained")
 
 
-def failing_rates(variant: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def failing_rates(variant: VariantSummary) -> list[tuple[str, OutcomeRate]]:
     """The variant's outcomes that failed at least once: (outcome, rate), highest first."""
-    found = [(k, r) for k, r in variant["rates"].items() if k not in PASSING and r["count"]]
-    return sorted(found, key=lambda item: -item[1]["rate"])
+    found = [(k, r) for k, r in variant.rates.items() if k not in PASSING and r.count]
+    return sorted(found, key=lambda item: -item[1].rate)
 
 
-def failure_rates(variants: list[dict[str, Any]]) -> str | None:
+def failure_rates(variants: list[VariantSummary]) -> str | None:
     """Failure rate per variant and outcome with its 95 % Wilson interval, highest first."""
-    found = [(name(v), k, r) for v in variants for k, r in failing_rates(v) if r["n"]]
+    found = [(name(v), k, r) for v in variants for k, r in failing_rates(v) if r.n]
     if not found:
         return None
-    found.sort(key=lambda item: -item[2]["rate"])
+    found.sort(key=lambda item: -item[2].rate)
     shown = found[:MOST_ROWS][::-1]
     with plt.rc_context(_STYLE):
         figure, axes = _figure(len(shown))
-        rate = np.array([r["rate"] for _, _, r in shown])
+        rate = np.array([r.rate for _, _, r in shown])
         # Clipped: a Wilson bound can miss a rate of 0 or 1 by a rounding error.
-        low = np.maximum(rate - np.array([r["low"] for _, _, r in shown]), 0)
-        high = np.maximum(np.array([r["high"] for _, _, r in shown]) - rate, 0)
+        low = np.maximum(rate - np.array([r.low for _, _, r in shown]), 0)
+        high = np.maximum(np.array([r.high for _, _, r in shown]) - rate, 0)
         axes.errorbar(rate, range(len(shown)), xerr=[low, high], fmt="o", color="tab:red")
         axes.set_yticks(range(len(shown)), [f"{n}: {k}" for n, k, _ in shown])
         if rate.max() / max(rate.min(), 1e-12) > 100:
@@ -101,15 +102,15 @@ def _note_left_out(axes: Any, count: int) -> None:
         axes.set_title(f"(and {count} more not shown)", loc="right", fontsize=7)
 
 
-def differences(variants: list[dict[str, Any]]) -> str | None:
+def differences(variants: list[VariantSummary]) -> str | None:
     """Largest absolute difference of each distinct inexact output, marker area by rows."""
-    shown = [v for v in variants if v["grades"]["close"] or v["grades"]["mismatch"]]
+    shown = [v for v in variants if v.grades.close or v.grades.mismatch]
     shown = shown[:MOST_ROWS][::-1]
     points = [
-        (row, o["max_abs"], o["rows"], o["grade"])
+        (row, o.max_abs, o.rows, o.grade)
         for row, v in enumerate(shown)
-        for o in v["inexact_outputs"]
-        if o["grade"] in _GRADE_COLOURS and o["max_abs"] and np.isfinite(o["max_abs"])
+        for o in v.inexact_outputs
+        if o.grade in _GRADE_COLOURS and o.max_abs and np.isfinite(o.max_abs)
     ]
     if not points:
         return None
@@ -130,14 +131,14 @@ def differences(variants: list[dict[str, Any]]) -> str | None:
         return _svg(figure)
 
 
-def crash_timeline(run_dir: Path, variants: list[dict[str, Any]]) -> str | None:
+def crash_timeline(run_dir: Path, variants: list[VariantSummary]) -> str | None:
     """Worker deaths over wall-clock time (UTC), one row per variant, a marker per kind."""
     table = events_table(
         run_dir, columns=["variant_id", "kind", "ts"], filter=pc.field("kind").isin(DEATH_KINDS)
     )
     if table.num_rows == 0:
         return None
-    names = {v["variant_id"]: name(v) for v in variants}
+    names = {v.variant_id: name(v) for v in variants}
     counts = table.group_by("variant_id").aggregate([("kind", "count")]).to_pylist()
     counts.sort(key=lambda row: (-row["kind_count"], row["variant_id"]))
     rows = {row["variant_id"]: i for i, row in enumerate(counts[:MOST_ROWS][::-1])}
@@ -166,11 +167,11 @@ def _time_axis(axes: Any) -> None:
     axes.grid(axis="x", alpha=0.3)
 
 
-def time_series(run_dir: Path, variants: list[dict[str, Any]]) -> str | None:
+def time_series(run_dir: Path, variants: list[VariantSummary]) -> str | None:
     """Latency and RSS of each worker over time, one row of two panels per variant."""
     if not variants:
         return None
-    limits = {v["variant_id"]: _limit(v) for v in variants}
+    limits = {v.variant_id: _limit(v) for v in variants}
     series = read_iterations(run_dir, lambda dataset: thinned_series(dataset, limits))
     if not series:
         return None
@@ -189,20 +190,20 @@ def time_series(run_dir: Path, variants: list[dict[str, Any]]) -> str | None:
         return _svg(figure)
 
 
-def _limit(variant: dict[str, Any]) -> int:
+def _limit(variant: VariantSummary) -> int:
     """Points per worker: POINTS_PER_WORKER, less when many workers share the variant's."""
-    share = POINTS_PER_VARIANT // max(variant["workers"], 1)
+    share = POINTS_PER_VARIANT // max(variant.workers, 1)
     return max(MIN_POINTS_PER_WORKER, min(POINTS_PER_WORKER, share))
 
 
-def _plot_workers(latency: Any, rss: Any, variant: dict[str, Any], series: dict) -> None:
-    workers = sorted(w for v, w in series if v == variant["variant_id"])
+def _plot_workers(latency: Any, rss: Any, variant: VariantSummary, series: dict) -> None:
+    workers = sorted(w for v, w in series if v == variant.variant_id)
     for worker in workers:
-        ts, latency_ms, rss_mib = series[variant["variant_id"], worker]
+        ts, latency_ms, rss_mib = series[variant.variant_id, worker]
         dots = {"marker": ".", "ms": 2} if len(ts) <= FEW_POINTS else {}  # sparse: show each
         latency.plot(ts, latency_ms, lw=0.8, label=f"worker {worker}", **dots)
         rss.plot(ts, rss_mib, lw=0.8, **dots)
-    flags = ", ".join((variant["drift"] or {}).get("flags", []))
+    flags = ", ".join(variant.drift.flags if variant.drift else [])
     latency.set_title(name(variant) + (f"  [{flags}]" if flags else ""), loc="left", fontsize=8)
     latency.set_ylabel("latency ms")
     rss.set_ylabel("RSS MiB")

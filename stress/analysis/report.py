@@ -4,78 +4,77 @@ attribution, crash signatures and drift; and the exit status cron alerts on."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 
 from stress.analysis.counts import death_words
 from stress.analysis.damaged import print_warnings
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
+from stress.analysis.summary_model import AttributionFinding, RunSummary, VariantSummary
 from stress.analysis.table import MEMCHECK_TITLE, print_references, print_signatures
 from stress.analysis.verdicts import FINDINGS, Verdict
 
 
-def has_findings(summary: dict[str, Any]) -> bool:
+def has_findings(summary: RunSummary) -> bool:
     """Whether anything other than exact or close outcomes occurred: a failing grade, a death,
     a changed view, outputs that differ run to run, a refusal, a harness error, or a clean
     reference that ONNX Runtime disagrees with."""
     independent = [
-        found["grade"]
-        for reference in summary["references"].values()
-        for found in reference["onnxruntime"]["outputs"].values()
+        found.grade
+        for reference in summary.references.values()
+        for found in reference.onnxruntime.outputs.values()
     ]
     disagrees = any(grade not in ("exact", "close", "ungraded") for grade in independent)
-    return disagrees or any(v["verdict"] in FINDINGS for v in summary["variants"])
+    return disagrees or any(v.verdict in FINDINGS for v in summary.variants)
 
 
-def render_report(summary: dict[str, Any], console: Console) -> None:
+def render_report(summary: RunSummary, console: Console) -> None:
     console.print(
-        f"[bold]run {summary['run_id']}[/] ({summary['status']}, MNN {summary['mnn_version']}), "
-        f"{summary['started']} to {summary['ended'] or 'now'}",
+        f"[bold]run {summary.run_id}[/] ({summary.status.value}, MNN {summary.mnn_version}), "
+        f"{summary.started} to {summary.ended or 'now'}",
         highlight=False,
     )
-    if summary["reason"]:
-        console.print(f"  {summary['reason']}", highlight=False)
-    print_warnings(summary["warnings"], console, "  ")
+    if summary.reason:
+        console.print(f"  {summary.reason}", highlight=False)
+    print_warnings(summary.warnings, console, "  ")
     verdicts: dict[str, int] = {}
-    for v in summary["variants"]:
-        verdicts[v["verdict"]] = verdicts.get(v["verdict"], 0) + 1
+    for v in summary.variants:
+        verdicts[v.verdict.value] = verdicts.get(v.verdict.value, 0) + 1
     console.print(", ".join(f"{n} {word}" for word, n in sorted(verdicts.items())))
-    print_references(summary["references"], console)
+    print_references(summary.references, console)
     console.print()
-    for v in sorted(summary["variants"], key=lambda v: v["verdict"] == Verdict.OK):
+    for v in sorted(summary.variants, key=lambda v: v.verdict is Verdict.OK):
         console.print(_variant(v), highlight=False)
-    _print_attribution(summary["attribution"], console)
-    print_signatures(summary["crash_signatures"], console)
-    print_signatures(summary["memcheck_signatures"], console, MEMCHECK_TITLE)
+    _print_attribution(summary.attribution, console)
+    print_signatures(summary.crash_signatures, console)
+    print_signatures(summary.memcheck_signatures, console, MEMCHECK_TITLE)
 
 
-def _variant(v: dict[str, Any]) -> str:
+def _variant(v: VariantSummary) -> str:
     """A few lines: verdict, outcomes with rates, deaths, latency, memory."""
-    head = f"[bold]{v['verdict']}[/] {v['scenario']} {v['label']} ({v['variant_id']}):"
-    graded = ", ".join(f"{g} {n:,}" for g, n in v["grades"].items() if n)
-    lines = [f"{head} {v['iterations']:,} iterations: {graded or 'none'}"]
-    for name, r in v["rates"].items():
-        if r["count"] and name not in PASSING:
-            lines.append(f"    {name}: {describe(r['count'], r['n'])}")
-    if v["clean_bound"] is not None:
-        lines.append(f"    nothing wrong: {describe(0, v['iterations'])}")
+    head = f"[bold]{v.verdict}[/] {v.scenario} {v.label} ({v.variant_id}):"
+    graded = ", ".join(f"{g} {n:,}" for g, n in v.grades.items() if n)
+    lines = [f"{head} {v.iterations:,} iterations: {graded or 'none'}"]
+    for name, r in v.rates.items():
+        if r.count and name not in PASSING:
+            lines.append(f"    {name}: {describe(r.count, r.n)}")
+    if v.clean_bound is not None:
+        lines.append(f"    nothing wrong: {describe(0, v.iterations)}")
     deaths = death_words(v)
     if deaths:
         lines.append(f"    deaths: {deaths}")
-    if v["events"]["memcheck"]:
-        lines.append(f"    memcheck: {v['events']['memcheck']} distinct invalid access(es)")
-    if v["memcheck_slowdown"]:
-        slower = v["memcheck_slowdown"]
+    if v.events.memcheck:
+        lines.append(f"    memcheck: {v.events.memcheck} distinct invalid access(es)")
+    if v.memcheck_slowdown:
+        slower = v.memcheck_slowdown
         lines.append(f"    under valgrind: p50 {slower:.0f}x the same variant without it")
-    if v["mismatch"]:
-        worst = v["mismatch"]
+    if v.mismatch:
+        worst = v.mismatch
         lines.append(
-            f"    worst mismatch: output {worst['output_name']}, "
+            f"    worst mismatch: output {worst.output_name}, "
             + (
-                f"max|diff| {worst['max_abs']:.3g}, {worst['differing']:,} element(s)"
-                if worst["basis"] == "values"
+                f"max|diff| {worst.max_abs:.3g}, {worst.differing:,} element(s)"
+                if worst.basis == "values"
                 else "beyond the tolerance by its statistics"
             )
         )
@@ -83,21 +82,21 @@ def _variant(v: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _performance(v: dict[str, Any]) -> str:
-    if v["latency_p50_ms"] is None:
+def _performance(v: VariantSummary) -> str:
+    if v.latency_p50_ms is None:
         return "latency: none recorded"
-    text = f"latency p50 {v['latency_p50_ms']:.3f} ms, p99 {v['latency_p99_ms']:.3f} ms"
-    drift = v["drift"]
+    text = f"latency p50 {v.latency_p50_ms:.3f} ms, p99 {v.latency_p99_ms:.3f} ms"
+    drift = v.drift
     if drift is None:
         return text + "; too few iterations for a memory slope"
     text += (
-        f"; RSS {_bytes(drift['rss_bytes_per_1k_iterations'])}/1k iterations "
-        f"({_bytes(drift['rss_bytes_per_hour'])}/h)"
+        f"; RSS {_bytes(drift.rss_bytes_per_1k_iterations)}/1k iterations "
+        f"({_bytes(drift.rss_bytes_per_hour)}/h)"
     )
-    if drift["latency_trend"] is not None:
-        text += f"; latency trend x{drift['latency_trend']:.2f}"
-    if drift["flags"]:
-        text += f" [yellow]flagged: {', '.join(drift['flags'])}[/]"
+    if drift.latency_trend is not None:
+        text += f"; latency trend x{drift.latency_trend:.2f}"
+    if drift.flags:
+        text += f" [yellow]flagged: {', '.join(drift.flags)}[/]"
     return text
 
 
@@ -111,18 +110,18 @@ def _bytes(value: float) -> str:
     return f"{sign}{size:.3g} GiB"
 
 
-def _print_attribution(attribution: dict[str, Any], console: Console) -> None:
+def _print_attribution(attribution: dict[str, AttributionFinding], console: Console) -> None:
     """Per failure kind: the sentence, then the best-ranked factor values."""
     console.print()
     console.print("attribution:", style="bold")
     for kind, found in attribution.items():
-        console.print(f"  {kind}: {found['sentence']}", highlight=False)
-        for score in found["scores"][:3]:
-            if score["importance"] <= 0:
+        console.print(f"  {kind}: {found.sentence}", highlight=False)
+        for score in found.scores[:3]:
+            if score.importance <= 0:
                 continue
             console.print(
-                f"      {score['predicate']}: {score['with']} with, {score['without']} "
-                f"without{'' if score['matched'] else ' (no comparable variant)'}; "
-                f"increase {score['increase']:+.3g} (at least {score['increase_low']:+.3g})",
+                f"      {score.predicate}: {score.with_} with, {score.without} "
+                f"without{'' if score.matched else ' (no comparable variant)'}; "
+                f"increase {score.increase:+.3g} (at least {score.increase_low:+.3g})",
                 highlight=False,
             )

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from stress.analysis.pyrows import python_rows
+from stress.analysis.summary_model import Signature
 from stress.factors import REGISTRY
 
 TOP_FRAMES = 3
@@ -61,10 +62,10 @@ def native_frames(native_stack: str | None) -> tuple[str, ...]:
     return tuple(named[:TOP_FRAMES])
 
 
-def where(group: dict[str, Any]) -> str:
+def where(group: Signature) -> str:
     """A signature's frames in one line: Python innermost first, then the native ones."""
-    shown = " < ".join(group["frames"]) or "no stack"
-    native = group.get("native_frames")
+    shown = " < ".join(group.frames) or "no stack"
+    native = group.native_frames
     return f"{shown} [native: {' < '.join(native)}]" if native else shown
 
 

@@ -28,6 +28,7 @@ from stress.analysis.references import against_onnxruntime, load_references
 from stress.analysis.scan import Scan
 from stress.analysis.signatures import signatures
 from stress.analysis.stand_in import UNKNOWN_WHAT, manifest_from_rows
+from stress.analysis.summary_model import RunSummary, VariantSummary
 from stress.analysis.tolerance import tolerances_for
 from stress.analysis.verdicts import Verdict, from_status
 from stress.records.damage import marked
@@ -49,7 +50,7 @@ def run_status(manifest: ManifestData) -> tuple[RunStatus, str | None]:
     return manifest.status, manifest.reason
 
 
-def summarize(run_dir: Path) -> dict[str, Any]:
+def summarize(run_dir: Path) -> RunSummary:
     """Everything the summary, the report and compare show: per variant its counts, grades,
     rates, drift, deaths and verdict; the references, crash signatures and attribution; and
     what could not be read (``damage``, ``warnings``). The rows are aggregated where they lie
@@ -64,7 +65,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             return result
 
 
-def _summarize(run_dir: Path) -> dict[str, Any]:
+def _summarize(run_dir: Path) -> RunSummary:
     found, unreadable = read_records(run_dir)
     with Scan(RunLayout(run_dir).iterations) as scan:
         event_rows = events_table(run_dir)
@@ -79,27 +80,32 @@ def _summarize(run_dir: Path) -> dict[str, Any]:
             per_variant[vid]["drift"] = found_drift
     _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
     _add_memcheck_slowdown(manifest, per_variant)
-    for variant in per_variant.values():
-        variant["verdict"] = verdict(variant).value  # the word: the summary holds plain values
-        deaths = death_count(variant)
-        variant.update(variant_rates(variant, deaths, clean=variant["verdict"] == Verdict.OK))
-    section = damage(run_dir, manifest, per_variant, unreadable)
-    return {
-        "run_id": manifest.run_id,
-        "status": status.value,
-        "reason": reason,
-        "started": manifest.started,
-        "ended": manifest.ended,
-        "pauses": [pause.to_dict() for pause in manifest.pauses],
-        "mnn_version": manifest.versions["MNN"],
-        "references": references,
-        "variants": list(per_variant.values()),
-        "crash_signatures": signatures(event_rows, DEATH_KINDS),
-        "memcheck_signatures": signatures(event_rows, [EventKind.MEMCHECK.value]),
-        "attribution": attribution(manifest, per_variant),
-        "damage": section,
-        "warnings": warnings(section),
-    }
+    variants = {vid: _finished(variant) for vid, variant in per_variant.items()}
+    section = damage(run_dir, manifest, variants, unreadable)
+    return RunSummary(
+        run_id=manifest.run_id,
+        status=status,
+        reason=reason,
+        started=manifest.started,
+        ended=manifest.ended,
+        pauses=[pause.to_dict() for pause in manifest.pauses],
+        mnn_version=manifest.versions["MNN"],
+        references=references,
+        variants=list(variants.values()),
+        crash_signatures=signatures(event_rows, DEATH_KINDS),
+        memcheck_signatures=signatures(event_rows, [EventKind.MEMCHECK.value]),
+        attribution=attribution(manifest, variants),
+        damage=section,
+        warnings=warnings(section),
+    )
+
+
+def _finished(variant: dict[str, Any]) -> VariantSummary:
+    """The variant's verdict and rates added to its counts, validated into the model."""
+    variant["verdict"] = verdict(variant)
+    clean = variant["verdict"] is Verdict.OK
+    variant.update(variant_rates(variant, death_count(variant), clean=clean))
+    return VariantSummary.model_validate(variant)
 
 
 def _variants(manifest: ManifestData, status: RunStatus) -> dict[str, dict[str, Any]]:

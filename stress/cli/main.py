@@ -81,7 +81,7 @@ def summary(run_dir: Path, as_json: bool) -> None:
 
     result = summarize(run_dir)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(result.to_json())
     else:
         render_summary(result, console)
 
@@ -103,7 +103,7 @@ def report(run_dir: Path, html_path: Path | None, as_json: bool) -> None:
 
     result = summarize(run_dir)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(result.to_json())
     else:
         render_report(result, console)
     if html_path is not None:
@@ -233,8 +233,20 @@ def models() -> None:
 
 
 @main.command()
-def schema() -> None:
-    """Print the JSON Schema of scenario files (for editor completion)."""
+@click.option(
+    "--summary",
+    "of_summary",
+    is_flag=True,
+    help="the JSON Schema of `summary --json` and `report --json` instead",
+)
+def schema(of_summary: bool) -> None:
+    """Print the JSON Schema of scenario files (for editor completion), or with --summary
+    that of a run's summary as `summary --json` prints it."""
+    if of_summary:
+        from stress.analysis.summary_model import summary_schema
+
+        click.echo(json.dumps(summary_schema(), indent=2))
+        return
     from stress.scenario import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))

@@ -7,6 +7,7 @@ import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -18,6 +19,9 @@ from stress.cli.narrate import Narrator
 from stress.errors import StressError
 from stress.exit_codes import ExitCode
 from stress.records.states import RunStatus, VariantStatus
+
+if TYPE_CHECKING:
+    from stress.analysis.summary_model import RunSummary
 
 
 @click.command(cls=Command)
@@ -191,7 +195,7 @@ def _size(value: str | None, param: click.Parameter) -> int | None:
         raise click.BadParameter(str(exc), param=param) from exc
 
 
-def _summarise(run_dir: Path, narrator: Narrator) -> dict | None:
+def _summarise(run_dir: Path, narrator: Narrator) -> RunSummary | None:
     """The summary on the terminal, and in the run's log (None: it could not be made)."""
     from stress.analysis.summary import summarize
     from stress.analysis.table import render_summary

@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 
 from stress.analysis.references import load_references
 from stress.analysis.summary import summarize
+from stress.analysis.summary_model import VariantSummary
 from stress.analysis.tolerance import tolerances_for
 from stress.contract import dtypes
 from stress.coordinator.jobs import input_plans
@@ -63,7 +64,7 @@ def write_script(
         raise StressError(
             f"{run_dir} has no variant {variant_id!r}", fix=f"its variants include: {known}"
         )
-    summary = next(v for v in summarize(run_dir)["variants"] if v["variant_id"] == variant_id)
+    summary = summarize(run_dir).variant(variant_id)
     settings = _settings(run_dir, manifest, variant_id, summary, iterations)
     text = TEMPLATE.read_text()
     if SETTINGS_LINE not in text:
@@ -83,7 +84,11 @@ def write_script(
 
 
 def _settings(
-    run_dir: Path, manifest: ManifestData, vid: str, summary: dict, iterations: int | None
+    run_dir: Path,
+    manifest: ManifestData,
+    vid: str,
+    summary: VariantSummary,
+    iterations: int | None,
 ) -> dict[str, Any]:
     entry = manifest.variants[vid]
     scenario = _scenario(manifest, entry.scenario)
@@ -95,7 +100,7 @@ def _settings(
         "variant": vid,
         "scenario": entry.scenario,
         "mnn_version_in_run": manifest.versions.get("MNN"),
-        "observed": {"verdict": summary["verdict"], "grades": summary["grades"]},
+        "observed": {"verdict": summary.verdict.value, "grades": summary.grades.model_dump()},
         "not_recreated": {k: v for k, v in changed(params).items() if not _recreated(k, v)},
         "looking_for": _looking_for(summary),
         "model": scenario.model_for(params).path,
@@ -133,14 +138,14 @@ def _tolerance(manifest: ManifestData, name: str) -> dict[str, Any]:
     return next(s for s in manifest.scenarios if s["name"] == name).get("tolerance", {})
 
 
-def _looking_for(summary: dict[str, Any]) -> list[str]:
+def _looking_for(summary: VariantSummary) -> list[str]:
     """The failures to look for: the run's failing grades, inconsistency, and crashes."""
-    wanted = [LOOKING_FOR[g] for g, n in summary["grades"].items() if n and g in LOOKING_FOR]
-    if summary["distinct_outputs"] > 1:
+    wanted = [LOOKING_FOR[g] for g, n in summary.grades.items() if n and g in LOOKING_FOR]
+    if summary.distinct_outputs > 1:
         wanted.append("inconsistent")
-    if summary["events"].get("crash"):
+    if summary.events.crash:
         wanted.append("crash")
-    if summary["events"].get("exception") and summary["iterations"] == 0:
+    if summary.events.exception and summary.iterations == 0:
         wanted.append("setup_error")  # it raised before its first iteration (REFUSED)
     return wanted or ["mismatch", "non_finite", "invalid", "error", "inconsistent"]
 

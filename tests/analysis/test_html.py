@@ -16,6 +16,7 @@ import pytest
 from stress.analysis.html import human_bytes, when, write_html
 from stress.analysis.plots import thinned_series
 from stress.analysis.summary import summarize
+from stress.analysis.summary_model import RunSummary
 from stress.models.resolve import resolve_model
 from tests.conftest import first_worker, run_cli, start_run
 
@@ -87,7 +88,7 @@ class Page(HTMLParser):
         return found[0]
 
 
-def report(run_dir: Path, summary: dict | None = None) -> tuple[Page, str]:
+def report(run_dir: Path, summary: RunSummary | None = None) -> tuple[Page, str]:
     path = run_dir.parent / f"{run_dir.name}.html"
     write_html(summary or summarize(run_dir), run_dir, path)
     text = path.read_text(encoding="utf-8")
@@ -165,17 +166,17 @@ def test_nothing_is_fetched_and_hostile_file_names_stay_text(faulty_run):
 @pytest.mark.integration
 def test_hostile_text_anywhere_in_the_summary_cannot_inject_markup(faulty_run):
     summary = summarize(faulty_run)
-    summary["reason"] = HOSTILE
-    for variant in summary["variants"]:
-        variant["label"] += HOSTILE
-    for group in summary["crash_signatures"]:
-        group["frames"] = [HOSTILE, "x.py:<module>"]
-    for found in summary["attribution"].values():
-        found["sentence"] = HOSTILE
-        for score in found["scores"]:
-            score["predicate"] = HOSTILE
-    for reference in summary["references"].values():
-        reference["problem"] = HOSTILE
+    summary.reason = HOSTILE
+    for variant in summary.variants:
+        variant.label += HOSTILE
+    for group in summary.crash_signatures:
+        group.frames = [HOSTILE, "x.py:<module>"]
+    for found in summary.attribution.values():
+        found.sentence = HOSTILE
+        for score in found.scores:
+            score.predicate = HOSTILE
+    for reference in summary.references.values():
+        reference.problem = HOSTILE
     page, text = report(faulty_run, summary)
     assert "script" not in page.tags and "img" not in page.tags
     assert page.tags.count("svg") == 4  # labels with '$' are not mathtext
@@ -213,7 +214,7 @@ def test_an_interrupted_run_without_iterations_still_reports(scenario_file, tmp_
     coordinator.send_signal(signal.SIGINT)  # ... so it is killed
     coordinator.communicate(timeout=60)
     summary = summarize(out)
-    assert summary["variants"][0]["iterations"] == 0
+    assert summary.variants[0].iterations == 0
     page, _ = report(out, summary)
     assert "status interrupted" in page.text(page.title)
     assert page.row_of("Variants", "stuck")[0] == "INTERRUPTED"

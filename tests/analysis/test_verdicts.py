@@ -10,6 +10,7 @@ from rich.style import Style
 
 from stress.analysis import html
 from stress.analysis.report import has_findings
+from stress.analysis.summary_model import RunSummary, VariantSummary
 from stress.analysis.verdicts import FINDINGS, Verdict, from_status
 from stress.records.states import VariantStatus
 
@@ -28,7 +29,8 @@ def test_memcheck_is_sorted_and_coloured_as_the_finding_it_is():
     coloured as "other"."""
     assert Verdict.MEMCHECK.finding and Verdict.MEMCHECK.html_class == "bad"
     assert html._rank("CRASHED") < html._rank("MEMCHECK") < html._rank("INCONSISTENT")
-    assert has_findings({"references": {}, "variants": [{"verdict": "MEMCHECK"}]})
+    flagged = VariantSummary.model_construct(verdict=Verdict.MEMCHECK)  # its other fields unread
+    assert has_findings(RunSummary.model_construct(references={}, variants=[flagged]))
 
 
 def test_the_order_puts_findings_first_and_ok_last():
