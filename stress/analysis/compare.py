@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from stress.analysis.damaged import print_warnings
+from stress.analysis.grading import FAILING as FAILING_GRADES
 from stress.analysis.rates import describe
 from stress.analysis.references import load_references
 from stress.analysis.summary_model import OutcomeRate, Rates, RunSummary, VariantSummary
@@ -18,7 +19,7 @@ from stress.analysis.tolerance import compare, tolerances_for
 from stress.analysis.verdicts import FINDINGS
 from stress.records.manifest import read_records
 
-FAILING = ("mismatch", "non_finite", "invalid", "error", "death")
+FAILING = (*FAILING_GRADES, "death")
 
 
 def compare_runs(run_a: Path, run_b: Path, a: RunSummary, b: RunSummary) -> dict[str, Any]:

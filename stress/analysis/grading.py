@@ -24,10 +24,12 @@ import pyarrow.compute as pc
 from stress.analysis.references import ReferenceOutput, References
 from stress.analysis.scan import Scan
 from stress.analysis.tolerance import Tolerance, compare, statistics_within, tolerances_for
+from stress.analysis.verdicts import Grade
 
-GRADES = ("exact", "close", "ungraded", "mismatch", "non_finite", "invalid", "error")
-SEVERITY = {grade: rank for rank, grade in enumerate(GRADES)}
-PASSING = ("exact", "close", "ungraded")
+GRADES = tuple(grade.value for grade in Grade)  # the words, in order of severity
+SEVERITY = {grade.value: grade.severity for grade in Grade}
+PASSING = tuple(grade.value for grade in Grade if grade.passing)
+FAILING = tuple(grade.value for grade in Grade if not grade.passing)
 MAX_VALUE_COMPARISONS = 20_000  # distinct digests compared value by value; the rest by statistics
 
 _DIGEST_KEYS = ["scenario", "output_name", "digest"]

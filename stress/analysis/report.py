@@ -24,7 +24,7 @@ def has_findings(summary: RunSummary) -> bool:
         for reference in summary.references.values()
         for found in reference.onnxruntime.outputs.values()
     ]
-    disagrees = any(grade not in ("exact", "close", "ungraded") for grade in independent)
+    disagrees = any(grade not in PASSING for grade in independent)
     return disagrees or any(v.verdict in FINDINGS for v in summary.variants)
 
 

@@ -1,4 +1,6 @@
-"""A variant's verdict: one word saying what to look at first, defined once with everything a
+"""The words of a summary, each defined once: an iteration's grade, and a variant's verdict.
+
+A variant's verdict: one word saying what to look at first, defined once with everything a
 renderer needs. The members are in order of severity (what needs a look first); each says
 whether it is a finding (``report``'s and ``compare``'s exit status), its terminal style
 (``stress.analysis.table``) and its colour class in the HTML report (``stress.analysis.html``).
@@ -57,3 +59,35 @@ FINDINGS = frozenset(v for v in Verdict if v.finding)
 def from_status(status: str) -> Verdict:
     """The verdict of a variant that did not finish, from its status (``interrupted``)."""
     return Verdict(status.upper())
+
+
+class Grade(str, Enum):
+    """How an iteration's outputs compare with the scenario's clean reference. The members are
+    in order of severity (an iteration takes the grade of its worst output); a grade that does
+    not pass is a failure in rates, attribution, ``report`` and ``compare``. A Grade is a
+    ``str``: rows, SQL and the summary's JSON hold the word itself."""
+
+    # (word, passes)
+    EXACT = ("exact", True)  # every output bit-identical to the reference
+    CLOSE = ("close", True)  # the worst output within the scenario's tolerance
+    UNGRADED = ("ungraded", True)  # no usable reference, or no readable output
+    MISMATCH = ("mismatch", False)  # an output beyond the tolerance
+    NON_FINITE = ("non_finite", False)  # NaN or Inf in an output
+    INVALID = ("invalid", False)  # MNN returned an error code
+    ERROR = ("error", False)  # MNN raised
+
+    passing: bool
+
+    def __new__(cls, word: str, passing: bool) -> Grade:
+        member = str.__new__(cls, word)
+        member._value_ = word
+        member.passing = passing
+        return member
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def severity(self) -> int:
+        """Its place in the order above: 0 is the best."""
+        return list(Grade).index(self)

@@ -9,9 +9,17 @@ import pytest
 from rich.style import Style
 
 from stress.analysis import html
+from stress.analysis.grading import FAILING, GRADES, PASSING, SEVERITY
 from stress.analysis.report import has_findings
-from stress.analysis.summary_model import RunSummary, VariantSummary
-from stress.analysis.verdicts import FINDINGS, Verdict, from_status
+from stress.analysis.summary_model import (
+    GradeCounts,
+    OnnxRuntimeCheck,
+    OrtCompared,
+    RunSummary,
+    ScenarioReference,
+    VariantSummary,
+)
+from stress.analysis.verdicts import FINDINGS, Grade, Verdict, from_status
 from stress.records.states import VariantStatus
 
 FINISHED_WITH_THEIR_OWN = {"done", "quarantined", "refused", "failed"}  # summary.verdict
@@ -53,3 +61,27 @@ def test_a_verdict_is_its_word_in_json_and_text():
 
     assert json.dumps([Verdict.OK, Verdict.MEMCHECK]) == '["ok", "MEMCHECK"]'
     assert f"{Verdict.OK} {Verdict.CRASHED}" == "ok CRASHED" and Verdict.OK == "ok"
+
+
+def test_the_grades_are_one_definition_that_the_summary_and_sql_follow():
+    """Grade is the one list: the summary's per-grade counts have a field for each, in
+    order; the SQL severity ranks them in that order; passing and failing split them."""
+    assert list(GradeCounts.model_fields) == [grade.value for grade in Grade]
+    assert [SEVERITY[grade.value] for grade in Grade] == list(range(len(Grade)))
+    assert set(PASSING) | set(FAILING) == set(GRADES) and not set(PASSING) & set(FAILING)
+    assert PASSING == ("exact", "close", "ungraded")
+    assert Grade("mismatch") is Grade.MISMATCH and not Grade.MISMATCH.passing
+
+
+def test_a_disagreement_with_onnxruntime_is_a_finding_for_every_failing_grade():
+    """``has_findings`` counts a reference ONNX Runtime disagrees with, by grade."""
+    for grade in Grade:
+        summary = _summary_with_onnxruntime_grade(grade.value)
+        assert has_findings(summary) is (not grade.passing), grade
+
+
+def _summary_with_onnxruntime_grade(word: str) -> RunSummary:
+    found = OrtCompared.model_construct(grade=word)  # its other fields unread
+    check = OnnxRuntimeCheck.model_construct(status="done", outputs={"y": found})
+    reference = ScenarioReference.model_construct(onnxruntime=check)
+    return RunSummary.model_construct(references={"s": reference}, variants=[])
