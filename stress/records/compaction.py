@@ -262,7 +262,7 @@ class Compactor:
     def _readable(self, directory: Path) -> list[Part]:
         """The visible intact parts, once the damaged ones are set aside. None while a damaged
         part could not be moved: a merge must not span rows it does not hold."""
-        listing = sort_out(directory)
+        listing = sort_out(directory, steady=False)  # no merge is going: step() waits for it
         for part in listing.damaged:
             self._set_aside(part.path)
         return [] if self._stuck & {p.path for p in listing.damaged} else listing.visible

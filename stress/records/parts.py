@@ -51,9 +51,10 @@ def part_name(first: int, last: int) -> str:
     return f"part-{first:06d}.parquet" if first == last else f"part-{first:06d}-{last:06d}.parquet"
 
 
-def listed(directory: Path) -> list[Part]:
-    """Every complete part file in ``directory``, covered ones included, oldest first."""
-    names = _steady_names(directory)
+def listed(directory: Path, *, steady: bool = False) -> list[Part]:
+    """Every complete part file in ``directory``, covered ones included, oldest first;
+    ``steady``: listed until two listings agree, for a reader beside a compaction."""
+    names = _steady_names(directory) if steady else _names(directory)
     found = []
     for name in names:
         match = _NAME.fullmatch(name)
@@ -110,10 +111,11 @@ class Listing:
     damaged: list[Part]  # damaged parts whose rows no intact part holds: not read
 
 
-def sort_out(directory: Path) -> Listing:
+def sort_out(directory: Path, *, steady: bool = True) -> Listing:
     """Damaged parts are left out before the covering is worked out: a damaged merged file
-    does not hide the intact sources it was made of."""
-    parts = listed(directory)
+    does not hide the intact sources it was made of. ``steady=False`` only for the compactor
+    between its merges: nothing else renames or deletes parts."""
+    parts = listed(directory, steady=steady)
     broken = [part for part in parts if damaged(part.path)]
     left_out = set(broken)
     intact = [part for part in parts if part not in left_out]

@@ -7,7 +7,6 @@ Stdlib only: the ``mnn_version`` factor, which workers import, and the cached en
 from __future__ import annotations
 
 import re
-from importlib import metadata
 
 from stress.errors import ModelError
 
@@ -27,6 +26,8 @@ def version_key(version: str) -> tuple[int, ...]:
 
 def mnn_version() -> str:
     """The installed MNN's version, read from package metadata (no ``import MNN``)."""
+    from importlib import metadata  # here: workers import this module, and need it not
+
     try:
         return metadata.version("MNN")
     except metadata.PackageNotFoundError as exc:

@@ -200,4 +200,4 @@ def test_a_listing_that_a_merge_raced_is_listed_again(tmp_path, monkeypatch):
     raced = [names[0]]  # the merged file not yet seen, its sources already gone
     answers = iter([raced, names, names])
     monkeypatch.setattr("stress.records.parts.os.listdir", lambda _: next(answers))
-    assert [p.path.name for p in listed(tmp_path)] == names
+    assert [p.path.name for p in listed(tmp_path, steady=True)] == names
