@@ -143,7 +143,7 @@ def test_a_night_gives_its_second_pass_to_the_variant_that_failed_once(scenario_
     assert _pass_done(Manifest(out, read_manifest(out)), RunHooks())([uncertain]) == []
     # ...but one resumed before its second pass does
     data = read_manifest(out)
-    del data.adaptive["allocated_at"]
+    data.adaptive.allocated_at = None  # as if the run was killed before its second pass
     assert _pass_done(Manifest(out, data), RunHooks())([uncertain]) == [uncertain]
     assert uncertain.duration_s == pytest.approx(10.0 + pool)
 

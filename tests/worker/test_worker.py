@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -39,6 +40,15 @@ def test_worker_code_imports_only_stdlib_numpy_and_mnn():
     assert harness_only == "[]" and int(imported) >= 20  # the walk really imported the tree
 
 
+def _environment_after_exec(process: psutil.Process) -> dict[str, str]:
+    """The worker's environment once it runs the worker: read between its fork and its exec,
+    /proc shows the coordinator's (seen on a loaded machine)."""
+    deadline = time.monotonic() + 30
+    while "stress.worker" not in " ".join(process.cmdline()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process.environ()
+
+
 def test_a_factors_launch_hook_reaches_the_worker_process(tmp_path, monkeypatch):
     """The launch stage: a factor's hook sets the environment of the real worker process."""
 
@@ -61,7 +71,7 @@ def test_a_factors_launch_hook_reaches_the_worker_process(tmp_path, monkeypatch)
     )
     worker = WorkerProcess(job, RunLayout(tmp_path), 1 << 20)
     try:
-        environment = psutil.Process(worker.pid).environ()
+        environment = _environment_after_exec(psutil.Process(worker.pid))
     finally:
         worker.process.kill()
         worker.process.wait(timeout=60)
