@@ -28,6 +28,7 @@ from stress.records.manifest_sections import (
     DiskSection,
     ReferenceEntry,
     Segment,
+    checked,
 )
 from stress.records.parts import write_atomically
 from stress.records.rundir import RunLayout
@@ -117,7 +118,7 @@ class VariantEntry:
             del data["next_iteration"]
         entry = cls(**data)
         entry.status = VariantStatus(entry.status)
-        return entry
+        return checked(entry)
 
 
 # In each ``scenarios`` entry: its model's origin and content when the run began
@@ -194,7 +195,7 @@ class ManifestData:
         data["segments"] = [Segment.from_dict(segment) for segment in data.get("segments", [])]
         data["disk"] = DiskSection.from_dict(data.get("disk", {}))
         data["adaptive"] = AdaptiveSection.from_dict(data.get("adaptive", {}))
-        return cls(**data)
+        return checked(cls(**data))
 
 
 class Manifest:

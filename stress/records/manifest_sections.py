@@ -8,6 +8,9 @@ silently dropped fact.
 
 from __future__ import annotations
 
+import functools
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -26,6 +29,44 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}")
     return data
+
+
+def checked(instance: Any) -> Any:
+    """``instance`` (a dataclass read from JSON) with every field of the type its annotation
+    says, where that is plain JSON (str, int, float, bool, None, lists and dicts of them): a
+    TypeError names the field. Enums and nested records are converted by their readers."""
+    for name, hint in _hints(type(instance)).items():
+        value = getattr(instance, name)
+        if not _conforms(value, hint):
+            raise TypeError(
+                f"{type(instance).__name__}.{name}: {type(value).__name__} {value!r:.40}"
+            )
+    return instance
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits ``hint``; anything but plain JSON types is not checked here."""
+    if hint is Any:
+        return True
+    if isinstance(hint, types.UnionType):
+        return any(_conforms(value, part) for part in typing.get_args(hint))
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(v, args[1]) for v in value.values())
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (str, bool, type(None)):
+        return isinstance(value, hint)
+    return True  # an enum or a record: its reader converted it
 
 
 def _apply(section: Any, change: dict[str, Any]) -> None:
@@ -53,7 +94,7 @@ class Segment:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:
         known = _known(cls, data)
-        return cls(**{**known, "status": RunStatus(known["status"])})
+        return checked(cls(**{**known, "status": RunStatus(known["status"])}))
 
 
 @dataclass
@@ -71,7 +112,7 @@ class ReferenceEntry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceEntry:
-        return cls(**_known(cls, data))
+        return checked(cls(**_known(cls, data)))
 
 
 @dataclass
@@ -88,7 +129,7 @@ class DiskSection:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiskSection:
-        return cls(**_known(cls, data))
+        return checked(cls(**_known(cls, data)))
 
     def update(self, change: dict[str, Any]) -> None:
         """Apply a change a listener reports (``stress.records.recorder``)."""
@@ -112,7 +153,7 @@ class AdaptiveSection:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdaptiveSection:
-        return cls(**_known(cls, data))
+        return checked(cls(**_known(cls, data)))
 
     def update(self, change: dict[str, Any]) -> None:
         _apply(self, change)

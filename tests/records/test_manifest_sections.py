@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from stress.records.manifest import ManifestData
+from stress.errors import RunDirError
+from stress.records.manifest import ManifestData, load_manifest
 from stress.records.manifest_sections import (
     AdaptiveSection,
     DiskSection,
@@ -82,3 +83,79 @@ def test_a_real_runs_manifest_reads_back_to_the_same_json(scenario_file, tmp_pat
     data = ManifestData.from_dict(written)
     assert isinstance(data.reference["typed"], ReferenceEntry)
     assert json.loads(json.dumps(data.to_dict(), default=str)) == written
+
+
+_MANIFEST = {
+    "run_id": "r",
+    "command": ["mnn-stress", "run"],
+    "cwd": "/",
+    "started": "2026-12-07T10:00:00.000+00:00",
+    "ended": None,
+    "status": "complete",
+    "reason": None,
+    "concurrency": 2,
+    "budget": {"iterations": 5, "duration_s": None},
+    "test_fault": None,
+    "owner": SEGMENT["owner"],
+    "host": {},
+    "versions": {"MNN": "3.6.1"},
+    "scenarios": [{"name": "s"}],
+    "variants": {
+        "v1": {
+            "scenario": "s",
+            "label": "api=session",
+            "params": {"api": "session"},
+            "status": "done",
+            "completed": 5,
+            "crashes": 0,
+            "next_iterations": [5],
+            "stop_iteration": 5,
+            "duration_s": None,
+            "workers_started": 1,
+            "used_s": 0.5,
+        }
+    },
+    "reference": {"s": {"variant_id": "r1", "status": "done", "completed": 3, "crashes": 0}},
+    "segments": [SEGMENT],
+    "disk": {"budget_bytes": 10},
+    "adaptive": {"pool_s": 1.0, "allocated_at": "t", "variants": {}},
+    "pauses": [],
+    "damaged": [],
+}
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.update(run_id=7),
+        lambda m: m.update(ended=1.5),
+        lambda m: m["versions"].update(MNN=3.6),
+        lambda m: next(iter(m["variants"].values())).update(label=5),
+        lambda m: next(iter(m["variants"].values())).update(completed="many"),
+        lambda m: next(iter(m["reference"].values())).update(onnxruntime=7),
+        lambda m: m["segments"][0].update(started=12),
+        lambda m: m["disk"].update(budget_bytes="17M"),
+        lambda m: m["adaptive"].update(variants=[]),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_manifest_that_cannot_be_read(edit, tmp_path):
+    """Found by a hostile review: such a value went through to the summary's models and
+    every reader ended in "bug in mnn-stress" (70). It is refused where it is read."""
+    manifest = json.loads(json.dumps(_MANIFEST))
+    edit(manifest)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunDirError, match="not a manifest of this version"):
+        load_manifest(tmp_path)
+    ManifestData.from_dict(json.loads(json.dumps(_MANIFEST)))  # untouched, it reads
+
+
+def test_a_reader_of_a_manifest_with_a_wrong_type_says_so_and_goes_on(scenario_file, tmp_path):
+    path = scenario_file("name: typed\nmodel: tiny\niterations: 5\n")
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["versions"]["MNN"] = 3.6
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    done = run_cli("summary", str(out), check=False)
+    assert done.returncode == 0, done.stderr
+    assert "manifest.json cannot be read" in done.stdout + done.stderr
