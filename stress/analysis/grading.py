@@ -233,12 +233,24 @@ def graded_outputs(scan: Scan, grades: pa.Table) -> dict[str, list[dict[str, Any
 
 
 def worst_mismatch(outputs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The mismatch with the largest absolute difference (one graded by values first)."""
+    """The mismatch with the largest absolute difference (one graded by values first); a tie
+    goes to the most differing elements, then the output's name and digest, so the same run
+    always names the same one (outputs come from a query in no set order)."""
     mismatches = [o for o in outputs if o["grade"] == "mismatch"]
     if not mismatches:
         return None
-    worst = max(mismatches, key=lambda o: (o["basis"] == "values", o["max_abs"] or 0.0))
+    worst = max(mismatches, key=_badness)
     return {k: v for k, v in worst.items() if k not in ("scenario", "grade")}
+
+
+def _badness(output: dict[str, Any]) -> tuple[bool, float, int, str, str]:
+    return (
+        output["basis"] == "values",
+        output["max_abs"] or 0.0,
+        output.get("differing") or 0,
+        str(output["output_name"]),
+        str(output["digest"]),
+    )
 
 
 def bases(outputs: list[dict[str, Any]]) -> dict[str, list[str]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stress.analysis.grading import worst_mismatch
 from stress.analysis.tolerance import Tolerance, compare, statistics_within, tolerances_for
 from tests.conftest import read_iterations, read_traces, run_cli
 
@@ -248,3 +249,25 @@ def test_the_readme_query_for_exact_rows_agrees_with_the_summary(scenario_file, 
             grades["exact"],
             variant["iterations"] - grades["exact"],
         )
+
+
+def test_the_worst_mismatch_is_the_same_whatever_order_the_outputs_come_in():
+    """Found by a hostile review: outputs tied at the largest |diff| (3.4e38, one element
+    become inf) were named in the order the query returned them, so the same run's summary
+    named 284 then 288 differing elements from one call to the next."""
+    tied = [
+        {
+            "grade": "mismatch",
+            "basis": "values",
+            "max_abs": 3.4e38,
+            "differing": n,
+            "output_name": "y",
+            "digest": f"d{n}",
+            "scenario": "s",
+        }
+        for n in (284, 288, 287)
+    ]
+    assert worst_mismatch(tied)["differing"] == 288
+    assert worst_mismatch(tied[::-1]) == worst_mismatch(tied)
+    clean = [{**tied[0], "grade": "close"}]
+    assert worst_mismatch(clean) is None
