@@ -16,11 +16,10 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stress.analysis.verdicts import Verdict
+from stress.analysis.verdicts import Grade, Verdict
 from stress.records.events import DEATH_KINDS, EventKind
 from stress.records.states import RunStatus, VariantStatus
 
-Grade = Literal["exact", "close", "ungraded", "mismatch", "non_finite", "invalid", "error"]
 Basis = Literal["digest", "values", "statistics", "none"]
 FactorValue = Union[bool, int, float, str, None]  # noqa: UP007 (pydantic's smart union)
 FailureKind = Literal["any", "mismatch", "non_finite", "invalid", "error", "death", "memcheck"]

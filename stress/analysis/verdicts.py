@@ -90,4 +90,7 @@ class Grade(str, Enum):
     @property
     def severity(self) -> int:
         """Its place in the order above: 0 is the best."""
-        return list(Grade).index(self)
+        return _GRADE_ORDER[self]
+
+
+_GRADE_ORDER = {grade: place for place, grade in enumerate(Grade)}

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stress.records.rundir import set_aside_for
+from stress.records.rundir import RunLayout
 
 CHECKS_KEPT = 200_000  # frame checks remembered per process (a long night's parts, merged)
 MAGIC = b"PAR1"  # a Parquet file starts and ends with it
@@ -203,8 +203,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def aside_dir(directory: Path) -> Path:
-    """Where a dataset's damaged parts are set aside: ``ROOT/damaged/<dataset>/``."""
-    return set_aside_for(directory)
+    """Where a dataset's damaged parts are set aside: ``ROOT/damaged/<dataset>/`` (ROOT: the
+    run directory, or its reference pass)."""
+    return RunLayout(directory.parent).damaged / directory.name
 
 
 def set_aside(path: Path, run_dir: Path) -> DamagedPart:

@@ -20,8 +20,6 @@ from typing import Any
 from stress.errors import StorageError
 from stress.records.rundir import RunLayout
 
-JOURNAL_NAME = RunLayout.JOURNAL
-
 
 class Journal:
     """Appends lines; a line that cannot be written (full disk) is kept and written by
@@ -77,13 +75,13 @@ class JournalRead:
     def problem(self) -> str | None:
         """What a reader should be told, in one sentence (None: nothing)."""
         if self.error is not None:
-            return f"{JOURNAL_NAME} cannot be read ({self.error})"
+            return f"{RunLayout.JOURNAL} cannot be read ({self.error})"
         if not self.unreadable:
             return None
         shown = ", ".join(map(str, self.unreadable[:10])) + (
             ", ..." if len(self.unreadable) > 10 else ""
         )
-        return f"{JOURNAL_NAME}: {len(self.unreadable)} line(s) cannot be read (line {shown})"
+        return f"{RunLayout.JOURNAL}: {len(self.unreadable)} line(s) cannot be read (line {shown})"
 
 
 def read_journal(

@@ -116,11 +116,6 @@ class RunLayout:
         return [int(match[1]) for match in found if match]
 
 
-def set_aside_for(dataset: Path) -> Path:
-    """Where a damaged part of ``dataset`` (a run's or its reference's) is moved."""
-    return RunLayout(dataset.parent).damaged / dataset.name
-
-
 RESERVE_BYTES = 4 << 20
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 _WRITABLE = "choose a writable --out directory"
