@@ -49,7 +49,8 @@ def test_scenario_workers_cap_runs_its_variants_one_at_a_time(scenario_file, tmp
 
 @pytest.mark.integration
 def test_duration_counts_the_time_of_every_worker_of_a_variant(scenario_file, tmp_path):
-    """Two crashes 60 iterations apart (0.4-1 s each on the deep model): the third worker
+    """Two crashes 20 iterations apart (0.1-0.6 s each on the deep model, slower on a busy
+    machine: 60 apart, the second crash did not come within 4 s there): the third worker
     gets only what is left of the 4 s, so the loops add up to 4 s, not 4 s + a segment."""
     path = scenario_file("name: restarts\nmodel: deep\nduration: 4s\nmax_crashes: 5\n")
     out = tmp_path / "run"
@@ -61,7 +62,7 @@ def test_duration_counts_the_time_of_every_worker_of_a_variant(scenario_file, tm
         "--workers",
         "1",
         "--no-adaptive",
-        fault="segv@60,segv@120",
+        fault="segv@20,segv@40",
     )
     rows = read_iterations(out)
     assert rows.worker_id.nunique() == 3
