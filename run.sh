@@ -30,6 +30,8 @@ bootstrap() {
 }
 
 bootstrap
+# the commands a run suggests next (report, repro, --resume) are typed through this script
+export MNN_STRESS_PROG="${MNN_STRESS_PROG:-./run.sh mnn-stress}"
 case "${1:-}" in
   test)
     shift

@@ -28,7 +28,7 @@ from stress.analysis.references import against_onnxruntime, load_references
 from stress.analysis.scan import Scan
 from stress.analysis.signatures import signatures
 from stress.analysis.stand_in import UNKNOWN_WHAT, manifest_from_rows
-from stress.analysis.summary_model import RunSummary, VariantSummary
+from stress.analysis.summary_model import RunSummary, ScenarioReference, VariantSummary
 from stress.analysis.tolerance import tolerances_for
 from stress.analysis.verdicts import Verdict, from_status
 from stress.records.damage import marked
@@ -78,6 +78,13 @@ def _summarize(run_dir: Path) -> RunSummary:
         references = _add_grades(run_dir, manifest, per_variant, scan)
         for vid, found_drift in drift(scan).items():
             per_variant[vid]["drift"] = found_drift
+    disagreeing = {
+        name
+        for name, found in references.items()
+        if ScenarioReference(**found).onnxruntime.disagrees
+    }
+    for variant in per_variant.values():
+        variant["onnxruntime_disagrees"] = variant["scenario"] in disagreeing
     _add_events(per_variant, event_rows.select(["variant_id", "kind"]))
     _add_memcheck_slowdown(manifest, per_variant)
     variants = {vid: _finished(variant) for vid, variant in per_variant.items()}
@@ -147,6 +154,7 @@ def _empty(variant_id: str, scenario: str, label: str, status: str) -> dict[str,
         "latency_p99_ms": None,
         "drift": None,
         "memcheck_slowdown": None,
+        "onnxruntime_disagrees": False,
         "events": {kind.value: 0 for kind in EventKind},
     }
 
@@ -233,7 +241,9 @@ def _add_events(per_variant: dict[str, dict[str, Any]], table: pa.Table) -> None
 def verdict(variant: dict[str, Any]) -> Verdict:
     """One word for the variant: what a user should look at first. Findings about MNN come
     first; then a variant that did not run its budget says why (``KILLED``, ``INTERRUPTED``,
-    ...); ``MEMCHECK`` is an invalid read, write or free that valgrind saw; a finished one
+    ...); ``MEMCHECK`` is an invalid read, write or free that valgrind saw; ``ORT_MISMATCH``
+    outputs as MNN's clean reference, which ONNX Runtime disagrees with; ``LEAK`` resident
+    memory that grew beyond noise over the iterations (``drift``); a finished one
     whose rows did not all reach the disk (the coordinator died before
     writing them) is ``INCOMPLETE``, one without a single iteration ``EMPTY``; only a
     finished variant with all its rows and nothing wrong is ``ok``."""
@@ -255,6 +265,10 @@ def verdict(variant: dict[str, Any]) -> Verdict:
         return Verdict.INCONSISTENT
     if variant["grades"]["mismatch"]:
         return Verdict.MISMATCH
+    if variant["onnxruntime_disagrees"]:
+        return Verdict.ORT_MISMATCH
+    if "rss_growth" in (variant.get("drift") or {}).get("flags", ()):
+        return Verdict.LEAK
     if variant["status"] != VariantStatus.DONE.value:
         return from_status(variant["status"])
     if variant["completed"] > variant["iterations"]:

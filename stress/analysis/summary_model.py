@@ -142,11 +142,23 @@ class Drift(_Part):
     weighted by iterations (``stress.analysis.drift``)."""
 
     rss_bytes_per_1k_iterations: float = Field(description="RSS slope, bytes per 1,000 it.")
-    rss_bytes_per_hour: float = Field(description="RSS slope over wall-clock time, bytes/h")
+    rss_bytes_per_hour: float | None = Field(
+        description="RSS slope over wall-clock time, bytes/h (None: the fit spans less than "
+        "drift.MIN_RATE_SPAN_S seconds)"
+    )
     rss_growth_bytes: float = Field(description="fitted RSS growth over the variant, bytes")
+    rss_median_growth_bytes: float = Field(
+        description="median RSS of the last third of the fitted iterations minus that of the "
+        "first third, summed over workers (one spike cannot move it)"
+    )
     latency_trend: float | None = Field(description="fitted end / fitted start latency")
+    latency_median_ratio: float | None = Field(
+        description="median latency of the last third of the fitted iterations over that of "
+        "the first third"
+    )
     latency_t: float = Field(description="smallest latency slope / its standard error")
     fitted_iterations: float = Field(description="iterations the fit used")
+    wall_span_s: float = Field(description="wall-clock seconds the fit spans (longest worker)")
     flags: list[Literal["rss_growth", "latency_drift"]] = Field(
         description="slopes beyond what noise and allocator caches explain"
     )
@@ -179,6 +191,10 @@ class VariantSummary(_Part):
     drift: Drift | None = Field(description="None: too few iterations for a slope")
     memcheck_slowdown: float | None = Field(
         description="under valgrind: p50 latency / that of the same variant without memcheck"
+    )
+    onnxruntime_disagrees: bool = Field(
+        description="its scenario's clean MNN output, which its grades compare with, "
+        "disagrees with ONNX Runtime (``ScenarioReference.onnxruntime``)"
     )
     events: EventCounts
     completed: int | None = Field(description="iterations the run counted (None: unknown)")
@@ -218,6 +234,13 @@ class OnnxRuntimeCheck(_Part):
 
     status: str | None = Field(description="done, or why not (None: not an ONNX model)")
     outputs: dict[str, OrtCompared | OrtNotCompared] = Field(description="per output name")
+
+    @property
+    def disagrees(self) -> bool:
+        """MNN's clean output is not what ONNX Runtime gives: an output beyond the tolerance,
+        non-finite or missing on one side. Every variant graded against it inherits that."""
+        passing = {grade.value for grade in Grade if grade.passing}
+        return any(found.grade not in passing for found in self.outputs.values())
 
 
 class ScenarioReference(_Part):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from stress.analysis.damaged import print_warnings
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
 from stress.analysis.signatures import where
 from stress.analysis.summary_model import (
+    Mismatch,
     OrtCompared,
     OrtNotCompared,
     Pause,
@@ -24,9 +26,9 @@ from stress.factors import REGISTRY
 
 
 def _cells(v: VariantSummary) -> dict[str, str]:
-    """One variant's row, by column."""
+    """One variant's row, by column: what identifies it first, its label last."""
     word, latency = v.verdict, v.latency_p50_ms
-    cells = {"scenario": v.scenario, "variant": v.label, "id": v.variant_id}
+    cells = {"verdict": f"[{word.style}]{word}[/]", "id": v.variant_id, "scenario": v.scenario}
     cells["iters"] = f"{v.iterations:,}"
     cells |= {_SHORT[g]: _graded(v, g, n) for g, n in v.grades.items() if g in _SHORT}
     cells["dist"] = str(v.distinct_outputs)
@@ -34,36 +36,30 @@ def _cells(v: VariantSummary) -> dict[str, str]:
     cells["views"] = views
     cells["deaths"] = str(v.deaths)
     cells["p50ms"] = "-" if latency is None else f"{latency:.3f}"
-    cells["verdict"] = f"[{word.style}]{word}[/]"
+    cells["variant"] = escape(v.label)
     return cells
 
 
 _SHORT = {"exact": "exact", "close": "close", "mismatch": "mism", "non_finite": "nan"}
 _SHORT |= {"invalid": "inval", "error": "err"}
 _OPTIONAL = ("close", "mism", "nan", "inval", "err", "views")  # shown when any row has one
+_WORDS = ("verdict", "id", "scenario", "variant")  # left-aligned; the rest are numbers
+NARROWEST_LABEL = 32  # a table that leaves the variant column less than this is stacked,
+LABEL_LINES = 2  # as is one in which a label would take more lines than this
 
 
 def render_summary(summary: RunSummary, console: Console) -> None:
-    table = Table(
-        title=f"run {summary.run_id} ({summary.status.value}, MNN {summary.mnn_version})",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-    )
+    """The variants as a table where it fits the console's width with room for their
+    labels, else stacked (two lines a variant); verdict, id and label always whole."""
+    title = f"run {summary.run_id} ({summary.status.value}, MNN {summary.mnn_version})"
     rows = [_cells(v) for v in summary.variants]
     columns = [c for c in (rows[0] if rows else {}) if c not in _OPTIONAL or _any(rows, c)]
-    for column in columns:
-        numeric = column not in ("scenario", "variant", "id", "verdict")
-        table.add_column(
-            column,
-            justify="right" if numeric else "left",
-            no_wrap=column != "variant",
-            overflow="fold",
-            min_width=24 if column == "variant" else None,
-        )
-    for row in rows:
-        table.add_row(*(row[c] for c in columns))
-    console.print(table)
+    fixed = [c for c in columns if c != "variant"]
+    if _room_for_labels(rows, fixed, console) >= _label_room_needed(rows):
+        print_lines(console, _table(title, rows, columns))
+    else:
+        console.print(title, style="italic", highlight=False)
+        print_lines(console, _stacked(rows, fixed, console))
     _print_pauses(summary.pauses, console)
     console.print(
         "exact/close/mism(atch) = outputs against the clean reference (bit-identical / within "
@@ -101,6 +97,73 @@ def _print_pauses(pauses: list[Pause], console: Console) -> None:
             style="yellow",
             highlight=False,
         )
+
+
+def _table(title: str, rows: list[dict[str, str]], columns: list[str]) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for column in columns:
+        table.add_column(
+            column,
+            justify="left" if column in _WORDS else "right",
+            no_wrap=column != "variant",
+            overflow="fold",
+        )
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
+    return table
+
+
+def _stacked(rows: list[dict[str, str]], fixed: list[str], console: Console) -> Group:
+    """Per variant: verdict, id, scenario and label (the label wrapped under itself, never
+    cut), then its numbers on a line of their own under the id."""
+    verdict_width = max(len("verdict"), _widest(rows, "verdict")) + 2
+    id_width = max((len(row["id"]) for row in rows), default=2) + 2
+    indent, numbers = verdict_width + id_width, [c for c in fixed if c not in _WORDS]
+    header = f"{'verdict':<{verdict_width}}{'id':<{id_width}}scenario variant"
+    lines = [Text(header, style="bold")]
+    for row in rows:
+        head = Text.from_markup(row["verdict"])
+        head.pad_right(verdict_width - head.cell_len)
+        head.append(f"{row['id']:<{id_width}}")
+        body = Text(f"{row['scenario']} ") + Text.from_markup(row["variant"])
+        first, *rest = body.wrap(console, max(console.width - indent, 20), overflow="fold")
+        lines += [head + first, *(Text(" " * indent) + line for line in rest)]
+        shown = [c for c in numbers if c not in _OPTIONAL or row[c] not in ("0", "-")]
+        counts = Text(", ".join(_count(c, row[c]) for c in shown), style="dim")
+        under = counts.wrap(console, max(console.width - verdict_width, 20))
+        lines += [Text(" " * verdict_width) + line for line in under]
+    return Group(*lines)
+
+
+def _count(column: str, cell: str) -> str:
+    return f"p50 {cell} ms" if column == "p50ms" else f"{column} {cell}"
+
+
+def _room_for_labels(rows: list[dict[str, str]], fixed: list[str], console: Console) -> int:
+    """The width a table of the ``fixed`` columns at their natural widths leaves for the
+    variant column on ``console`` (each column takes its padding and a separator)."""
+    used = sum(max(len(c), _widest(rows, c)) + 3 for c in fixed) + 3
+    return console.width - used
+
+
+def _label_room_needed(rows: list[dict[str, str]]) -> int:
+    widest = _widest(rows, "variant")
+    return min(widest, max(NARROWEST_LABEL, -(-widest // LABEL_LINES)))
+
+
+def _widest(rows: list[dict[str, str]], column: str) -> int:
+    return max((Text.from_markup(row[column]).cell_len for row in rows), default=0)
+
+
+def print_lines(console: Console, renderable: RenderableType) -> None:
+    """Print ``renderable`` with no spaces at the ends of its lines when the console is no
+    terminal (a file or a pipe gets no padding to the console's width)."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    console.out("\n".join(line.rstrip() for line in captured.get().splitlines()), highlight=False)
 
 
 def _any(rows: list[dict[str, str]], column: str) -> bool:
@@ -145,20 +208,28 @@ def _print_mismatches(variants: list[VariantSummary], console: Console) -> None:
         worst = v.mismatch
         if worst is None:
             continue
-        if worst.basis == "values":
-            how = (
-                f"max|diff| {worst.max_abs:.3g} (relative {worst.max_rel:.3g}), mean "
-                f"{worst.mean_abs:.3g}; {worst.differing:,} element(s) differ, the first "
-                f"at {worst.first_index}"
-            )
-        else:
-            bound = "" if worst.max_abs is None else f"; max|diff| >= {worst.max_abs:.3g}"
-            how = f"its min/max/mean are beyond the tolerance (values not stored{bound})"
         console.print(
-            f"{v.variant_id} {v.label}: output {worst.output_name} mismatches in "
-            f"{worst.rows:,} row(s): {how}; graded by {worst.basis}",
+            f"{v.variant_id} {v.label}: mismatch in {v.grades.mismatch:,} of "
+            f"{v.iterations:,} iterations; worst: {mismatch_words(worst)}",
             highlight=False,
         )
+
+
+def mismatch_words(worst: Mismatch) -> str:
+    """The worst mismatching output in words (``summary`` and ``report`` say it alike)."""
+    if worst.basis == "values":
+        how = (
+            f"max|diff| {worst.max_abs:.3g} (relative {worst.max_rel:.3g}), mean "
+            f"{worst.mean_abs:.3g}; {worst.differing:,} element(s) differ, the first "
+            f"at {worst.first_index}"
+        )
+    else:
+        bound = "" if worst.max_abs is None else f"; max|diff| >= {worst.max_abs:.3g}"
+        how = f"its min/max/mean are beyond the tolerance (values not stored{bound})"
+    return (
+        f"output {worst.output_name!r} ({worst.rows:,} row(s) with these bytes): {how}; "
+        f"graded by {worst.basis}"
+    )
 
 
 def _print_rates(variants: list[VariantSummary], console: Console) -> None:

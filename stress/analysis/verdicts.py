@@ -21,6 +21,9 @@ class Verdict(str, Enum):
     VIEW_CHANGED = ("VIEW_CHANGED", True, "yellow", "warn")
     INCONSISTENT = ("INCONSISTENT", True, "yellow", "warn")
     MISMATCH = ("MISMATCH", True, "red", "bad")
+    # the variant's outputs match MNN's clean reference, which ONNX Runtime disagrees with
+    ORT_MISMATCH = ("ORT_MISMATCH", True, "red", "bad")
+    LEAK = ("LEAK", True, "yellow", "warn")  # resident memory grew beyond noise (drift)
     REFUSED = ("REFUSED", True, "cyan", "info")
     # how far a variant got, when it did not finish with all its rows: not findings
     KILLED = ("KILLED", False, "yellow", "other")
@@ -50,6 +53,11 @@ class Verdict(str, Enum):
     def severity(self) -> int:
         """Its place in the order above: 0 needs a look first."""
         return _ORDER[self]
+
+    @property
+    def reproducible(self) -> bool:
+        """Whether ``repro`` can look for it: every finding but a bug of ours."""
+        return self.finding and self is not Verdict.HARNESS_ERROR
 
 
 _ORDER = {verdict: place for place, verdict in enumerate(Verdict)}

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from stress import injected_bug
 from stress.cli.base import Command, traceback_goes_to
-from stress.cli.common import console, errors, scenario_files
+from stress.cli.common import command, console, errors, scenario_files
 from stress.cli.narrate import Narrator
 from stress.errors import StressError
 from stress.exit_codes import ExitCode
@@ -141,9 +141,12 @@ def run(
         summary = _summarise(result.run_dir, narrator)
     finally:
         narrator.close()
-    console.print(f"run directory: {result.run_dir}")
+    console.print(f"run directory: {result.run_dir}", highlight=False)
     if result.status is RunStatus.INTERRUPTED:
         console.print("[yellow]the run was interrupted; everything recorded so far is kept[/]")
+        console.print(f"to go on with it: {command('run', '--resume', result.run_dir)}")
+    elif summary is not None:
+        print_next_steps(summary, result.run_dir)
     elif result.status is RunStatus.FAILED:
         reason = result.reason
         if any(state.status is VariantStatus.FAILED for state in result.states):
@@ -152,6 +155,19 @@ def run(
     elif fail_on_findings and (summary is None or has_findings(summary)):
         sys.exit(ExitCode.FINDINGS)
     sys.exit(result.exit_code)
+
+
+def print_next_steps(summary: RunSummary, run_dir: Path) -> None:
+    """What to type next: the report of this run, and ``repro`` for its worst finding."""
+    findings = [v for v in summary.variants if v.verdict.finding and v.verdict.reproducible]
+    lines = [f"{command('report', run_dir)}   (findings, rates, attribution; --html PAGE)"]
+    if findings:
+        worst = min(findings, key=lambda v: v.verdict.severity)
+        lines.append(
+            f"{command('repro', run_dir, worst.variant_id)}   "
+            f"(a script that recreates {worst.verdict} {worst.scenario} {worst.label})"
+        )
+    console.print("next: " + "\n      ".join(lines), highlight=False)
 
 
 def _started(narrator: Narrator) -> Callable[[Path, list], None]:
@@ -206,7 +222,7 @@ def _summarise(run_dir: Path, narrator: Narrator) -> RunSummary | None:
         narrator.say(f"no summary: {exc.render()}")
         return None
     render_summary(summary, console)
-    plain = Console(file=io.StringIO(), width=150, color_system=None)
+    plain = Console(file=io.StringIO(), width=150, color_system=None, soft_wrap=True)
     render_summary(summary, plain)
     narrator.write_log(plain.file.getvalue())
     return summary

@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from stress.analysis.drift import LEAK_BYTES_PER_1K, drift
+from stress.analysis.drift import LEAK_BYTES_PER_1K, MIN_RATE_SPAN_S, drift
+from stress.analysis.verdicts import Verdict
 from tests.conftest import run_cli
 
 SCENARIO = """
@@ -46,7 +47,7 @@ def test_any_failing_outcome_makes_the_report_exit_1_for_cron(scenario_file, tmp
     done, out = reported(scenario_file, tmp_path, "perturb@3+?api=module")
     assert done.returncode == 1
     assert "MISMATCH" in done.stdout or "INCONSISTENT" in done.stdout
-    assert "mismatch: 17 of 20" in done.stdout and "worst mismatch: output y" in done.stdout
+    assert "mismatch: 17 of 20" in done.stdout and "worst mismatch: output 'y'" in done.stdout
     assert "failures only with api=module" in done.stdout
     assert run_cli("summary", str(out)).returncode == 0  # summary only shows
 
@@ -67,6 +68,8 @@ def test_a_leaking_slowing_worker_is_flagged(scenario_file, tmp_path):
     by_api = {v["label"]: v for v in summary["variants"]}
     leaking, clean = by_api["api=module"]["drift"], by_api["api=session"]["drift"]
     assert leaking["flags"] == ["rss_growth", "latency_drift"]
+    assert by_api["api=module"]["verdict"] == "LEAK" and by_api["api=session"]["verdict"] == "ok"
+    assert done.returncode == 1  # a leak is a finding: cron hears of it
     assert leaking["rss_bytes_per_1k_iterations"] == pytest.approx(256 << 20, rel=0.35)
     assert leaking["latency_trend"] > 5
     assert clean["flags"] == []
@@ -117,6 +120,57 @@ def test_latency_drift_is_end_over_start_of_the_fit():
     found = drift(rows(np.full(1000, 1 << 20), latency))["v"]
     assert found["latency_trend"] == pytest.approx(2998 / 1200)
     assert found["flags"] == ["latency_drift"]
+
+
+def test_one_spike_at_the_end_tilts_the_line_but_flags_nothing():
+    """A temporary allocation and a stall in the last iterations (a busy machine): the
+    least-squares line tilts, the medians of the first and last thirds do not move."""
+    rss, latency = np.full(1000, 100 << 20), np.full(1000, 1000)
+    rss[-50:] += 400 << 20
+    latency[-50:] *= 10
+    found = drift(rows(rss, latency))["v"]
+    assert found["rss_growth_bytes"] > 16 << 20 and found["rss_bytes_per_1k_iterations"] > 0
+    assert found["latency_trend"] > 1.5 and found["latency_t"] > 5  # the line alone: flagged
+    assert found["rss_median_growth_bytes"] == 0 and found["latency_median_ratio"] == 1
+    assert found["flags"] == []
+
+
+def test_a_fit_shorter_than_a_few_seconds_gives_no_rate_per_hour():
+    """Ten iterations a millisecond apart say nothing of an hour ("+6 GiB/h" from 0.1 s)."""
+    table = rows((100 << 20) + np.arange(100) * 4096, np.full(100, 10))
+    table = table.set_column(3, "ts", pa.array(np.arange(100) * 1_000_000).cast(table["ts"].type))
+    found = drift(table)["v"]
+    assert found["rss_bytes_per_1k_iterations"] > 0 and found["rss_bytes_per_hour"] is None
+    assert found["wall_span_s"] < MIN_RATE_SPAN_S
+
+
+def test_a_leak_is_a_verdict_of_its_own():
+    from stress.analysis.summary import verdict
+
+    variant = {
+        "status": "done",
+        "events": {"harness": 0, "memcheck": 0},
+        "deaths_counted": 0,
+        "invalid": 0,
+        "error": 0,
+        "non_finite": 0,
+        "views_changed": 0,
+        "distinct_outputs": 1,
+        "grades": {"mismatch": 0},
+        "completed": 100,
+        "iterations": 100,
+        "drift": {"flags": ["rss_growth"]},
+        "onnxruntime_disagrees": False,
+    }
+    assert verdict(variant) is Verdict.LEAK and Verdict.LEAK.finding
+    variant["onnxruntime_disagrees"] = True  # outputs as MNN's reference, which ORT disputes
+    assert verdict(variant) is Verdict.ORT_MISMATCH and Verdict.ORT_MISMATCH.finding
+    variant["onnxruntime_disagrees"] = False
+    variant["drift"]["flags"] = ["latency_drift"]  # slower is no finding by itself
+    assert verdict(variant) is Verdict.OK
+    variant["grades"]["mismatch"] = 1  # a wrong output comes first
+    variant["drift"]["flags"] = ["rss_growth"]
+    assert verdict(variant) is Verdict.MISMATCH
 
 
 def test_too_few_iterations_give_no_slope_and_workers_are_fitted_apart():

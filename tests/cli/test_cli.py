@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import pytest
 
@@ -60,6 +61,28 @@ def _contract_broken_on_purpose(params: dict) -> bool:
         or params["output_lifetime"] != "copy"
         or params["rlimit_as_headroom_mib"] in (0, 8)
     )
+
+
+def test_a_run_ends_with_the_commands_to_type_next_and_they_work(tmp_path, scenario_file):
+    """The report of this run, and repro for its worst finding, quoted for the shell (the
+    run directory has a space in it); pasted, each does what it says."""
+    body = "name: next\nmodel: tiny\niterations: 8\nmatrix:\n  api: [session, module]\n"
+    path = scenario_file(body)
+    out = tmp_path / "the run"
+    done = run_cli("run", str(path), "--out", str(out), fault="perturb@1+?api=module")
+    summary = json.loads(run_cli("summary", str(out), "--json").stdout)
+    (worst,) = [v for v in summary["variants"] if v["verdict"] == "INCONSISTENT"]
+    report, repro = [line.split("   (")[0] for line in done.stdout.splitlines()[-2:]]
+    assert report == f"next: mnn-stress report '{out}'"
+    assert repro == f"      mnn-stress repro '{out}' {worst['variant_id']}"
+    assert "recreates INCONSISTENT next api=module" in done.stdout
+    for line, status in ((report.removeprefix("next:"), 1), (repro, 0)):
+        words = shlex.split(line)
+        assert words[0] == "mnn-stress"
+        pasted = run_cli(*words[1:], *(["--runs", "1"] if "repro" in words else []), check=False)
+        assert pasted.returncode == status, pasted.stdout + pasted.stderr
+    clean = run_cli("run", str(path), "--out", str(tmp_path / "clean"))
+    assert clean.stdout.splitlines()[-1].startswith("next: mnn-stress report")  # no repro
 
 
 def test_out_refuses_a_directory_holding_a_run(tmp_path, scenario_file):

@@ -54,6 +54,7 @@ def test_ctrl_c_stops_within_seconds_with_thousands_of_variants(tmp_path):
     statuses = [v["status"] for v in manifest["variants"].values()]
     assert len(statuses) == 3072 and statuses.count("skipped") >= 3070
     assert set(statuses) <= {"interrupted", "skipped", "done"}
+    assert f"to go on with it: mnn-stress run --resume {out}\n" in stdout  # pasted as it is
 
 
 def test_duration_too_short_for_the_matrix_is_refused_before_running(tmp_path):

@@ -53,10 +53,17 @@ def test_a_real_model_mnn_converts_wrongly_is_caught_though_mnn_is_consistent(
     output = found["outputs"]["softmaxout_1"]
     assert output["grade"] == "mismatch" and output["differing"] == 1000
     summary = json.loads(run_cli("summary", str(out), "--json").stdout)
-    assert {v["verdict"] for v in summary["variants"]} == {"ok"}  # consistent with itself
+    variants = summary["variants"]
+    assert {v["distinct_outputs"] for v in variants} == {1}  # consistent with itself
+    assert {v["grades"]["exact"] for v in variants} == {v["iterations"] for v in variants}
+    # ...and as wrong as its reference: every variant says so, not only the references block
+    assert {v["verdict"] for v in variants} == {"ORT_MISMATCH"}
+    assert {v["onnxruntime_disagrees"] for v in variants} == {True}
     done = run_cli("report", str(out), check=False)
     assert done.returncode == 1
     assert "softmaxout_1 against ONNX Runtime: mismatch" in done.stdout
+    assert done.stdout.splitlines()[1] == f"{len(variants)} ORT_MISMATCH"  # at the top
+    assert done.stdout.count("ONNX Runtime disagrees with that reference") == len(variants)
 
 
 def test_without_onnxruntime_the_run_says_so_and_carries_on(scenario_file, tmp_path):

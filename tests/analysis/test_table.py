@@ -1,0 +1,151 @@
+"""The summary table as a user reads it, at any width: verdict, id and variant whole on an
+80-column terminal as on a 200-column one; no label spread over many lines; and, piped, no
+line padded with spaces."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from stress.analysis.summary import summarize
+from stress.analysis.table import LABEL_LINES, render_summary
+from tests.conftest import REPO, run_cli
+
+# pairwise over six factors: labels of ~100 characters; perturbed outputs on the Module API
+# make its variants INCONSISTENT, the longest verdict word a clean run can show beside ok
+SCENARIO = """\
+name: widths
+model: tiny
+iterations: 3
+strategy: pairwise
+matrix:
+  api: [session, module]
+  num_thread: [1, 2]
+  precision: [normal, low]
+  memory_mode: [normal, low]
+  malloc_perturb: [0, 165]
+  ballast_mib: [0, 64]
+"""
+WIDTHS = (80, 90, 100, 120, 150, 200)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("widths")
+    (directory / "widths.yaml").write_text(SCENARIO)
+    out = directory / "run"
+    run_cli("run", str(directory / "widths.yaml"), "--out", str(out), fault="perturb@1+?api=module")
+    return out
+
+
+@pytest.fixture(scope="module")
+def summary(run_dir):
+    return summarize(run_dir)
+
+
+def rendered(summary, width: int, terminal: bool = True) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=terminal)
+    render_summary(summary, console)
+    return console.file.getvalue()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("width", WIDTHS)
+def test_verdict_id_and_variant_are_whole_at_every_width(summary, width):
+    text = rendered(summary, width)
+    words = set(text.split())
+    assert {"INCONSISTENT", "ok"} <= {v.verdict.value for v in summary.variants}
+    for variant in summary.variants:
+        assert variant.verdict.value in words and variant.variant_id in words
+        assert set(variant.label.split()) <= words  # each factor=value whole, never cut
+    assert max(len(line) for line in text.splitlines()) <= width
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("width", WIDTHS)
+def test_no_label_takes_more_than_two_lines(summary, width):
+    """A variant's block is its first line and the lines under it until the next id: at
+    most two of its label, and (stacked) one of its numbers."""
+    text = rendered(summary, width)
+    ids = {v.variant_id for v in summary.variants}
+    lines = text.splitlines()
+    legend = next(i for i, line in enumerate(lines) if line.startswith("exact/close"))
+    starts = [i for i, line in enumerate(lines[:legend]) if ids & set(line.split())]
+    assert len(starts) == len(ids)
+    for start, end in zip(starts, [*starts[1:], legend]):
+        block = [line for line in lines[start:end] if line.strip()]
+        assert len(block) <= LABEL_LINES + 1, "\n".join(block)  # + the stacked counts line
+
+
+@pytest.mark.integration
+def test_wide_terminals_get_the_table_and_narrow_ones_the_stacked_layout(summary):
+    assert re.search(r"verdict\s+id\s+scenario\s+iters", rendered(summary, 200))
+    narrow = rendered(summary, 80)
+    assert re.search(r"verdict\s+id\s+scenario variant\s*\n", narrow)
+    assert "iters 3, exact" in narrow
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("width", (80, 100))
+def test_summary_on_a_real_terminal_of_that_width(run_dir, summary, width):
+    screen = _on_a_terminal([sys.executable, "-m", "stress", "summary", str(run_dir)], width)
+    words = set(screen.split())
+    for variant in summary.variants:
+        assert variant.verdict.value in words and variant.variant_id in words
+        assert set(variant.label.split()) <= words
+    assert max(len(line) for line in screen.splitlines()) <= width
+
+
+@pytest.mark.integration
+def test_piped_output_pads_no_line(run_dir):
+    done = run_cli("summary", str(run_dir))
+    assert done.stdout.count("\n") > 10
+    assert [line for line in done.stdout.splitlines() if line.endswith(" ")] == []
+    logged = (run_dir / "run.log").read_text().splitlines()
+    assert [line for line in logged if line.endswith(" ")] == []
+
+
+def _on_a_terminal(command: list[str], width: int) -> str:
+    """Run ``command`` with stdout on a pseudo-terminal ``width`` columns wide; what it drew,
+    without its colours."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, width, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            process.kill()
+            raise AssertionError("nothing drawn for 60 s")
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the command closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert process.wait(timeout=60) == 0, process.stderr.read()
+    os.close(leader)
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text)
