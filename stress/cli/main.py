@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from stress.scenario import Scenario
 
 
-@click.group(cls=Top)
+@click.group(cls=Top, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mnn-stress")
 def main() -> None:
     """Stress-test MNN's Python APIs: scenarios -> variants -> isolated workers -> Parquet."""
@@ -27,7 +27,6 @@ def main() -> None:
 @main.command()
 @click.argument("scenarios", nargs=-1, required=True)
 @click.option(
-    "-v",
     "--variants",
     "show_variants",
     is_flag=True,
@@ -141,6 +140,15 @@ def compare(run_a: Path, run_b: Path, as_json: bool) -> None:
         sys.exit(ExitCode.FINDINGS)
 
 
+def _timeout(value: str, param: click.Parameter) -> float:
+    from stress.scenario.durations import parse_timeout
+
+    try:
+        return parse_timeout(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from exc
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("variant_id")
@@ -163,10 +171,10 @@ def compare(run_a: Path, run_b: Path, as_json: bool) -> None:
 )
 @click.option(
     "--timeout",
-    type=float,
-    default=300.0,
+    default="300s",
     show_default=True,
-    help="seconds one run of the script may take",
+    callback=lambda ctx, param, value: _timeout(value, param),
+    help="how long one run of the script may take (e.g. 90s, 10m), as other durations",
 )
 def repro(
     run_dir: Path,

@@ -145,15 +145,16 @@ def run(
     if result.status is RunStatus.INTERRUPTED:
         console.print("[yellow]the run was interrupted; everything recorded so far is kept[/]")
         console.print(f"to go on with it: {command('run', '--resume', result.run_dir)}")
-    elif summary is not None:
-        print_next_steps(summary, result.run_dir)
     elif result.status is RunStatus.FAILED:
         reason = result.reason
         if any(state.status is VariantStatus.FAILED for state in result.states):
             reason = f"{reason}; {_worker_tracebacks(result.run_dir)}"
         click.echo(click.style("error: ", fg="red", bold=True) + f"{reason}", err=True)
-    elif fail_on_findings and (summary is None or has_findings(summary)):
-        sys.exit(ExitCode.FINDINGS)
+    else:
+        if summary is not None:
+            print_next_steps(summary, result.run_dir)
+        if fail_on_findings and (summary is None or has_findings(summary)):
+            sys.exit(ExitCode.FINDINGS)
     sys.exit(result.exit_code)
 
 

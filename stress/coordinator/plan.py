@@ -24,6 +24,35 @@ class Budget:
     duration_s: float | None = None
 
 
+def overridden_budgets(scenarios: list[LoadedScenario], budget: Budget) -> str | None:
+    """A line saying which scenarios' own budgets a command-line budget replaces (``--duration``
+    is the whole run's time, ``duration:`` a variant's: the first silently replaced the
+    second), or None when none is replaced."""
+    if budget.iterations is None and budget.duration_s is None:
+        return None
+    own = [
+        f"{s.spec.name} ({_own_budget(s)})"
+        for s in scenarios
+        if {"iterations", "duration"} & s.spec.model_fields_set
+    ]
+    if not own:
+        return None
+    given = (
+        f"--iterations {budget.iterations} (per variant)"
+        if budget.iterations is not None
+        else f"--duration {budget.duration_s:g}s (the whole run, shared by its variants)"
+    )
+    shown = ", ".join(own[:4]) + (f" and {len(own) - 4} more" if len(own) > 4 else "")
+    return f"{given} replaces the budgets the scenarios give: {shown}"
+
+
+def _own_budget(scenario: LoadedScenario) -> str:
+    spec = scenario.spec
+    if spec.iterations is not None:
+        return f"iterations: {spec.iterations}"
+    return f"duration: {spec.duration:g}s per variant"
+
+
 @dataclass
 class VariantState:
     """Where a variant stands: the next iteration of each thread, its budget (iterations per

@@ -20,7 +20,7 @@ from stress.coordinator.adaptive import second_pass, split_first_pass
 from stress.coordinator.jobs import check_record_fits, ring_capacity
 from stress.coordinator.loop import Coordinator, Hooks, StopRequests
 from stress.coordinator.onnx_reference import run_onnxruntime
-from stress.coordinator.plan import Budget, RunSetup, VariantState, plan
+from stress.coordinator.plan import Budget, RunSetup, VariantState, overridden_budgets, plan
 from stress.coordinator.reference import reference_coordinator, reference_entries, reference_states
 from stress.coordinator.run_manifest import (
     new_manifest,
@@ -124,6 +124,9 @@ def execute(
     """Validate everything, then run. State changes go to the journal; the manifest is
     written at the start and at the end, whatever ends the run."""
     scenarios = load_all(paths)
+    overridden = overridden_budgets(scenarios, budget)
+    if overridden:
+        hooks.on_note(overridden)
     concurrency = workers or os.cpu_count() or 1
     states = plan(scenarios, budget, concurrency)
     pool = split_first_pass(states) if adaptive else 0.0

@@ -4,6 +4,7 @@ backends). Every fault is a ScenarioError naming the file, the line, the key and
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from ruamel.yaml.comments import CommentedMap
 from stress.errors import ModelError, ScenarioError
 from stress.factors import REGISTRY, shown
 from stress.factors.convert import NONE as NO_FLAGS
+from stress.factors.factor import Factor
 from stress.models import ModelInfo
 from stress.models.watch import LoadedFile, change
 from stress.scenario.covering import MAX_TUPLES, CoveringError
@@ -322,12 +324,28 @@ def _fix(loc: tuple[Any, ...], error: dict[str, Any]) -> str | None:
     parent = loc[:-1]
     if error["type"] == "extra_forbidden":
         known = _known_keys(parent)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=3, cutoff=0.5)
+        if close:
+            return f"did you mean {' or '.join(f'`{key}`' for key in close)}?"
         return f"known keys here: {', '.join(known)}" if known else "remove the key"
     if error["type"] == "missing":
         return f"add `{loc[-1]}:`"
     if loc and loc[0] == "matrix" and len(loc) > 1 and loc[1] in REGISTRY:
-        return REGISTRY[loc[1]].doc
+        return _allowed(REGISTRY[loc[1]])
     return "see `mnn-stress schema` for the allowed values"
+
+
+def _allowed(factor: Factor) -> str:
+    """What a matrix key takes, as a fix: its values, or the kind and range of them."""
+    off, example = (" or off" if factor.off else ""), f"e.g. [{shown(factor.default)}]"
+    if factor.choices:
+        return f"write a list of values from: {', '.join(map(str, factor.choices))}{off}; {example}"
+    kind = {int: "whole numbers", float: "numbers", str: "words"}.get(factor.kind, "values")
+    if factor.minimum is not None and factor.maximum is not None:
+        kind += f" from {factor.minimum} to {factor.maximum}"
+    elif factor.minimum is not None:
+        kind += f" of at least {factor.minimum}"
+    return f"write a list of {kind}{off}; {example}"
 
 
 def _known_keys(parent: tuple[Any, ...]) -> list[str]:

@@ -309,7 +309,8 @@ class Scenario(BaseModel):
         if self.iterations is not None and self.duration is not None:
             raise ValueError("give either iterations or duration, not both")
         if self.iterations is None and self.duration is None:
-            self.iterations = 100
+            # the default budget, left out of model_fields_set: that says what the file gave
+            self.__dict__["iterations"] = 100
         return self
 
 

@@ -79,10 +79,18 @@ def test_a_run_ends_with_the_commands_to_type_next_and_they_work(tmp_path, scena
     for line, status in ((report.removeprefix("next:"), 1), (repro, 0)):
         words = shlex.split(line)
         assert words[0] == "mnn-stress"
-        pasted = run_cli(*words[1:], *(["--runs", "1"] if "repro" in words else []), check=False)
+        repro_options = ["--runs", "1", "--timeout", "2m"]  # durations as everywhere
+        pasted = run_cli(*words[1:], *(repro_options if "repro" in words else []), check=False)
         assert pasted.returncode == status, pasted.stdout + pasted.stderr
     clean = run_cli("run", str(path), "--out", str(tmp_path / "clean"))
     assert clean.stdout.splitlines()[-1].startswith("next: mnn-stress report")  # no repro
+
+
+def test_dash_h_is_help_everywhere_and_dash_v_means_nothing_hidden():
+    assert "Usage:" in run_cli("-h").stdout and "Usage:" in run_cli("run", "-h").stdout
+    assert "exit status" in run_cli("run", "-h").stdout.lower()  # each command's statuses
+    done = run_cli("validate", "-v", "scenarios", check=False)  # was --variants, not verbose
+    assert done.returncode == 2 and "No such option '-v'" in done.stderr
 
 
 def test_out_refuses_a_directory_holding_a_run(tmp_path, scenario_file):

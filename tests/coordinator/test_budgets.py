@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stress.coordinator.plan import Budget, plan
+from stress.coordinator.plan import Budget, overridden_budgets, plan
 from stress.errors import StressError
 from stress.scenario import load_scenario
 from tests.conftest import read_iterations, run_cli
@@ -25,6 +25,22 @@ def test_duration_is_shared_by_the_parallelism_the_caps_allow(scenario_file):
     assert all(s.stop_iteration is None for s in states)
     uncapped = scenario(scenario_file, "free", "matrix:\n  num_thread: [1, 2, 3]\n")
     assert {s.duration_s for s in plan([uncapped, single], Budget(duration_s=10.0), 4)} == {10.0}
+
+
+def test_a_command_line_budget_says_which_scenario_budgets_it_replaces(scenario_file):
+    """``--duration`` (the whole run) and ``duration:`` (a variant) share a word: replacing
+    the second with the first is said, naming each scenario that gave its own."""
+    counted = scenario(scenario_file, "counted")
+    timed = load_scenario(scenario_file("name: timed\nmodel: tiny\nduration: 30s\n", "t.yaml"))
+    bare = load_scenario(scenario_file("name: bare\nmodel: tiny\n", "bare.yaml"))
+    said = overridden_budgets([counted, timed, bare], Budget(duration_s=90.0))
+    assert said == (
+        "--duration 90s (the whole run, shared by its variants) replaces the budgets the "
+        "scenarios give: counted (iterations: 10), timed (duration: 30s per variant)"
+    )
+    assert "--iterations 5 (per variant) replaces" in overridden_budgets([timed], Budget(5))
+    assert overridden_budgets([bare], Budget(duration_s=90.0)) is None  # its default only
+    assert overridden_budgets([counted, timed], Budget()) is None
 
 
 def test_iterations_override_the_scenarios_budget(scenario_file):

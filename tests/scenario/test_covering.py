@@ -260,7 +260,7 @@ def test_validate_variants_reports_tuples_no_variant_can_have(scenario_file):
           sharing: [own, interpreter, clone]
         """
     )
-    done = CliRunner().invoke(cli.main, ["validate", "-v", str(path)])
+    done = CliRunner().invoke(cli.main, ["validate", "--variants", str(path)])
     assert done.exit_code == 0, done.output
     # session+clone, module+interpreter, threads=1 with interpreter and with clone
     assert "4 pairs of values in no allowed combination" in done.output

@@ -38,6 +38,32 @@ def test_unknown_top_level_key_names_key_line_and_known_keys(scenario_file):
     assert "iterations" in error.fix
 
 
+@pytest.mark.parametrize(
+    "typo, meant",
+    [
+        ("inputpath", "`input_path` or `inputs_written` or `input_lifetime`"),
+        ("num_threads", "`num_thread` or `threads`"),
+        ("sharring", "`sharing`"),
+    ],
+)
+def test_a_misspelt_factor_is_named_not_listed_with_all_the_others(scenario_file, typo, meant):
+    error = error_for(scenario_file, GOOD + f"      {typo}: [1]\n")
+    assert error.fix == f"did you mean {meant}?"  # the nearest first, not all 26 keys
+
+
+@pytest.mark.parametrize(
+    "entry, fix",
+    [
+        ("num_thread: [1, four]", "write a list of whole numbers from 1 to 64; e.g. [1]"),
+        ("api: [sesion]", "write a list of values from: session, module; e.g. [session]"),
+        ("malloc_perturb: [300]", "write a list of whole numbers from 0 to 255; e.g. [0]"),
+    ],
+)
+def test_a_wrong_factor_value_gets_a_fix_not_a_description(scenario_file, entry, fix):
+    body = "name: values\nmodel: tiny\nmatrix:\n  " + entry + "\n"
+    assert error_for(scenario_file, body).fix == fix
+
+
 def test_unknown_matrix_factor(scenario_file):
     error = error_for(scenario_file, GOOD + "      thread_count: [2]\n")
     assert error.key == "matrix.thread_count"
