@@ -104,6 +104,11 @@ _OWN: dict[str, tuple[Meaning, ...]] = {
             "the script was written (and run --runs times): how often it reproduced is "
             "printed, not told by the status",
         ),
+        (
+            ExitCode.USER_ERROR,
+            "no such variant in the run; or the script cannot recreate some of the variant's "
+            "factors (named; it is written, and --anyway runs it all the same)",
+        ),
     ),
     "calibrate": ((ExitCode.OK, "the tolerances were printed"),),
     "models": ((ExitCode.OK, "the built-in models were listed"),),

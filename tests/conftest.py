@@ -92,9 +92,8 @@ def read_events(run_dir: Path):
     read after it was written (``native_stack`` events folded in)."""
     from stress.analysis.dataset import events_table
 
-    if not list((run_dir / "events").glob("*.parquet")):
-        return None
-    return events_table(run_dir).to_pandas()
+    table = events_table(run_dir)
+    return table.to_pandas() if table.num_rows else None  # None: no event at all
 
 
 def start_run(path: Path, out: Path, *args: str, fault: str | None = None) -> subprocess.Popen:

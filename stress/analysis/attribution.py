@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from stress.analysis.rates import describe, wilson
+from stress.factors import shown
 
 Term = tuple[str, Any]
 FOCUS = 5  # how many top-ranked scores have their confounded factor values listed
@@ -51,8 +52,8 @@ class Predicate:
 
 
 def label(term: Term) -> str:
-    """'threads=2'."""
-    return f"{term[0]}={term[1]}"
+    """'threads=2', 'rlimit_as_headroom_mib=off' (a value as a scenario writes it)."""
+    return f"{term[0]}={shown(term[1])}"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from stress.analysis.summary_model import (
     Signature,
     VariantSummary,
 )
-from stress.factors import REGISTRY
+from stress.factors import REGISTRY, shown
 
 
 def _cells(v: VariantSummary) -> dict[str, str]:
@@ -272,7 +272,7 @@ def print_signatures(
             for name, values in group.factors.items()
             if values != [REGISTRY[name].default]
         }
-        under = " ".join(f"{k}={'|'.join(map(str, v))}" for k, v in varied.items())
+        under = " ".join(f"{k}={'|'.join(map(shown, v))}" for k, v in varied.items())
         console.print(
             f"  {group.count:>5} {group.kind.value} {group.cause} at {frames}; "
             f"{len(group.variants)} variant(s), first {group.first}, last {group.last}"

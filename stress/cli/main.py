@@ -176,6 +176,11 @@ def _timeout(value: str, param: click.Parameter) -> float:
     callback=lambda ctx, param, value: _timeout(value, param),
     help="how long one run of the script may take (e.g. 90s, 10m), as other durations",
 )
+@click.option(
+    "--anyway",
+    is_flag=True,
+    help="run the script even where it cannot recreate some of the variant's factors",
+)
 def repro(
     run_dir: Path,
     variant_id: str,
@@ -183,16 +188,26 @@ def repro(
     iterations: int | None,
     out: Path | None,
     timeout: float,
+    anyway: bool,
 ) -> None:
     """Write a standalone script (MNN and numpy only) that recreates a variant and checks for
     what the run saw; run it K times in fresh processes and say how often it reproduced."""
+    from stress.factors import shown
     from stress.repro.make import run_script, write_script
 
     script = out or run_dir / "repro" / f"{variant_id}.py"
     settings = write_script(run_dir, variant_id, script, iterations)
-    console.print(f"script: {script}", highlight=False)
-    if settings["not_recreated"]:
-        missing = " ".join(f"{k}={v}" for k, v in settings["not_recreated"].items())
+    console.print(f"script: {script} (the model beside it: move them together)", highlight=False)
+    missing = " ".join(f"{k}={shown(v)}" for k, v in settings["not_recreated"].items())
+    if missing and runs and not anyway:
+        raise StressError(
+            f"the script cannot recreate {missing}, so running it would say nothing of what "
+            "the variant saw (it is written)",
+            key=variant_id,
+            fix="reproduce it with `mnn-stress run` (the variant's scenario), or give "
+            "--anyway to run the script all the same",
+        )
+    if missing:
         console.print(f"not recreated by the script: {missing}", style="yellow", highlight=False)
     if runs == 0:
         return

@@ -155,10 +155,19 @@ class PartWriter:
         self.sequence = max((part.last + 1 for part in taken), default=0)
         self.bytes_written = 0
 
+    def write_schema(self, schema: pa.Schema) -> None:
+        """An empty part, where the dataset has no part yet: a reader (DuckDB, polars, a glob)
+        finds the dataset and its columns before any row arrives, or when none ever does (a
+        run without deaths has no event)."""
+        if self.sequence == 0:  # no part yet, none set aside
+            self._write(schema.empty_table())
+
     def write(self, table: pa.Table) -> None:
         """Write one part; StorageError (and nothing visible left behind) when it cannot."""
-        if table.num_rows == 0:
-            return
+        if table.num_rows:
+            self._write(table)
+
+    def _write(self, table: pa.Table) -> None:
         final = self.directory / part_name(self.sequence, self.sequence)
         options = write_options(table.schema)
         rows = rows_per_group(table)

@@ -50,6 +50,8 @@ class Recorder:
         if disk is not None:  # one part may not take more than a small share of the budget
             self.buffer.max_bytes = min(self.buffer.max_bytes, disk.limit // 32)
         self.events = EventWriter(layout.events)
+        self.buffer.writer.write_schema(ITERATION_SCHEMA)
+        self.events.parts.write_schema(EVENT_SCHEMA)
         self.disk = disk
         self.store_values = True  # until the disk budget says otherwise
         self.compactor = Compactor(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import os
 import pprint
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from stress.worker import faults
 
 TEMPLATE = Path(__file__).with_name("script.py")
 SETUP_RAISED = 3  # the script's exit status when MNN raised before the first iteration
+FILE_MISSING = 4  # ... and when the model or an input file is not beside it
 SETTINGS_LINE = "SETTINGS: dict = {}  # filled in by mnn-stress repro\n"
 # Factors the script recreates; any other at a non-default value is named as not recreated.
 RECREATED = ("api", "threads", "sharing", "lifecycle", "inputs_written")
@@ -69,9 +73,10 @@ def write_script(
     text = TEMPLATE.read_text()
     if SETTINGS_LINE not in text:
         raise RuntimeError("repro: the script template lost its SETTINGS line")
-    text = text.replace(SETTINGS_LINE, f"SETTINGS: dict = {_literal(settings)}\n")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        _bundle(settings, out.parent)
+        text = text.replace(SETTINGS_LINE, f"SETTINGS: dict = {_literal(settings)}\n")
         out.write_text(text)
     except OSError as exc:
         raise StressError(
@@ -81,6 +86,29 @@ def write_script(
             fix="give --out a .py file in a folder that exists or can be made, and is writable",
         ) from exc
     return settings
+
+
+def _bundle(settings: dict[str, Any], folder: Path) -> None:
+    """The model and any input files beside the script, named relative to it: the script and
+    its folder can be moved, or attached to an issue upstream, and still find them."""
+    settings["model"] = _beside(settings["model"], folder)
+    for spec in settings["inputs"]:
+        if spec.get("file"):
+            spec["file"] = _beside(spec["file"], folder)
+
+
+def _beside(source: str, folder: Path) -> str:
+    """``source`` linked (else copied) into ``folder`` under a name unique to its path; the
+    name, relative to the folder."""
+    path = Path(source).resolve()
+    tag = hashlib.blake2b(str(path).encode(), digest_size=4).hexdigest()
+    copy = folder / f"{path.stem}-{tag}{path.suffix}"
+    if not copy.exists():
+        try:
+            os.link(path, copy)
+        except OSError:  # another file system, or links not allowed: a copy
+            shutil.copyfile(path, copy)
+    return copy.name
 
 
 def _settings(
@@ -193,6 +221,8 @@ def run_script(script: Path, runs: int, looking_for: list[str], timeout: float) 
             outcome, result.reproduced = "reproduced", result.reproduced + 1
         elif done.returncode == SETUP_RAISED:
             outcome = "raised while setting up"
+        elif done.returncode == FILE_MISSING:
+            outcome = "a file it needs is not beside it"
             result.reproduced += "setup_error" in looking_for
         elif done.returncode == 0:
             outcome = "not seen"

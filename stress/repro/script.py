@@ -4,12 +4,14 @@ Written by ``mnn-stress repro``: SETTINGS says which model, inputs and MNN setti
 ran with, and what the run saw. The script runs the same calls (Session API: Interpreter,
 createSession, copyFrom, runSession, copyToHostTensor; Module API: load_module_from_file,
 forward, read) in the same number of Python threads sharing the same objects, then checks for
-what the run saw. Exit status 1: reproduced; 0: not reproduced; a crash ends the process by its
-signal, as it did in the run; 3: MNN raised while setting up.
+what the run saw. The model (and any input files) lie beside the script: keep them together.
+Exit status 1: reproduced; 0: not reproduced; a crash ends the process by its signal, as it did
+in the run; 3: MNN raised while setting up; 4: a file the script needs is not beside it.
 """
 
 import base64
 import io
+import os
 import sys
 import threading
 import zlib
@@ -18,13 +20,25 @@ import numpy as np
 
 SETTINGS: dict = {}  # filled in by mnn-stress repro
 SETUP_RAISED = 3  # exit status when MNN raised before the first iteration
+FILE_MISSING = 4  # exit status when the model or an input file is not beside the script
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def beside(name: str) -> str:
+    """A file the script needs, named relative to the script's own folder."""
+    return os.path.join(HERE, name)
+
+
+def missing_files() -> list:
+    names = [SETTINGS["model"]] + [s["file"] for s in SETTINGS["inputs"] if s.get("file")]
+    return [beside(name) for name in names if not os.path.isfile(beside(name))]
 
 
 # --- inputs: the same bytes as the run's, from its seed ------------------------------------
 def make_input(spec: dict, seed: int) -> np.ndarray:
     dtype = np.dtype(spec["dtype"])
     if spec.get("file"):
-        data = np.load(spec["file"], allow_pickle=False)
+        data = np.load(beside(spec["file"]), allow_pickle=False)
         return np.ascontiguousarray(data[spec["name"]] if hasattr(data, "files") else data)
     rng = np.random.default_rng([seed, zlib.crc32(spec["name"].encode())])
     shape, kind = spec["shape"], spec["distribution"]
@@ -75,7 +89,7 @@ class Session:
         if sharing in ("interpreter", "session") and "interpreter" in self.shared:
             self.interpreter = self.shared["interpreter"]
         elif level == "interpreter" or not hasattr(self, "interpreter"):
-            self.interpreter = self.MNN.Interpreter(SETTINGS["model"])
+            self.interpreter = self.MNN.Interpreter(beside(SETTINGS["model"]))
             self.shared.setdefault("interpreter", self.interpreter)
         if sharing == "session" and "session" in self.shared:
             self.session = self.shared["session"]
@@ -112,7 +126,7 @@ class Module:
         runtime = self.MNN.nn.create_runtime_manager((SETTINGS["config"],))
         names = [spec["name"] for spec in SETTINGS["inputs"]]
         return self.MNN.nn.load_module_from_file(
-            SETTINGS["model"], names, SETTINGS["outputs"], runtime_manager=runtime
+            beside(SETTINGS["model"]), names, SETTINGS["outputs"], runtime_manager=runtime
         )
 
     def renew(self, level: str) -> None:
@@ -236,6 +250,11 @@ def found(seen: list) -> dict:
 
 
 def main() -> int:
+    missing = missing_files()
+    if missing:
+        for path in missing:
+            print(f"repro: file not found: {path} (keep it beside this script)", flush=True)
+        return FILE_MISSING
     import MNN  # prints its banner to stdout
 
     inputs = [make_input(spec, SETTINGS["seed"]) for spec in SETTINGS["inputs"]]

@@ -43,6 +43,16 @@ def test_a_single_factor_value_explains_the_failures():
     assert result.confounded == []
 
 
+def test_a_factor_that_is_off_reads_as_a_scenario_writes_it_not_as_python_none():
+    result = attribute(
+        matrix(
+            {"rlimit_as_headroom_mib": [None, 64]}, lambda p: p["rlimit_as_headroom_mib"] is None
+        )
+    )
+    assert str(result.explanation) == "rlimit_as_headroom_mib=off"
+    assert "rlimit_as_headroom_mib=off" in result.sentence and "None" not in result.sentence
+
+
 def test_values_that_always_occur_together_are_not_told_apart():
     together = matrix(ABC, lambda p: p["a"] == 2, keep=lambda p: (p["a"] == 2) == (p["b"] == "y"))
     result = attribute(together)

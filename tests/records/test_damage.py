@@ -346,10 +346,11 @@ def test_compaction_meets_parts_damaged_during_a_run_and_does_not_loop(scenario_
     path = scenario_file("name: during\nmodel: tiny\nduration: 9s\n")
     out = tmp_path / "run"
     run = start_run(path, out, "--workers", "1", "--no-reference")
-    first = out / "iterations" / "part-000000.parquet"
-    second = out / "iterations" / "part-000001.parquet"
+    # part 0 is the empty one holding the schema: the first two with rows are 1 and 2
+    first = out / "iterations" / "part-000001.parquet"
+    second = out / "iterations" / "part-000002.parquet"
     wait_for_iterations(out, 1)
-    while not (out / "iterations" / "part-000002.parquet").exists():
+    while not (out / "iterations" / "part-000003.parquet").exists():
         assert run.poll() is None
         time.sleep(0.01)
     damage_file(first, "zeroed")  # found only when a merge reads it

@@ -65,6 +65,37 @@ def iterations_on_disk(out: Path) -> dict[str, int]:
     return rows.groupby("variant_id").iteration.nunique().to_dict()
 
 
+@pytest.mark.integration
+def test_a_run_without_deaths_still_has_an_events_dataset_with_its_columns(scenario_file, tmp_path):
+    """A glob over events/ (DuckDB, polars, the docs' queries) found no file and failed when
+    nobody died: every dataset exists from the start, an empty part holding its schema."""
+    from stress.records.events import EVENT_SCHEMA
+    from stress.records.schema import ITERATION_SCHEMA
+
+    out = tmp_path / "run"
+    run_cli(
+        "run", str(scenario_file("name: calm\nmodel: tiny\niterations: 3\n")), "--out", str(out)
+    )
+    for layout in (RunLayout(out), RunLayout(out).reference):
+        found = duckdb.sql(f"SELECT * FROM '{layout.events}/*.parquet'")
+        assert found.columns == EVENT_SCHEMA.names and found.fetchall() == []
+        assert ds.dataset(str(layout.iterations)).schema.names == ITERATION_SCHEMA.names
+    rows = duckdb.sql(f"SELECT count(*) FROM '{out}/iterations/*.parquet'").fetchone()
+    assert rows == (3,)
+
+
+def test_an_empty_part_is_written_only_where_a_dataset_has_none(tmp_path):
+    writer = PartWriter(tmp_path / "events")
+    writer.write_schema(pa.schema([("x", pa.int32())]))
+    writer.write(pa.table({"x": pa.array([1], pa.int32())}))
+    again = PartWriter(tmp_path / "events")  # a resumed run: parts are there already
+    again.write_schema(pa.schema([("x", pa.int32())]))
+    assert sorted(p.name for p in (tmp_path / "events").iterdir()) == [
+        "part-000000.parquet",
+        "part-000001.parquet",
+    ]
+
+
 def test_full_disk_stops_the_run_cleanly_and_loses_nothing(scenario_file, tmp_path):
     path = scenario_file(
         "name: fill\nmodel: tiny\nduration: 60s\nmatrix:\n  api: [session, module]\n"

@@ -4,9 +4,12 @@ only, checks for what the run saw, and is run K times in fresh processes."""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy
 import pytest
 
 from tests.conftest import run_cli
@@ -88,6 +91,70 @@ def test_the_script_needs_only_mnn_numpy_and_the_standard_library(scenario_file,
     }
     assert imported <= {"base64", "io", "sys", "threading", "zlib", "numpy", "MNN", "ctypes", "os"}
     assert imported >= {"numpy", "MNN"}
+
+
+def bare_venv(folder: Path) -> Path:
+    """A venv holding MNN and numpy alone (linked from ours: no download, no pip); its
+    python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    ours = Path(numpy.__file__).parents[1]
+    (theirs,) = (folder / "lib").glob("python3*/site-packages")
+    for name in (
+        "MNN",
+        "mnn.libs",
+        "numpy",
+        "numpy.libs",
+        *[p.name for p in ours.glob("_mnncengine*")],
+    ):
+        if (ours / name).exists():
+            (theirs / name).symlink_to(ours / name)
+    return folder / "bin" / "python"
+
+
+def test_a_script_moved_elsewhere_runs_in_a_bare_venv_and_a_missing_model_is_said(
+    scenario_file, tmp_path
+):
+    """The model lies beside the script under a name relative to it: the folder moved (as
+    attached to an issue upstream) still reproduces, with nothing but MNN and numpy. Without
+    the model the script says so plainly, not "MNN raised: Invalid model file"."""
+    out = run(scenario_file, tmp_path, fault="perturb@4+?api=module")
+    vid = variant_ids(out)["api=module threads=1 sharing=own"]
+    written = tmp_path / "written"
+    run_cli("repro", str(out), vid, "--runs", "0", "--out", str(written / "r.py"))
+    (model,) = [p for p in written.iterdir() if p.suffix == ".mnn"]
+    assert str(out) not in (written / "r.py").read_text() and "/" not in model.name
+    moved = shutil.move(str(written), str(tmp_path / "elsewhere" / "attached"))
+    python = bare_venv(tmp_path / "bare")
+    assert subprocess.run([str(python), "-c", "import onnx"], capture_output=True).returncode
+    done = subprocess.run(
+        [str(python), str(Path(moved) / "r.py")], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "REPRODUCED" in done.stdout, done.stdout + done.stderr
+    (Path(moved) / model.name).unlink()
+    done = subprocess.run([str(python), str(Path(moved) / "r.py")], capture_output=True, text=True)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"file not found: {Path(moved) / model.name} (keep it beside this script)" in done.stdout
+
+
+def test_a_variant_whose_cause_the_script_cannot_recreate_is_not_run_for_a_false_no(
+    scenario_file, tmp_path
+):
+    """output_lifetime=after_release is not in the script: running it would print "not seen",
+    which reads as flaky. The script is written; running it needs --anyway."""
+    path = scenario_file(
+        "name: views\nmodel: tiny\niterations: 5\nmatrix:\n  output_lifetime: [after_release]\n"
+    )
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out))
+    (vid,) = variant_ids(out).values()
+    done = run_cli("repro", str(out), vid, "--runs", "1", check=False)
+    assert done.returncode == 2 and (out / "repro" / f"{vid}.py").is_file()
+    assert (
+        "cannot recreate output_lifetime=after_release" in done.stderr and "--anyway" in done.stderr
+    )
+    anyway = run_cli("repro", str(out), vid, "--runs", "1", "--anyway")
+    assert "not recreated by the script: output_lifetime=after_release" in anyway.stdout
+    assert "reproduced in 0 of 1 fresh runs" in anyway.stdout
 
 
 def test_an_unknown_variant_is_refused_with_the_known_ones(scenario_file, tmp_path):
