@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import re
+import select
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import textwrap
 import time
 from pathlib import Path
@@ -201,3 +207,43 @@ def run_cli_bound_by_permissions(*args: str) -> subprocess.CompletedProcess:
     if done.returncode == CANNOT_DROP:
         pytest.skip("root here cannot give up CAP_DAC_OVERRIDE (no CAP_SETPCAP)")
     return done
+
+
+def on_a_terminal(
+    command: list[str], stream: str = "stderr", width: int | None = None, timeout: float = 60
+) -> str:
+    """Run ``command`` with its ``stream`` (stdout or stderr) on a pseudo-terminal, ``width``
+    columns wide if given (COLUMNS unset: the terminal's own size counts); everything it drew,
+    as text without colours. It must exit 0."""
+    leader, follower = pty.openpty()
+    env = dict(os.environ)
+    if width is not None:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, width, 0, 0))
+        env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+    other = subprocess.PIPE
+    streams = (
+        {"stdout": follower, "stderr": other}
+        if stream == "stdout"
+        else {"stdout": subprocess.DEVNULL, "stderr": follower}
+    )
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, **streams)
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], timeout)
+        if not ready:
+            process.kill()
+            raise AssertionError(f"{command[3:5]} drew nothing for {timeout} s")
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the command closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    returncode = process.wait(timeout=timeout)
+    os.close(leader)
+    said = process.stderr.read() if stream == "stdout" else ""
+    assert returncode == 0, said
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text)

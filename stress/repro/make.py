@@ -221,9 +221,9 @@ def run_script(script: Path, runs: int, looking_for: list[str], timeout: float) 
             outcome, result.reproduced = "reproduced", result.reproduced + 1
         elif done.returncode == SETUP_RAISED:
             outcome = "raised while setting up"
-        elif done.returncode == FILE_MISSING:
-            outcome = "a file it needs is not beside it"
             result.reproduced += "setup_error" in looking_for
+        elif done.returncode == FILE_MISSING:  # never a reproduction: nothing of MNN ran
+            outcome = "a file it needs is not beside it"
         elif done.returncode == 0:
             outcome = "not seen"
         else:

@@ -4,16 +4,9 @@ line padded with spaces."""
 
 from __future__ import annotations
 
-import fcntl
 import io
-import os
-import pty
 import re
-import select
-import struct
-import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
@@ -21,7 +14,7 @@ from rich.console import Console
 
 from stress.analysis.summary import summarize
 from stress.analysis.table import LABEL_LINES, render_summary
-from tests.conftest import REPO, run_cli
+from tests.conftest import on_a_terminal, run_cli
 
 # pairwise over six factors: labels of ~100 characters; perturbed outputs on the Module API
 # make its variants INCONSISTENT, the longest verdict word a clean run can show beside ok
@@ -100,7 +93,8 @@ def test_wide_terminals_get_the_table_and_narrow_ones_the_stacked_layout(summary
 @pytest.mark.integration
 @pytest.mark.parametrize("width", (80, 100))
 def test_summary_on_a_real_terminal_of_that_width(run_dir, summary, width):
-    screen = _on_a_terminal([sys.executable, "-m", "stress", "summary", str(run_dir)], width)
+    command = [sys.executable, "-m", "stress", "summary", str(run_dir)]
+    screen = on_a_terminal(command, stream="stdout", width=width)
     words = set(screen.split())
     for variant in summary.variants:
         assert variant.verdict.value in words and variant.variant_id in words
@@ -115,37 +109,3 @@ def test_piped_output_pads_no_line(run_dir):
     assert [line for line in done.stdout.splitlines() if line.endswith(" ")] == []
     logged = (run_dir / "run.log").read_text().splitlines()
     assert [line for line in logged if line.endswith(" ")] == []
-
-
-def _on_a_terminal(command: list[str], width: int) -> str:
-    """Run ``command`` with stdout on a pseudo-terminal ``width`` columns wide; what it drew,
-    without its colours."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, width, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdout=follower,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([leader], [], [], 60)
-        if not ready:
-            process.kill()
-            raise AssertionError("nothing drawn for 60 s")
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the command closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert process.wait(timeout=60) == 0, process.stderr.read()
-    os.close(leader)
-    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
-    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text)

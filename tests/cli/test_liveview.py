@@ -7,7 +7,6 @@ import json
 import os
 import pty
 import re
-import select
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from stress.contract.protocol import Status
 from stress.coordinator.plan import VariantState
 from stress.records.states import VariantStatus
 from stress.scenario.variants import Variant
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, on_a_terminal, run_cli
 
 
 def state(scenario: str, completed: int, outcomes: dict[Status, int], **extra) -> VariantState:
@@ -88,7 +87,7 @@ def test_on_a_terminal_the_view_is_drawn_live_and_the_log_keeps_plain_lines(
         "name: shown\nmodel: tiny\nduration: 4s\nadaptive: false\nmatrix:\n  api: [module]\n"
     )
     out = tmp_path / "run"
-    screen = _on_a_terminal(
+    screen = on_a_terminal(
         [
             sys.executable,
             "-m",
@@ -134,32 +133,6 @@ def test_a_terminal_that_hangs_up_mid_run_leaves_the_run_to_its_end(scenario_fil
     assert manifest["status"] == "complete"
     assert f"run directory: {out}" in (tmp_path / "stdout").read_text()
     assert "done        hup" in (out / "run.log").read_text()
-
-
-def _on_a_terminal(command: list[str], timeout: float) -> str:
-    """Run ``command`` with stderr on a pseudo-terminal; everything it drew, as text."""
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=follower, stdin=subprocess.DEVNULL
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([leader], [], [], timeout)
-        if not ready:
-            process.kill()
-            raise AssertionError("the run drew nothing for too long")
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the run closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    process.wait(timeout=timeout)
-    os.close(leader)
-    assert process.returncode == 0
-    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode(errors="replace"))
 
 
 def test_plain_lines_read_as_a_log(tmp_path: Path):

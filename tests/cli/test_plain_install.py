@@ -112,12 +112,12 @@ def test_compare_a_clean_run_with_the_crashed_one(plain: Plain, crashed: Path):
 
 def test_repro_script_runs_elsewhere_with_the_bare_venv(plain: Plain, crashed: Path):
     variant = next(iter(json.loads((crashed / "manifest.json").read_text())["variants"]))
-    done = plain.run("repro", "crashed", variant, "--runs", "1", "--out", "repro.py")
+    done = plain.run("repro", "crashed", variant, "--runs", "1", "--out", "repro/repro.py")
     assert done.returncode == 0, done.stderr
     assert "reproduced in 1 of 1 fresh runs" in done.stdout
-    elsewhere = plain.root / "elsewhere"
-    elsewhere.mkdir()
-    script = Path(shutil.move(plain.work / "repro.py", elsewhere / "repro.py"))
+    # the script's folder (the script and the model beside it) moved as a whole
+    elsewhere = Path(shutil.move(plain.work / "repro", plain.root / "elsewhere"))
+    script = elsewhere / "repro.py"
     alone = subprocess.run(
         [str(plain.bin / "python"), script.name],
         cwd=elsewhere,
