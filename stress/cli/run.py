@@ -159,8 +159,22 @@ def run(
 
 
 def print_next_steps(summary: RunSummary, run_dir: Path) -> None:
-    """What to type next: the report of this run, and ``repro`` for its worst finding."""
-    findings = [v for v in summary.variants if v.verdict.finding and v.verdict.reproducible]
+    """What to type next: the report of this run, and ``repro`` for its worst finding that the
+    script can recreate (one it cannot, ``repro`` refuses to run)."""
+    from stress.records.manifest import read_manifest
+    from stress.repro.make import not_recreated
+
+    try:
+        params = {vid: entry.params for vid, entry in read_manifest(run_dir).variants.items()}
+    except StressError:  # a manifest that cannot be read: no variant is known to be recreated
+        params = {}
+    findings = [
+        v
+        for v in summary.variants
+        if v.verdict.reproducible
+        and v.variant_id in params
+        and not not_recreated(params[v.variant_id])
+    ]
     lines = [f"{command('report', run_dir)}   (findings, rates, attribution; --html PAGE)"]
     if findings:
         worst = min(findings, key=lambda v: v.verdict.severity)

@@ -129,7 +129,7 @@ def _settings(
         "scenario": entry.scenario,
         "mnn_version_in_run": manifest.versions.get("MNN"),
         "observed": {"verdict": summary.verdict.value, "grades": summary.grades.model_dump()},
-        "not_recreated": {k: v for k, v in changed(params).items() if not _recreated(k, v)},
+        "not_recreated": not_recreated(params),
         "looking_for": _looking_for(summary),
         "model": scenario.model_for(params).path,
         "inputs": [vars(plan) for plan in input_plans(scenario)],
@@ -148,6 +148,11 @@ def _settings(
         "tolerance": vars(tolerances_for(_tolerance(manifest, entry.scenario), "")),
         "reference": _reference(run_dir, entry.scenario),
     }
+
+
+def not_recreated(params: dict[str, Any]) -> dict[str, Any]:
+    """The variant's factor values (beyond the defaults) that the script cannot recreate."""
+    return {k: v for k, v in changed(params).items() if not _recreated(k, v)}
 
 
 def _recreated(factor: str, value: Any) -> bool:

@@ -145,7 +145,8 @@ def test_a_variant_whose_cause_the_script_cannot_recreate_is_not_run_for_a_false
         "name: views\nmodel: tiny\niterations: 5\nmatrix:\n  output_lifetime: [after_release]\n"
     )
     out = tmp_path / "run"
-    run_cli("run", str(path), "--out", str(out))
+    ran = run_cli("run", str(path), "--out", str(out))
+    assert "VIEW_CHANGED" in ran.stdout and "mnn-stress repro" not in ran.stdout  # not suggested
     (vid,) = variant_ids(out).values()
     done = run_cli("repro", str(out), vid, "--runs", "1", check=False)
     assert done.returncode == 2 and (out / "repro" / f"{vid}.py").is_file()
