@@ -150,8 +150,12 @@ def attribute(variants: list[VariantOutcome], max_terms: int = 3) -> Attribution
     separators = _separators(matrix, max_terms)
     telling = [score.predicate for score in scores[:FOCUS] if score.importance > 0]
     confounded = _confounded(matrix, {label(t) for p in separators + telling for t in p.terms})
+    either = None if separators else _values_of_one_factor(matrix)
     if separators:
         sentence = _separated(matrix, separators)
+    elif either:
+        alternatives = " or ".join(label(term) for term in either)
+        sentence = f"failures only with {alternatives}: {_counts(matrix)}."
     else:
         sentence = _unexplained(scores, confounded, max_terms)
     explanation = separators[0] if len(separators) == 1 else None
@@ -245,10 +249,28 @@ def _confounded(matrix: _Matrix, focus: set[str]) -> list[tuple[str, ...]]:
     ]
 
 
-def _separated(matrix: _Matrix, separators: list[Predicate]) -> str:
+def _values_of_one_factor(matrix: _Matrix) -> list[Term]:
+    """Where no conjunction separates: several values of one factor that hold in exactly the
+    failing variants ("either A or B"), or none."""
+    failing = matrix.failed > 0
+    for column, name in enumerate(matrix.factors):
+        codes = sorted(set(matrix.codes[failing, column].tolist()))
+        if not 1 < len(codes) < len(matrix.values[column]):
+            continue
+        if np.array_equal(np.isin(matrix.codes[:, column], codes), failing):
+            return [(name, matrix.values[column][code]) for code in codes]
+    return []
+
+
+def _counts(matrix: _Matrix) -> str:
+    """The failing variants' failures, and what the others rule out."""
     failing = matrix.failed > 0
     with_them = describe(int(matrix.failed.sum()), int(matrix.n[failing].sum()))
-    counts = f"{with_them}; every other variant: {describe(0, int(matrix.n[~failing].sum()))}"
+    return f"{with_them}; every other variant: {describe(0, int(matrix.n[~failing].sum()))}"
+
+
+def _separated(matrix: _Matrix, separators: list[Predicate]) -> str:
+    counts = _counts(matrix)
     if len(separators) == 1:
         return f"failures only with {separators[0]}: {counts}."
     named = " or ".join(f"({p})" if len(p.terms) > 1 else str(p) for p in separators[:MAX_NAMED])
