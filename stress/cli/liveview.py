@@ -18,6 +18,9 @@ from stress.contract.protocol import Status
 from stress.records.states import VariantStatus
 
 OUTCOMES = tuple(Status)  # ok, invalid, error: what each iteration produced
+# how the live view heads them: an ``ok`` iteration is one where MNN returned normally; whether
+# its outputs were right is judged by the summary at the end (grades, distinct outputs)
+HEADS = {Status.OK: "returned", Status.INVALID: "invalid", Status.ERROR: "error"}
 
 
 @dataclass
@@ -53,7 +56,8 @@ class Rates:
 
 
 def remaining(states: list[Any], elapsed_s: float) -> float | None:
-    """Time left, from the share of each variant's budget used so far (None: unknown yet)."""
+    """Time left for the whole run, from the share of each variant's budget used so far,
+    the time held back for a second pass counted in (None: unknown yet)."""
     fractions = [_done(state) for state in states]
     done = sum(fractions) / len(fractions) if fractions else 1.0
     if done <= 0.0 or elapsed_s <= 0.0:
@@ -62,10 +66,10 @@ def remaining(states: list[Any], elapsed_s: float) -> float | None:
 
 
 def _done(state: Any) -> float:
-    if state.status.finished:
+    if state.status.finished and not state.held_back_s:
         return 1.0
     if state.duration_s:
-        return min(1.0, state.used_so_far() / state.duration_s)
+        return min(1.0, state.used_so_far() / (state.duration_s + state.held_back_s))
     if state.stop_iteration:
         total = state.stop_iteration * len(state.next_iterations)
         return min(1.0, sum(state.next_iterations) / total)
@@ -88,16 +92,29 @@ def meters(
     )
 
 
+def first_passes(states: list[Any]) -> int:
+    """Variants whose first pass is over: never fewer than at the last tick, though a second
+    pass sets some running again."""
+    return sum(s.status.finished or s.second_pass for s in states)
+
+
+def _second_pass(states: list[Any]) -> str:
+    again = [s for s in states if s.second_pass]
+    if not again:
+        return ""
+    return f", second pass {sum(s.status.finished for s in again)}/{len(again)} finished"
+
+
 def plain_line(states: list[Any], m: Meters) -> str:
     """The run in one line: for logs, pipes and cron mail."""
-    finished = sum(s.status.finished for s in states)
     running = sum(s.status is VariantStatus.RUNNING for s in states)
     outcomes = _outcomes(states)
     shown = ", ".join(
-        f"{outcomes[o]:,} {o.label}" for o in OUTCOMES if outcomes[o] or o is Status.OK
+        f"{outcomes[o]:,} {HEADS[o]}" for o in OUTCOMES if outcomes[o] or o is Status.OK
     )
     return (
-        f"variants {finished}/{len(states)} finished, {running} running; "
+        f"variants {first_passes(states)}/{len(states)} finished{_second_pass(states)}, "
+        f"{running} running; "
         f"{sum(s.completed for s in states):,} iterations ({sum(m.rates.values()):,.0f}/s: "
         f"{shown}); {sum(s.crashes for s in states)} worker deaths; {_footer(m)}"
     )
@@ -106,10 +123,10 @@ def plain_line(states: list[Any], m: Meters) -> str:
 def table(states: list[Any], m: Meters) -> Group:
     """The live view: one row per scenario, then the run's figures."""
     view = Table(box=None, pad_edge=False, header_style="bold")
-    for name in ("scenario", "variants", "running", "iterations", "it/s"):
+    for name in ("scenario", "variants", "running", "iters", "it/s"):  # 80 columns wide
         view.add_column(name, justify="left" if name == "scenario" else "right")
     for outcome in OUTCOMES:
-        view.add_column(outcome.label, justify="right")
+        view.add_column(HEADS[outcome], justify="right")
     view.add_column("deaths", justify="right")
     by_scenario: dict[str, list[Any]] = collections.defaultdict(list)
     for state in states:
@@ -119,14 +136,18 @@ def table(states: list[Any], m: Meters) -> Group:
         deaths = sum(s.crashes for s in group)
         view.add_row(
             name,
-            f"{sum(s.status.finished for s in group)}/{len(group)}",
+            f"{first_passes(group)}/{len(group)}",
             str(sum(s.status is VariantStatus.RUNNING for s in group)),
             f"{sum(s.completed for s in group):,}",
             f"{m.rates.get(name, 0.0):,.0f}",
             *(_count(outcomes[o], o is not Status.OK) for o in OUTCOMES),
             _count(deaths, True),
         )
-    return Group(view, Text(_footer(m), style="dim"))
+    footer = _footer(m) + _second_pass(states)
+    return Group(view, Text(footer, style="dim"), Text(RETURNED, style="dim"))
+
+
+RETURNED = "returned = MNN returned normally; outputs are judged at the end"
 
 
 def _outcomes(states: list[Any]) -> collections.Counter[Status]:

@@ -53,7 +53,8 @@ def split_first_pass(states: list[VariantState]) -> float:
         if share * FIRST_PASS < MIN_SHARE_S:
             continue
         state.duration_s = share * FIRST_PASS
-        pool += share - state.duration_s
+        state.held_back_s = share - state.duration_s
+        pool += state.held_back_s
     return pool
 
 
@@ -139,9 +140,13 @@ def second_pass(
         extras = allocate(states, pool, parallelism)
         given = [e for e in extras if e.seconds > 0]
         used = sum(e.seconds for e in given)
+        for state in states:
+            state.held_back_s = 0.0  # shared out now: what is not given is not run
+        unused = f"; {pool - used:,.0f} s of it go unused" if pool - used >= 1 else ""
         note(
-            f"adaptive: every variant has had its first pass; {used:,.0f} of {pool:,.0f} s of "
-            f"loop time go to {len(given)} of {len(extras)} variants"
+            f"adaptive: all {len(extras)} variants have had their first pass; of the "
+            f"{pool:,.0f} s of iterations held back for a second pass, {used:,.0f} s go to the "
+            f"{len(given)} whose failure rate is still the least certain{unused}"
         )
         for extra in given:
             extra.state.duration_s = (extra.state.duration_s or 0.0) + extra.seconds
@@ -149,7 +154,8 @@ def second_pass(
             note(f"  +{extra.seconds:.1f} s {variant.variant_id} {variant.label}: {extra.why}")
         left = collections.Counter(_kind(e.why) for e in extras if not e.seconds)
         if left:
-            note("adaptive: no more time for " + ", ".join(f"{n} {k}" for k, n in left.items()))
+            kinds = ", ".join(f"{n} {k}" for k, n in left.items())
+            note(f"adaptive: no second pass for the other variants ({kinds})")
         record(
             {
                 "allocated_at": time.time(),

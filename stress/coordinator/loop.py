@@ -132,6 +132,7 @@ class Coordinator:
             self._loop(started)
             again = [] if self._stopping() else self.hooks.on_pass_done(self.states)
             for state in again:
+                state.second_pass = True
                 self.queues[state.variant.scenario].append(state)
                 self._set(state, VariantStatus.PENDING)
             if again:

@@ -62,6 +62,8 @@ class VariantState:
     scenario: LoadedScenario
     stop_iteration: int | None
     duration_s: float | None  # iteration-loop time, summed over the variant's workers
+    held_back_s: float = 0.0  # of its share, loop time pooled for a second pass not yet shared out
+    second_pass: bool = False  # run again with more time (adaptive): its first pass is done
     next_iterations: list[int] = field(default_factory=list)  # per thread; set in __post_init__
     used_s: float = 0.0  # loop time of the variant's ended workers
     loop_started: float | None = None  # time.monotonic() of its running worker's hello

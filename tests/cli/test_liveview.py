@@ -44,7 +44,8 @@ def test_the_plain_line_counts_outcomes_deaths_rates_memory_and_disk():
     assert m.rates == {"a": 7.5, "b": 1.0}
     line = liveview.plain_line(states, m)
     assert (
-        "variants 1/3 finished, 1 running; 85 iterations (8/s: 70 ok, 5 invalid, 10 error)" in line
+        "variants 1/3 finished, 1 running; 85 iterations (8/s: 70 returned, 5 invalid, 10 error)"
+        in line
     )
     assert "2 worker deaths" in line
     assert "2 workers 50 MiB" in line and "disk 3 MiB of 16 MiB" in line
@@ -68,13 +69,32 @@ def test_remaining_time_is_unknown_until_something_is_done():
     assert liveview.remaining([timed], 5.0) == pytest.approx(15.0)
 
 
+def test_a_second_pass_never_turns_the_finished_count_back():
+    """Variants run again with more time (adaptive) were 'finished' and then not: 6/10 then
+    5/10. The first passes stay counted; the second pass has its own count."""
+    done = [state("a", 10, {}, status=VariantStatus.DONE) for _ in range(3)]
+    again = state("a", 10, {}, status=VariantStatus.RUNNING, second_pass=True)
+    m = liveview.meters([*done, again], 10.0, liveview.Rates(), (None, None))
+    line = liveview.plain_line([*done, again], m)
+    assert "variants 4/4 finished, second pass 0/1 finished, 1 running" in line
+
+
+def test_time_left_counts_the_time_held_back_for_the_second_pass():
+    """A first pass of 6 s of a 10 s share is 60 % of the variant, not all of it."""
+    first = state("a", 0, {}, stop=None, duration=6.0, used_s=6.0, held_back_s=4.0)
+    first.status = VariantStatus.DONE
+    assert liveview.remaining([first], 6.0) == pytest.approx(4.0)
+    first.held_back_s = 0.0  # shared out: what it was not given is not run
+    assert liveview.remaining([first], 6.0) == pytest.approx(0.0)
+
+
 def test_without_a_terminal_the_progress_line_goes_to_stderr_and_run_log(scenario_file, tmp_path):
     path = scenario_file(
         "name: quiet\nmodel: tiny\nduration: 4s\nadaptive: false\nmatrix:\n  api: [session]\n"
     )
     out = tmp_path / "run"
     done = run_cli("run", str(path), "--out", str(out), "--progress-every", "1s")
-    pattern = r"variants 0/1 finished, 1 running; [\d,]+ iterations \([\d,]+/s: [\d,]+ ok\)"
+    pattern = r"variants 0/1 finished, 1 running; [\d,]+ iterations \([\d,]+/s: [\d,]+ returned\)"
     assert len(re.findall(pattern, done.stderr)) >= 2
     assert len(re.findall(pattern, (out / "run.log").read_text())) >= 2
     assert "\x1b[" not in done.stderr  # no escape sequences in a pipe
@@ -101,7 +121,8 @@ def test_on_a_terminal_the_view_is_drawn_live_and_the_log_keeps_plain_lines(
         ],
         timeout=120,
     )
-    assert re.search(r"scenario\s+variants\s+running\s+iterations\s+it/s\s+ok", screen)
+    assert re.search(r"scenario\s+variants\s+running\s+iters\s+it/s\s+returned", screen)
+    assert "returned = MNN returned normally; outputs are judged at the end" in screen
     assert re.search(r"shown\s+0/1\s+1\s+[\d,]+", screen)
     assert "coordinator" in screen and "about" in screen
     log = (out / "run.log").read_text()

@@ -137,7 +137,8 @@ def test_a_night_gives_its_second_pass_to_the_variant_that_failed_once(scenario_
     assert module["used_s"] == pytest.approx(6.0, abs=0.5)
     log = (out / "run.log").read_text()
     assert f"+{pool:.1f} s {module_id} api=module: imprecise: 1 of" in log
-    assert "adaptive: no more time for 1 known clean" in log
+    assert "adaptive: no second pass for the other variants (1 known clean)" in log
+    assert f"of the {pool:,.0f} s of iterations held back for a second pass, " in log
     # a resumed run does not share the pool out a second time...
     uncertain = state(10)
     assert _pass_done(Manifest(out, read_manifest(out)), RunHooks())([uncertain]) == []
