@@ -102,3 +102,33 @@ def test_every_relative_link_in_the_readme_exists():
     assert targets, "the README links to no file: the pattern is wrong"
     missing = [t for t in targets if not (REPO / t.split("#", 1)[0]).exists()]
     assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+def _blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model", ["tiny", "three_input"])  # three_input: no values stored
+def test_the_queries_in_the_docs_run_against_a_real_run(tmp_path, model, monkeypatch):
+    """Every SQL and Python block of the analysis page, pasted as it is with the run's path
+    for ``results/<run-id>``: one run with a death (events) and one where nobody died
+    (``events/`` holds only its schema)."""
+    import duckdb
+
+    from tests.conftest import run_cli
+
+    scenario = tmp_path / "docs.yaml"
+    scenario.write_text(f"name: docs\nmodel: {model}\niterations: 12\n")
+    out = tmp_path / "run"
+    fault = "segv@6" if model == "tiny" else None
+    run_cli("run", str(scenario), "--out", str(out), fault=fault, check=False)
+    text = (REPO / "docs" / "analysis.md").read_text().replace("results/<run-id>", str(out))
+    (sql,) = _blocks(text, "sql")
+    statements = [s for s in sql.split(";") if "SELECT" in s]
+    assert len(statements) == 4
+    answers = [duckdb.sql(statement).fetchall() for statement in statements]
+    assert answers[-1] or model == "three_input"  # the death, where there was one
+    monkeypatch.chdir(REPO)
+    for block in _blocks(text, "python"):
+        exec(compile(block, "docs/analysis.md", "exec"), {})
