@@ -30,8 +30,6 @@ bootstrap() {
 }
 
 bootstrap
-# the commands a run suggests next (report, repro, --resume) are typed through this script
-export MNN_STRESS_PROG="${MNN_STRESS_PROG:-./run.sh mnn-stress}"
 case "${1:-}" in
   test)
     shift
@@ -41,6 +39,7 @@ case "${1:-}" in
     ;;
   mnn-stress)
     shift
+    export MNN_STRESS_PROG="${MNN_STRESS_PROG:-./run.sh mnn-stress}"  # what a run suggests next
     exec "$VENV/bin/mnn-stress" "$@"
     ;;
 esac
@@ -57,4 +56,6 @@ while [ $# -gt 0 ]; do
 done
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(scenarios)
 [ ${#budget[@]} -gt 0 ] || budget=(--duration 90s)
+# the commands a run suggests next (report, repro, --resume) are typed through this script
+export MNN_STRESS_PROG="${MNN_STRESS_PROG:-./run.sh mnn-stress}"
 exec "$VENV/bin/mnn-stress" run "${scenarios[@]}" "${budget[@]}" ${rest[@]+"${rest[@]}"}

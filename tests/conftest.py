@@ -34,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _OWN_CACHE = tempfile.mkdtemp(prefix="mnn-stress-cache-")
         os.environ["MNN_STRESS_CACHE"] = _OWN_CACHE
     os.environ.pop("MNN_STRESS_TEST_FAULT", None)
+    os.environ.pop("MNN_STRESS_PROG", None)  # what a run suggests is typed as `mnn-stress`
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
