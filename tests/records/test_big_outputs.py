@@ -218,7 +218,8 @@ def test_sigterm_does_not_wait_for_the_final_packing_of_big_parts(models, tmp_pa
     took = _stopped_by_sigterm(path, out, at_least=40)
     assert _rows(out, ["iteration"]).num_rows >= 40
     assert len(list((out / "iterations").glob("part-*.parquet"))) > 1  # not packed
-    assert took < 8, f"took {took:.1f} s to stop"
+    # within docker stop's 10 s (3-4 s on a quiet machine; 9.3 s with a heavy test beside it)
+    assert took < 10, f"took {took:.1f} s to stop"
 
 
 @pytest.mark.integration
