@@ -28,7 +28,7 @@ from stress.analysis.references import against_onnxruntime, load_references
 from stress.analysis.scan import Scan
 from stress.analysis.signatures import signatures
 from stress.analysis.stand_in import UNKNOWN_WHAT, manifest_from_rows
-from stress.analysis.summary_model import RunSummary, ScenarioReference, VariantSummary
+from stress.analysis.summary_model import OnnxRuntimeCheck, RunSummary, VariantSummary
 from stress.analysis.tolerance import tolerances_for
 from stress.analysis.verdicts import Verdict, from_status
 from stress.records.damage import marked
@@ -81,7 +81,7 @@ def _summarize(run_dir: Path) -> RunSummary:
     disagreeing = {
         name
         for name, found in references.items()
-        if ScenarioReference(**found).onnxruntime.disagrees
+        if OnnxRuntimeCheck.model_validate(found["onnxruntime"]).disagrees
     }
     for variant in per_variant.values():
         variant["onnxruntime_disagrees"] = variant["scenario"] in disagreeing

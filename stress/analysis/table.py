@@ -128,8 +128,8 @@ def _stacked(rows: list[dict[str, str]], fixed: list[str], console: Console) -> 
         body = Text(f"{row['scenario']} ") + Text.from_markup(row["variant"])
         first, *rest = body.wrap(console, max(console.width - indent, 20), overflow="fold")
         lines += [head + first, *(Text(" " * indent) + line for line in rest)]
-        shown = [c for c in numbers if c not in _OPTIONAL or row[c] not in ("0", "-")]
-        counts = Text(", ".join(_count(c, row[c]) for c in shown), style="dim")
+        present = [c for c in numbers if c not in _OPTIONAL or row[c] not in ("0", "-")]
+        counts = Text(", ".join(_count(c, row[c]) for c in present), style="dim")
         under = counts.wrap(console, max(console.width - verdict_width, 20))
         lines += [Text(" " * verdict_width) + line for line in under]
     return Group(*lines)

@@ -20,7 +20,7 @@ from stress.records.states import VariantStatus
 OUTCOMES = tuple(Status)  # ok, invalid, error: what each iteration produced
 # how the live view heads them: an ``ok`` iteration is one where MNN returned normally; whether
 # its outputs were right is judged by the summary at the end (grades, distinct outputs)
-HEADS = {Status.OK: "returned", Status.INVALID: "invalid", Status.ERROR: "error"}
+HEADS = {status: status.label for status in Status} | {Status.OK: "returned"}
 
 
 @dataclass
