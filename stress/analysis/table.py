@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from rich import box
-from rich.console import Console, Group, RenderableType
+from collections import Counter
+
+from rich.cells import cell_len
+from rich.console import Console, Group
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from stress.analysis.damaged import print_warnings
@@ -22,13 +23,14 @@ from stress.analysis.summary_model import (
     Signature,
     VariantSummary,
 )
+from stress.analysis.verdicts import Verdict
 from stress.factors import REGISTRY, shown
 
 
 def _cells(v: VariantSummary) -> dict[str, str]:
     """One variant's row, by column: what identifies it first, its label last."""
     word, latency = v.verdict, v.latency_p50_ms
-    cells = {"verdict": f"[{word.style}]{word}[/]", "id": v.variant_id, "scenario": v.scenario}
+    cells = {"verdict": str(word), "id": v.variant_id, "scenario": v.scenario}
     cells["iters"] = f"{v.iterations:,}"
     cells |= {_SHORT[g]: _graded(v, g, n) for g, n in v.grades.items() if g in _SHORT}
     cells["dist"] = str(v.distinct_outputs)
@@ -36,7 +38,7 @@ def _cells(v: VariantSummary) -> dict[str, str]:
     cells["views"] = views
     cells["deaths"] = str(v.deaths)
     cells["p50ms"] = "-" if latency is None else f"{latency:.3f}"
-    cells["variant"] = escape(v.label)
+    cells["variant"] = v.label
     return cells
 
 
@@ -46,20 +48,26 @@ _OPTIONAL = ("close", "mism", "nan", "inval", "err", "views")  # shown when any 
 _WORDS = ("verdict", "id", "scenario", "variant")  # left-aligned; the rest are numbers
 NARROWEST_LABEL = 32  # a table that leaves the variant column less than this is stacked,
 LABEL_LINES = 2  # as is one in which a label would take more lines than this
+_GAP = "   "  # between two columns; a table line starts with two spaces
+_NOT_STARTED = (Verdict.SKIPPED, Verdict.PENDING)
 
 
 def render_summary(summary: RunSummary, console: Console) -> None:
     """The variants as a table where it fits the console's width with room for their
-    labels, else stacked (two lines a variant); verdict, id and label always whole."""
+    labels, else stacked (two lines a variant); verdict, id and label always whole. Variants
+    that never started are counted on one line, not listed."""
     title = f"run {summary.run_id} ({summary.status.value}, MNN {summary.mnn_version})"
-    rows = [_cells(v) for v in summary.variants]
+    listed = [v for v in summary.variants if not _not_started(v)]
+    rows = [_cells(v) for v in listed]
     columns = [c for c in (rows[0] if rows else {}) if c not in _OPTIONAL or _any(rows, c)]
-    fixed = [c for c in columns if c != "variant"]
-    if _room_for_labels(rows, fixed, console) >= _label_room_needed(rows):
-        print_lines(console, _table(title, rows, columns))
-    else:
-        console.print(title, style="italic", highlight=False)
-        print_lines(console, _stacked(rows, fixed, console))
+    fixed = {c: max(len(c), _widest(rows, c)) for c in columns if c != "variant"}
+    console.print(title, style="italic", highlight=False)
+    room = console.width - sum(width + len(_GAP) for width in fixed.values()) - 2
+    if rows and room >= _label_room_needed(rows):
+        print_lines(console, _table(rows, fixed, room))
+    elif rows:
+        print_lines(console, _stacked(rows, fixed, console.width))
+    _print_not_started([v for v in summary.variants if _not_started(v)], console)
     _print_pauses(summary.pauses, console)
     console.print(
         "exact/close/mism(atch) = outputs against the clean reference (bit-identical / within "
@@ -99,51 +107,70 @@ def _print_pauses(pauses: list[Pause], console: Console) -> None:
         )
 
 
-def _table(title: str, rows: list[dict[str, str]], columns: list[str]) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for column in columns:
-        table.add_column(
-            column,
-            justify="left" if column in _WORDS else "right",
-            no_wrap=column != "variant",
-            overflow="fold",
-        )
+def _table(rows: list[dict[str, str]], fixed: dict[str, int], room: int) -> list[Text]:
+    """A header, a rule, and a line a variant with its columns at the ``fixed`` widths; the
+    label (last) is wrapped under itself where it is wider than ``room``."""
+    header = Text(_line(dict(zip(fixed, fixed)), fixed, "variant"), style="bold")
+    indent = " " * (header.cell_len - len("variant"))
+    labels = min(room, max(len("variant"), _widest(rows, "variant")))
+    lines = [header, Text(" " + "\u2500" * (len(indent) + labels - 1))]
     for row in rows:
-        table.add_row(*(row[c] for c in columns))
-    return table
+        first, *rest = _wrapped(row["variant"], room)
+        lines += [_styled(_line(row, fixed, first), row, 2), *(Text(indent + r) for r in rest)]
+    return lines
 
 
-def _stacked(rows: list[dict[str, str]], fixed: list[str], console: Console) -> Group:
+def _line(row: dict[str, str], fixed: dict[str, int], label: str) -> str:
+    """Two spaces, then the ``fixed`` columns padded to their widths (words to the left,
+    numbers to the right), then the label."""
+    cells = [
+        row[c] + " " * (width - cell_len(row[c])) if c in _WORDS else row[c].rjust(width)
+        for c, width in fixed.items()
+    ]
+    return "  " + "".join(cell + _GAP for cell in cells) + label
+
+
+def _stacked(rows: list[dict[str, str]], fixed: dict[str, int], width: int) -> list[Text]:
     """Per variant: verdict, id, scenario and label (the label wrapped under itself, never
     cut), then its numbers on a line of their own under the id."""
-    verdict_width = max(len("verdict"), _widest(rows, "verdict")) + 2
-    id_width = max((len(row["id"]) for row in rows), default=2) + 2
+    verdict_width, id_width = fixed["verdict"] + 2, fixed["id"] + 2
     indent, numbers = verdict_width + id_width, [c for c in fixed if c not in _WORDS]
     header = f"{'verdict':<{verdict_width}}{'id':<{id_width}}scenario variant"
     lines = [Text(header, style="bold")]
     for row in rows:
-        head = Text.from_markup(row["verdict"])
-        head.pad_right(verdict_width - head.cell_len)
-        head.append(f"{row['id']:<{id_width}}")
-        body = Text(f"{row['scenario']} ") + Text.from_markup(row["variant"])
-        first, *rest = body.wrap(console, max(console.width - indent, 20), overflow="fold")
-        lines += [head + first, *(Text(" " * indent) + line for line in rest)]
+        head = f"{row['verdict']:<{verdict_width}}{row['id']:<{id_width}}"
+        first, *rest = _wrapped(f"{row['scenario']} {row['variant']}", max(width - indent, 20))
+        lines += [_styled(head + first, row, 0), *(Text(" " * indent + r) for r in rest)]
         present = [c for c in numbers if c not in _OPTIONAL or row[c] not in ("0", "-")]
-        counts = Text(", ".join(_count(c, row[c]) for c in present), style="dim")
-        under = counts.wrap(console, max(console.width - verdict_width, 20))
-        lines += [Text(" " * verdict_width) + line for line in under]
-    return Group(*lines)
+        counts = ", ".join(_count(c, row[c]) for c in present)
+        under = _wrapped(counts, max(width - verdict_width, 20))
+        lines += [Text(" " * verdict_width + line, style="dim") for line in under]
+    return lines
+
+
+def _styled(line: str, row: dict[str, str], verdict_at: int) -> Text:
+    """``line`` with the row's verdict (at ``verdict_at``) in the verdict's style."""
+    text = Text(line)
+    text.stylize(Verdict(row["verdict"]).style, verdict_at, verdict_at + len(row["verdict"]))
+    return text
+
+
+def _wrapped(words: str, width: int) -> list[str]:
+    """``words`` in lines of at most ``width`` cells, broken at spaces (a word longer than a
+    line is folded)."""
+    if cell_len(words) <= width:
+        return [words]
+    lines = Text(words).wrap(_MEASURING, width, overflow="fold")
+    return [line.plain.rstrip() for line in lines]
+
+
+_MEASURING = Console(width=1000)  # Text.wrap asks a console only for tab size and emoji
 
 
 def _count(column: str, cell: str) -> str:
-    return f"p50 {cell} ms" if column == "p50ms" else f"{column} {cell}"
-
-
-def _room_for_labels(rows: list[dict[str, str]], fixed: list[str], console: Console) -> int:
-    """The width a table of the ``fixed`` columns at their natural widths leaves for the
-    variant column on ``console`` (each column takes its padding and a separator)."""
-    used = sum(max(len(c), _widest(rows, c)) + 3 for c in fixed) + 3
-    return console.width - used
+    if column == "p50ms":
+        return "p50 -" if cell == "-" else f"p50 {cell} ms"
+    return f"{column} {cell}"
 
 
 def _label_room_needed(rows: list[dict[str, str]]) -> int:
@@ -152,18 +179,38 @@ def _label_room_needed(rows: list[dict[str, str]]) -> int:
 
 
 def _widest(rows: list[dict[str, str]], column: str) -> int:
-    return max((Text.from_markup(row[column]).cell_len for row in rows), default=0)
+    return max((cell_len(row[column]) for row in rows), default=0)
 
 
-def print_lines(console: Console, renderable: RenderableType) -> None:
-    """Print ``renderable`` with no spaces at the ends of its lines when the console is no
-    terminal (a file or a pipe gets no padding to the console's width)."""
+def _not_started(variant: VariantSummary) -> bool:
+    return variant.verdict in _NOT_STARTED and variant.iterations == 0
+
+
+def _print_not_started(variants: list[VariantSummary], console: Console) -> None:
+    """How many variants never started, by scenario (``run --resume`` starts them)."""
+    if variants:
+        by_scenario = Counter(v.scenario for v in variants)
+        where = ", ".join(f"{name} {count:,}" for name, count in by_scenario.items())
+        words = sorted({str(v.verdict) for v in variants})
+        console.print(
+            f"{len(variants):,} variant(s) not started ({'/'.join(words)}), not listed: {where}",
+            style="yellow",
+            highlight=False,
+        )
+
+
+def print_lines(console: Console, lines: list[Text]) -> None:
+    """Print ``lines`` with no spaces at their ends when the console is no terminal (a file
+    or a pipe gets no padding to the console's width)."""
     if console.is_terminal:
-        console.print(renderable)
-        return
-    with console.capture() as captured:
-        console.print(renderable)
-    console.out("\n".join(line.rstrip() for line in captured.get().splitlines()), highlight=False)
+        console.print(Group(*lines))
+    elif console.color_system is None:
+        console.out("\n".join(line.plain.rstrip() for line in lines), highlight=False)
+    else:
+        with console.capture() as captured:
+            console.print(Group(*lines))
+        plain = (line.rstrip() for line in captured.get().splitlines())
+        console.out("\n".join(plain), highlight=False)
 
 
 def _any(rows: list[dict[str, str]], column: str) -> bool:

@@ -236,8 +236,11 @@ def _summarise(run_dir: Path, narrator: Narrator) -> RunSummary | None:
     except StressError as exc:  # the manifest itself could not be written (full disk)
         narrator.say(f"no summary: {exc.render()}")
         return None
-    render_summary(summary, console)
     plain = Console(file=io.StringIO(), width=150, color_system=None, soft_wrap=True)
     render_summary(summary, plain)
+    if console.is_terminal or console.color_system:
+        render_summary(summary, console)
+    else:  # a pipe or a file gets what the log gets: laid out once
+        console.out(plain.file.getvalue(), end="", highlight=False)
     narrator.write_log(plain.file.getvalue())
     return summary

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from stress.analysis.summary import summarize
 from stress.analysis.table import LABEL_LINES, render_summary
+from stress.analysis.verdicts import Verdict
 from tests.conftest import on_a_terminal, run_cli
 
 # pairwise over six factors: labels of ~100 characters; perturbed outputs on the Module API
@@ -109,3 +110,28 @@ def test_piped_output_pads_no_line(run_dir):
     assert [line for line in done.stdout.splitlines() if line.endswith(" ")] == []
     logged = (run_dir / "run.log").read_text().splitlines()
     assert [line for line in logged if line.endswith(" ")] == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("width", (80, 150))
+def test_variants_that_never_started_are_counted_on_one_line_not_listed(summary, width):
+    first, *rest = summary.variants
+    waiting = [not_started(v, Verdict.SKIPPED) for v in rest]
+    text = rendered(summary.model_copy(update={"variants": [first, *waiting]}), width)
+    assert first.variant_id in text.split()
+    said = [line for line in text.splitlines() if "SKIPPED" in line]
+    assert said == [
+        f"{len(waiting)} variant(s) not started (SKIPPED), not listed: widths {len(waiting)}"
+    ]
+
+
+@pytest.mark.integration
+def test_a_run_that_never_started_a_variant_still_says_so(summary):
+    waiting = [not_started(v, Verdict.PENDING) for v in summary.variants]
+    text = rendered(summary.model_copy(update={"variants": waiting}), 100)
+    assert "verdict" not in text.split()  # no empty table
+    assert f"{len(waiting)} variant(s) not started (PENDING), not listed: widths" in text
+
+
+def not_started(variant, verdict: Verdict):
+    return variant.model_copy(update={"verdict": verdict, "iterations": 0})

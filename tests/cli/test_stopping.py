@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,6 +56,9 @@ def test_ctrl_c_stops_within_seconds_with_thousands_of_variants(tmp_path):
     assert len(statuses) == 3072 and statuses.count("skipped") >= 3070
     assert set(statuses) <= {"interrupted", "skipped", "done"}
     assert f"to go on with it: mnn-stress run --resume {out}\n" in stdout  # pasted as it is
+    assert re.search(
+        r"^3,0[67]\d variant\(s\) not started \(SKIPPED\), not listed: wide0 ", stdout, re.M
+    )
 
 
 def test_duration_too_short_for_the_matrix_is_refused_before_running(tmp_path):
