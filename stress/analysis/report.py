@@ -5,6 +5,7 @@ attribution, crash signatures and drift; and the exit status cron alerts on."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 from stress.analysis.counts import death_words
 from stress.analysis.damaged import print_warnings
@@ -52,7 +53,7 @@ def render_report(summary: RunSummary, console: Console) -> None:
 
 def _variant(v: VariantSummary) -> str:
     """A few lines: verdict, outcomes with rates, deaths, latency, memory."""
-    head = f"[bold]{v.verdict}[/] {v.scenario} {v.label} ({v.variant_id}):"
+    head = f"[bold]{v.verdict}[/] {escape(v.scenario)} {escape(v.label)} ({v.variant_id}):"
     graded = ", ".join(f"{g} {n:,}" for g, n in v.grades.items() if n)
     lines = [f"{head} {v.iterations:,} iterations: {graded or 'none'}"]
     for name, r in v.rates.items():

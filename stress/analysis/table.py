@@ -259,6 +259,7 @@ def _print_mismatches(variants: list[VariantSummary], console: Console) -> None:
             f"{v.variant_id} {v.label}: mismatch in {v.grades.mismatch:,} of "
             f"{v.iterations:,} iterations; worst: {mismatch_words(worst)}",
             highlight=False,
+            markup=False,
         )
 
 
@@ -288,7 +289,9 @@ def _print_rates(variants: list[VariantSummary], console: Console) -> None:
             if r.count and r.n and name not in PASSING
         ]
         if parts:
-            console.print(f"{v.variant_id} {v.label}: " + "; ".join(parts), highlight=False)
+            console.print(
+                f"{v.variant_id} {v.label}: " + "; ".join(parts), highlight=False, markup=False
+            )
     clean = [v for v in variants if v.clean_bound is not None]
     if clean:
         shortest = min(clean, key=lambda v: v.iterations)
@@ -338,4 +341,5 @@ def _print_repeats(variants: list[VariantSummary], console: Console) -> None:
             f"{v.variant_id} {v.label}: at most {within} distinct output(s) within one "
             f"worker, {across} among the first outputs of its {v.workers} fresh workers",
             highlight=False,
+            markup=False,
         )

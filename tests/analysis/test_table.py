@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from stress.analysis.report import render_report
 from stress.analysis.summary import summarize
 from stress.analysis.table import LABEL_LINES, render_summary
 from stress.analysis.verdicts import Verdict
@@ -135,3 +136,14 @@ def test_a_run_that_never_started_a_variant_still_says_so(summary):
 
 def not_started(variant, verdict: Verdict):
     return variant.model_copy(update={"verdict": verdict, "iterations": 0})
+
+
+@pytest.mark.integration
+def test_brackets_in_names_and_labels_are_printed_as_they_are(summary):
+    """A scenario name or factor value that looks like rich markup is text, not a style."""
+    first = summary.variants[0].model_copy(update={"scenario": "[red]x", "label": "a=[bold]"})
+    odd = summary.model_copy(update={"variants": [first]})
+    assert "[red]x" in rendered(odd, 150) and "a=[bold]" in rendered(odd, 150)
+    console = Console(file=io.StringIO(), width=150, color_system=None)
+    render_report(odd, console)
+    assert "[red]x a=[bold]" in console.file.getvalue()
