@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)\s*$", re.IGNORECASE)
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNITS = "or ms, m, h"
 _DAY_S = 86400.0
 
 MAX_DURATION_S = 7 * _DAY_S  # iteration time per variant
@@ -19,11 +20,10 @@ MAX_TIMEOUT_S = _DAY_S
 
 
 def parse_duration(value: Any, *, min_s: float = 0.0, max_s: float = MAX_DURATION_S) -> float:
-    """Seconds from a number or a string such as ``500ms``, ``90s``, ``2m``, ``8h``, within
-    [min_s, max_s]; NaN and infinity are refused (a NaN timeout would never fire)."""
+    """Seconds from a string such as ``500ms``, ``90s``, ``2m``, ``8h``, within [min_s, max_s].
+    A bare number is refused (``duration: 20`` might mean minutes), as are NaN and infinity
+    (a NaN timeout would never fire)."""
     seconds = _seconds(value)
-    if math.isnan(seconds):
-        raise ValueError(f"{value!r} is not a number of seconds")
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     if seconds > max_s:
@@ -36,11 +36,11 @@ def parse_duration(value: Any, *, min_s: float = 0.0, max_s: float = MAX_DURATIO
 def _seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 2m or 1h")
-    if isinstance(value, int | float):
-        try:
-            return float(value)
-        except OverflowError:  # an integer too large for a float is longer than any limit
-            return math.inf if value > 0 else -math.inf
+    number = _NUMBER.match(str(value)) if isinstance(value, int | float | str) else None
+    if number and float(number.group(1)) <= 0:
+        raise ValueError("a duration must be positive; write e.g. 500ms, 30s, 2m or 1h")
+    if number:  # 20 could be seconds or minutes: the writer says which
+        raise ValueError(f"{value!r} has no unit; write {number.group(1)}s for seconds ({_UNITS})")
     match = _DURATION.match(str(value))
     if not match:
         raise ValueError(f"{value!r} is not a duration; write e.g. 500ms, 30s, 2m or 1h")

@@ -323,6 +323,9 @@ def _message(error: dict[str, Any]) -> str:
 def _fix(loc: tuple[Any, ...], error: dict[str, Any]) -> str | None:
     parent = loc[:-1]
     if error["type"] == "extra_forbidden":
+        misplaced = _misplaced(parent, str(loc[-1]))
+        if misplaced:
+            return misplaced
         known = _known_keys(parent)
         close = difflib.get_close_matches(str(loc[-1]), known, n=3, cutoff=0.5)
         if close:
@@ -333,6 +336,16 @@ def _fix(loc: tuple[Any, ...], error: dict[str, Any]) -> str | None:
     if loc and loc[0] == "matrix" and len(loc) > 1 and loc[1] in REGISTRY:
         return _allowed(REGISTRY[loc[1]])
     return "see `mnn-stress schema` for the allowed values"
+
+
+def _misplaced(parent: tuple[Any, ...], key: str) -> str | None:
+    """The fix for a factor written at the top level, or a scenario key under ``matrix:``."""
+    if parent == () and key in REGISTRY:
+        example = shown(REGISTRY[key].default)
+        return f"`{key}` is a factor: put it under `matrix:`, e.g. matrix: {{{key}: [{example}]}}"
+    if parent == ("matrix",) and key in Scenario.model_fields:
+        return f"`{key}` is a scenario key, not a factor: write it at the top level, not in matrix"
+    return None
 
 
 def _allowed(factor: Factor) -> str:

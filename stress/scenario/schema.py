@@ -234,12 +234,16 @@ class Scenario(BaseModel):
     iterations: int | None = Field(
         None, ge=1, le=MAX_ITERATIONS, description="iterations per variant"
     )
-    duration: Duration | None = Field(None, description="time per variant, e.g. 30s")
+    duration: Duration | None = Field(
+        None, description="iteration time per variant, with its unit: 500ms, 30s, 2m, 8h"
+    )
     workers: int | None = Field(
         None, ge=1, le=MAX_WORKERS, description="most worker processes this scenario uses at once"
     )
     timeout: Timeout = Field(
-        30.0, description="longest one iteration may take before the worker is killed as hung"
+        30.0,
+        description="longest one iteration may take before the worker is killed as hung, with "
+        "its unit (e.g. 30s)",
     )
     fresh_worker_every: int | None = Field(
         None,

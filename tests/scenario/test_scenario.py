@@ -52,6 +52,31 @@ def test_a_misspelt_factor_is_named_not_listed_with_all_the_others(scenario_file
 
 
 @pytest.mark.parametrize(
+    "text, key, fix",
+    [
+        (
+            "api: session\n",
+            "api",
+            "`api` is a factor: put it under `matrix:`, e.g. matrix: {api: [session]}",
+        ),
+        (
+            "threads: 4\n",
+            "threads",
+            "`threads` is a factor: put it under `matrix:`, e.g. matrix: {threads: [1]}",
+        ),
+        (
+            "matrix:\n  timeout: 5s\n",
+            "matrix.timeout",
+            "`timeout` is a scenario key, not a factor: write it at the top level, not in matrix",
+        ),
+    ],
+)
+def test_a_key_in_the_wrong_place_is_told_where_it_goes(scenario_file, text, key, fix):
+    error = error_for(scenario_file, "name: demo\nmodel: tiny\n" + text)
+    assert (error.key, error.fix) == (key, fix)  # not "did you mean `adaptive`?"
+
+
+@pytest.mark.parametrize(
     "entry, fix",
     [
         ("num_thread: [1, four]", "write a list of whole numbers from 1 to 64; e.g. [1]"),
@@ -135,9 +160,11 @@ def test_duplicate_scenario_names(scenario_file):
 def test_duration_parsing():
     assert parse_duration("500ms") == 0.5
     assert parse_duration("2m") == 120
-    assert parse_duration(3) == 3.0
-    with pytest.raises(ValueError):
+    assert parse_duration(" 3.5 s ") == 3.5
+    with pytest.raises(ValueError, match="'soon' is not a duration"):
         parse_duration("soon")
+    with pytest.raises(ValueError, match="3 has no unit"):
+        parse_duration(3)
 
 
 def test_matrix_expansion_and_stable_ids(scenario_file):

@@ -34,13 +34,14 @@ def model_with_inputs(monkeypatch):
 @pytest.mark.parametrize(
     ("line", "problem"),
     [
-        ("duration: .nan", "is not a number of seconds"),
-        ("duration: .inf", "is longer than the limit of 168h"),
-        ("duration: -.inf", "must be positive"),
-        ("timeout: .nan", "is not a number of seconds"),  # would disable hang detection
-        ("timeout: .inf", "is longer than the limit of 24h"),  # would kill every worker
-        ("timeout: 1e400", "is longer than the limit of 24h"),  # a float too large: infinity
-        ("timeout: 1" + "0" * 400, "is longer than the limit of 24h"),  # too large for a float
+        ("duration: .nan", "is not a duration"),
+        ("duration: .inf", "is not a duration"),
+        ("duration: -.inf", "is not a duration"),
+        ("timeout: .nan", "is not a duration"),  # would disable hang detection
+        ("timeout: .inf", "is not a duration"),  # would kill every worker
+        ("timeout: nans", "is not a duration"),
+        ("timeout: 1" + "0" * 400 + "s", "is longer than the limit of 24h"),  # beyond a float
+        ("duration: 0s", "must be positive"),
     ],
 )
 def test_durations_must_be_finite(scenario_file, line, problem):
@@ -50,13 +51,30 @@ def test_durations_must_be_finite(scenario_file, line, problem):
 
 
 @pytest.mark.parametrize(
+    ("line", "fix"),
+    [
+        ("duration: 20", "20 has no unit; write 20s for seconds (or ms, m, h)"),
+        ("duration: 1.5", "1.5 has no unit; write 1.5s for seconds"),
+        ("timeout: 90", "90 has no unit; write 90s"),
+        ("timeout: '90'", "'90' has no unit; write 90s"),
+        ("timeout: 1e3", "has no unit"),
+    ],
+)
+def test_a_duration_without_a_unit_is_refused_with_the_fix(scenario_file, line, fix):
+    """``duration: 20`` could mean seconds or minutes: the writer says which."""
+    error = error_for(scenario_file, BASE + f"    {line}\n")
+    assert (error.key, error.line) == (line.split(":")[0], 3)
+    assert fix in error.message
+
+
+@pytest.mark.parametrize(
     ("line", "limit"),
     [
         ("duration: 169h", "168h (7 days)"),
-        ("duration: 604801", "168h (7 days)"),
+        ("duration: 604801s", "168h (7 days)"),
         ("timeout: 25h", "24h"),
         ("timeout: 500ms", "1s"),
-        ("timeout: 0.001", "1s"),
+        ("timeout: 0.001s", "1s"),
     ],
 )
 def test_durations_have_limits_the_message_names(scenario_file, line, limit):
@@ -72,8 +90,10 @@ def test_durations_at_their_limits_are_accepted(scenario_file):
 
 
 def test_parse_duration_refuses_non_finite_and_out_of_range_values():
-    for value in (math.nan, math.inf, -math.inf, 10**400, "200h", "9" * 400):
-        with pytest.raises(ValueError, match="number of seconds|limit of|positive"):
+    refused = {math.nan: "not a duration", math.inf: "not a duration", -math.inf: "not a"}
+    refused |= {10**400: "no unit", "200h": "limit of", "9" * 400 + "s": "limit of"}
+    for value, problem in refused.items():
+        with pytest.raises(ValueError, match=problem):
             parse_duration(value)
     with pytest.raises(ValueError, match="limit of 1m"):
         parse_duration("2m", max_s=60)
@@ -172,3 +192,11 @@ def test_the_longest_name_runs_and_is_summarised(scenario_file, tmp_path):
     summary = json.loads(run_cli("summary", str(out), "--json").stdout)
     assert [v["scenario"] for v in summary["variants"]] == [name]
     run_cli("report", str(out), "--html", str(tmp_path / "report.html"))
+
+
+@pytest.mark.parametrize("option", ["--duration", "--progress-every"])
+def test_a_duration_on_the_command_line_needs_a_unit_too(tmp_path, option):
+    done = run_cli("run", "scenarios", option, "20", "--out", str(tmp_path / "r"), check=False)
+    assert done.returncode == 2
+    assert f"Invalid value for {option}: '20' has no unit; write 20s" in done.stderr
+    assert not (tmp_path / "r").exists()
