@@ -132,3 +132,34 @@ def test_the_queries_in_the_docs_run_against_a_real_run(tmp_path, model, monkeyp
     monkeypatch.chdir(REPO)
     for block in _blocks(text, "python"):
         exec(compile(block, "docs/analysis.md", "exec"), {})
+
+
+def _scenario_blocks() -> list[tuple[str, str]]:
+    """Each YAML block of the README and the docs as a scenario file: a fragment (no
+    ``name:``) gets a name and the tiny model."""
+    found = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for index, block in enumerate(_blocks(page.read_text(), "yaml")):
+            whole = re.search(r"^name:", block, flags=re.M)
+            text = block if whole else f"name: fragment\nmodel: tiny\n{block}"
+            found.append((f"{page.relative_to(REPO)}#{index + 1}", text))
+    return found
+
+
+@pytest.mark.parametrize(("where", "text"), _scenario_blocks(), ids=lambda x: x.split("\n")[0])
+def test_the_scenarios_in_the_docs_are_valid(tmp_path, where, text):
+    """What a user pastes from the docs validates: against the schema, and, but for other MNN
+    releases (their environments are made by ``envs prepare``), against the model too."""
+    from stress.scenario import load_scenario
+    from stress.scenario.load import read_spec
+
+    path = tmp_path / "pasted.yaml"
+    path.write_text(text)
+    spec = read_spec(path)
+    if spec.matrix.mnn_version == ["installed"]:
+        load_scenario(path)
+
+
+def test_there_are_scenarios_in_the_docs_to_check():
+    pages = {where.split("#")[0] for where, _ in _scenario_blocks()}
+    assert {"README.md", "docs/scenarios.md", "docs/versions.md"} <= pages
