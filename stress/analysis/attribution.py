@@ -150,12 +150,11 @@ def attribute(variants: list[VariantOutcome], max_terms: int = 3) -> Attribution
     separators = _separators(matrix, max_terms)
     telling = [score.predicate for score in scores[:FOCUS] if score.importance > 0]
     confounded = _confounded(matrix, {label(t) for p in separators + telling for t in p.terms})
-    either = None if separators else _values_of_one_factor(matrix)
+    either = [] if separators else _disjunctions(matrix, max_terms)
     if separators:
         sentence = _separated(matrix, separators)
     elif either:
-        alternatives = " or ".join(label(term) for term in either)
-        sentence = f"failures only with {alternatives}: {_counts(matrix)}."
+        sentence = _either(matrix, either)
     else:
         sentence = _unexplained(scores, confounded, max_terms)
     explanation = separators[0] if len(separators) == 1 else None
@@ -249,17 +248,26 @@ def _confounded(matrix: _Matrix, focus: set[str]) -> list[tuple[str, ...]]:
     ]
 
 
-def _values_of_one_factor(matrix: _Matrix) -> list[Term]:
-    """Where no conjunction separates: several values of one factor that hold in exactly the
-    failing variants ("either A or B"), or none."""
+def _disjunctions(matrix: _Matrix, max_terms: int) -> list[tuple[Term, ...]]:
+    """Where no conjunction separates: the smallest sets of factor values, each true only in
+    failing variants, that together hold in every failing one ("A or B"); none if none does.
+    Two such sets select the same variants, so the matrix cannot tell them apart."""
     failing = matrix.failed > 0
-    for column, name in enumerate(matrix.factors):
-        codes = sorted(set(matrix.codes[failing, column].tolist()))
-        if not 1 < len(codes) < len(matrix.values[column]):
-            continue
-        if np.array_equal(np.isin(matrix.codes[:, column], codes), failing):
-            return [(name, matrix.values[column][code]) for code in codes]
+    masks = {term: matrix.mask(Predicate.of(term)) for term in matrix.terms()}
+    only_failing = [term for term, mask in masks.items() if not (mask & ~failing).any()]
+    largest = max_terms if len(only_failing) <= _MAX_ALTERNATIVES else 2
+    for size in range(2, largest + 1):
+        found = [
+            terms
+            for terms in combinations(only_failing, size)
+            if np.array_equal(np.logical_or.reduce([masks[term] for term in terms]), failing)
+        ]
+        if found:
+            return found
     return []
+
+
+_MAX_ALTERNATIVES = 40  # more values true only where it fails: look for pairs alone
 
 
 def _counts(matrix: _Matrix) -> str:
@@ -279,6 +287,17 @@ def _separated(matrix: _Matrix, separators: list[Predicate]) -> str:
         f"failures only with {named}{more}: {counts}. These cannot be separated: they always "
         "occur together in this matrix, so the run cannot tell which."
     )
+
+
+def _either(matrix: _Matrix, alternatives: list[tuple[Term, ...]]) -> str:
+    first = " or ".join(label(term) for term in alternatives[0])
+    text = f"failures only with {first}: {_counts(matrix)}."
+    if len(alternatives) > 1:
+        text += (
+            f" {len(alternatives) - 1} other choice(s) of values select the same variants "
+            "(the matrix cannot tell them apart)."
+        )
+    return text
 
 
 def _unexplained(scores: list[Score], confounded: list[tuple[str, ...]], max_terms: int) -> str:

@@ -3,10 +3,13 @@ summary and the report (the statistics are in ``stress.analysis.attribution``)."
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
+from itertools import zip_longest
 from typing import Any
 
 from stress.analysis.attribution import Attribution, VariantOutcome, attribute
+from stress.analysis.rates import describe
 from stress.analysis.summary_model import AttributionFinding, FactorScore, VariantSummary
 from stress.factors import REGISTRY
 from stress.records.manifest import ManifestData
@@ -27,23 +30,63 @@ def attribution(
     manifest: ManifestData, variants: dict[str, VariantSummary]
 ) -> dict[str, AttributionFinding]:
     """Per failure kind that occurred (and for all of them together, ``any``): the ranked
-    factor values, the explanation and its sentence. The scenario counts as a factor."""
+    factor values, the explanation and its sentence. Variants are compared within their own
+    scenario: across scenarios everything may differ (model, inputs, budget), so a run of
+    several says which scenarios failed, then what explains the failures in each."""
     found = {k: f for k, f in FAILED_BY.items() if any(f(v) for v in variants.values())}
     if len(found) > 1 or not found:
         found = {"any": lambda v: sum(f(v) for f in FAILED_BY.values()), **found}
+    by_scenario: dict[str, list[str]] = defaultdict(list)
+    for vid, entry in manifest.variants.items():
+        by_scenario[entry.scenario].append(vid)
     result = {}
     for kind, failed in found.items():
-        outcomes = [
-            VariantOutcome(
-                vid,
-                {"scenario": entry.scenario, **_chosen(entry.params)},
-                _tried(variants[vid]),
-                min(failed(variants[vid]), _tried(variants[vid])),
-            )
-            for vid, entry in manifest.variants.items()
-        ]
-        result[kind] = _finding(attribute(outcomes))
+        outcomes = {
+            scenario: [_outcome(vid, manifest, variants[vid], failed) for vid in vids]
+            for scenario, vids in by_scenario.items()
+        }
+        result[kind] = across_scenarios(outcomes) if len(outcomes) > 1 else _finding(_one(outcomes))
     return result
+
+
+def _outcome(
+    vid: str, manifest: ManifestData, variant: VariantSummary, failed: Callable[..., int]
+) -> VariantOutcome:
+    tried = _tried(variant)
+    return VariantOutcome(
+        vid, _chosen(manifest.variants[vid].params), tried, min(failed(variant), tried)
+    )
+
+
+def _one(outcomes: dict[str, list[VariantOutcome]]) -> Attribution:
+    return attribute([outcome for found in outcomes.values() for outcome in found])
+
+
+def across_scenarios(outcomes: dict[str, list[VariantOutcome]]) -> AttributionFinding:
+    """Several scenarios: which failed, and each failing one's own attribution (its scores
+    named ``scenario: predicate``, taken in turn from each, the worst scenario first)."""
+    failures = {name: sum(o.failed for o in found) for name, found in outcomes.items()}
+    failing = sorted((n for n in failures if failures[n]), key=lambda n: -failures[n])
+    if not failing:
+        return _finding(_one(outcomes))
+    within = {name: _finding(attribute(outcomes[name])) for name in failing}
+    clean = sum(o.n for name, found in outcomes.items() if name not in failing for o in found)
+    where = f"scenario{'s' if len(failing) > 1 else ''} {', '.join(failing)}"
+    head = f"failures only in {where} (every other scenario: {describe(0, clean)})"
+    sentences = [f"within {name}: {within[name].sentence}" for name in failing]
+    turns = zip_longest(*([(name, s) for s in within[name].scores] for name in failing))
+    scores = [
+        score.model_copy(update={"predicate": f"{name}: {score.predicate}"})
+        for turn in turns
+        for name, score in filter(None, turn)
+    ]
+    alone = within[failing[0]].explanation if len(failing) == 1 else None
+    return AttributionFinding(
+        sentence=f"{head if clean else f'failures in {where}'}; " + " ".join(sentences),
+        explanation=f"scenario={failing[0]} and {alone}" if alone else None,
+        confounded=[group for name in failing for group in within[name].confounded],
+        scores=scores[:TOP_SCORES],
+    )
 
 
 def _chosen(params: dict[str, Any]) -> dict[str, Any]:

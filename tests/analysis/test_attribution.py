@@ -9,6 +9,7 @@ import random
 import pytest
 
 from stress.analysis.attribution import Predicate, VariantOutcome, attribute
+from stress.analysis.explain import across_scenarios
 from tests.conftest import run_cli
 
 
@@ -63,6 +64,28 @@ def test_two_values_of_one_factor_that_both_fail_read_either_a_or_b():
     assert "every other variant: 0 of 2,000" in result.sentence
     alone = attribute(matrix(factors, lambda p: p["a"] in (1, 2) and p["b"] == "x"))
     assert alone.sentence.startswith("no conjunction")  # a=1|2 holds where b=y passes too
+
+
+def test_values_of_two_factors_that_each_fail_read_either_a_or_b():
+    """Failing where precision=low or where memory_mode=low: a value of each, not a pair."""
+    factors = {"precision": ["normal", "low"], "memory_mode": ["normal", "low"], "t": [1, 2]}
+    fails = lambda p: "low" in (p["precision"], p["memory_mode"])  # noqa: E731
+    result = attribute(matrix(factors, fails))
+    assert result.explanation is None
+    assert result.sentence.startswith(
+        "failures only with memory_mode=low or precision=low: 180 of 6,000"
+    )
+    assert "other choice" not in result.sentence
+    some = attribute(matrix(factors, lambda p: fails(p) and p["t"] == 1))
+    assert some.sentence.startswith("no conjunction")  # each value holds where t=2 passes
+
+
+def test_two_choices_of_values_that_select_the_same_failing_variants_are_both_said():
+    factors = {"a": [1, 2, 3], "b": ["x", "y", "z"]}
+    same = lambda p: (p["a"] == 1) == (p["b"] == "x") and (p["a"] == 2) == (p["b"] == "y")  # noqa: E731
+    result = attribute(matrix(factors, lambda p: p["a"] in (1, 2), keep=same))
+    assert result.sentence.startswith("failures only with a=1 or a=2: ")
+    assert "3 other choice(s) of values select the same variants" in result.sentence
 
 
 def test_values_that_always_occur_together_are_not_told_apart():
@@ -212,3 +235,62 @@ def test_a_run_whose_matrix_confounds_two_factors_says_it_cannot_tell(scenario_f
     assert ["num_thread=2", "precision=high"] in found["confounded"]
     assert "cannot tell" in found["sentence"]
     assert "num_thread=2" in found["sentence"] and "precision=high" in found["sentence"]
+
+
+BUNDLE = {
+    "a": "matrix: {api: [session, module], num_thread: [1, 2]}",
+    "b": "matrix: {precision: [normal, low], memory_mode: [normal, low]}",
+    "c": "matrix: {malloc_perturb: [0, 165]}",
+}
+
+
+@pytest.mark.integration
+def test_a_bundle_of_scenarios_is_explained_within_each_scenario(tmp_path):
+    """Across scenarios everything may differ: the attribution says which scenarios failed,
+    then what explains it within each; never ``scenario=b``, nor a pair of default values
+    that holds in every variant of the scenario that failed."""
+    for name, matrix_line in BUNDLE.items():
+        text = f"name: {name}\nmodel: tiny\niterations: 6\n{matrix_line}\n"
+        (tmp_path / f"{name}.yaml").write_text(text)
+    out = tmp_path / "run"
+    run_cli("run", str(tmp_path), "--out", str(out), fault="nan@2+?api=module,nan@2+?precision=low")
+    found = json.loads(run_cli("summary", str(out), "--json").stdout)["attribution"]["non_finite"]
+    sentence = found["sentence"]
+    assert sentence.startswith("failures only in scenarios a, b (every other scenario: 0 of 12")
+    assert "within a: failures only with api=module: 8 of 12" in sentence
+    assert "within b: failures only with precision=low: 8 of 12" in sentence
+    predicates = [score["predicate"] for score in found["scores"]]
+    assert predicates[:2] == ["a: api=module", "b: precision=low"]  # the worst scenario first
+    assert not [p for p in predicates if "scenario" in p or p.startswith("c:")]
+    assert found["explanation"] is None  # two scenarios, two explanations
+
+
+def bundle(**fails) -> dict:
+    """Scenarios of four variants each over their own factor ``f``: ``fails[name]`` is the set
+    of f's values that fail (30 of 1,000 iterations each)."""
+    return {
+        name: matrix({"f": [1, 2, 3, 4]}, lambda p, bad=bad: p["f"] in bad)
+        for name, bad in fails.items()
+    }
+
+
+def test_one_failing_scenario_of_several_is_named_with_its_explanation():
+    found = across_scenarios(bundle(x=set(), y={2}, z=set()))
+    assert found.sentence.startswith(
+        "failures only in scenario y (every other scenario: 0 of 8,000"
+    )
+    assert "; within y: failures only with f=2: 30 of 1,000" in found.sentence
+    assert found.explanation == "scenario=y and f=2"
+    assert found.scores[0].predicate == "y: f=2"
+
+
+def test_when_every_scenario_failed_none_is_said_to_be_clean():
+    found = across_scenarios(bundle(x={1}, y={1, 3}))
+    assert found.sentence.startswith("failures in scenarios y, x; within y: failures only with")
+    assert "every other scenario" not in found.sentence and found.explanation is None
+    assert [s.predicate for s in found.scores[:2]] == ["y: f=1", "x: f=1"]  # in turn
+
+
+def test_a_bundle_where_nothing_failed_says_so_over_every_iteration():
+    found = across_scenarios(bundle(x=set(), y=set()))
+    assert found.sentence.startswith("nothing failed in 8,000 iterations") and not found.scores
