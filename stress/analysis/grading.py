@@ -84,15 +84,28 @@ def grade_digests(
             graded[key] = quick
     samples = _sample_values(scan, needs_values[:MAX_VALUE_COMPARISONS])
     for key, row in zip(needs_values, distinct_rows(distinct, needs_values)):
-        reference = references.get(key[0], key[1])
         tolerance = tolerances_for(tolerances.get(key[0]), key[1])
-        graded[key] = _with_values(row, reference, samples.get(key), tolerance)
+        graded[key] = grade_digest(row, references.get(*key[:2]), samples.get(key), tolerance)
     return _grade_table(graded)
 
 
 def distinct_rows(distinct: pa.Table, keys: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
     by_key = {(r["scenario"], r["output_name"], r["digest"]): r for r in distinct.to_pylist()}
     return [by_key[key] for key in keys]
+
+
+def grade_digest(
+    row: dict[str, Any],
+    reference: ReferenceOutput | None,
+    sample: tuple[np.ndarray, str] | None,
+    tolerance: Tolerance,
+) -> DigestGrade:
+    """One distinct output (a ``distinct_outputs`` row) against its reference, its values
+    (``sample``) compared where both sides kept them."""
+    quick = _without_values(row, reference)
+    if quick is not None or reference is None:
+        return quick or DigestGrade("ungraded", "none")
+    return _with_values(row, reference, sample, tolerance)
 
 
 def _without_values(row: dict[str, Any], reference: ReferenceOutput | None) -> DigestGrade | None:

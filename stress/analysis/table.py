@@ -23,7 +23,7 @@ from stress.analysis.summary_model import (
     Signature,
     VariantSummary,
 )
-from stress.analysis.verdicts import Verdict
+from stress.analysis.verdicts import Grade, Verdict
 from stress.factors import REGISTRY, shown
 
 
@@ -42,8 +42,7 @@ def _cells(v: VariantSummary) -> dict[str, str]:
     return cells
 
 
-_SHORT = {"exact": "exact", "close": "close", "mismatch": "mism", "non_finite": "nan"}
-_SHORT |= {"invalid": "inval", "error": "err"}
+_SHORT = {g.value: g.short for g in Grade if g is not Grade.UNGRADED}  # column heads
 _OPTIONAL = ("close", "mism", "nan", "inval", "err", "views")  # shown when any row has one
 _WORDS = ("verdict", "id", "scenario", "variant")  # left-aligned; the rest are numbers
 NARROWEST_LABEL = 32  # a table that leaves the variant column less than this is stacked,

@@ -75,21 +75,22 @@ class Grade(str, Enum):
     not pass is a failure in rates, attribution, ``report`` and ``compare``. A Grade is a
     ``str``: rows, SQL and the summary's JSON hold the word itself."""
 
-    # (word, passes)
-    EXACT = ("exact", True)  # every output bit-identical to the reference
-    CLOSE = ("close", True)  # the worst output within the scenario's tolerance
-    UNGRADED = ("ungraded", True)  # no usable reference, or no readable output
-    MISMATCH = ("mismatch", False)  # an output beyond the tolerance
-    NON_FINITE = ("non_finite", False)  # NaN or Inf in an output
-    INVALID = ("invalid", False)  # MNN returned an error code
-    ERROR = ("error", False)  # MNN raised
+    # (word, passes, column head in the summary and the live view)
+    EXACT = ("exact", True, "exact")  # every output bit-identical to the reference
+    CLOSE = ("close", True, "close")  # the worst output within the scenario's tolerance
+    UNGRADED = ("ungraded", True, "ungr")  # no usable reference, or no readable output
+    MISMATCH = ("mismatch", False, "mism")  # an output beyond the tolerance
+    NON_FINITE = ("non_finite", False, "nan")  # NaN or Inf in an output
+    INVALID = ("invalid", False, "inval")  # MNN returned an error code
+    ERROR = ("error", False, "err")  # MNN raised
 
     passing: bool
+    short: str
 
-    def __new__(cls, word: str, passing: bool) -> Grade:
+    def __new__(cls, word: str, passing: bool, short: str) -> Grade:
         member = str.__new__(cls, word)
         member._value_ = word
-        member.passing = passing
+        member.passing, member.short = passing, short
         return member
 
     def __str__(self) -> str:

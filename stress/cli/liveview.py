@@ -1,7 +1,7 @@
-"""What a run looks like while it runs: per scenario, variants finished, iterations and their
-rate, outcomes by class and deaths; for the run, elapsed and remaining time, the coordinator's
-and the workers' memory, and the disk used. Drawn live on a terminal (rich), or as one plain
-line for logs and pipes."""
+"""What a run looks like while it runs: per scenario, variants finished, iterations and
+their rate, their grades as the summary will give them (counted as rows are written) and
+deaths; for the run, elapsed and remaining time, the coordinator's and the workers' memory,
+and the disk used. Drawn live on a terminal (rich), or as one plain line for logs and pipes."""
 
 from __future__ import annotations
 
@@ -14,13 +14,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from stress.contract.protocol import Status
+from stress.analysis.verdicts import Grade
 from stress.records.states import VariantStatus
 
-OUTCOMES = tuple(Status)  # ok, invalid, error: what each iteration produced
-# how the live view heads them: an ``ok`` iteration is one where MNN returned normally; whether
-# its outputs were right is judged by the summary at the end (grades, distinct outputs)
-HEADS = {status: status.label for status in Status} | {Status.OK: "returned"}
+GRADED = "iterations graded against the clean reference as their rows are written"
 
 
 @dataclass
@@ -108,15 +105,13 @@ def _second_pass(states: list[Any]) -> str:
 def plain_line(states: list[Any], m: Meters) -> str:
     """The run in one line: for logs, pipes and cron mail."""
     running = sum(s.status is VariantStatus.RUNNING for s in states)
-    outcomes = _outcomes(states)
-    shown = ", ".join(
-        f"{outcomes[o]:,} {HEADS[o]}" for o in OUTCOMES if outcomes[o] or o is Status.OK
-    )
+    grades = _grades(states)
+    graded = ", ".join(f"{grades[g]:,} {g.value}" for g in _shown(grades))
     return (
         f"variants {first_passes(states)}/{len(states)} finished{_second_pass(states)}, "
         f"{running} running; "
-        f"{sum(s.completed for s in states):,} iterations ({sum(m.rates.values()):,.0f}/s: "
-        f"{shown}); {sum(s.crashes for s in states)} worker deaths; {_footer(m)}"
+        f"{sum(s.completed for s in states):,} iterations ({sum(m.rates.values()):,.0f}/s; "
+        f"graded: {graded}); {sum(s.crashes for s in states)} worker deaths; {_footer(m)}"
     )
 
 
@@ -125,14 +120,15 @@ def table(states: list[Any], m: Meters) -> Group:
     view = Table(box=None, pad_edge=False, header_style="bold")
     for name in ("scenario", "variants", "running", "iters", "it/s"):  # 80 columns wide
         view.add_column(name, justify="left" if name == "scenario" else "right")
-    for outcome in OUTCOMES:
-        view.add_column(HEADS[outcome], justify="right")
+    shown = _shown(_grades(states))
+    for grade in shown:
+        view.add_column(grade.short, justify="right")
     view.add_column("deaths", justify="right")
     by_scenario: dict[str, list[Any]] = collections.defaultdict(list)
     for state in states:
         by_scenario[state.variant.scenario].append(state)
     for name, group in by_scenario.items():
-        outcomes = _outcomes(group)
+        grades = _grades(group)
         deaths = sum(s.crashes for s in group)
         view.add_row(
             name,
@@ -140,22 +136,24 @@ def table(states: list[Any], m: Meters) -> Group:
             str(sum(s.status is VariantStatus.RUNNING for s in group)),
             f"{sum(s.completed for s in group):,}",
             f"{m.rates.get(name, 0.0):,.0f}",
-            *(_count(outcomes[o], o is not Status.OK) for o in OUTCOMES),
+            *(_count(grades[g], not g.passing) for g in shown),
             _count(deaths, True),
         )
     footer = _footer(m) + _second_pass(states)
-    return Group(view, Text(footer, style="dim"), Text(RETURNED, style="dim"))
+    return Group(view, Text(footer, style="dim"), Text(GRADED, style="dim"))
 
 
-RETURNED = "returned = MNN returned normally; outputs are judged at the end"
-
-
-def _outcomes(states: list[Any]) -> collections.Counter[Status]:
-    total: collections.Counter[Status] = collections.Counter()
+def _grades(states: list[Any]) -> collections.Counter[Grade]:
+    total: collections.Counter[Grade] = collections.Counter()
     for state in states:
-        for code, count in state.outcomes.items():
-            total[Status(code)] += count
+        for word, count in state.grades.items():
+            total[Grade(word)] += count
     return total
+
+
+def _shown(grades: collections.Counter[Grade]) -> list[Grade]:
+    """The grades seen so far, best first; exact always (a column that fills as rows come)."""
+    return [g for g in Grade if grades[g] or g is Grade.EXACT]
 
 
 def _count(value: int, alarming: bool) -> Text:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stress.analysis.rates import wilson
+from stress.analysis.verdicts import Grade
 from stress.contract.protocol import Status
 from stress.coordinator.plan import MIN_SHARE_S, VariantState
 from stress.records.states import VariantStatus
@@ -65,7 +66,13 @@ def _timed(state: VariantState) -> bool:
 
 
 def failures(state: VariantState) -> tuple[int, int]:
-    """(failed, tried): iterations that raised or returned an error code, plus deaths."""
+    """(failed, tried): iterations graded as failing so far (a mismatch, NaN, error code or
+    raise, as the summary grades them), plus deaths. Without live grades (none yet, or they
+    stopped): iterations that raised or returned an error code, plus deaths."""
+    graded = sum(state.grades.values())
+    if graded:
+        bad = sum(n for grade, n in state.grades.items() if not Grade(grade).passing)
+        return bad + state.crashes, graded + state.crashes
     bad = state.outcomes[Status.INVALID] + state.outcomes[Status.ERROR] + state.crashes
     return bad, state.completed + state.crashes
 

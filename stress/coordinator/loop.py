@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import pyarrow as pa
 
 from stress.coordinator.jobs import make_job, ring_capacity, ring_for_records, ring_refusal
 from stress.coordinator.plan import VariantState
@@ -82,6 +83,7 @@ class Hooks:
     # Once every variant has run: those to run again, their budgets raised (adaptive nights)
     on_pass_done: Callable[[list[VariantState]], list[VariantState]] = lambda states: []
     on_pause: Callable[[float, float], None] = lambda began, seconds: None  # for the manifest
+    on_rows: Callable[[pa.Table], None] = lambda rows: None  # each part's rows, as written
 
 
 class Coordinator:
@@ -105,7 +107,7 @@ class Coordinator:
         self.stop = stop
         self.fault = fault
         self.hooks = hooks
-        listeners = Listeners(self._note, self._on_disk, stop.request)
+        listeners = Listeners(self._note, self._on_disk, stop.request, hooks.on_rows)
         self.recorder = Recorder(run_dir, listeners, disk, stopping=lambda: bool(stop.count))
         self.buffer = self.recorder.buffer
         self.queues: dict[str, collections.deque[VariantState]] = {}
@@ -130,6 +132,7 @@ class Coordinator:
         started = time.monotonic()
         try:
             self._loop(started)
+            self._notify(self.recorder.flush)  # every row graded before the pass is judged
             again = [] if self._stopping() else self.hooks.on_pass_done(self.states)
             for state in again:
                 state.second_pass = True

@@ -68,6 +68,8 @@ class VariantState:
     used_s: float = 0.0  # loop time of the variant's ended workers
     loop_started: float | None = None  # time.monotonic() of its running worker's hello
     outcomes: collections.Counter[int] = field(default_factory=collections.Counter)  # by Status
+    # its fetched iterations by grade as the summary will say, counted as its rows are written
+    grades: collections.Counter[str] = field(default_factory=collections.Counter)
     rss_bytes: int | None = None  # its running worker's resident memory, last reported
     ring_bytes: int = 0
     completed: int = 0

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from stress.bug_report import harness_bug
 from stress.coordinator.adaptive import second_pass, split_first_pass
 from stress.coordinator.jobs import check_record_fits, ring_capacity
+from stress.coordinator.live import grading_rows
 from stress.coordinator.loop import Coordinator, Hooks, StopRequests
 from stress.coordinator.onnx_reference import run_onnxruntime
 from stress.coordinator.plan import Budget, RunSetup, VariantState, overridden_budgets, plan
@@ -247,6 +248,7 @@ def _run_all(
             on_disk,
             _pass_done(manifest, hooks),
             on_pause=pause_recorder(manifest),
+            on_rows=grading_rows(run_dir.path, manifest.data.scenarios, states, hooks.on_note),
         ),
         setup.first_worker_id,
         disk,

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from stress.errors import StorageError
 from stress.records.compaction import Compactor
 from stress.records.diskbudget import DiskBudget, DiskStage
@@ -26,11 +28,13 @@ FLUSH_S = 0.5  # rows wait at most this long for their part file (then the write
 @dataclass(frozen=True)
 class Listeners:
     """What the recorder tells its coordinator: a line for the run's log, a change of the
-    disk budget's stage for the manifest, and that the run must stop (the budget is spent)."""
+    disk budget's stage for the manifest, that the run must stop (the budget is spent), and
+    the rows of each part it wrote (the live grades)."""
 
     note: Callable[[str], None]
     disk: Callable[[dict[str, object]], None]
     stop: Callable[[], None]
+    rows: Callable[[pa.Table], None] = lambda rows: None  # rows just written, as written
 
 
 class Recorder:
@@ -64,11 +68,16 @@ class Recorder:
         """Write the buffered rows as one part, and count them against the disk budget."""
         before = self.buffer.writer.bytes_written
         try:
-            self.buffer.flush(keep_values=self.store_values)
+            self._write(self.store_values)
         finally:
             if self.disk is not None:  # between measurements, count what was just written
                 self.disk.used += self.buffer.writer.bytes_written - before
                 self._obey(self.disk.stage())
+
+    def _write(self, keep_values: bool) -> None:
+        written = self.buffer.flush(keep_values=keep_values)
+        if written is not None:
+            self.listeners.rows(written)
 
     def write_event(self, event: Event) -> None:
         """Written at once; kept for ``salvage`` when the disk refuses (StorageError)."""
@@ -108,7 +117,7 @@ class Recorder:
             make_room()
         for keep_values in (self.store_values, self.store_values, False):
             try:
-                self.buffer.flush(keep_values=keep_values)
+                self._write(keep_values)
                 break
             except StorageError as exc:
                 first = first or exc

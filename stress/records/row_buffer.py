@@ -175,16 +175,20 @@ class IterationBuffer:
             or (len(self) > 0 and time.monotonic() - self.started >= self.max_age_s)
         )
 
-    def flush(self, keep_values: bool = True) -> None:
-        """Write the buffered rows as one part. On StorageError the rows stay buffered;
-        ``keep_values=False`` writes them without stored values (a smaller last resort)."""
+    def flush(self, keep_values: bool = True) -> pa.Table | None:
+        """Write the buffered rows as one part and return them (None: there were none). On
+        StorageError the rows stay buffered; ``keep_values=False`` writes them without stored
+        values (a smaller last resort)."""
+        written = None
         if len(self):
-            self.writer.write(self.to_table(keep_values))
+            written = self.to_table(keep_values)
+            self.writer.write(written)
             self.rows_written += len(self)
         held = self.bytes
         self._reset()
         if held >= RELEASE_AFTER_BYTES:  # the writer's buffers, a few times what was held
             pa.default_memory_pool().release_unused()
+        return written
 
     def to_table(self, keep_values: bool = True) -> pa.Table:
         """Every buffered row: the context columns and output names filled in by index, as

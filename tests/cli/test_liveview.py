@@ -15,18 +15,19 @@ import pytest
 from rich.console import Console
 
 from stress.cli import liveview
-from stress.contract.protocol import Status
 from stress.coordinator.plan import VariantState
 from stress.records.states import VariantStatus
 from stress.scenario.variants import Variant
 from tests.conftest import REPO, on_a_terminal, run_cli
 
+DONE = VariantStatus.DONE
 
-def state(scenario: str, completed: int, outcomes: dict[Status, int], **extra) -> VariantState:
+
+def state(scenario: str, completed: int, grades: dict[str, int], **extra) -> VariantState:
     variant = Variant(scenario, f"v-{scenario}-{completed}", {"threads": 1}, "label")
     made = VariantState(variant, None, extra.pop("stop", 100), extra.pop("duration", None))  # type: ignore[arg-type]
     made.completed, made.next_iterations = completed, [completed]
-    made.outcomes.update({int(k): v for k, v in outcomes.items()})
+    made.grades.update(grades)
     for key, value in extra.items():
         setattr(made, key, value)
     return made
@@ -34,19 +35,17 @@ def state(scenario: str, completed: int, outcomes: dict[Status, int], **extra) -
 
 def test_the_plain_line_counts_outcomes_deaths_rates_memory_and_disk():
     states = [
-        state("a", 50, {Status.OK: 40, Status.ERROR: 10}, crashes=2, status=VariantStatus.DONE),
-        state("a", 25, {Status.OK: 20, Status.INVALID: 5}, rss_bytes=30 << 20),
-        state("b", 10, {Status.OK: 10}, rss_bytes=20 << 20, status=VariantStatus.RUNNING),
+        state("a", 50, {"exact": 38, "mismatch": 2, "error": 10}, crashes=2, status=DONE),
+        state("a", 25, {"exact": 20, "invalid": 5}, rss_bytes=30 << 20),
+        state("b", 10, {"exact": 8}, rss_bytes=20 << 20, status=VariantStatus.RUNNING),
     ]
     rates = liveview.Rates()
     liveview.meters([state("a", 0, {}), state("b", 0, {})], 0.0, rates, (None, None))
     m = liveview.meters(states, 10.0, rates, (3 << 20, 16 << 20))
     assert m.rates == {"a": 7.5, "b": 1.0}
     line = liveview.plain_line(states, m)
-    assert (
-        "variants 1/3 finished, 1 running; 85 iterations (8/s: 70 returned, 5 invalid, 10 error)"
-        in line
-    )
+    graded = "graded: 66 exact, 2 mismatch, 5 invalid, 10 error"  # b's last 2: not yet
+    assert f"variants 1/3 finished, 1 running; 85 iterations (8/s; {graded})" in line
     assert "2 worker deaths" in line
     assert "2 workers 50 MiB" in line and "disk 3 MiB of 16 MiB" in line
     # half of the budget used in 10 s (100 % + 25 % + 10 % of 3 variants' iterations)
@@ -54,8 +53,9 @@ def test_the_plain_line_counts_outcomes_deaths_rates_memory_and_disk():
     view = Console(width=120, file=io.StringIO(), record=True)
     view.print(liveview.table(states, m))
     text = view.export_text()
-    assert re.search(r"a\s+1/2\s+0\s+75\s+8\s+60\s+5\s+10\s+2", text)
-    assert re.search(r"b\s+0/1\s+1\s+10\s+1\s+10\s+0\s+0\s+0", text)
+    assert re.search(r"it/s\s+exact\s+mism\s+inval\s+err\s+deaths\n", text)  # no close
+    assert re.search(r"a\s+1/2\s+0\s+75\s+8\s+58\s+2\s+5\s+10\s+2\n", text)
+    assert re.search(r"b\s+0/1\s+1\s+10\s+1\s+8\s+0\s+0\s+0\s+0\n", text)
 
 
 def test_the_first_rate_counts_from_the_start():
@@ -94,7 +94,9 @@ def test_without_a_terminal_the_progress_line_goes_to_stderr_and_run_log(scenari
     )
     out = tmp_path / "run"
     done = run_cli("run", str(path), "--out", str(out), "--progress-every", "1s")
-    pattern = r"variants 0/1 finished, 1 running; [\d,]+ iterations \([\d,]+/s: [\d,]+ returned\)"
+    pattern = (
+        r"variants 0/1 finished, 1 running; [\d,]+ iterations \([\d,]+/s; graded: [\d,]+ exact\)"
+    )
     assert len(re.findall(pattern, done.stderr)) >= 2
     assert len(re.findall(pattern, (out / "run.log").read_text())) >= 2
     assert "\x1b[" not in done.stderr  # no escape sequences in a pipe
@@ -121,8 +123,13 @@ def test_on_a_terminal_the_view_is_drawn_live_and_the_log_keeps_plain_lines(
         ],
         timeout=120,
     )
-    assert re.search(r"scenario\s+variants\s+running\s+iters\s+it/s\s+returned", screen)
-    assert "returned = MNN returned normally; outputs are judged at the end" in screen
+    assert re.search(r"scenario\s+variants\s+running\s+iters\s+it/s\s+exact\s+deaths", screen)
+    assert liveview.GRADED in screen
+    graded = [
+        int(n.replace(",", ""))
+        for n in re.findall(r"shown\s+0/1\s+1\s+[\d,]+\s+[\d,]+\s+([\d,]+)", screen)
+    ]
+    assert max(graded) > 0  # exact iterations counted while it ran
     assert re.search(r"shown\s+0/1\s+1\s+[\d,]+", screen)
     assert "coordinator" in screen and "about" in screen
     log = (out / "run.log").read_text()
@@ -158,6 +165,6 @@ def test_a_terminal_that_hangs_up_mid_run_leaves_the_run_to_its_end(scenario_fil
 
 def test_plain_lines_read_as_a_log(tmp_path: Path):
     """The run.log line is one line: no wrapping, whatever the terminal's width."""
-    long = state("a-scenario-with-a-long-name" * 3, 5, {Status.OK: 5})
+    long = state("a-scenario-with-a-long-name" * 3, 5, {"exact": 5})
     m = liveview.meters([long], 1.0, liveview.Rates(), (None, None))
     assert "\n" not in liveview.plain_line([long], m)

@@ -47,6 +47,16 @@ def test_what_counts_as_known_and_as_uncertain():
     assert weight > 0 and "2 of 202 failed" in why
 
 
+def test_failures_are_the_live_grades_that_fail_once_there_are_any():
+    """A NaN one run in ten is a failure the adaptive pass sees (graded as rows are written);
+    before any grade (or without them), what MNN's calls did is all there is."""
+    graded = state(100, failed=0, crashes=1)
+    graded.grades.update({"exact": 80, "close": 5, "ungraded": 3, "non_finite": 7})
+    graded.grades.update({"mismatch": 2, "invalid": 1, "error": 2})
+    assert adaptive.failures(graded) == (7 + 2 + 1 + 2 + 1, 100 + 1)
+    assert adaptive.failures(state(100, failed=4, crashes=1)) == (5, 101)
+
+
 def test_the_first_pass_keeps_half_of_each_opted_in_share():
     shares = [state(0, duration=10.0), state(0, duration=1.5), state(0, opted_in=False)]
     shares.append(state(0, duration=None))  # an iteration budget: nothing to pool
@@ -101,8 +111,9 @@ def test_water_filling_never_exceeds_the_cap():
 
 
 def test_a_night_gives_its_second_pass_to_the_variant_that_failed_once(scenario_file, tmp_path):
-    """One error in the Module API's variants: their rate is imprecise, so they get the pool;
-    the Session API's, clean over thousands of iterations, get nothing more."""
+    """One NaN in the Module API's variant (graded live against the reference): its rate is
+    imprecise, so it gets the pool; the Session API's, clean over thousands of iterations,
+    gets nothing more."""
     path = scenario_file(
         "name: night\nmodel: tiny\ntimeout: 10s\nmatrix:\n  api: [session, module]\n"
     )
@@ -116,8 +127,7 @@ def test_a_night_gives_its_second_pass_to_the_variant_that_failed_once(scenario_
         "8s",
         "--workers",
         "1",
-        "--no-reference",
-        fault="rc@5?api=module",
+        fault="nan@5?api=module",
     )
     info = json.loads((out / "manifest.json").read_text())
     pool = info["adaptive"]["pool_s"]

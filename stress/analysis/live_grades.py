@@ -1,0 +1,105 @@
+"""Grades while a run goes on: what the summary will say of each fetched iteration, counted
+per variant as its rows are written (the live view). The rules are ``grading``'s: each distinct
+output graded once against its scenario's clean reference, an iteration taking the worst grade
+of its outputs, one that MNN failed taking its status."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stress.analysis.grading import GRADES, SEVERITY, grade_digest
+from stress.analysis.references import References
+from stress.analysis.tolerance import tolerances_for
+
+_KEY = ["scenario", "output_name", "digest"]
+_STATISTICS = ["nan_count", "inf_count", "min", "max", "mean", "values", "dtype", "shape"]
+_COLUMNS = ["variant_id", "thread", "iteration", "status", "observation", *_KEY, *_STATISTICS]
+MAX_NEW_PER_BATCH = 1_000  # distinct outputs graded per batch of rows; the rest wait a batch
+
+
+class LiveGrader:
+    """Counts the grades of rows as they are written, remembering each distinct output's."""
+
+    def __init__(self, references: References, tolerances: dict[str, dict[str, Any]]) -> None:
+        self.references = references
+        self.tolerances = tolerances
+        self.known: dict[str, int] = {}  # "scenario/output/digest" -> severity
+
+    def count(self, rows: pa.Table) -> dict[str, collections.Counter[str]]:
+        """Per variant, its fetched iterations among ``rows`` by grade."""
+        rows = rows.select(_COLUMNS)  # no copy; a filter copies only these
+        fetched = pc.equal(rows["observation"].cast(pa.string()), "fetch")
+        if not pc.all(fetched).as_py():
+            rows = rows.filter(fetched)
+        if rows.num_rows == 0:
+            return {}
+        keys = _keys(rows)
+        self._grade_new(rows, keys)
+        severity = self._severities(rows, keys)
+        iterations = pa.table(
+            {
+                "variant_id": rows["variant_id"].cast(pa.string()),
+                "thread": rows["thread"],
+                "iteration": rows["iteration"],
+                "severity": severity,
+            }
+        )
+        worst = iterations.group_by(["variant_id", "thread", "iteration"], use_threads=False)
+        worst = worst.aggregate([("severity", "max")])
+        counted = worst.group_by(["variant_id", "severity_max"], use_threads=False)
+        counted = counted.aggregate([("iteration", "count")])
+        found: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for vid, level, n in zip(*(counted[c].to_pylist() for c in counted.column_names)):
+            found[vid][GRADES[level]] += n
+        return dict(found)
+
+    def _grade_new(self, rows: pa.Table, keys: pa.ChunkedArray) -> None:
+        """Grade the distinct outputs not seen before (their first row stands for them)."""
+        ok = pc.and_(pc.equal(rows["status"].cast(pa.string()), "ok"), pc.is_valid(keys))
+        seen = pa.array(list(self.known), pa.string())
+        new = pc.and_(ok, pc.invert(pc.is_in(keys, value_set=seen)))
+        if not pc.any(new).as_py():
+            return
+        where = pa.table({"key": keys, "row": pa.array(np.arange(rows.num_rows))}).filter(new)
+        first = where.group_by("key", use_threads=False).aggregate([("row", "min")])
+        first = first.slice(0, MAX_NEW_PER_BATCH)
+        chosen = rows.select([*_KEY, *_STATISTICS]).take(first["row_min"]).to_pylist()
+        for key, row in zip(first["key"].to_pylist(), chosen):
+            self.known[key] = SEVERITY[self._grade(row)]
+
+    def _grade(self, row: dict[str, Any]) -> str:
+        scenario, output = row["scenario"], row["output_name"]
+        reference = self.references.get(scenario, output)
+        sample = None
+        if row["values"] is not None and row["dtype"]:
+            array = np.frombuffer(row["values"], dtype=row["dtype"])
+            sample = (array.reshape(tuple(row["shape"] or ())), row["dtype"])
+        tolerance = tolerances_for(self.tolerances.get(scenario), output)
+        return grade_digest(row, reference, sample, tolerance).grade
+
+    def _severities(self, rows: pa.Table, keys: pa.ChunkedArray) -> pa.Array:
+        """Each row's severity: its status where MNN failed, else its output's grade (an
+        output not graded yet, or with no digest, counts as ``ungraded``)."""
+        known = pa.array(list(self.known), pa.string())
+        levels = pa.array(list(self.known.values()), pa.int64())
+        graded = pc.take(levels, pc.index_in(keys, value_set=known))
+        graded = pc.fill_null(graded, SEVERITY["ungraded"])
+        status = rows["status"].cast(pa.string())
+        by_status = pc.fill_null(pc.take(_STATUS_LEVELS, pc.index_in(status, _STATUS_WORDS)), 0)
+        ok = pc.equal(status, "ok")
+        return pc.if_else(ok, graded, by_status).combine_chunks()
+
+
+_STATUS_WORDS = pa.array(["invalid", "error"], pa.string())
+_STATUS_LEVELS = pa.array([SEVERITY["invalid"], SEVERITY["error"]], pa.int64())
+
+
+def _keys(rows: pa.Table) -> pa.ChunkedArray:
+    """scenario/output/digest of each row (null where it has no digest)."""
+    parts = [rows[c].cast(pa.string()) for c in _KEY]
+    return pc.binary_join_element_wise(*parts, "/")
