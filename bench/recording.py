@@ -5,7 +5,8 @@ Two figures, both with the coordinator's own code (``decode_run`` as
 does, ``PartWriter``):
 
 - ``core``: records are produced up front (not timed); the timed part is everything the
-  coordinator does per row, so the figure is how many rows/s one coordinator core can take.
+  coordinator does per row, so the figure is how many rows/s one coordinator core can take;
+  ``core + live grades`` adds the grading of each part's rows for the live view.
 - ``end to end``: ``--producers`` processes write records into their own rings as fast as they
   can (the workers' ``IterationWriter``, no MNN) while this process drains, decodes and writes
   them; the figure is rows on disk / wall time from the first record to the last part written.
@@ -34,6 +35,8 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stress.analysis.live_grades import LiveGrader  # noqa: E402
+from stress.analysis.references import ReferenceOutput, References  # noqa: E402
 from stress.contract import ring  # noqa: E402
 from stress.contract.protocol import KIND_ITERATION, IterationWriter  # noqa: E402
 from stress.factors import defaults  # noqa: E402
@@ -43,6 +46,7 @@ from stress.records.parts import PartWriter  # noqa: E402
 from stress.records.recorder import FLUSH_S  # noqa: E402
 from stress.records.row_buffer import IterationBuffer  # noqa: E402
 from stress.records.schema import RowContext  # noqa: E402
+from stress.records.statistics import digest  # noqa: E402
 
 CHUNK = 10_000
 RING_BYTES = 64 << 20
@@ -83,7 +87,17 @@ def record(buffer: IterationBuffer, row_context: RowContext, reader: ring.RingRe
     return sum(len(item) if isinstance(item, IterationBatch) else 1 for item in decoded)
 
 
-def measure_core(rows: int, elements: int, max_value_bytes: int, directory: Path) -> float:
+def live_grader(output: np.ndarray) -> LiveGrader:
+    """A grader whose reference is the bench's output: every row graded exact."""
+    reference = ReferenceOutput(
+        "bench", "y", digest(output), "float32", output.shape, None, (None, None, None), 0, 1
+    )
+    return LiveGrader(References({("bench", "y"): reference}, {}), {})
+
+
+def measure_core(
+    rows: int, elements: int, max_value_bytes: int, directory: Path, graded: bool = False
+) -> float:
     fd = ring.create(RING_BYTES)
     writer, reader = ring.RingWriter(fd), ring.RingReader(fd)
     os.close(fd)
@@ -91,6 +105,7 @@ def measure_core(rows: int, elements: int, max_value_bytes: int, directory: Path
     output = np.random.default_rng(0).standard_normal((1, elements)).astype(np.float32)
     buffer = IterationBuffer(PartWriter(directory), max_age_s=FLUSH_S)
     row_context = context(max_value_bytes)
+    grades = live_grader(output).count if graded else lambda table: None
     spent = 0.0
     chunk = max(1, min(CHUNK, RING_BYTES // (4 * output.nbytes + 1024)))  # never fill the ring
     for start in range(0, rows, chunk):
@@ -99,10 +114,10 @@ def measure_core(rows: int, elements: int, max_value_bytes: int, directory: Path
         begin = time.perf_counter()
         record(buffer, row_context, reader)
         if buffer.due():
-            buffer.flush()
+            grades(buffer.flush())
         spent += time.perf_counter() - begin
     begin = time.perf_counter()
-    buffer.flush()
+    grades(buffer.flush())
     return rows / (spent + time.perf_counter() - begin)
 
 
@@ -165,6 +180,8 @@ def main() -> None:
             where = Path(tmp) / label.replace(" ", "_")
             rate = measure_core(args.rows, args.elements, cap, where / "core")
             print(f"core, {label:<27} {rate:>10,.0f} rows/s  ({size}, {args.rows:,} rows)")
+            rate = measure_core(args.rows, args.elements, cap, where / "graded", graded=True)
+            print(f"core + live grades, {label:<13} {rate:>10,.0f} rows/s")
             rate = measure_end_to_end(args.rows, args.elements, cap, where / "e2e", args.producers)
             print(
                 f"end to end, {label:<21} {rate:>10,.0f} rows/s  "

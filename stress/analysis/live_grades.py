@@ -47,11 +47,10 @@ class LiveGrader:
                 "thread": rows["thread"],
                 "iteration": rows["iteration"],
                 "severity": severity,
+                "output_name": rows["output_name"].cast(pa.string()),
             }
         )
-        worst = iterations.group_by(["variant_id", "thread", "iteration"], use_threads=False)
-        worst = worst.aggregate([("severity", "max")])
-        counted = worst.group_by(["variant_id", "severity_max"], use_threads=False)
+        counted = _worst(iterations).group_by(["variant_id", "severity"], use_threads=False)
         counted = counted.aggregate([("iteration", "count")])
         found: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         for vid, level, n in zip(*(counted[c].to_pylist() for c in counted.column_names)):
@@ -97,6 +96,17 @@ class LiveGrader:
 
 _STATUS_WORDS = pa.array(["invalid", "error"], pa.string())
 _STATUS_LEVELS = pa.array([SEVERITY["invalid"], SEVERITY["error"]], pa.int64())
+
+
+def _worst(rows: pa.Table) -> pa.Table:
+    """One row per iteration with the worst severity of its outputs. Where every row names
+    the same output (or none: MNN failed), each row is an iteration already."""
+    if pc.count_distinct(rows["output_name"]).as_py() <= 1:
+        return rows
+    worst = rows.group_by(["variant_id", "thread", "iteration"], use_threads=False)
+    return worst.aggregate([("severity", "max")]).rename_columns(
+        ["variant_id", "thread", "iteration", "severity"]
+    )
 
 
 def _keys(rows: pa.Table) -> pa.ChunkedArray:
