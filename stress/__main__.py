@@ -1,5 +1,14 @@
-"""``python -m stress`` runs the command-line interface."""
+"""``python -m stress`` and the ``mnn-stress`` script: the command-line interface."""
 
-from stress.cli.main import main
+from stress.cli.lean import keep_pandas_out
 
-main()
+
+def run() -> None:
+    keep_pandas_out()
+    from stress.cli.main import main
+
+    main()
+
+
+if __name__ == "__main__":
+    run()

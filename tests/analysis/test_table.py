@@ -4,8 +4,10 @@ line padded with spaces."""
 
 from __future__ import annotations
 
+import ast
 import io
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from stress.analysis.report import render_report
 from stress.analysis.summary import summarize
 from stress.analysis.table import LABEL_LINES, render_summary
 from stress.analysis.verdicts import Verdict
-from tests.conftest import on_a_terminal, run_cli
+from tests.conftest import REPO, on_a_terminal, run_cli
 
 # pairwise over six factors: labels of ~100 characters; perturbed outputs on the Module API
 # make its variants INCONSISTENT, the longest verdict word a clean run can show beside ok
@@ -147,3 +149,19 @@ def test_brackets_in_names_and_labels_are_printed_as_they_are(summary):
     console = Console(file=io.StringIO(), width=150, color_system=None)
     render_report(odd, console)
     assert "[red]x a=[bold]" in console.file.getvalue()
+
+
+@pytest.mark.integration
+def test_the_commands_do_without_pandas_even_where_it_is_installed(run_dir):
+    """pyarrow imports pandas on first use where it is installed (0.3-0.4 s a command, and
+    another code path than a plain install's); the command keeps it out."""
+    pytest.importorskip("pandas")  # the test extra: installed here
+    told = "import atexit, sys; atexit.register(lambda: print(sorted(sys.modules)))"
+    command = f"{told}; sys.argv = ['mnn-stress', 'summary', {str(run_dir)!r}]; "
+    command += "from stress.__main__ import run; run()"
+    done = subprocess.run(
+        [sys.executable, "-c", command], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = ast.literal_eval(done.stdout.splitlines()[-1])
+    assert "pyarrow.lib" in loaded and "pandas" not in loaded
