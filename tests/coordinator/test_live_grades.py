@@ -3,46 +3,21 @@ they end where the summary's grading of the whole run ends, iteration for iterat
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-import onnx
 import pyarrow as pa
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from stress.analysis.live_grades import LiveGrader
 from stress.analysis.references import References
 from stress.analysis.summary import summarize
 from stress.coordinator.plan import Budget
 from stress.coordinator.runner import execute
+from tests.models.test_models import _onnx_model
 
 pytestmark = pytest.mark.integration
 
 
-def two_outputs(path: Path) -> Path:
-    """A model with two outputs (the faults alter only the first): an iteration takes the
-    worst grade of its outputs, not one count per output."""
-    weight = numpy_helper.from_array(np.full((4, 2, 3, 3), 0.1, np.float32), "w")
-    graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["image", "w"], ["conv"], pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["conv"], ["features"]),
-        ],
-        "two_outputs",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 2, 8, 8])],
-        [
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 4, 8, 8]),
-            helper.make_tensor_value_info("conv", TensorProto.FLOAT, [1, 4, 8, 8]),
-        ],
-        [weight],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    return path
-
-
 def test_the_live_grades_end_where_the_summary_grades(tmp_path, monkeypatch):
-    two_outputs(tmp_path / "two.onnx")
+    _onnx_model(tmp_path / "two.onnx", "features", "conv")  # the faults alter only the first
     scenario = tmp_path / "live.yaml"
     scenario.write_text(
         "name: live\nmodel: two.onnx\niterations: 40\n"

@@ -47,7 +47,8 @@ def test_corrupt_model_is_a_clear_error_not_a_crash(tmp_path):
         resolve_model(str(bad), tmp_path)
 
 
-def _onnx_model(path: Path) -> None:
+def _onnx_model(path: Path, *outputs: str) -> None:
+    """Conv then Relu: ``features`` is the output, ``conv`` too when named in ``outputs``."""
     weight = numpy_helper.from_array(np.full((4, 2, 3, 3), 0.1, np.float32), "w")
     graph = helper.make_graph(
         [
@@ -56,7 +57,10 @@ def _onnx_model(path: Path) -> None:
         ],
         "tiny_onnx",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 2, 8, 8])],
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4, 8, 8])
+            for name in outputs or ("features",)
+        ],
         [weight],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
