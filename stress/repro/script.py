@@ -3,13 +3,16 @@
 Written by ``mnn-stress repro``: SETTINGS says which model, inputs and MNN settings the variant
 ran with, and what the run saw. The script runs the same calls (Session API: Interpreter,
 createSession, copyFrom, runSession, copyToHostTensor; Module API: load_module_from_file,
-forward, read) in the same number of Python threads sharing the same objects, then checks for
-what the run saw. The model (and any input files) lie beside the script: keep them together.
+forward, read) in the same number of Python threads sharing the same objects, and checks each
+iteration's outputs for what the run saw as it ends (keeping counts and digests, not outputs:
+memory does not grow with the iterations). The model (and any input files) lie beside the
+script: keep them together.
 Exit status 1: reproduced; 0: not reproduced; a crash ends the process by its signal, as it did
 in the run; 3: MNN raised while setting up; 4: a file the script needs is not beside it.
 """
 
 import base64
+import hashlib
 import io
 import os
 import sys
@@ -185,7 +188,7 @@ def apply_fault(iteration: int, rc: int, outputs: list) -> tuple:
     return rc, outputs
 
 
-def run_thread(runner, inputs: list, seen: list) -> None:
+def run_thread(runner, inputs: list, tally: "Tally") -> None:
     lifecycle = SETTINGS["lifecycle"]
     for iteration in range(SETTINGS["iterations"]):
         if iteration and lifecycle != "reuse":
@@ -194,14 +197,17 @@ def run_thread(runner, inputs: list, seen: list) -> None:
         try:
             rc, outputs = apply_fault(iteration, *runner.iteration(inputs, write))
         except Exception as exc:  # MNN raised
-            seen.append(("error", f"{type(exc).__name__}: {exc}"))
-            print("repro: MNN raised:", seen[-1][1], file=sys.stderr)
+            print(f"repro: MNN raised: {type(exc).__name__}: {exc}", file=sys.stderr)
+            tally.add("error", [])
             continue
-        seen.append(("ok" if rc == 0 else "invalid", outputs))
+        tally.add("ok" if rc == 0 else "invalid", outputs)
 
 
-# --- what the run saw, checked -------------------------------------------------------------
+# --- what the run saw, checked as it goes ---------------------------------------------------
 def reference() -> dict:
+    """The clean reference outputs by name ({} without a reference)."""
+    if not SETTINGS.get("reference"):
+        return {}
     data = np.load(io.BytesIO(base64.b64decode(SETTINGS["reference"])), allow_pickle=False)
     return {name: data[name] for name in data.files}
 
@@ -226,27 +232,51 @@ def beyond_tolerance(actual: np.ndarray, expected: np.ndarray) -> bool:
     return not (stat(diff) <= t["atol"] or stat(relative) <= t["rtol"])
 
 
-def found(seen: list) -> dict:
-    """What happened, per failure kind the run can grade."""
-    results = [outputs for status, outputs in seen if status == "ok"]
-    counts = {
-        "iterations": len(seen),
-        "invalid": sum(status == "invalid" for status, _ in seen),
-        "error": sum(status == "error" for status, _ in seen),
-        "non_finite": sum(any(not np.isfinite(o).all() for o in r) for r in results),
-        "inconsistent": 0,
-        "mismatch": 0,
-    }
-    for index in range(len(SETTINGS["outputs"])):
-        digests = {r[index].tobytes() for r in results if index < len(r)}
-        counts["inconsistent"] = max(counts["inconsistent"], len(digests) - 1)
-    if SETTINGS.get("reference"):
-        expected = reference()
-        counts["mismatch"] = sum(
-            any(beyond_tolerance(o, expected[n]) for o, n in zip(r, SETTINGS["outputs"]))
-            for r in results
-        )
-    return counts
+class Tally:
+    """One thread's findings: counts, and per output the digests of the distinct bytes seen.
+    Each iteration's outputs are checked as it ends and dropped: memory grows with the number
+    of distinct outputs (a digest each), not with the iterations."""
+
+    def __init__(self, expected: dict) -> None:
+        self.expected = expected  # the reference outputs by name, read only
+        self.counts = dict.fromkeys(("iterations", "invalid", "error", "non_finite", "mismatch"), 0)
+        self.distinct: list = [set() for _ in SETTINGS["outputs"]]
+        self.judged: dict = {}  # (index, digest, shape, dtype) -> (non_finite, mismatch)
+
+    def add(self, status: str, outputs: list) -> None:
+        """One iteration: "ok" with its outputs, or "invalid" / "error" (outputs unchecked)."""
+        self.counts["iterations"] += 1
+        if status != "ok":
+            self.counts[status] += 1
+            return
+        verdicts = [self.judge(i, output) for i, output in enumerate(outputs)]
+        self.counts["non_finite"] += any(non_finite for non_finite, _ in verdicts)
+        self.counts["mismatch"] += any(mismatch for _, mismatch in verdicts)
+
+    def judge(self, index: int, output: np.ndarray) -> tuple:
+        """(non-finite, beyond the tolerance) for the output at ``index``; bytes seen before
+        are not judged again."""
+        if index >= len(self.distinct):
+            return False, False
+        digest = hashlib.blake2b(np.ascontiguousarray(output)).digest()
+        self.distinct[index].add(digest)
+        key = (index, digest, output.shape, output.dtype.str)
+        if key not in self.judged:
+            expected = self.expected.get(SETTINGS["outputs"][index])
+            mismatch = expected is not None and beyond_tolerance(output, expected)
+            self.judged[key] = (not np.isfinite(output).all(), mismatch)
+        return self.judged[key]
+
+
+def found(tallies: list) -> dict:
+    """What happened over all threads, per failure kind the run can grade."""
+    total = {kind: sum(t.counts[kind] for t in tallies) for kind in tallies[0].counts}
+    distinct = [
+        set().union(*(t.distinct[i] for t in tallies)) for i in range(len(SETTINGS["outputs"]))
+    ]
+    inconsistent = max([len(digests) - 1 for digests in distinct] + [0])
+    mismatch = total.pop("mismatch")
+    return {**total, "inconsistent": inconsistent, "mismatch": mismatch}
 
 
 def main() -> int:
@@ -265,16 +295,17 @@ def main() -> int:
     except Exception as exc:  # MNN raised while loading or setting up
         print(f"repro: MNN raised while setting up: {type(exc).__name__}: {exc}", flush=True)
         return SETUP_RAISED
-    seen: list[list] = [[] for _ in runners]
+    expected = reference()
+    tallies = [Tally(expected) for _ in runners]
     threads = [
-        threading.Thread(target=run_thread, args=(runner, inputs, seen[i]))
-        for i, runner in enumerate(runners)
+        threading.Thread(target=run_thread, args=(runner, inputs, tally))
+        for runner, tally in zip(runners, tallies)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    counts = found([item for thread_seen in seen for item in thread_seen])
+    counts = found(tallies)
     print("repro:", counts, flush=True)
     looked_for = SETTINGS["looking_for"]
     reproduced = any(counts.get(kind, 0) for kind in looked_for)
