@@ -12,6 +12,7 @@ in the run; 3: MNN raised while setting up; 4: a file the script needs is not be
 """
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -85,6 +86,9 @@ class Session:
 
     def __init__(self, mnn, shared: dict) -> None:
         self.MNN, self.shared = mnn, shared
+        self.halide = [
+            getattr(mnn, f"Halide_Type_{SETTINGS['halide'][s['name']]}") for s in SETTINGS["inputs"]
+        ]
         self.renew("interpreter")
 
     def renew(self, level: str) -> None:
@@ -99,16 +103,33 @@ class Session:
         else:
             self.session = self.interpreter.createSession(config)
             self.shared.setdefault("session", self.session)
-        self.outputs = [  # as the harness does at set-up: an unknown name raises here
+        # As the harness does when it builds a session: the thread's handles on its tensors,
+        # taken once (an unknown output name raises here).
+        self.inputs = [
+            self.interpreter.getSessionInput(self.session, s["name"]) for s in SETTINGS["inputs"]
+        ]
+        self.outputs = [
             self.interpreter.getSessionOutput(self.session, name) for name in SETTINGS["outputs"]
         ]
 
+    def feed(self, inputs: list) -> None:
+        """The inputs into the session's tensors, as the run handed them (or misused the API)."""
+        MNN, misuse = self.MNN, SETTINGS["misuse"]
+        caffe = MNN.Tensor_DimensionType_Caffe
+        if misuse in WRONG_SESSION_CALLS:  # a wrong call in place of copyFrom(MNN.Tensor(...))
+            for tensor, array in zip(self.inputs, inputs):
+                WRONG_SESSION_CALLS[misuse](MNN, tensor, array)
+            return
+        for tensor, halide, (shape, data) in zip(self.inputs, self.halide, host_data(inputs)):
+            tensor.copyFrom(MNN.Tensor(shape, halide, data, caffe))
+        if misuse == "extra_input":  # one more, under a name the model lacks
+            extra = self.interpreter.getSessionInput(self.session, SETTINGS["unknown_name"])
+            extra.copyFrom(MNN.Tensor(list(inputs[0].shape), self.halide[0], inputs[0], caffe))
+
     def iteration(self, inputs: list, write: bool) -> tuple:
         MNN = self.MNN
-        for spec, array in zip(SETTINGS["inputs"], inputs if write else []):
-            tensor = self.interpreter.getSessionInput(self.session, spec["name"])
-            halide = getattr(MNN, f"Halide_Type_{SETTINGS['halide'][spec['name']]}")
-            tensor.copyFrom(MNN.Tensor(array.shape, halide, array, MNN.Tensor_DimensionType_Caffe))
+        if write:
+            self.feed(inputs)
         rc = self.interpreter.runSession(self.session)
         outputs = []
         for name, tensor in zip(SETTINGS["outputs"], self.outputs):
@@ -118,6 +139,26 @@ class Session:
             tensor.copyToHostTensor(host)
             outputs.append(np.array(host.getNumpyData(), copy=True))
         return rc, outputs
+
+
+WRONG_SESSION_CALLS = {  # misuse: (MNN, session input tensor, array)
+    "from_numpy": lambda MNN, tensor, array: tensor.fromNumpy(array),
+    "bare_ndarray": lambda MNN, tensor, array: tensor.copyFrom(array),
+    "untyped_tensor": lambda MNN, tensor, array: tensor.copyFrom(MNN.Tensor(array)),
+}
+
+
+def host_data(inputs: list) -> list:
+    """(shape, data) of each host tensor the run made: NCHW, or as its misuse has them (the
+    last input missing, each flattened to rank 1, or float64)."""
+    misuse = SETTINGS["misuse"]
+    if misuse == "missing_input":
+        inputs = inputs[:-1]
+    if misuse == "wrong_rank":
+        inputs = [array.reshape(-1) for array in inputs]
+    if misuse == "wrong_dtype":
+        inputs = [array.astype(np.float64) for array in inputs]
+    return [(list(array.shape), array) for array in inputs]
 
 
 class Module:
@@ -145,13 +186,32 @@ class Module:
     def iteration(self, inputs: list, write: bool) -> tuple:
         F = self.MNN.expr
         if write or not hasattr(self, "variables"):
-            types = [_expr_type(F, a.dtype) for a in inputs]
-            self.variables = [F.const(a, list(a.shape), F.NCHW, t) for a, t in zip(inputs, types)]
+            self.variables = module_variables(F, inputs)
         outputs = self.module.forward(self.variables)
         if outputs is None or len(outputs) != len(SETTINGS["outputs"]):
             return -1, []
         converted = [F.convert(v, F.NCHW) if v.data_format == F.NC4HW4 else v for v in outputs]
         return 0, [np.array(v.read(), copy=True) for v in converted]
+
+
+def module_variables(F, inputs: list):
+    """What ``forward`` gets: a const per input, or as the run's misuse had it (the last
+    missing, the first again at the end, each flattened to rank 1, float64 data, or the first
+    array itself instead of a list)."""
+    misuse = SETTINGS["misuse"]
+    if misuse == "bare_ndarray":
+        return inputs[0]
+    if misuse == "wrong_rank":
+        inputs = [array.reshape(-1) for array in inputs]
+    if misuse == "wrong_dtype":
+        inputs = [array.astype(np.float64) for array in inputs]
+    types = [_expr_type(F, spec["dtype"]) for spec in SETTINGS["inputs"]]
+    variables = [F.const(a, list(a.shape), F.NCHW, kind) for a, kind in zip(inputs, types)]
+    if misuse == "missing_input":
+        return variables[:-1]
+    if misuse == "extra_input":
+        return [*variables, F.const(inputs[0], list(inputs[0].shape), F.NCHW, types[0])]
+    return variables
 
 
 def _expr_type(F, dtype):
@@ -188,19 +248,33 @@ def apply_fault(iteration: int, rc: int, outputs: list) -> tuple:
     return rc, outputs
 
 
-def run_thread(runner, inputs: list, tally: "Tally") -> None:
-    lifecycle = SETTINGS["lifecycle"]
+def run_thread(runner, inputs: list, tally: "Tally", lock: threading.Lock) -> None:
+    """One thread's loop; with caller_lock=all, each whole iteration under the caller's lock."""
+    whole = lock if SETTINGS["caller_lock"] == "all" else contextlib.nullcontext()
     for iteration in range(SETTINGS["iterations"]):
-        if iteration and lifecycle != "reuse":
-            runner.renew("interpreter" if lifecycle == "interpreter_per_iteration" else "session")
         write = iteration == 0 or SETTINGS["inputs_written"] == "every_run"
         try:
-            rc, outputs = apply_fault(iteration, *runner.iteration(inputs, write))
+            with whole:
+                begin(runner, iteration, lock)
+                rc, outputs = runner.iteration(inputs, write)
+            rc, outputs = apply_fault(iteration, rc, outputs)
         except Exception as exc:  # MNN raised
             print(f"repro: MNN raised: {type(exc).__name__}: {exc}", file=sys.stderr)
             tally.add("error", [])
             continue
         tally.add("ok" if rc == 0 else "invalid", outputs)
+
+
+def begin(runner, iteration: int, lock: threading.Lock) -> None:
+    """A new session, Interpreter or module for each iteration after the first (lifecycle);
+    with caller_lock=setup, under the caller's lock. The threads' first objects need no lock
+    here: the main thread makes them one after the other."""
+    lifecycle = SETTINGS["lifecycle"]
+    if iteration == 0 or lifecycle == "reuse":
+        return
+    level = "interpreter" if lifecycle == "interpreter_per_iteration" else "session"
+    with lock if SETTINGS["caller_lock"] == "setup" else contextlib.nullcontext():
+        runner.renew(level)
 
 
 # --- what the run saw, checked as it goes ---------------------------------------------------
@@ -296,9 +370,9 @@ def main() -> int:
         print(f"repro: MNN raised while setting up: {type(exc).__name__}: {exc}", flush=True)
         return SETUP_RAISED
     expected = reference()
-    tallies = [Tally(expected) for _ in runners]
+    tallies, lock = [Tally(expected) for _ in runners], threading.Lock()
     threads = [
-        threading.Thread(target=run_thread, args=(runner, inputs, tally))
+        threading.Thread(target=run_thread, args=(runner, inputs, tally, lock))
         for runner, tally in zip(runners, tallies)
     ]
     for thread in threads:

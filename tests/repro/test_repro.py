@@ -90,7 +90,7 @@ def test_the_script_needs_only_mnn_numpy_and_the_standard_library(scenario_file,
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module)])
     }
-    standard = {"base64", "hashlib", "io", "sys", "threading", "zlib", "ctypes", "os"}
+    standard = {"base64", "contextlib", "hashlib", "io", "sys", "threading", "zlib", "ctypes", "os"}
     assert imported <= standard | {"numpy", "MNN"}
     assert imported >= {"numpy", "MNN"}
 
@@ -181,6 +181,80 @@ def test_a_refused_misuse_reproduces_as_a_raise_while_setting_up(scenario_file, 
     assert "not recreated" not in shown
 
 
+def verdicts(out) -> dict[str, tuple[str, str]]:
+    """label: (variant id, verdict)."""
+    import json
+
+    summary = json.loads(run_cli("summary", str(out), "--json").stdout)
+    return {v["label"]: (v["variant_id"], v["verdict"]) for v in summary["variants"]}
+
+
+MISUSES = """
+    name: misuse
+    model: three_input
+    iterations: 5
+    max_crashes: 0
+    matrix:
+      api: [session, module]
+      misuse: [missing_input, extra_input, wrong_rank, wrong_dtype, from_numpy, bare_ndarray,
+               untyped_tensor]
+    exclude:
+      - {api: module, misuse: [from_numpy, untyped_tensor]}
+"""
+
+
+def test_each_misuse_reproduces_what_the_run_saw(scenario_file, tmp_path):
+    """The script makes the run's wrong calls: every misuse that found something reproduces it
+    in a fresh process, as the same kind (a raise, an rc, wrong or changing outputs, the
+    signal), and a harmless one (on MNN 3.6.1: Session wrong_rank, Module extra_input) finds
+    nothing. Fed rightly, the script would see nothing but the crashes' absence."""
+    out = tmp_path / "run"
+    run_cli("run", str(scenario_file(MISUSES)), "--out", str(out), check=False)
+    found = verdicts(out)
+    assert {verdict for _, verdict in found.values()} >= {"ok", "FAILED", "QUARANTINED"}
+    for label, (vid, verdict) in found.items():
+        shown = repro(out, vid, runs=1)
+        assert "not recreated" not in shown, (label, shown)
+        if verdict == "ok":
+            assert "reproduced in 0 of 1 fresh runs" in shown, (label, shown)
+        elif verdict == "QUARANTINED":  # the run's worker died of SIGSEGV
+            assert "reproduced in 1 of 1 fresh runs (looked for crash): signal 11" in shown
+        else:
+            assert "reproduced in 1 of 1 fresh runs" in shown, (label, verdict, shown)
+            assert shown.rstrip().endswith(": reproduced"), (label, shown)
+
+
+LOCKS = """
+    name: lock
+    model: three_input
+    iterations: 20
+    max_crashes: 0
+    matrix:
+      threads: [2]
+      sharing: [session]
+      caller_lock: [none, setup, all]
+"""
+
+
+def test_the_callers_lock_is_held_as_the_run_held_it(scenario_file, tmp_path):
+    """Two threads sharing one session race (the run: inconsistent outputs, unlocked or with
+    the set-up lock alone); with every iteration under the caller's lock they do not. The
+    script holds the same lock: the serialised control reproduces nothing in 3 fresh runs,
+    where without the lock it found a difference in every run (5 of 5, measured)."""
+    out = tmp_path / "run"
+    run_cli("run", str(scenario_file(LOCKS)), "--out", str(out), check=False)
+    found = verdicts(out)
+    vid, verdict = found["caller_lock=all"]
+    assert verdict == "ok"
+    shown = repro(out, vid, runs=3)
+    assert "reproduced in 0 of 3 fresh runs" in shown and "not recreated" not in shown
+    for label in ("caller_lock=none", "caller_lock=setup"):
+        vid, verdict = found[label]
+        assert verdict != "ok", label
+        shown = repro(out, vid, runs=2)
+        assert "reproduced in 0 of" not in shown and "not recreated" not in shown, shown
+
+
 @pytest.mark.parametrize("dtype", ["float32", "int32", "uint8"])
 @pytest.mark.parametrize(
     "distribution", ["normal", "uniform", "zeros", "ones", "large", "denormal"]
@@ -263,3 +337,16 @@ def test_the_script_keeps_a_digest_of_each_distinct_output_not_its_bytes(monkeyp
     counts = {"iterations": 204, "invalid": 1, "error": 1, "non_finite": 2}
     assert script.found([tally]) == {**counts, "inconsistent": 200, "mismatch": 201}
     assert peak < 32 << 20, peak
+
+
+def test_the_docs_name_every_factor_the_script_does_not_recreate():
+    """The analysis page's list is written by hand: it must follow ``RECREATED``."""
+    import re
+
+    from stress.factors import REGISTRY
+    from stress.repro.make import RECREATED
+
+    page = (Path(__file__).parents[2] / "docs" / "analysis.md").read_text()
+    sentence = page[page.index("factors it does not recreate (") :].split(")", 1)[0]
+    named = set(re.findall(r"`(\w+)`", sentence))
+    assert named == {name for name in REGISTRY if name not in RECREATED}
