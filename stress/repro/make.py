@@ -36,10 +36,10 @@ SETUP_RAISED = 3  # the script's exit status when MNN raised before the first it
 FILE_MISSING = 4  # ... and when the model or an input file is not beside it
 SETTINGS_LINE = "SETTINGS: dict = {}  # filled in by mnn-stress repro\n"
 # Factors the script recreates; any other at a non-default value is named as not recreated.
-RECREATED = ("api", "threads", "sharing", "lifecycle", "inputs_written")
+RECREATED = ("api", "threads", "sharing", "lifecycle", "inputs_written", "caller_lock")
 RECREATED += ("num_thread", "precision", "memory_mode", "power_mode", "backend")
 RECREATED += ("convert",)  # the script loads the variant's own conversion
-RECREATED_VALUES = {("misuse", "unknown_output")}  # the job's output names carry it
+RECREATED += ("misuse",)  # the same wrong calls (unknown_output: in the job's output names)
 DEFAULT_ITERATIONS = 1000
 # What the script looks for, per grade or death the run saw.
 LOOKING_FOR = {"mismatch": "mismatch", "non_finite": "non_finite", "invalid": "invalid"}
@@ -142,6 +142,9 @@ def _settings(
         "sharing": params["sharing"],
         "lifecycle": params["lifecycle"],
         "inputs_written": params["inputs_written"],
+        "caller_lock": params["caller_lock"],
+        "misuse": params["misuse"],
+        "unknown_name": misuse.UNKNOWN_NAME,
         "config": mnn_config(params),
         "iterations": per_thread,
         "fault": fault,
@@ -152,11 +155,7 @@ def _settings(
 
 def not_recreated(params: dict[str, Any]) -> dict[str, Any]:
     """The variant's factor values (beyond the defaults) that the script cannot recreate."""
-    return {k: v for k, v in changed(params).items() if not _recreated(k, v)}
-
-
-def _recreated(factor: str, value: Any) -> bool:
-    return factor in RECREATED or (factor, value) in RECREATED_VALUES
+    return {k: v for k, v in changed(params).items() if k not in RECREATED}
 
 
 def _scenario(manifest: ManifestData, name: str) -> LoadedScenario:

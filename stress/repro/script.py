@@ -3,13 +3,17 @@
 Written by ``mnn-stress repro``: SETTINGS says which model, inputs and MNN settings the variant
 ran with, and what the run saw. The script runs the same calls (Session API: Interpreter,
 createSession, copyFrom, runSession, copyToHostTensor; Module API: load_module_from_file,
-forward, read) in the same number of Python threads sharing the same objects, then checks for
-what the run saw. The model (and any input files) lie beside the script: keep them together.
+forward, read) in the same number of Python threads sharing the same objects, and checks each
+iteration's outputs for what the run saw as it ends (keeping counts and digests, not outputs:
+memory does not grow with the iterations). The model (and any input files) lie beside the
+script: keep them together.
 Exit status 1: reproduced; 0: not reproduced; a crash ends the process by its signal, as it did
 in the run; 3: MNN raised while setting up; 4: a file the script needs is not beside it.
 """
 
 import base64
+import contextlib
+import hashlib
 import io
 import os
 import sys
@@ -82,6 +86,9 @@ class Session:
 
     def __init__(self, mnn, shared: dict) -> None:
         self.MNN, self.shared = mnn, shared
+        self.halide = [
+            getattr(mnn, f"Halide_Type_{SETTINGS['halide'][s['name']]}") for s in SETTINGS["inputs"]
+        ]
         self.renew("interpreter")
 
     def renew(self, level: str) -> None:
@@ -96,16 +103,33 @@ class Session:
         else:
             self.session = self.interpreter.createSession(config)
             self.shared.setdefault("session", self.session)
-        self.outputs = [  # as the harness does at set-up: an unknown name raises here
+        # As the harness does when it builds a session: the thread's handles on its tensors,
+        # taken once (an unknown output name raises here).
+        self.inputs = [
+            self.interpreter.getSessionInput(self.session, s["name"]) for s in SETTINGS["inputs"]
+        ]
+        self.outputs = [
             self.interpreter.getSessionOutput(self.session, name) for name in SETTINGS["outputs"]
         ]
 
+    def feed(self, inputs: list) -> None:
+        """The inputs into the session's tensors, as the run handed them (or misused the API)."""
+        MNN, misuse = self.MNN, SETTINGS["misuse"]
+        caffe = MNN.Tensor_DimensionType_Caffe
+        if misuse in WRONG_SESSION_CALLS:  # a wrong call in place of copyFrom(MNN.Tensor(...))
+            for tensor, array in zip(self.inputs, inputs):
+                WRONG_SESSION_CALLS[misuse](MNN, tensor, array)
+            return
+        for tensor, halide, (shape, data) in zip(self.inputs, self.halide, host_data(inputs)):
+            tensor.copyFrom(MNN.Tensor(shape, halide, data, caffe))
+        if misuse == "extra_input":  # one more, under a name the model lacks
+            extra = self.interpreter.getSessionInput(self.session, SETTINGS["unknown_name"])
+            extra.copyFrom(MNN.Tensor(list(inputs[0].shape), self.halide[0], inputs[0], caffe))
+
     def iteration(self, inputs: list, write: bool) -> tuple:
         MNN = self.MNN
-        for spec, array in zip(SETTINGS["inputs"], inputs if write else []):
-            tensor = self.interpreter.getSessionInput(self.session, spec["name"])
-            halide = getattr(MNN, f"Halide_Type_{SETTINGS['halide'][spec['name']]}")
-            tensor.copyFrom(MNN.Tensor(array.shape, halide, array, MNN.Tensor_DimensionType_Caffe))
+        if write:
+            self.feed(inputs)
         rc = self.interpreter.runSession(self.session)
         outputs = []
         for name, tensor in zip(SETTINGS["outputs"], self.outputs):
@@ -115,6 +139,26 @@ class Session:
             tensor.copyToHostTensor(host)
             outputs.append(np.array(host.getNumpyData(), copy=True))
         return rc, outputs
+
+
+WRONG_SESSION_CALLS = {  # misuse: (MNN, session input tensor, array)
+    "from_numpy": lambda MNN, tensor, array: tensor.fromNumpy(array),
+    "bare_ndarray": lambda MNN, tensor, array: tensor.copyFrom(array),
+    "untyped_tensor": lambda MNN, tensor, array: tensor.copyFrom(MNN.Tensor(array)),
+}
+
+
+def host_data(inputs: list) -> list:
+    """(shape, data) of each host tensor the run made: NCHW, or as its misuse has them (the
+    last input missing, each flattened to rank 1, or float64)."""
+    misuse = SETTINGS["misuse"]
+    if misuse == "missing_input":
+        inputs = inputs[:-1]
+    if misuse == "wrong_rank":
+        inputs = [array.reshape(-1) for array in inputs]
+    if misuse == "wrong_dtype":
+        inputs = [array.astype(np.float64) for array in inputs]
+    return [(list(array.shape), array) for array in inputs]
 
 
 class Module:
@@ -142,13 +186,32 @@ class Module:
     def iteration(self, inputs: list, write: bool) -> tuple:
         F = self.MNN.expr
         if write or not hasattr(self, "variables"):
-            types = [_expr_type(F, a.dtype) for a in inputs]
-            self.variables = [F.const(a, list(a.shape), F.NCHW, t) for a, t in zip(inputs, types)]
+            self.variables = module_variables(F, inputs)
         outputs = self.module.forward(self.variables)
         if outputs is None or len(outputs) != len(SETTINGS["outputs"]):
             return -1, []
         converted = [F.convert(v, F.NCHW) if v.data_format == F.NC4HW4 else v for v in outputs]
         return 0, [np.array(v.read(), copy=True) for v in converted]
+
+
+def module_variables(F, inputs: list):
+    """What ``forward`` gets: a const per input, or as the run's misuse had it (the last
+    missing, the first again at the end, each flattened to rank 1, float64 data, or the first
+    array itself instead of a list)."""
+    misuse = SETTINGS["misuse"]
+    if misuse == "bare_ndarray":
+        return inputs[0]
+    if misuse == "wrong_rank":
+        inputs = [array.reshape(-1) for array in inputs]
+    if misuse == "wrong_dtype":
+        inputs = [array.astype(np.float64) for array in inputs]
+    types = [_expr_type(F, spec["dtype"]) for spec in SETTINGS["inputs"]]
+    variables = [F.const(a, list(a.shape), F.NCHW, kind) for a, kind in zip(inputs, types)]
+    if misuse == "missing_input":
+        return variables[:-1]
+    if misuse == "extra_input":
+        return [*variables, F.const(inputs[0], list(inputs[0].shape), F.NCHW, types[0])]
+    return variables
 
 
 def _expr_type(F, dtype):
@@ -185,23 +248,40 @@ def apply_fault(iteration: int, rc: int, outputs: list) -> tuple:
     return rc, outputs
 
 
-def run_thread(runner, inputs: list, seen: list) -> None:
-    lifecycle = SETTINGS["lifecycle"]
+def run_thread(runner, inputs: list, tally: "Tally", lock: threading.Lock) -> None:
+    """One thread's loop; with caller_lock=all, each whole iteration under the caller's lock."""
+    whole = lock if SETTINGS["caller_lock"] == "all" else contextlib.nullcontext()
     for iteration in range(SETTINGS["iterations"]):
-        if iteration and lifecycle != "reuse":
-            runner.renew("interpreter" if lifecycle == "interpreter_per_iteration" else "session")
         write = iteration == 0 or SETTINGS["inputs_written"] == "every_run"
         try:
-            rc, outputs = apply_fault(iteration, *runner.iteration(inputs, write))
+            with whole:
+                begin(runner, iteration, lock)
+                rc, outputs = runner.iteration(inputs, write)
+            rc, outputs = apply_fault(iteration, rc, outputs)
         except Exception as exc:  # MNN raised
-            seen.append(("error", f"{type(exc).__name__}: {exc}"))
-            print("repro: MNN raised:", seen[-1][1], file=sys.stderr)
+            print(f"repro: MNN raised: {type(exc).__name__}: {exc}", file=sys.stderr)
+            tally.add("error", [])
             continue
-        seen.append(("ok" if rc == 0 else "invalid", outputs))
+        tally.add("ok" if rc == 0 else "invalid", outputs)
 
 
-# --- what the run saw, checked -------------------------------------------------------------
+def begin(runner, iteration: int, lock: threading.Lock) -> None:
+    """A new session, Interpreter or module for each iteration after the first (lifecycle);
+    with caller_lock=setup, under the caller's lock. The threads' first objects need no lock
+    here: the main thread makes them one after the other."""
+    lifecycle = SETTINGS["lifecycle"]
+    if iteration == 0 or lifecycle == "reuse":
+        return
+    level = "interpreter" if lifecycle == "interpreter_per_iteration" else "session"
+    with lock if SETTINGS["caller_lock"] == "setup" else contextlib.nullcontext():
+        runner.renew(level)
+
+
+# --- what the run saw, checked as it goes ---------------------------------------------------
 def reference() -> dict:
+    """The clean reference outputs by name ({} without a reference)."""
+    if not SETTINGS.get("reference"):
+        return {}
     data = np.load(io.BytesIO(base64.b64decode(SETTINGS["reference"])), allow_pickle=False)
     return {name: data[name] for name in data.files}
 
@@ -226,27 +306,51 @@ def beyond_tolerance(actual: np.ndarray, expected: np.ndarray) -> bool:
     return not (stat(diff) <= t["atol"] or stat(relative) <= t["rtol"])
 
 
-def found(seen: list) -> dict:
-    """What happened, per failure kind the run can grade."""
-    results = [outputs for status, outputs in seen if status == "ok"]
-    counts = {
-        "iterations": len(seen),
-        "invalid": sum(status == "invalid" for status, _ in seen),
-        "error": sum(status == "error" for status, _ in seen),
-        "non_finite": sum(any(not np.isfinite(o).all() for o in r) for r in results),
-        "inconsistent": 0,
-        "mismatch": 0,
-    }
-    for index in range(len(SETTINGS["outputs"])):
-        digests = {r[index].tobytes() for r in results if index < len(r)}
-        counts["inconsistent"] = max(counts["inconsistent"], len(digests) - 1)
-    if SETTINGS.get("reference"):
-        expected = reference()
-        counts["mismatch"] = sum(
-            any(beyond_tolerance(o, expected[n]) for o, n in zip(r, SETTINGS["outputs"]))
-            for r in results
-        )
-    return counts
+class Tally:
+    """One thread's findings: counts, and per output the digests of the distinct bytes seen.
+    Each iteration's outputs are checked as it ends and dropped: memory grows with the number
+    of distinct outputs (a digest each), not with the iterations."""
+
+    def __init__(self, expected: dict) -> None:
+        self.expected = expected  # the reference outputs by name, read only
+        self.counts = dict.fromkeys(("iterations", "invalid", "error", "non_finite", "mismatch"), 0)
+        self.distinct: list = [set() for _ in SETTINGS["outputs"]]
+        self.judged: dict = {}  # (index, digest, shape, dtype) -> (non_finite, mismatch)
+
+    def add(self, status: str, outputs: list) -> None:
+        """One iteration: "ok" with its outputs, or "invalid" / "error" (outputs unchecked)."""
+        self.counts["iterations"] += 1
+        if status != "ok":
+            self.counts[status] += 1
+            return
+        verdicts = [self.judge(i, output) for i, output in enumerate(outputs)]
+        self.counts["non_finite"] += any(non_finite for non_finite, _ in verdicts)
+        self.counts["mismatch"] += any(mismatch for _, mismatch in verdicts)
+
+    def judge(self, index: int, output: np.ndarray) -> tuple:
+        """(non-finite, beyond the tolerance) for the output at ``index``; bytes seen before
+        are not judged again."""
+        if index >= len(self.distinct):
+            return False, False
+        digest = hashlib.blake2b(np.ascontiguousarray(output)).digest()
+        self.distinct[index].add(digest)
+        key = (index, digest, output.shape, output.dtype.str)
+        if key not in self.judged:
+            expected = self.expected.get(SETTINGS["outputs"][index])
+            mismatch = expected is not None and beyond_tolerance(output, expected)
+            self.judged[key] = (not np.isfinite(output).all(), mismatch)
+        return self.judged[key]
+
+
+def found(tallies: list) -> dict:
+    """What happened over all threads, per failure kind the run can grade."""
+    total = {kind: sum(t.counts[kind] for t in tallies) for kind in tallies[0].counts}
+    distinct = [
+        set().union(*(t.distinct[i] for t in tallies)) for i in range(len(SETTINGS["outputs"]))
+    ]
+    inconsistent = max([len(digests) - 1 for digests in distinct] + [0])
+    mismatch = total.pop("mismatch")
+    return {**total, "inconsistent": inconsistent, "mismatch": mismatch}
 
 
 def main() -> int:
@@ -265,16 +369,17 @@ def main() -> int:
     except Exception as exc:  # MNN raised while loading or setting up
         print(f"repro: MNN raised while setting up: {type(exc).__name__}: {exc}", flush=True)
         return SETUP_RAISED
-    seen: list[list] = [[] for _ in runners]
+    expected = reference()
+    tallies, lock = [Tally(expected) for _ in runners], threading.Lock()
     threads = [
-        threading.Thread(target=run_thread, args=(runner, inputs, seen[i]))
-        for i, runner in enumerate(runners)
+        threading.Thread(target=run_thread, args=(runner, inputs, tally, lock))
+        for runner, tally in zip(runners, tallies)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    counts = found([item for thread_seen in seen for item in thread_seen])
+    counts = found(tallies)
     print("repro:", counts, flush=True)
     looked_for = SETTINGS["looking_for"]
     reproduced = any(counts.get(kind, 0) for kind in looked_for)
