@@ -192,8 +192,9 @@ def repro(
 ) -> None:
     """Write a standalone script (MNN and numpy only) that recreates a variant and checks for
     what the run saw; run it K times in fresh processes and say how often it reproduced."""
+    from stress.analysis.verdicts import Verdict
     from stress.factors import shown
-    from stress.repro.make import run_script, write_script
+    from stress.repro.make import UNSEEN_BY_THE_SCRIPT, run_script, write_script
 
     script = out or run_dir / "repro" / f"{variant_id}.py"
     settings = write_script(run_dir, variant_id, script, iterations)
@@ -209,6 +210,14 @@ def repro(
         )
     if missing:
         console.print(f"not recreated by the script: {missing}", style="yellow", highlight=False)
+    verdict = Verdict(settings["observed"]["verdict"])
+    if verdict.finding and not verdict.reproducible and runs and not anyway:
+        raise StressError(
+            f"the script cannot look for {verdict}: {UNSEEN_BY_THE_SCRIPT[verdict]} (it is "
+            "written)",
+            key=variant_id,
+            fix="give --anyway to run the script all the same",
+        )
     if runs == 0:
         return
     looking_for = settings["looking_for"]

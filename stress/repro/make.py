@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 from ruamel.yaml import YAML
 
+from stress.analysis import drift
 from stress.analysis.references import load_references
 from stress.analysis.summary import summarize
 from stress.analysis.summary_model import VariantSummary
 from stress.analysis.tolerance import tolerances_for
+from stress.analysis.verdicts import Verdict
 from stress.contract import dtypes
 from stress.coordinator.jobs import input_plans
 from stress.errors import StressError
@@ -40,7 +42,21 @@ RECREATED = ("api", "threads", "sharing", "lifecycle", "inputs_written", "caller
 RECREATED += ("num_thread", "precision", "memory_mode", "power_mode", "backend")
 RECREATED += ("convert",)  # the script loads the variant's own conversion
 RECREATED += ("misuse",)  # the same wrong calls (unknown_output: in the job's output names)
+# Why the script cannot look for a finding (``Verdict.reproducible`` is False), per verdict
+UNSEEN_BY_THE_SCRIPT = {
+    Verdict.ORT_MISMATCH: "it compares outputs with MNN's own clean reference, which this "
+    "variant matches; ONNX Runtime's disagreement with that reference is in `report`",
+    Verdict.HARNESS_ERROR: "that was a bug of mnn-stress, not something MNN did",
+}
 DEFAULT_ITERATIONS = 1000
+# The run's leak rule (``analysis.drift``), for the script's own look at its resident memory
+LEAK_RULE = {
+    "warmup_fraction": drift.WARMUP_FRACTION,
+    "warmup_min": drift.WARMUP_MIN,
+    "min_fitted": drift.MIN_FITTED,
+    "per_1k": drift.LEAK_BYTES_PER_1K,
+    "min_growth": drift.LEAK_MIN_GROWTH,
+}
 # What the script looks for, per grade or death the run saw.
 LOOKING_FOR = {"mismatch": "mismatch", "non_finite": "non_finite", "invalid": "invalid"}
 LOOKING_FOR |= {"error": "error"}
@@ -149,6 +165,7 @@ def _settings(
         "iterations": per_thread,
         "fault": fault,
         "tolerance": vars(tolerances_for(_tolerance(manifest, entry.scenario), "")),
+        "leak": LEAK_RULE,
         "reference": _reference(run_dir, entry.scenario),
     }
 
@@ -179,6 +196,8 @@ def _looking_for(summary: VariantSummary) -> list[str]:
         wanted.append("crash")
     if summary.events.exception and summary.iterations == 0:
         wanted.append("setup_error")  # it raised before its first iteration (REFUSED)
+    if summary.verdict is Verdict.LEAK:
+        wanted.append("leak")
     return wanted or ["mismatch", "non_finite", "invalid", "error", "inconsistent"]
 
 

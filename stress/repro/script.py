@@ -94,14 +94,19 @@ class Session:
     def renew(self, level: str) -> None:
         sharing, config = SETTINGS["sharing"], SETTINGS["config"]
         if sharing in ("interpreter", "session") and "interpreter" in self.shared:
-            self.interpreter = self.shared["interpreter"]
+            self.interpreter, self.runtime = self.shared["interpreter"], self.shared["runtime"]
         elif level == "interpreter" or not hasattr(self, "interpreter"):
             self.interpreter = self.MNN.Interpreter(beside(SETTINGS["model"]))
+            # session_per_iteration, as the harness runs it (the original report's pattern):
+            # sessions on a runtime of their Interpreter's, their outputs kept (saveTensors)
+            with_runtime = SETTINGS["lifecycle"] == "session_per_iteration"
+            self.runtime = self.interpreter.createRuntime((config,)) if with_runtime else None
             self.shared.setdefault("interpreter", self.interpreter)
+            self.shared.setdefault("runtime", self.runtime)
         if sharing == "session" and "session" in self.shared:
             self.session = self.shared["session"]
         else:
-            self.session = self.interpreter.createSession(config)
+            self.session = self.new_session(config)
             self.shared.setdefault("session", self.session)
         # As the harness does when it builds a session: the thread's handles on its tensors,
         # taken once (an unknown output name raises here).
@@ -111,6 +116,12 @@ class Session:
         self.outputs = [
             self.interpreter.getSessionOutput(self.session, name) for name in SETTINGS["outputs"]
         ]
+
+    def new_session(self, config: dict):
+        if self.runtime is None:
+            return self.interpreter.createSession(config)
+        saved = {**config, "saveTensors": tuple(SETTINGS["outputs"])}
+        return self.interpreter.createSession(saved, self.runtime[0])
 
     def feed(self, inputs: list) -> None:
         """The inputs into the session's tensors, as the run handed them (or misused the API)."""
@@ -311,15 +322,18 @@ class Tally:
     Each iteration's outputs are checked as it ends and dropped: memory grows with the number
     of distinct outputs (a digest each), not with the iterations."""
 
-    def __init__(self, expected: dict) -> None:
+    def __init__(self, expected: dict, sampling: bool = False) -> None:
         self.expected = expected  # the reference outputs by name, read only
         self.counts = dict.fromkeys(("iterations", "invalid", "error", "non_finite", "mismatch"), 0)
         self.distinct: list = [set() for _ in SETTINGS["outputs"]]
         self.judged: dict = {}  # (index, digest, shape, dtype) -> (non_finite, mismatch)
+        self.rss: list | None = [] if sampling else None  # the process's, after each iteration
 
     def add(self, status: str, outputs: list) -> None:
         """One iteration: "ok" with its outputs, or "invalid" / "error" (outputs unchecked)."""
         self.counts["iterations"] += 1
+        if self.rss is not None:
+            self.rss.append(resident_bytes())
         if status != "ok":
             self.counts[status] += 1
             return
@@ -350,7 +364,41 @@ def found(tallies: list) -> dict:
     ]
     inconsistent = max([len(digests) - 1 for digests in distinct] + [0])
     mismatch = total.pop("mismatch")
-    return {**total, "inconsistent": inconsistent, "mismatch": mismatch}
+    leak = int(bool(tallies[0].rss) and leaked(tallies[0].rss))
+    return {**total, "inconsistent": inconsistent, "mismatch": mismatch, "leak": leak}
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux; 0 elsewhere: no leak is then seen)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def leaked(rss: list) -> bool:
+    """Resident memory grew as the run's leak rule says: after a warm-up, the medians of the
+    first and last thirds of the samples apart by half the least growth, at a rate beyond the
+    least per 1,000 iterations (mnn-stress's ``analysis.drift``)."""
+    rule = SETTINGS["leak"]
+    skip = max(rule["warmup_min"], int(len(rss) * rule["warmup_fraction"]))
+    fitted = rss[skip:]
+    third = len(fitted) // 3
+    if third < rule["min_fitted"] // 3 or not fitted[0]:
+        return False
+    early, late = sorted(fitted[:third]), sorted(fitted[-third:])
+    growth = late[third // 2] - early[third // 2]
+    per_1k = growth / (len(fitted) - third) * 1000
+    print(
+        f"repro: resident memory grew {growth / 2**20:+.1f} MiB from the first to the last third "
+        f"of the iterations ({per_1k / 2**20:+.2f} MiB per 1,000)",
+        flush=True,
+    )
+    return 2 * growth >= rule["min_growth"] and per_1k > rule["per_1k"]
 
 
 def main() -> int:
@@ -370,7 +418,8 @@ def main() -> int:
         print(f"repro: MNN raised while setting up: {type(exc).__name__}: {exc}", flush=True)
         return SETUP_RAISED
     expected = reference()
-    tallies, lock = [Tally(expected) for _ in runners], threading.Lock()
+    tallies = [Tally(expected, sampling=index == 0) for index in range(len(runners))]
+    lock = threading.Lock()
     threads = [
         threading.Thread(target=run_thread, args=(runner, inputs, tally, lock))
         for runner, tally in zip(runners, tallies)

@@ -307,7 +307,7 @@ def test_the_scripts_memory_stays_flat_over_400_iterations_of_a_4_mib_output(tmp
         run_cli("repro", str(out), vid, "--runs", "0", "--iterations", "200", "--out", str(script))
         peak, done = peak_rss_mib(script)
         assert done.returncode == 1 and "REPRODUCED" in done.stdout, (label, done.stdout)
-        assert "'iterations': 400," in done.stdout and "'mismatch': 300}" in done.stdout
+        assert "'iterations': 400," in done.stdout and "'mismatch': 300," in done.stdout
         assert "'inconsistent': 1," in done.stdout
         assert peak < 300, (label, peak)
 
@@ -335,7 +335,7 @@ def test_the_script_keeps_a_digest_of_each_distinct_output_not_its_bytes(monkeyp
     for status, outputs in [("ok", [nan]), ("ok", [nan.copy()]), ("invalid", [nan]), ("error", [])]:
         tally.add(status, outputs)
     counts = {"iterations": 204, "invalid": 1, "error": 1, "non_finite": 2}
-    assert script.found([tally]) == {**counts, "inconsistent": 200, "mismatch": 201}
+    assert script.found([tally]) == {**counts, "inconsistent": 200, "mismatch": 201, "leak": 0}
     assert peak < 32 << 20, peak
 
 
@@ -350,3 +350,65 @@ def test_the_docs_name_every_factor_the_script_does_not_recreate():
     sentence = page[page.index("factors it does not recreate (") :].split(")", 1)[0]
     named = set(re.findall(r"`(\w+)`", sentence))
     assert named == {name for name in REGISTRY if name not in RECREATED}
+
+
+def test_a_leak_reproduces_and_a_variant_that_does_not_leak_does_not(scenario_file, tmp_path):
+    """lifecycle=session_per_iteration grows MNN's memory (sessions on createRuntime's runtime
+    with saveTensors, as the harness makes them): LEAK, and the script sees its own resident
+    memory grow by the run's rule; the same model reusing its session stays flat."""
+    path = scenario_file(
+        "name: leak\nmodel: tiny\niterations: 3000\n"
+        "matrix:\n  lifecycle: [session_per_iteration, reuse]\n"
+    )
+    out = tmp_path / "run"
+    run_cli("run", str(path), "--out", str(out))
+    ids = variant_ids(out)
+    leaking, flat = ids["lifecycle=session_per_iteration"], ids["lifecycle=reuse"]
+    shown = repro(out, leaking, runs=1)
+    assert "reproduced in 1 of 1 fresh runs (looked for leak)" in shown
+    script = out / "repro" / f"{flat}.py"
+    run_cli("repro", str(out), flat, "--runs", "0")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert "'leak': 0" in done.stdout and "resident memory grew" in done.stdout
+
+
+def test_a_disagreement_with_onnx_runtime_is_not_looked_for_by_a_script_that_cannot_see_it(
+    scenario_file, tmp_path
+):
+    """The script compares with MNN's clean reference, which an ORT_MISMATCH variant matches:
+    it would say "not seen", read as flaky. It is written, not run, and says why."""
+    import json
+
+    import onnx
+
+    light = Path(onnx.__file__).parent / "backend/test/data/light/light_squeezenet.onnx"
+    shutil.copy(light, tmp_path / "squeezenet.onnx")
+    path = scenario_file("name: ort\nmodel: squeezenet.onnx\niterations: 2\n")
+    path.rename(tmp_path / "ort.yaml")
+    out = tmp_path / "run"
+    run_cli("run", str(tmp_path / "ort.yaml"), "--out", str(out))
+    (variant,) = json.loads(run_cli("summary", str(out), "--json").stdout)["variants"]
+    assert variant["verdict"] == "ORT_MISMATCH"
+    done = run_cli("repro", str(out), variant["variant_id"], check=False)
+    assert done.returncode == 2 and "reproduced in" not in done.stdout
+    assert "the script cannot look for ORT_MISMATCH: it compares outputs with MNN's" in done.stderr
+    assert "--anyway" in done.stderr and (out / "repro" / f"{variant['variant_id']}.py").exists()
+
+
+def test_the_scripts_leak_rule_is_the_runs(monkeypatch):
+    """Growth and rate both count: 18 MiB over 1,000 iterations is a leak; the same growth
+    over 400,000 is below the rate (64 KiB per 1,000); a flat line is none."""
+    from stress.repro import script
+    from stress.repro.make import LEAK_RULE
+
+    monkeypatch.setattr(script, "SETTINGS", {"leak": LEAK_RULE})
+    base = 100 << 20
+
+    def rising(n: int, by: int) -> list[int]:
+        return [int(v) for v in numpy.linspace(base, base + by, n)]
+
+    assert script.leaked(rising(1000, 18 << 20))
+    assert not script.leaked(rising(400_000, 18 << 20))  # slow: 45 KiB per 1,000
+    assert not script.leaked(rising(1000, 4 << 20))  # little: 2 x 2.4 MiB < 16 MiB
+    assert not script.leaked([base] * 1000)
+    assert not script.leaked(rising(20, 64 << 20))  # too few to tell
