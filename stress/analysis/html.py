@@ -226,19 +226,19 @@ def _plot_section(variants: list[VariantSummary], run_dir: Path) -> Html:
         else ""
     )
     figures = [
-        ("Failure rates", plots.failure_rates(variants), "no variant failed", ""),
-        ("Latency and RSS over time", plots.time_series(run_dir, series), "no iterations", picked),
+        ("Failure rates", plots.failure_rates(variants), "No variant failed.", ""),
+        ("Latency and RSS over time", plots.time_series(run_dir, series), "No iterations.", picked),
         (
             "Differences from the reference",
             plots.differences(variants),
-            "no close or mismatching output with stored values",
+            "No close or mismatching output with stored values.",
             _statistics_only(variants),
         ),
-        ("Worker deaths over time", plots.crash_timeline(run_dir, variants), "no deaths", ""),
+        ("Worker deaths over time", plots.crash_timeline(run_dir, variants), "No deaths.", ""),
     ]
     parts = [_tag("h2", "Plots")]
-    for title, svg, none, note in figures:
-        parts += [_tag("h3", title), Html(svg) if svg else _tag("p", f"none: {none}.", "dim")]
+    for title, svg, nothing, note in figures:
+        parts += [_tag("h3", title), Html(svg) if svg else _tag("p", nothing, "dim")]
         parts += [_tag("p", note, "dim")] if note else []
     return Html("".join(parts))
 
@@ -274,7 +274,7 @@ def _statistics_only(variants: list[VariantSummary]) -> str:
 def _attribution_section(attribution: dict[str, AttributionFinding]) -> Html:
     parts = [_tag("h2", "Attribution")]
     if not attribution:
-        return Html(parts[0] + _tag("p", "none: nothing failed.", "dim"))
+        return Html(parts[0] + _tag("p", "Nothing failed.", "dim"))
     head = ["predicate", "with", "without", "increase (95 % bounds)", "importance"]
     for kind, found in attribution.items():
         rows = [
@@ -295,7 +295,7 @@ def _attribution_section(attribution: dict[str, AttributionFinding]) -> Html:
 def _signature_section(
     signatures: list[Signature],
     title: str = "Crash signatures",
-    nothing: str = "none: no worker died.",
+    nothing: str = "No worker died.",
 ) -> Html:
     """Signatures as a table; with none, ``nothing`` (or no section at all when empty)."""
     parts = [_tag("h2", title)]
@@ -350,5 +350,5 @@ def _reference_section(references: dict[str, ScenarioReference], run_dir: Path) 
         ]
         for name, r in references.items()
     ]
-    body = _table(head, rows) if rows else _tag("p", "none", "dim")
+    body = _table(head, rows) if rows else _tag("p", "No references.", "dim")
     return Html(_tag("h2", "References and tolerance") + body)
