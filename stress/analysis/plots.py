@@ -1,7 +1,8 @@
 """The report's plots as inline SVG (matplotlib, Agg): failure rates, latency and RSS over time,
 differences from the reference, worker deaths over time. Each returns None when there is
 nothing to draw. Time series are read batch by batch and thinned per worker, so a night of
-10 million rows never sits in memory."""
+10 million rows never sits in memory; they are drawn against the variant's own running time,
+so a second pass follows the first without the hours between them."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ _NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 _KIND_MARKERS = {"crash": "X", "hang": "s", "memory": "^", "exception": "o"}
 _KIND_MARKERS |= {"exit": "D", "protocol": "v"}
 _GRADE_COLOURS = {"close": "tab:blue", "mismatch": "tab:red"}
+# (from how many seconds, seconds per unit, unit): a running time's axis is in one unit
+_DURATION_UNITS = ((7200.0, 3600.0, "h"), (120.0, 60.0, "min"), (0.0, 1.0, "s"))
+RUNNING_TIME = "running time of the variant (only while one of its workers iterated)"
 
 
 def name(variant: VariantSummary) -> str:
@@ -185,8 +189,8 @@ def time_series(run_dir: Path, variants: list[VariantSummary]) -> str | None:
         )
         for (latency, rss), variant in zip(grid, variants):
             _plot_workers(latency, rss, variant, series)
-        grid[-1][0].set_xlabel("time (UTC)")
-        grid[-1][1].set_xlabel("time (UTC)")
+        grid[-1][0].set_xlabel(RUNNING_TIME)
+        grid[-1][1].set_xlabel(RUNNING_TIME)
         return _svg(figure)
 
 
@@ -198,29 +202,51 @@ def _limit(variant: VariantSummary) -> int:
 
 def _plot_workers(latency: Any, rss: Any, variant: VariantSummary, series: dict) -> None:
     workers = sorted(w for v, w in series if v == variant.variant_id)
-    for worker in workers:
-        ts, latency_ms, rss_mib = series[variant.variant_id, worker]
-        dots = {"marker": ".", "ms": 2} if len(ts) <= FEW_POINTS else {}  # sparse: show each
-        latency.plot(ts, latency_ms, lw=0.8, label=f"worker {worker}", **dots)
-        rss.plot(ts, rss_mib, lw=0.8, **dots)
+    mine = [series[variant.variant_id, worker] for worker in workers]
+    seconds = running_seconds([ts for ts, _, _ in mine])
+    longest = max(float(s.max()) for s in seconds)
+    _, per_unit, unit = next(u for u in _DURATION_UNITS if longest >= u[0])
+    for worker, x, (_, latency_ms, rss_mib) in zip(workers, seconds, mine):
+        dots = {"marker": ".", "ms": 2} if len(x) <= FEW_POINTS else {}  # sparse: show each
+        latency.plot(x / per_unit, latency_ms, lw=0.8, label=f"worker {worker}", **dots)
+        rss.plot(x / per_unit, rss_mib, lw=0.8, **dots)
     flags = ", ".join(variant.drift.flags if variant.drift else [])
     latency.set_title(name(variant) + (f"  [{flags}]" if flags else ""), loc="left", fontsize=8)
     latency.set_ylabel("latency ms")
     rss.set_ylabel("RSS MiB")
     for axes in (latency, rss):
-        _time_axis(axes)
-        axes.set_xlabel("")
+        axes.xaxis.set_major_formatter(lambda x, _: f"{x:g} {unit}")
+        axes.grid(axis="x", alpha=0.3)
         axes.ticklabel_format(axis="y", useOffset=False)
     if 1 < len(workers) <= 8:
         latency.legend(fontsize=6, frameon=False, ncols=min(len(workers), 4))
 
 
+def running_seconds(times: list[np.ndarray]) -> list[np.ndarray]:
+    """Each worker's start times as seconds of the variant's own running: from its first
+    iteration on, counting only while one of its workers iterated. The time between its
+    workers (a second pass hours after the first, a replacement starting) is left out."""
+    spans = sorted((ts.min(), ts.max()) for ts in times)
+    starts, ends = [spans[0][0]], [spans[0][1]]
+    for start, end in spans[1:]:
+        if start <= ends[-1]:  # overlapping workers: one span
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+    begin, lengths = np.array(starts), np.array(ends) - np.array(starts)
+    before = np.concatenate([[np.timedelta64(0, "ns")], np.cumsum(lengths)[:-1]])
+    found = [np.searchsorted(begin, ts, side="right") - 1 for ts in times]
+    return [(before[i] + (ts - begin[i])) / np.timedelta64(1, "s") for i, ts in zip(found, times)]
+
+
 def thinned_series(
     dataset: ds.Dataset, limits: dict[str, int]
 ) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per (variant, worker): times, latency (ms) and RSS (MiB) of every stride-th iteration,
-    the stride doubling whenever a worker holds more than its variant's limit of points. One
-    pass over only the needed columns; memory stays bounded by the limits."""
+    """Per (variant, worker): times, latency (ms) and RSS (MiB) of every stride-th iteration
+    and of the worker's first and last, the stride doubling whenever a worker holds more than
+    its variant's limit of points. One pass over only the needed columns; memory stays
+    bounded by the limits."""
     wanted = list(limits)
     fetched = pc.field("observation").is_null() | (pc.field("observation") == "fetch")
     columns = ["variant_id", "worker_id", "iteration", "ts", "latency_ns", "rss_bytes"]
@@ -247,7 +273,8 @@ def thinned_series(
 
 
 class _Thinned:
-    """One worker's points at iterations divisible by a stride that doubles when full."""
+    """One worker's points at iterations divisible by a stride that doubles when full, and at
+    its first and last iteration (so its line spans the worker's whole running)."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.stride = limit, 1
@@ -261,8 +288,10 @@ class _Thinned:
             self._keep(self.columns)
 
     def _keep(self, columns: list[np.ndarray]) -> None:
-        on_stride = columns[0] % self.stride == 0
-        self.columns = [column[on_stride] for column in columns]
+        iteration = columns[0]
+        ends = (iteration == iteration.min()) | (iteration == iteration.max())
+        kept = (iteration % self.stride == 0) | ends
+        self.columns = [column[kept] for column in columns]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         iteration, ts, latency, rss = self.columns

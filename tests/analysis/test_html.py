@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from stress.analysis.html import human_bytes, when, write_html
-from stress.analysis.plots import thinned_series
+from stress.analysis.plots import running_seconds, thinned_series
 from stress.analysis.summary import summarize
 from stress.analysis.summary_model import RunSummary
 from stress.models.resolve import resolve_model
@@ -88,6 +91,51 @@ class Page(HTMLParser):
         return found[0]
 
 
+@dataclass
+class Axes:
+    """One plot's axes as a reader sees them: the texts drawn on it."""
+
+    title: str
+    x_ticks: list[str]
+    x_label: str
+    y_ticks: list[str]
+    y_label: str
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def figures(text: str) -> dict[str, list[Axes]]:
+    """The axes of each plot of the report, by the heading above it, in drawing order."""
+    found = re.finditer(r"<h3>([^<]*)</h3>(<svg.*?</svg>)", text, flags=re.DOTALL)
+    return {heading: _axes(ET.fromstring(svg)) for heading, svg in (m.groups() for m in found)}
+
+
+def _axes(svg: ET.Element) -> list[Axes]:
+    found = []
+    for axes in svg.iter(f"{SVG}g"):
+        if _id(axes).startswith("axes_"):
+            x, y = (g for g in axes if _id(g).startswith("matplotlib.axis"))
+            title = " ".join(_words(g) for g in axes if _id(g).startswith("text_"))
+            found.append(Axes(title, *_ticks(x, "xtick_"), *_ticks(y, "ytick_")))
+    return found
+
+
+def _ticks(axis: ET.Element, prefix: str) -> tuple[list[str], str]:
+    """The axis's tick labels (minor ticks have none) and its label."""
+    ticks = [_words(g) for g in axis if _id(g).startswith(prefix)]
+    label = " ".join(_words(g) for g in axis if _id(g).startswith("text_"))
+    return [t for t in ticks if t], label
+
+
+def _id(element: ET.Element) -> str:
+    return element.get("id") or ""
+
+
+def _words(element: ET.Element) -> str:
+    return "".join(t.text or "" for t in element.iter(f"{SVG}text")).strip()
+
+
 def report(run_dir: Path, summary: RunSummary | None = None) -> tuple[Page, str]:
     path = run_dir.parent / f"{run_dir.name}.html"
     write_html(summary or summarize(run_dir), run_dir, path)
@@ -118,6 +166,31 @@ def faulty_run(tmp_path_factory) -> Path:
     out = directory / "run"
     fault = "perturb@0+?api=module,ulp@0+?num_thread=1,segv@5?num_thread=2"
     run_cli("run", str(scenario), "--out", str(out), "--workers", "2", fault=fault)
+    return out
+
+
+TWO_PASSES = """
+    name: passes
+    model: tiny
+    timeout: 10s
+    record: {max_value_bytes: 0}
+    tolerance: {atol: 0, rtol: 0}
+    matrix:
+      api: [session, module]
+"""
+
+
+@pytest.fixture(scope="module")
+def two_pass_run(tmp_path_factory) -> Path:
+    """An adaptive run on one worker: both variants' first passes, then their second ones, so
+    a variant's workers ran seconds apart. Module API: one element +1 (mismatch), graded by
+    min/max/mean alone (no values stored)."""
+    directory = tmp_path_factory.mktemp("passes")
+    scenario = directory / "passes.yaml"
+    scenario.write_text(TWO_PASSES.replace("\n    ", "\n"))
+    out = directory / "run"
+    options = ["--duration", "9s", "--workers", "1"]
+    run_cli("run", str(scenario), "--out", str(out), *options, fault="perturb@0+?api=module")
     return out
 
 
@@ -227,6 +300,37 @@ def test_an_interrupted_run_without_iterations_still_reports(scenario_file, tmp_
     assert page.text("Latency and RSS over time").strip() == "No iterations."
 
 
+@pytest.mark.integration
+def test_latency_and_rss_follow_the_running_time_without_the_gaps(two_pass_run):
+    """The axis spans the variant's own running (its workers' spans), not the wall-clock
+    time from its first iteration to its last, which holds the other variant's pass."""
+    rows = ds.dataset(two_pass_run / "iterations").to_table(["variant_id", "worker_id", "ts"])
+    spans = rows.to_pandas().groupby(["variant_id", "worker_id"]).ts.agg(["min", "max"])
+    by_label = {f"passes {v.label}": v.variant_id for v in summarize(two_pass_run).variants}
+    panels = figures(report(two_pass_run)[1])["Latency and RSS over time"]
+    assert len(panels) == 4  # latency and RSS of each variant
+    gaps = []
+    for latency, rss in zip(panels[::2], panels[1::2]):
+        workers = spans.loc[by_label[latency.title]]
+        running = (workers["max"] - workers["min"]).sum().total_seconds()
+        gaps.append((workers["max"].max() - workers["min"].min()).total_seconds() - running)
+        for axes in (latency, rss):
+            seconds = [float(tick.removesuffix(" s")) for tick in axes.x_ticks]
+            assert min(seconds) == 0 and max(seconds) <= 1.06 * running, (axes, running)
+    assert max(gaps) > 1.5  # a variant's workers were seconds apart
+    assert all("running time of the variant" in axes.x_label for axes in panels[-2:])
+
+
+def test_running_time_leaves_out_the_time_between_workers():
+    start = np.datetime64("2026-12-07T00:00:00", "ns")
+    second = np.timedelta64(1, "s")
+    first = start + np.arange(10) * second  # 0 to 9 s
+    overlapping = start + np.arange(5, 13) * second  # 5 to 12 s: with the first, 12 s
+    later = start + 3600 * second + np.arange(3) * second  # an hour on: at 12 s again
+    running = running_seconds([first, later, overlapping])
+    assert [r.tolist() for r in running] == [list(range(10)), [12, 13, 14], list(range(5, 13))]
+
+
 def _rows(workers: int, per_worker: int) -> ds.Dataset:
     """Iteration rows of one variant, in batches that interleave the workers."""
     iteration = np.tile(np.arange(per_worker), workers)
@@ -253,6 +357,7 @@ def test_time_series_are_thinned_per_worker_in_one_pass():
         assert 1000 <= len(ts) <= 2000
         assert np.all(np.diff(ts) > np.timedelta64(0))  # in iteration order, no repeats
         assert rss_mib[0] == 0 and rss_mib[-1] > 49_000  # spans the whole worker
+        assert rss_mib[-1] == 49_999  # to its very last iteration
         assert np.allclose(latency_ms * 1e6, rss_mib)  # the columns stay aligned
 
 
