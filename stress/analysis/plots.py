@@ -15,7 +15,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
@@ -27,6 +26,7 @@ from stress.analysis.dataset import events_table, read_iterations  # noqa: E402
 from stress.analysis.grading import PASSING  # noqa: E402
 from stress.analysis.pyrows import python_rows  # noqa: E402
 from stress.analysis.summary_model import OutcomeRate, VariantSummary  # noqa: E402
+from stress.analysis.ticks import Decimals, clock_x, duration_unit  # noqa: E402
 from stress.records.events import DEATH_KINDS  # noqa: E402
 
 POINTS_PER_WORKER = 2000
@@ -40,8 +40,6 @@ _NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 _KIND_MARKERS = {"crash": "X", "hang": "s", "memory": "^", "exception": "o"}
 _KIND_MARKERS |= {"exit": "D", "protocol": "v"}
 _GRADE_COLOURS = {"close": "tab:blue", "mismatch": "tab:red"}
-# (from how many seconds, seconds per unit, unit): a running time's axis is in one unit
-_DURATION_UNITS = ((7200.0, 3600.0, "h"), (120.0, 60.0, "min"), (0.0, 1.0, "s"))
 RUNNING_TIME = "running time of the variant (only while one of its workers iterated)"
 
 
@@ -85,10 +83,11 @@ def failure_rates(variants: list[VariantSummary]) -> str | None:
         high = np.maximum(np.array([r.high for _, _, r in shown]) - rate, 0)
         axes.errorbar(rate, range(len(shown)), xerr=[low, high], fmt="o", color="tab:red")
         axes.set_yticks(range(len(shown)), [f"{n}: {k}" for n, k, _ in shown])
-        if rate.max() / max(rate.min(), 1e-12) > 100:
+        logarithmic = rate.max() / max(rate.min(), 1e-12) > 100
+        if logarithmic:
             _log_x(axes)
         axes.set_xlabel("failure rate (95 % Wilson interval)")
-        axes.xaxis.set_major_formatter(lambda x, _: f"{100 * x:.3g} %")
+        axes.xaxis.set_major_formatter(Decimals("%", scale=100, each=logarithmic))
         axes.grid(axis="x", alpha=0.3)
         _note_left_out(axes, len(found) - len(shown))
         return _svg(figure)
@@ -157,18 +156,10 @@ def crash_timeline(run_dir: Path, variants: list[VariantSummary]) -> str | None:
                 axes.scatter(times, where, marker=_KIND_MARKERS[kind], s=36, label=kind)
         axes.set_yticks(list(rows.values()), [names.get(v, v) for v in rows])
         axes.set_ylim(-0.7, len(rows) - 0.3)
-        _time_axis(axes)
+        clock_x(axes, [e["ts"].replace(tzinfo=None) for e in deaths])
         axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         _note_left_out(axes, len(counts) - len(rows))
         return _svg(figure)
-
-
-def _time_axis(axes: Any) -> None:
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
-    axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    axes.set_xlabel("time (UTC)")
-    axes.grid(axis="x", alpha=0.3)
 
 
 def time_series(run_dir: Path, variants: list[VariantSummary]) -> str | None:
@@ -204,20 +195,20 @@ def _plot_workers(latency: Any, rss: Any, variant: VariantSummary, series: dict)
     workers = sorted(w for v, w in series if v == variant.variant_id)
     mine = [series[variant.variant_id, worker] for worker in workers]
     seconds = running_seconds([ts for ts, _, _ in mine])
-    longest = max(float(s.max()) for s in seconds)
-    _, per_unit, unit = next(u for u in _DURATION_UNITS if longest >= u[0])
+    per_unit, unit = duration_unit(max(float(s.max()) for s in seconds))
     for worker, x, (_, latency_ms, rss_mib) in zip(workers, seconds, mine):
         dots = {"marker": ".", "ms": 2} if len(x) <= FEW_POINTS else {}  # sparse: show each
         latency.plot(x / per_unit, latency_ms, lw=0.8, label=f"worker {worker}", **dots)
         rss.plot(x / per_unit, rss_mib, lw=0.8, **dots)
     flags = ", ".join(variant.drift.flags if variant.drift else [])
     latency.set_title(name(variant) + (f"  [{flags}]" if flags else ""), loc="left", fontsize=8)
-    latency.set_ylabel("latency ms")
-    rss.set_ylabel("RSS MiB")
+    latency.set_ylabel("latency")
+    latency.yaxis.set_major_formatter(Decimals("ms"))
+    rss.set_ylabel("RSS")
+    rss.yaxis.set_major_formatter(Decimals("MiB"))
     for axes in (latency, rss):
-        axes.xaxis.set_major_formatter(lambda x, _: f"{x:g} {unit}")
+        axes.xaxis.set_major_formatter(Decimals(unit))
         axes.grid(axis="x", alpha=0.3)
-        axes.ticklabel_format(axis="y", useOffset=False)
     if 1 < len(workers) <= 8:
         latency.legend(fontsize=6, frameon=False, ncols=min(len(workers), 4))
 

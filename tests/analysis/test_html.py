@@ -136,6 +136,11 @@ def _words(element: ET.Element) -> str:
     return "".join(t.text or "" for t in element.iter(f"{SVG}text")).strip()
 
 
+def form(label: str) -> str:
+    """A tick label with each run of digits as N: '01:39' is N:N, '05' is N, '2.5 ms' N.N ms."""
+    return re.sub(r"\d+", "N", label)
+
+
 def report(run_dir: Path, summary: RunSummary | None = None) -> tuple[Page, str]:
     path = run_dir.parent / f"{run_dir.name}.html"
     write_html(summary or summarize(run_dir), run_dir, path)
@@ -319,6 +324,25 @@ def test_latency_and_rss_follow_the_running_time_without_the_gaps(two_pass_run):
             assert min(seconds) == 0 and max(seconds) <= 1.06 * running, (axes, running)
     assert max(gaps) > 1.5  # a variant's workers were seconds apart
     assert all("running time of the variant" in axes.x_label for axes in panels[-2:])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("run", ["faulty_run", "two_pass_run"])
+def test_tick_labels_of_an_axis_are_of_one_form_with_their_unit(run, request):
+    plots = figures(report(request.getfixturevalue(run))[1])
+    rates = plots["Failure rates"][0]
+    numeric = [(rates.x_ticks, "%")]
+    series = plots["Latency and RSS over time"]
+    for latency, rss in zip(series[::2], series[1::2]):
+        numeric += [(latency.x_ticks, "s"), (rss.x_ticks, "s")]
+        numeric += [(latency.y_ticks, "ms"), (rss.y_ticks, "MiB")]
+    for ticks, unit in numeric:
+        assert len({form(t) for t in ticks}) == 1 and ticks[0].endswith(f" {unit}"), ticks
+        assert len(set(ticks)) == len(ticks) > 1, ticks  # no two ticks read the same
+    if run == "faulty_run":
+        deaths = plots["Worker deaths over time"][0]
+        assert {form(t) for t in deaths.x_ticks} == {"N:N:N"}, deaths.x_ticks
+        assert re.fullmatch(r"time \(UTC\), \d{4}-\d\d-\d\d", deaths.x_label)
 
 
 def test_running_time_leaves_out_the_time_between_workers():
