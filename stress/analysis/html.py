@@ -5,6 +5,7 @@ texts, labels, messages and stack frames may be hostile."""
 from __future__ import annotations
 
 import html
+import math
 from collections import Counter
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -233,8 +234,8 @@ def _plot_section(variants: list[VariantSummary], run_dir: Path) -> Html:
         (
             "Differences from the reference",
             plots.differences(variants),
-            "No close or mismatching output with stored values.",
-            _statistics_only(variants),
+            "No close or mismatching output with a known difference.",
+            _differences_note(variants),
         ),
         ("Worker deaths over time", plots.crash_timeline(run_dir, variants), "No deaths.", ""),
     ]
@@ -258,19 +259,22 @@ def _series_variants(variants: list[VariantSummary]) -> list[VariantSummary]:
     )[:SERIES_SHOWN]
 
 
-def _statistics_only(variants: list[VariantSummary]) -> str:
-    """A note on the inexact outputs the differences plot cannot show (no stored values)."""
-    count = sum(
-        1
-        for v in variants
-        for o in v.inexact_outputs
-        if o.grade in ("close", "mismatch") and o.max_abs is None
-    )
-    return (
-        f"{count} inexact output(s) graded by min/max/mean only (values not stored)."
-        if count
-        else ""
-    )
+def _differences_note(variants: list[VariantSummary]) -> str:
+    """What the differences plot cannot show exactly: differences that are lower bounds (graded
+    by min/max/mean, values not stored), and those of no known size (not drawn)."""
+    inexact = [o for v in variants for o in v.inexact_outputs if o.grade in ("close", "mismatch")]
+    drawn = [o for o in inexact if o.max_abs and math.isfinite(o.max_abs)]
+    bounds = sum(1 for o in drawn if o.basis == "statistics")
+    unknown = len(inexact) - len(drawn)
+    notes = []
+    if bounds:
+        notes.append(
+            f"{bounds} inexact output(s) graded by min/max/mean only (values not stored): the "
+            "max |difference| drawn (▶) is a lower bound, the real one is at least as large."
+        )
+    if unknown:
+        notes.append(f"{unknown} inexact output(s) not drawn: their difference has no known size.")
+    return " ".join(notes)
 
 
 def _attribution_section(attribution: dict[str, AttributionFinding]) -> Html:

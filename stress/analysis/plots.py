@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,12 @@ import numpy as np  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from stress.analysis.dataset import events_table, read_iterations  # noqa: E402
 from stress.analysis.grading import PASSING  # noqa: E402
 from stress.analysis.pyrows import python_rows  # noqa: E402
 from stress.analysis.summary_model import OutcomeRate, VariantSummary  # noqa: E402
-from stress.analysis.ticks import Decimals, clock_x, duration_unit  # noqa: E402
+from stress.analysis.ticks import Decimals, clock_x, duration_unit, log_x, power_of_ten  # noqa: E402
 from stress.records.events import DEATH_KINDS  # noqa: E402
 
 POINTS_PER_WORKER = 2000
@@ -40,6 +40,8 @@ _NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 _KIND_MARKERS = {"crash": "X", "hang": "s", "memory": "^", "exception": "o"}
 _KIND_MARKERS |= {"exit": "D", "protocol": "v"}
 _GRADE_COLOURS = {"close": "tab:blue", "mismatch": "tab:red"}
+# by whether max|diff| is a lower bound (graded by min/max/mean): marker, words in the legend
+_BOUND_MARKERS = {False: ("o", ""), True: (">", ", a lower bound (values not stored)")}
 RUNNING_TIME = "running time of the variant (only while one of its workers iterated)"
 
 
@@ -83,21 +85,14 @@ def failure_rates(variants: list[VariantSummary]) -> str | None:
         high = np.maximum(np.array([r.high for _, _, r in shown]) - rate, 0)
         axes.errorbar(rate, range(len(shown)), xerr=[low, high], fmt="o", color="tab:red")
         axes.set_yticks(range(len(shown)), [f"{n}: {k}" for n, k, _ in shown])
-        logarithmic = rate.max() / max(rate.min(), 1e-12) > 100
-        if logarithmic:
-            _log_x(axes)
+        if rate.max() / max(rate.min(), 1e-12) > 100:
+            log_x(axes, Decimals("%", scale=100, each=True))
+        else:
+            axes.xaxis.set_major_formatter(Decimals("%", scale=100))
         axes.set_xlabel("failure rate (95 % Wilson interval)")
-        axes.xaxis.set_major_formatter(Decimals("%", scale=100, each=logarithmic))
         axes.grid(axis="x", alpha=0.3)
         _note_left_out(axes, len(found) - len(shown))
         return _svg(figure)
-
-
-def _log_x(axes: Any) -> None:
-    """A log x axis labelled in plain numbers (labels are not mathtext here)."""
-    axes.set_xscale("log")
-    axes.xaxis.set_major_formatter(lambda x, _: f"{x:g}")
-    axes.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _note_left_out(axes: Any, count: int) -> None:
@@ -106,11 +101,12 @@ def _note_left_out(axes: Any, count: int) -> None:
 
 
 def differences(variants: list[VariantSummary]) -> str | None:
-    """Largest absolute difference of each distinct inexact output, marker area by rows."""
+    """Largest absolute difference of each distinct inexact output, marker area by rows; where
+    it is only a lower bound (graded by min/max/mean, values not stored), the marker says so."""
     shown = [v for v in variants if v.grades.close or v.grades.mismatch]
     shown = shown[:MOST_ROWS][::-1]
     points = [
-        (row, o.max_abs, o.rows, o.grade)
+        (row, o.max_abs, o.rows, o.grade, o.basis == "statistics")
         for row, v in enumerate(shown)
         for o in v.inexact_outputs
         if o.grade in _GRADE_COLOURS and o.max_abs and np.isfinite(o.max_abs)
@@ -119,15 +115,20 @@ def differences(variants: list[VariantSummary]) -> str | None:
         return None
     with plt.rc_context(_STYLE):
         figure, axes = _figure(len(shown))
-        for grade, colour in _GRADE_COLOURS.items():
-            mine = [p for p in points if p[3] == grade]
+        largest = max(p[2] for p in points)
+        for (grade, colour), (bound, (marker, words)) in product(
+            _GRADE_COLOURS.items(), _BOUND_MARKERS.items()
+        ):
+            mine = [p for p in points if p[3] == grade and p[4] == bound]
             if mine:
-                rows, max_abs, counts, _ = zip(*mine)
-                sizes = 12 + 60 * np.sqrt(np.array(counts) / max(p[2] for p in points))
-                axes.scatter(max_abs, rows, s=sizes, c=colour, alpha=0.6, label=grade)
+                rows, max_abs, counts, _, _ = zip(*mine)
+                sizes = 12 + 60 * np.sqrt(np.array(counts) / largest)
+                axes.scatter(
+                    max_abs, rows, s=sizes, c=colour, alpha=0.6, marker=marker, label=grade + words
+                )
         axes.set_yticks(range(len(shown)), [name(v) for v in shown])
         axes.set_ylim(-0.7, len(shown) - 0.3)
-        _log_x(axes)
+        log_x(axes, power_of_ten)
         axes.set_xlabel("max |difference| from the reference (marker area: rows)")
         axes.grid(axis="x", alpha=0.3)
         axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)

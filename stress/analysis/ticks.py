@@ -1,18 +1,21 @@
 """Tick labels for the report's plots: every label of one axis in one form with its unit (never
-'01:39' beside '05')."""
+'01:39' beside '05'), and log axes with enough labelled ticks to read a value off."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import matplotlib.dates as mdates
-from matplotlib.ticker import Formatter
+from matplotlib.ticker import Formatter, NullFormatter
 
+LEAST_LOG_TICKS = 3
 MIN_CLOCK_SPAN = timedelta(seconds=10)  # narrower, ticks would fall within one second
 # (from how many seconds, seconds per unit, unit): a running time's axis is in one unit
 DURATION_UNITS = ((7200.0, 3600.0, "h"), (120.0, 60.0, "min"), (0.0, 1.0, "s"))
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 class Decimals(Formatter):
@@ -38,6 +41,40 @@ def _decimals(values: Sequence[float]) -> int:
         if all(abs(round(v, decimals) - v) <= 1e-6 * abs(v) for v in values):
             return decimals
     return 9
+
+
+def power_of_ten(value: float, _position: Any = None) -> str:
+    """'2×10⁻⁷': a round tick of a log axis, in one form however large or small."""
+    exponent = math.floor(math.log10(value) + 1e-9)
+    mantissa = round(value / 10.0**exponent, 6)
+    return f"{mantissa:g}×10{str(exponent).translate(_SUPERSCRIPT)}"
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Round values from ``low`` to ``high``: powers of ten over many decades (every other one
+    over more than ten...), 1-2-5 over a few, every digit within one; widened past either end
+    to LEAST_LOG_TICKS."""
+    decades = math.log10(high / low)
+    digits = (1,) if decades > 4 else (1, 2, 5) if decades > 1 else range(1, 10)
+    every = math.ceil(decades / 10)  # about ten decades labelled at most
+    first, last = math.floor(math.log10(low)) - every, math.ceil(math.log10(high)) + every
+    exponents = range(first - first % every, last + 1, every)
+    candidates = [d * 10.0**e for e in exponents for d in digits]
+    below = [c for c in candidates if c < low]
+    above = [c for c in candidates if c > high]
+    ticks = [c for c in candidates if low <= c <= high]
+    while len(ticks) < LEAST_LOG_TICKS:
+        ticks = [below.pop(), *ticks] if len(ticks) % 2 else [*ticks, above.pop(0)]
+    return ticks
+
+
+def log_x(axes: Any, label: Formatter | Callable[[float, Any], str]) -> None:
+    """A log x axis over what is plotted, its round ticks labelled by ``label``, the minor ones
+    not (the view widens to show LEAST_LOG_TICKS)."""
+    axes.set_xscale("log")
+    axes.set_xticks(log_ticks(*axes.get_xlim()))
+    axes.xaxis.set_major_formatter(label)
+    axes.xaxis.set_minor_formatter(NullFormatter())
 
 
 def duration_unit(longest_s: float) -> tuple[float, str]:

@@ -100,6 +100,7 @@ class Axes:
     x_label: str
     y_ticks: list[str]
     y_label: str
+    legend: list[str]
 
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -117,7 +118,9 @@ def _axes(svg: ET.Element) -> list[Axes]:
         if _id(axes).startswith("axes_"):
             x, y = (g for g in axes if _id(g).startswith("matplotlib.axis"))
             title = " ".join(_words(g) for g in axes if _id(g).startswith("text_"))
-            found.append(Axes(title, *_ticks(x, "xtick_"), *_ticks(y, "ytick_")))
+            legends = [g for g in axes if _id(g).startswith("legend_")]
+            legend = [_words(g) for box in legends for g in box if _id(g).startswith("text_")]
+            found.append(Axes(title, *_ticks(x, "xtick_"), *_ticks(y, "ytick_"), legend))
     return found
 
 
@@ -343,6 +346,40 @@ def test_tick_labels_of_an_axis_are_of_one_form_with_their_unit(run, request):
         deaths = plots["Worker deaths over time"][0]
         assert {form(t) for t in deaths.x_ticks} == {"N:N:N"}, deaths.x_ticks
         assert re.fullmatch(r"time \(UTC\), \d{4}-\d\d-\d\d", deaths.x_label)
+
+
+POWER_OF_TEN = re.compile("[1-9]×10⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("run", ["faulty_run", "two_pass_run"])
+def test_differences_have_labelled_ticks_and_say_where_they_are_lower_bounds(run, request):
+    """faulty: values stored, exact differences (one ulp and +1); two passes: one difference,
+    a lower bound from min/max/mean (no values stored)."""
+    page, text = report(request.getfixturevalue(run))
+    (differences,) = figures(text)["Differences from the reference"]
+    ticks = differences.x_ticks
+    assert len(set(ticks)) == len(ticks) >= 3 and all(map(POWER_OF_TEN.fullmatch, ticks)), ticks
+    said = page.text("Differences from the reference")
+    if run == "two_pass_run":
+        assert differences.legend == ["mismatch, a lower bound (values not stored)"]
+        assert "1 inexact output(s) graded by min/max/mean only" in said
+        assert "is a lower bound, the real one is at least as large." in said
+    else:
+        assert sorted(differences.legend) == ["close", "mismatch"]
+        assert "lower bound" not in said and "min/max/mean" not in said
+
+
+@pytest.mark.integration
+def test_differences_of_no_known_size_are_counted_as_not_drawn(two_pass_run):
+    summary = summarize(two_pass_run)
+    for variant in summary.variants:
+        for output in variant.inexact_outputs:
+            output.max_abs = None  # as where min/max/mean were not recorded
+    page, _ = report(two_pass_run, summary)
+    said = page.text("Differences from the reference")
+    assert said.startswith("No close or mismatching output with a known difference.")
+    assert "1 inexact output(s) not drawn: their difference has no known size." in said
 
 
 def test_running_time_leaves_out_the_time_between_workers():

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import matplotlib.pyplot as plt
 import pytest
 
-from stress.analysis.ticks import Decimals, clock_x, duration_unit
+from stress.analysis.ticks import Decimals, clock_x, duration_unit, log_ticks, log_x, power_of_ten
 
 
 def _drawn(axes) -> list[str]:
@@ -56,3 +56,33 @@ def test_a_duration_axis_takes_the_unit_of_its_longest():
     assert duration_unit(90) == (1.0, "s")
     assert duration_unit(600) == (60.0, "min")
     assert duration_unit(8 * 3600) == (3600.0, "h")
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (3.4e-3, 3.6e-3, [3e-3, 4e-3, 5e-3]),  # within one digit: widened to three
+        (1.1e-2, 4.7e-1, [2e-2, 5e-2, 1e-1, 2e-1]),  # a few decades: 1-2-5
+        (1e-7, 1.2, [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1]),  # many: powers of ten
+        (1e-30, 1e-2, [1e-30, 1e-27, 1e-24, 1e-21, 1e-18, 1e-15, 1e-12, 1e-9, 1e-6, 1e-3]),
+    ],
+)
+def test_log_ticks_are_round_and_at_least_three(low, high, expected):
+    assert log_ticks(low, high) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_log_axis_with_one_point_has_three_labelled_ticks():
+    _, axes = plt.subplots()
+    axes.scatter([3.47e-3], [0])
+    log_x(axes, power_of_ten)
+    labels = _drawn(axes)
+    assert len(set(labels)) == len(labels) >= 3, labels
+
+
+def test_powers_of_ten_are_written_in_one_form():
+    assert [power_of_ten(v) for v in (3 * 10.0**-7, 1e-7, 1.0, 20.0)] == [
+        "3×10⁻⁷",
+        "1×10⁻⁷",
+        "1×10⁰",
+        "2×10¹",
+    ]
