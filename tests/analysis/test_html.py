@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import signal
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -21,6 +23,7 @@ from stress.analysis.plots import running_seconds, thinned_series
 from stress.analysis.summary import summarize
 from stress.analysis.summary_model import RunSummary
 from stress.models.resolve import resolve_model
+from tests.analysis.browser import CHROMIUM, render
 from tests.conftest import first_worker, run_cli, start_run
 
 HOSTILE_MODEL = "<img src=x onerror=alert(1)>.mnn"  # a legal file name: no slash
@@ -390,6 +393,27 @@ def test_running_time_leaves_out_the_time_between_workers():
     later = start + 3600 * second + np.arange(3) * second  # an hour on: at 12 s again
     running = running_seconds([first, later, overlapping])
     assert [r.tolist() for r in running] == [list(range(10)), [12, 13, 14], list(range(5, 13))]
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it): "
+    "the report is not rendered in a browser",
+)
+def test_a_browser_shows_the_report_with_nothing_fetched_and_no_console_error(faulty_run):
+    page = faulty_run.parent / "browsed.html"
+    write_html(summarize(faulty_run), faulty_run, page)
+    shown = render(page)
+    page.with_suffix(".png").write_bytes(shown.png)  # beside the run, to look at
+    assert shown.requests == [page.as_uri()]  # the page itself, nothing else
+    assert shown.problems == []
+    width, height = shown.png_size()
+    assert width == 1400 and height > 2000  # the whole page, not the first screen of it
+    rgb = (matplotlib.image.imread(io.BytesIO(shown.png))[..., :3] * 255).astype(np.uint32)
+    assert np.unique(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]).size > 50  # drawn
+    assert len(shown.svg_sizes) == 4  # every plot laid out, as wide as the page allows
+    assert all(w > 1000 and h > 100 for w, h in shown.svg_sizes), shown.svg_sizes
 
 
 def _rows(workers: int, per_worker: int) -> ds.Dataset:
