@@ -222,9 +222,9 @@ def _plot_section(variants: list[VariantSummary], run_dir: Path) -> Html:
     series = _series_variants(variants)
     picked = (
         f"{len(series)} variant(s): drift flags and failures first, then the slowest; "
-        f"each worker thinned to at most {plots.POINTS_PER_WORKER:,} points. Across: the "
-        "variant's own running time, from its first iteration; the time between its workers "
-        "(a replacement starting, a second pass later in the run) is left out."
+        f"each worker thinned to at most {plots.POINTS_PER_WORKER:,} points. The time axis is "
+        "the variant's own running time, from its first iteration; the time between its "
+        "workers (a replacement starting, a second pass later in the run) is left out."
         if series
         else ""
     )

@@ -164,7 +164,8 @@ def crash_timeline(run_dir: Path, variants: list[VariantSummary]) -> str | None:
 
 
 def time_series(run_dir: Path, variants: list[VariantSummary]) -> str | None:
-    """Latency and RSS of each worker over time, one row of two panels per variant."""
+    """Latency and RSS of each worker over the variant's running time, one row of two panels
+    per variant."""
     if not variants:
         return None
     limits = {v.variant_id: _limit(v) for v in variants}
@@ -196,7 +197,7 @@ def _plot_workers(latency: Any, rss: Any, variant: VariantSummary, series: dict)
     workers = sorted(w for v, w in series if v == variant.variant_id)
     mine = [series[variant.variant_id, worker] for worker in workers]
     seconds = running_seconds([ts for ts, _, _ in mine])
-    per_unit, unit = duration_unit(max(float(s.max()) for s in seconds))
+    per_unit, unit = duration_unit(max((float(s.max()) for s in seconds), default=0.0))
     for worker, x, (_, latency_ms, rss_mib) in zip(workers, seconds, mine):
         dots = {"marker": ".", "ms": 2} if len(x) <= FEW_POINTS else {}  # sparse: show each
         latency.plot(x / per_unit, latency_ms, lw=0.8, label=f"worker {worker}", **dots)
@@ -218,6 +219,8 @@ def running_seconds(times: list[np.ndarray]) -> list[np.ndarray]:
     """Each worker's start times as seconds of the variant's own running: from its first
     iteration on, counting only while one of its workers iterated. The time between its
     workers (a second pass hours after the first, a replacement starting) is left out."""
+    if not times:
+        return []  # none of the variant's rows could be read (damaged parts)
     spans = sorted((ts.min(), ts.max()) for ts in times)
     starts, ends = [spans[0][0]], [spans[0][1]]
     for start, end in spans[1:]:

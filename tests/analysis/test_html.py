@@ -385,6 +385,15 @@ def test_differences_of_no_known_size_are_counted_as_not_drawn(two_pass_run):
     assert "1 inexact output(s) not drawn: their difference has no known size." in said
 
 
+@pytest.mark.integration
+def test_a_variant_none_of_whose_rows_can_be_read_gets_empty_panels(faulty_run):
+    summary = summarize(faulty_run)
+    summary.variants[0].variant_id = "v0123456789"  # as if its parts were damaged and skipped
+    page, text = report(faulty_run, summary)
+    titles = [axes.title for axes in figures(text)["Latency and RSS over time"]]
+    assert f"faulty {summary.variants[0].label}" in titles
+
+
 def test_running_time_leaves_out_the_time_between_workers():
     start = np.datetime64("2026-12-07T00:00:00", "ns")
     second = np.timedelta64(1, "s")
@@ -393,6 +402,7 @@ def test_running_time_leaves_out_the_time_between_workers():
     later = start + 3600 * second + np.arange(3) * second  # an hour on: at 12 s again
     running = running_seconds([first, later, overlapping])
     assert [r.tolist() for r in running] == [list(range(10)), [12, 13, 14], list(range(5, 13))]
+    assert running_seconds([]) == []
 
 
 @pytest.mark.integration
