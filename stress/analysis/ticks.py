@@ -15,6 +15,8 @@ LEAST_LOG_TICKS = 3
 MIN_CLOCK_SPAN = timedelta(seconds=10)  # narrower, ticks would fall within one second
 # (from how many seconds, seconds per unit, unit): a running time's axis is in one unit
 DURATION_UNITS = ((7200.0, 3600.0, "h"), (120.0, 60.0, "min"), (0.0, 1.0, "s"))
+# (up to how many decades shown, the digits ticked in each decade): seven ticks at most
+_LOG_DIGITS = ((0.5, range(1, 10)), (1.5, (1, 2, 5)), (3.0, (1, 3)), (math.inf, (1,)))
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -51,12 +53,11 @@ def power_of_ten(value: float, _position: Any = None) -> str:
 
 
 def log_ticks(low: float, high: float) -> list[float]:
-    """Round values from ``low`` to ``high``: powers of ten over many decades (every other one
-    over more than ten...), 1-2-5 over a few, every digit within one; widened past either end
-    to LEAST_LOG_TICKS."""
+    """Round values from ``low`` to ``high``, about seven at most (_LOG_DIGITS; over more than
+    eight decades, a power of ten every few), widened past either end to LEAST_LOG_TICKS."""
     decades = math.log10(high / low)
-    digits = (1,) if decades > 4 else (1, 2, 5) if decades > 1 else range(1, 10)
-    every = math.ceil(decades / 10)  # about ten decades labelled at most
+    digits = next(digits for most, digits in _LOG_DIGITS if decades <= most)
+    every = max(1, math.ceil(decades / 8))  # decades between two ticks
     first, last = math.floor(math.log10(low)) - every, math.ceil(math.log10(high)) + every
     exponents = range(first - first % every, last + 1, every)
     candidates = [d * 10.0**e for e in exponents for d in digits]

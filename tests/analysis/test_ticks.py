@@ -61,10 +61,13 @@ def test_a_duration_axis_takes_the_unit_of_its_longest():
 @pytest.mark.parametrize(
     ("low", "high", "expected"),
     [
-        (3.4e-3, 3.6e-3, [3e-3, 4e-3, 5e-3]),  # within one digit: widened to three
-        (1.1e-2, 4.7e-1, [2e-2, 5e-2, 1e-1, 2e-1]),  # a few decades: 1-2-5
+        (5e-3, 5e-3, [4e-3, 5e-3, 6e-3]),  # one value: widened to three
+        (3.4e-3, 3.6e-3, [3e-3, 4e-3, 5e-3]),  # within one digit
+        (6.1e-3, 9.5e-3, [7e-3, 8e-3, 9e-3]),  # within half a decade: every digit
+        (1.1e-2, 9e-2, [2e-2, 5e-2, 1e-1]),  # about one decade: 1-2-5, widened
+        (1.1e-2, 4.7e-1, [3e-2, 1e-1, 3e-1]),  # a few: 1-3
         (1e-7, 1.2, [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1]),  # many: powers of ten
-        (1e-30, 1e-2, [1e-30, 1e-27, 1e-24, 1e-21, 1e-18, 1e-15, 1e-12, 1e-9, 1e-6, 1e-3]),
+        (1e-30, 1e-2, [1e-28, 1e-24, 1e-20, 1e-16, 1e-12, 1e-8, 1e-4]),  # every few
     ],
 )
 def test_log_ticks_are_round_and_at_least_three(low, high, expected):
