@@ -5,6 +5,7 @@ texts, labels, messages and stack frames may be hostile."""
 from __future__ import annotations
 
 import html
+import math
 from collections import Counter
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -221,24 +222,26 @@ def _plot_section(variants: list[VariantSummary], run_dir: Path) -> Html:
     series = _series_variants(variants)
     picked = (
         f"{len(series)} variant(s): drift flags and failures first, then the slowest; "
-        f"each worker thinned to at most {plots.POINTS_PER_WORKER:,} points."
+        f"each worker thinned to at most {plots.POINTS_PER_WORKER:,} points. The time axis is "
+        "the variant's own running time, from its first iteration; the time between its "
+        "workers (a replacement starting, a second pass later in the run) is left out."
         if series
         else ""
     )
     figures = [
-        ("Failure rates", plots.failure_rates(variants), "no variant failed", ""),
-        ("Latency and RSS over time", plots.time_series(run_dir, series), "no iterations", picked),
+        ("Failure rates", plots.failure_rates(variants), "No variant failed.", ""),
+        ("Latency and RSS over time", plots.time_series(run_dir, series), "No iterations.", picked),
         (
             "Differences from the reference",
             plots.differences(variants),
-            "no close or mismatching output with stored values",
-            _statistics_only(variants),
+            "No close or mismatching output with a known difference.",
+            _differences_note(variants),
         ),
-        ("Worker deaths over time", plots.crash_timeline(run_dir, variants), "no deaths", ""),
+        ("Worker deaths over time", plots.crash_timeline(run_dir, variants), "No deaths.", ""),
     ]
     parts = [_tag("h2", "Plots")]
-    for title, svg, none, note in figures:
-        parts += [_tag("h3", title), Html(svg) if svg else _tag("p", f"none: {none}.", "dim")]
+    for title, svg, nothing, note in figures:
+        parts += [_tag("h3", title), Html(svg) if svg else _tag("p", nothing, "dim")]
         parts += [_tag("p", note, "dim")] if note else []
     return Html("".join(parts))
 
@@ -256,25 +259,28 @@ def _series_variants(variants: list[VariantSummary]) -> list[VariantSummary]:
     )[:SERIES_SHOWN]
 
 
-def _statistics_only(variants: list[VariantSummary]) -> str:
-    """A note on the inexact outputs the differences plot cannot show (no stored values)."""
-    count = sum(
-        1
-        for v in variants
-        for o in v.inexact_outputs
-        if o.grade in ("close", "mismatch") and o.max_abs is None
-    )
-    return (
-        f"{count} inexact output(s) graded by min/max/mean only (values not stored)."
-        if count
-        else ""
-    )
+def _differences_note(variants: list[VariantSummary]) -> str:
+    """What the differences plot cannot show exactly: differences that are lower bounds (graded
+    by min/max/mean, values not stored), and those of no known size (not drawn)."""
+    inexact = [o for v in variants for o in v.inexact_outputs if o.grade in ("close", "mismatch")]
+    drawn = [o for o in inexact if o.max_abs and math.isfinite(o.max_abs)]
+    bounds = sum(1 for o in drawn if o.basis == "statistics")
+    unknown = len(inexact) - len(drawn)
+    notes = []
+    if bounds:
+        notes.append(
+            f"{bounds} inexact output(s) graded by min/max/mean only (values not stored): the "
+            "max |difference| drawn (▶) is a lower bound, the real one is at least as large."
+        )
+    if unknown:
+        notes.append(f"{unknown} inexact output(s) not drawn: their difference has no known size.")
+    return " ".join(notes)
 
 
 def _attribution_section(attribution: dict[str, AttributionFinding]) -> Html:
     parts = [_tag("h2", "Attribution")]
     if not attribution:
-        return Html(parts[0] + _tag("p", "none: nothing failed.", "dim"))
+        return Html(parts[0] + _tag("p", "Nothing failed.", "dim"))
     head = ["predicate", "with", "without", "increase (95 % bounds)", "importance"]
     for kind, found in attribution.items():
         rows = [
@@ -295,7 +301,7 @@ def _attribution_section(attribution: dict[str, AttributionFinding]) -> Html:
 def _signature_section(
     signatures: list[Signature],
     title: str = "Crash signatures",
-    nothing: str = "none: no worker died.",
+    nothing: str = "No worker died.",
 ) -> Html:
     """Signatures as a table; with none, ``nothing`` (or no section at all when empty)."""
     parts = [_tag("h2", title)]
@@ -350,5 +356,5 @@ def _reference_section(references: dict[str, ScenarioReference], run_dir: Path) 
         ]
         for name, r in references.items()
     ]
-    body = _table(head, rows) if rows else _tag("p", "none", "dim")
+    body = _table(head, rows) if rows else _tag("p", "No references.", "dim")
     return Html(_tag("h2", "References and tolerance") + body)

@@ -1,12 +1,14 @@
 """The report's plots as inline SVG (matplotlib, Agg): failure rates, latency and RSS over time,
 differences from the reference, worker deaths over time. Each returns None when there is
 nothing to draw. Time series are read batch by batch and thinned per worker, so a night of
-10 million rows never sits in memory."""
+10 million rows never sits in memory; they are drawn against the variant's own running time,
+so a second pass follows the first without the hours between them."""
 
 from __future__ import annotations
 
 import io
 import re
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +16,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from stress.analysis.dataset import events_table, read_iterations  # noqa: E402
 from stress.analysis.grading import PASSING  # noqa: E402
 from stress.analysis.pyrows import python_rows  # noqa: E402
 from stress.analysis.summary_model import OutcomeRate, VariantSummary  # noqa: E402
+from stress.analysis.ticks import Decimals, clock_x, duration_unit, log_x, power_of_ten  # noqa: E402
 from stress.records.events import DEATH_KINDS  # noqa: E402
 
 POINTS_PER_WORKER = 2000
@@ -39,6 +40,9 @@ _NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 _KIND_MARKERS = {"crash": "X", "hang": "s", "memory": "^", "exception": "o"}
 _KIND_MARKERS |= {"exit": "D", "protocol": "v"}
 _GRADE_COLOURS = {"close": "tab:blue", "mismatch": "tab:red"}
+# by whether max|diff| is a lower bound (graded by min/max/mean): marker, words in the legend
+_BOUND_MARKERS = {False: ("o", ""), True: (">", ", a lower bound (values not stored)")}
+RUNNING_TIME = "running time of the variant (only while one of its workers iterated)"
 
 
 def name(variant: VariantSummary) -> str:
@@ -82,19 +86,13 @@ def failure_rates(variants: list[VariantSummary]) -> str | None:
         axes.errorbar(rate, range(len(shown)), xerr=[low, high], fmt="o", color="tab:red")
         axes.set_yticks(range(len(shown)), [f"{n}: {k}" for n, k, _ in shown])
         if rate.max() / max(rate.min(), 1e-12) > 100:
-            _log_x(axes)
+            log_x(axes, Decimals("%", scale=100, each=True))
+        else:
+            axes.xaxis.set_major_formatter(Decimals("%", scale=100))
         axes.set_xlabel("failure rate (95 % Wilson interval)")
-        axes.xaxis.set_major_formatter(lambda x, _: f"{100 * x:.3g} %")
         axes.grid(axis="x", alpha=0.3)
         _note_left_out(axes, len(found) - len(shown))
         return _svg(figure)
-
-
-def _log_x(axes: Any) -> None:
-    """A log x axis labelled in plain numbers (labels are not mathtext here)."""
-    axes.set_xscale("log")
-    axes.xaxis.set_major_formatter(lambda x, _: f"{x:g}")
-    axes.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _note_left_out(axes: Any, count: int) -> None:
@@ -103,11 +101,12 @@ def _note_left_out(axes: Any, count: int) -> None:
 
 
 def differences(variants: list[VariantSummary]) -> str | None:
-    """Largest absolute difference of each distinct inexact output, marker area by rows."""
+    """Largest absolute difference of each distinct inexact output, marker area by rows; where
+    it is only a lower bound (graded by min/max/mean, values not stored), the marker says so."""
     shown = [v for v in variants if v.grades.close or v.grades.mismatch]
     shown = shown[:MOST_ROWS][::-1]
     points = [
-        (row, o.max_abs, o.rows, o.grade)
+        (row, o.max_abs, o.rows, o.grade, o.basis == "statistics")
         for row, v in enumerate(shown)
         for o in v.inexact_outputs
         if o.grade in _GRADE_COLOURS and o.max_abs and np.isfinite(o.max_abs)
@@ -116,15 +115,20 @@ def differences(variants: list[VariantSummary]) -> str | None:
         return None
     with plt.rc_context(_STYLE):
         figure, axes = _figure(len(shown))
-        for grade, colour in _GRADE_COLOURS.items():
-            mine = [p for p in points if p[3] == grade]
+        largest = max(p[2] for p in points)
+        for (grade, colour), (bound, (marker, words)) in product(
+            _GRADE_COLOURS.items(), _BOUND_MARKERS.items()
+        ):
+            mine = [p for p in points if p[3] == grade and p[4] == bound]
             if mine:
-                rows, max_abs, counts, _ = zip(*mine)
-                sizes = 12 + 60 * np.sqrt(np.array(counts) / max(p[2] for p in points))
-                axes.scatter(max_abs, rows, s=sizes, c=colour, alpha=0.6, label=grade)
+                rows, max_abs, counts, _, _ = zip(*mine)
+                sizes = 12 + 60 * np.sqrt(np.array(counts) / largest)
+                axes.scatter(
+                    max_abs, rows, s=sizes, c=colour, alpha=0.6, marker=marker, label=grade + words
+                )
         axes.set_yticks(range(len(shown)), [name(v) for v in shown])
         axes.set_ylim(-0.7, len(shown) - 0.3)
-        _log_x(axes)
+        log_x(axes, power_of_ten)
         axes.set_xlabel("max |difference| from the reference (marker area: rows)")
         axes.grid(axis="x", alpha=0.3)
         axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
@@ -153,22 +157,15 @@ def crash_timeline(run_dir: Path, variants: list[VariantSummary]) -> str | None:
                 axes.scatter(times, where, marker=_KIND_MARKERS[kind], s=36, label=kind)
         axes.set_yticks(list(rows.values()), [names.get(v, v) for v in rows])
         axes.set_ylim(-0.7, len(rows) - 0.3)
-        _time_axis(axes)
+        clock_x(axes, [e["ts"].replace(tzinfo=None) for e in deaths])
         axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         _note_left_out(axes, len(counts) - len(rows))
         return _svg(figure)
 
 
-def _time_axis(axes: Any) -> None:
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
-    axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    axes.set_xlabel("time (UTC)")
-    axes.grid(axis="x", alpha=0.3)
-
-
 def time_series(run_dir: Path, variants: list[VariantSummary]) -> str | None:
-    """Latency and RSS of each worker over time, one row of two panels per variant."""
+    """Latency and RSS of each worker over the variant's running time, one row of two panels
+    per variant."""
     if not variants:
         return None
     limits = {v.variant_id: _limit(v) for v in variants}
@@ -185,8 +182,8 @@ def time_series(run_dir: Path, variants: list[VariantSummary]) -> str | None:
         )
         for (latency, rss), variant in zip(grid, variants):
             _plot_workers(latency, rss, variant, series)
-        grid[-1][0].set_xlabel("time (UTC)")
-        grid[-1][1].set_xlabel("time (UTC)")
+        grid[-1][0].set_xlabel(RUNNING_TIME)
+        grid[-1][1].set_xlabel(RUNNING_TIME)
         return _svg(figure)
 
 
@@ -198,29 +195,53 @@ def _limit(variant: VariantSummary) -> int:
 
 def _plot_workers(latency: Any, rss: Any, variant: VariantSummary, series: dict) -> None:
     workers = sorted(w for v, w in series if v == variant.variant_id)
-    for worker in workers:
-        ts, latency_ms, rss_mib = series[variant.variant_id, worker]
-        dots = {"marker": ".", "ms": 2} if len(ts) <= FEW_POINTS else {}  # sparse: show each
-        latency.plot(ts, latency_ms, lw=0.8, label=f"worker {worker}", **dots)
-        rss.plot(ts, rss_mib, lw=0.8, **dots)
+    mine = [series[variant.variant_id, worker] for worker in workers]
+    seconds = running_seconds([ts for ts, _, _ in mine])
+    per_unit, unit = duration_unit(max((float(s.max()) for s in seconds), default=0.0))
+    for worker, x, (_, latency_ms, rss_mib) in zip(workers, seconds, mine):
+        dots = {"marker": ".", "ms": 2} if len(x) <= FEW_POINTS else {}  # sparse: show each
+        latency.plot(x / per_unit, latency_ms, lw=0.8, label=f"worker {worker}", **dots)
+        rss.plot(x / per_unit, rss_mib, lw=0.8, **dots)
     flags = ", ".join(variant.drift.flags if variant.drift else [])
     latency.set_title(name(variant) + (f"  [{flags}]" if flags else ""), loc="left", fontsize=8)
-    latency.set_ylabel("latency ms")
-    rss.set_ylabel("RSS MiB")
+    latency.set_ylabel("latency")
+    latency.yaxis.set_major_formatter(Decimals("ms"))
+    rss.set_ylabel("RSS")
+    rss.yaxis.set_major_formatter(Decimals("MiB"))
     for axes in (latency, rss):
-        _time_axis(axes)
-        axes.set_xlabel("")
-        axes.ticklabel_format(axis="y", useOffset=False)
+        axes.xaxis.set_major_formatter(Decimals(unit))
+        axes.grid(axis="x", alpha=0.3)
     if 1 < len(workers) <= 8:
         latency.legend(fontsize=6, frameon=False, ncols=min(len(workers), 4))
+
+
+def running_seconds(times: list[np.ndarray]) -> list[np.ndarray]:
+    """Each worker's start times as seconds of the variant's own running: from its first
+    iteration on, counting only while one of its workers iterated. The time between its
+    workers (a second pass hours after the first, a replacement starting) is left out."""
+    if not times:
+        return []  # none of the variant's rows could be read (damaged parts)
+    spans = sorted((ts.min(), ts.max()) for ts in times)
+    starts, ends = [spans[0][0]], [spans[0][1]]
+    for start, end in spans[1:]:
+        if start <= ends[-1]:  # overlapping workers: one span
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+    begin, lengths = np.array(starts), np.array(ends) - np.array(starts)
+    before = np.concatenate([[np.timedelta64(0, "ns")], np.cumsum(lengths)[:-1]])
+    found = [np.searchsorted(begin, ts, side="right") - 1 for ts in times]
+    return [(before[i] + (ts - begin[i])) / np.timedelta64(1, "s") for i, ts in zip(found, times)]
 
 
 def thinned_series(
     dataset: ds.Dataset, limits: dict[str, int]
 ) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per (variant, worker): times, latency (ms) and RSS (MiB) of every stride-th iteration,
-    the stride doubling whenever a worker holds more than its variant's limit of points. One
-    pass over only the needed columns; memory stays bounded by the limits."""
+    """Per (variant, worker): times, latency (ms) and RSS (MiB) of every stride-th iteration
+    and of the worker's first and last, the stride doubling whenever a worker holds more than
+    its variant's limit of points. One pass over only the needed columns; memory stays
+    bounded by the limits."""
     wanted = list(limits)
     fetched = pc.field("observation").is_null() | (pc.field("observation") == "fetch")
     columns = ["variant_id", "worker_id", "iteration", "ts", "latency_ns", "rss_bytes"]
@@ -247,7 +268,8 @@ def thinned_series(
 
 
 class _Thinned:
-    """One worker's points at iterations divisible by a stride that doubles when full."""
+    """One worker's points at iterations divisible by a stride that doubles when full, and at
+    its first and last iteration (so its line spans the worker's whole running)."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.stride = limit, 1
@@ -261,8 +283,10 @@ class _Thinned:
             self._keep(self.columns)
 
     def _keep(self, columns: list[np.ndarray]) -> None:
-        on_stride = columns[0] % self.stride == 0
-        self.columns = [column[on_stride] for column in columns]
+        iteration = columns[0]
+        ends = (iteration == iteration.min()) | (iteration == iteration.max())
+        kept = (iteration % self.stride == 0) | ends
+        self.columns = [column[kept] for column in columns]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         iteration, ts, latency, rss = self.columns

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import re
 import shutil
 import signal
 import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
 from stress.analysis.html import human_bytes, when, write_html
-from stress.analysis.plots import thinned_series
+from stress.analysis.plots import running_seconds, thinned_series
 from stress.analysis.summary import summarize
 from stress.analysis.summary_model import RunSummary
 from stress.models.resolve import resolve_model
+from tests.analysis.browser import CHROMIUM, render
 from tests.conftest import first_worker, run_cli, start_run
 
 HOSTILE_MODEL = "<img src=x onerror=alert(1)>.mnn"  # a legal file name: no slash
@@ -88,6 +94,59 @@ class Page(HTMLParser):
         return found[0]
 
 
+@dataclass
+class Axes:
+    """One plot's axes as a reader sees them: the texts drawn on it."""
+
+    title: str
+    x_ticks: list[str]
+    x_label: str
+    y_ticks: list[str]
+    y_label: str
+    legend: list[str]
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def figures(text: str) -> dict[str, list[Axes]]:
+    """The axes of each plot of the report, by the heading above it, in drawing order."""
+    found = re.finditer(r"<h3>([^<]*)</h3>(<svg.*?</svg>)", text, flags=re.DOTALL)
+    return {heading: _axes(ET.fromstring(svg)) for heading, svg in (m.groups() for m in found)}
+
+
+def _axes(svg: ET.Element) -> list[Axes]:
+    found = []
+    for axes in svg.iter(f"{SVG}g"):
+        if _id(axes).startswith("axes_"):
+            x, y = (g for g in axes if _id(g).startswith("matplotlib.axis"))
+            title = " ".join(_words(g) for g in axes if _id(g).startswith("text_"))
+            legends = [g for g in axes if _id(g).startswith("legend_")]
+            legend = [_words(g) for box in legends for g in box if _id(g).startswith("text_")]
+            found.append(Axes(title, *_ticks(x, "xtick_"), *_ticks(y, "ytick_"), legend))
+    return found
+
+
+def _ticks(axis: ET.Element, prefix: str) -> tuple[list[str], str]:
+    """The axis's tick labels (minor ticks have none) and its label."""
+    ticks = [_words(g) for g in axis if _id(g).startswith(prefix)]
+    label = " ".join(_words(g) for g in axis if _id(g).startswith("text_"))
+    return [t for t in ticks if t], label
+
+
+def _id(element: ET.Element) -> str:
+    return element.get("id") or ""
+
+
+def _words(element: ET.Element) -> str:
+    return "".join(t.text or "" for t in element.iter(f"{SVG}text")).strip()
+
+
+def form(label: str) -> str:
+    """A tick label with each run of digits as N: '01:39' is N:N, '05' is N, '2.5 ms' N.N ms."""
+    return re.sub(r"\d+", "N", label)
+
+
 def report(run_dir: Path, summary: RunSummary | None = None) -> tuple[Page, str]:
     path = run_dir.parent / f"{run_dir.name}.html"
     write_html(summary or summarize(run_dir), run_dir, path)
@@ -118,6 +177,31 @@ def faulty_run(tmp_path_factory) -> Path:
     out = directory / "run"
     fault = "perturb@0+?api=module,ulp@0+?num_thread=1,segv@5?num_thread=2"
     run_cli("run", str(scenario), "--out", str(out), "--workers", "2", fault=fault)
+    return out
+
+
+TWO_PASSES = """
+    name: passes
+    model: tiny
+    timeout: 10s
+    record: {max_value_bytes: 0}
+    tolerance: {atol: 0, rtol: 0}
+    matrix:
+      api: [session, module]
+"""
+
+
+@pytest.fixture(scope="module")
+def two_pass_run(tmp_path_factory) -> Path:
+    """An adaptive run on one worker: both variants' first passes, then their second ones, so
+    a variant's workers ran seconds apart. Module API: one element +1 (mismatch), graded by
+    min/max/mean alone (no values stored)."""
+    directory = tmp_path_factory.mktemp("passes")
+    scenario = directory / "passes.yaml"
+    scenario.write_text(TWO_PASSES.replace("\n    ", "\n"))
+    out = directory / "run"
+    options = ["--duration", "9s", "--workers", "1"]
+    run_cli("run", str(scenario), "--out", str(out), *options, fault="perturb@0+?api=module")
     return out
 
 
@@ -195,9 +279,14 @@ def test_a_run_with_no_failures_says_none(scenario_file, tmp_path):
     run_cli("run", str(path), "--out", str(out))
     page, _ = report(out)
     assert page.tags.count("svg") == 1  # latency and RSS only
-    for section in ("Failure rates", "Differences from the reference", "Worker deaths over time"):
-        assert page.text(section).strip().startswith("none")
-    assert "none: no worker died." in page.text("Crash signatures")
+    plainly = {
+        "Failure rates": "No variant failed.",
+        "Differences from the reference": "No close or mismatching output",
+        "Worker deaths over time": "No deaths.",
+        "Crash signatures": "No worker died.",
+    }
+    assert {s: page.text(s).strip()[: len(said)] for s, said in plainly.items()} == plainly
+    assert "none:" not in "".join(map(page.text, page.sections))
     assert "2 ok" in page.text(page.title)
     assert "No problems." in page.text("Variants")
     assert [row[0] for row in page.rows["Variants"][1:]] == ["ok", "ok"]
@@ -219,7 +308,122 @@ def test_an_interrupted_run_without_iterations_still_reports(scenario_file, tmp_
     assert "status interrupted" in page.text(page.title)
     assert page.row_of("Variants", "stuck")[0] == "INTERRUPTED"
     assert page.tags.count("svg") == 0
-    assert page.text("Latency and RSS over time").strip().startswith("none")
+    assert page.text("Latency and RSS over time").strip() == "No iterations."
+
+
+@pytest.mark.integration
+def test_latency_and_rss_follow_the_running_time_without_the_gaps(two_pass_run):
+    """The axis spans the variant's own running (its workers' spans), not the wall-clock
+    time from its first iteration to its last, which holds the other variant's pass."""
+    rows = ds.dataset(two_pass_run / "iterations").to_table(["variant_id", "worker_id", "ts"])
+    spans = rows.to_pandas().groupby(["variant_id", "worker_id"]).ts.agg(["min", "max"])
+    by_label = {f"passes {v.label}": v.variant_id for v in summarize(two_pass_run).variants}
+    panels = figures(report(two_pass_run)[1])["Latency and RSS over time"]
+    assert len(panels) == 4  # latency and RSS of each variant
+    gaps = []
+    for latency, rss in zip(panels[::2], panels[1::2]):
+        workers = spans.loc[by_label[latency.title]]
+        running = (workers["max"] - workers["min"]).sum().total_seconds()
+        gaps.append((workers["max"].max() - workers["min"].min()).total_seconds() - running)
+        for axes in (latency, rss):
+            seconds = [float(tick.removesuffix(" s")) for tick in axes.x_ticks]
+            assert min(seconds) == 0 and max(seconds) <= 1.06 * running, (axes, running)
+    assert max(gaps) > 1.5  # a variant's workers were seconds apart
+    assert all("running time of the variant" in axes.x_label for axes in panels[-2:])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("run", ["faulty_run", "two_pass_run"])
+def test_tick_labels_of_an_axis_are_of_one_form_with_their_unit(run, request):
+    plots = figures(report(request.getfixturevalue(run))[1])
+    rates = plots["Failure rates"][0]
+    numeric = [(rates.x_ticks, "%")]
+    series = plots["Latency and RSS over time"]
+    for latency, rss in zip(series[::2], series[1::2]):
+        numeric += [(latency.x_ticks, "s"), (rss.x_ticks, "s")]
+        numeric += [(latency.y_ticks, "ms"), (rss.y_ticks, "MiB")]
+    for ticks, unit in numeric:
+        assert len({form(t) for t in ticks}) == 1 and ticks[0].endswith(f" {unit}"), ticks
+        assert len(set(ticks)) == len(ticks) > 1, ticks  # no two ticks read the same
+    if run == "faulty_run":
+        deaths = plots["Worker deaths over time"][0]
+        assert {form(t) for t in deaths.x_ticks} == {"N:N:N"}, deaths.x_ticks
+        assert re.fullmatch(r"time \(UTC\), \d{4}-\d\d-\d\d", deaths.x_label)
+
+
+POWER_OF_TEN = re.compile("[1-9]×10⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("run", ["faulty_run", "two_pass_run"])
+def test_differences_have_labelled_ticks_and_say_where_they_are_lower_bounds(run, request):
+    """faulty: values stored, exact differences (one ulp and +1); two passes: one difference,
+    a lower bound from min/max/mean (no values stored)."""
+    page, text = report(request.getfixturevalue(run))
+    (differences,) = figures(text)["Differences from the reference"]
+    ticks = differences.x_ticks
+    assert len(set(ticks)) == len(ticks) >= 3 and all(map(POWER_OF_TEN.fullmatch, ticks)), ticks
+    said = page.text("Differences from the reference")
+    if run == "two_pass_run":
+        assert differences.legend == ["mismatch, a lower bound (values not stored)"]
+        assert "1 inexact output(s) graded by min/max/mean only" in said
+        assert "is a lower bound, the real one is at least as large." in said
+    else:
+        assert sorted(differences.legend) == ["close", "mismatch"]
+        assert "lower bound" not in said and "min/max/mean" not in said
+
+
+@pytest.mark.integration
+def test_differences_of_no_known_size_are_counted_as_not_drawn(two_pass_run):
+    summary = summarize(two_pass_run)
+    for variant in summary.variants:
+        for output in variant.inexact_outputs:
+            output.max_abs = None  # as where min/max/mean were not recorded
+    page, _ = report(two_pass_run, summary)
+    said = page.text("Differences from the reference")
+    assert said.startswith("No close or mismatching output with a known difference.")
+    assert "1 inexact output(s) not drawn: their difference has no known size." in said
+
+
+@pytest.mark.integration
+def test_a_variant_none_of_whose_rows_can_be_read_gets_empty_panels(faulty_run):
+    summary = summarize(faulty_run)
+    summary.variants[0].variant_id = "v0123456789"  # as if its parts were damaged and skipped
+    page, text = report(faulty_run, summary)
+    titles = [axes.title for axes in figures(text)["Latency and RSS over time"]]
+    assert f"faulty {summary.variants[0].label}" in titles
+
+
+def test_running_time_leaves_out_the_time_between_workers():
+    start = np.datetime64("2026-12-07T00:00:00", "ns")
+    second = np.timedelta64(1, "s")
+    first = start + np.arange(10) * second  # 0 to 9 s
+    overlapping = start + np.arange(5, 13) * second  # 5 to 12 s: with the first, 12 s
+    later = start + 3600 * second + np.arange(3) * second  # an hour on: at 12 s again
+    running = running_seconds([first, later, overlapping])
+    assert [r.tolist() for r in running] == [list(range(10)), [12, 13, 14], list(range(5, 13))]
+    assert running_seconds([]) == []
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it): "
+    "the report is not rendered in a browser",
+)
+def test_a_browser_shows_the_report_with_nothing_fetched_and_no_console_error(faulty_run):
+    page = faulty_run.parent / "browsed.html"
+    write_html(summarize(faulty_run), faulty_run, page)
+    shown = render(page)
+    page.with_suffix(".png").write_bytes(shown.png)  # beside the run, to look at
+    assert shown.requests == [page.as_uri()]  # the page itself, nothing else
+    assert shown.problems == []
+    width, height = shown.png_size()
+    assert width == 1400 and height > 2000  # the whole page, not the first screen of it
+    rgb = (matplotlib.image.imread(io.BytesIO(shown.png))[..., :3] * 255).astype(np.uint32)
+    assert np.unique(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]).size > 50  # drawn
+    assert len(shown.svg_sizes) == 4  # every plot laid out, as wide as the page allows
+    assert all(w > 1000 and h > 100 for w, h in shown.svg_sizes), shown.svg_sizes
 
 
 def _rows(workers: int, per_worker: int) -> ds.Dataset:
@@ -248,6 +452,7 @@ def test_time_series_are_thinned_per_worker_in_one_pass():
         assert 1000 <= len(ts) <= 2000
         assert np.all(np.diff(ts) > np.timedelta64(0))  # in iteration order, no repeats
         assert rss_mib[0] == 0 and rss_mib[-1] > 49_000  # spans the whole worker
+        assert rss_mib[-1] == 49_999  # to its very last iteration
         assert np.allclose(latency_ms * 1e6, rss_mib)  # the columns stay aligned
 
 
