@@ -9,11 +9,10 @@ import math
 from collections import Counter
 from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any
 
 from stress.analysis import plots
 from stress.analysis.counts import death_words
-from stress.analysis.signatures import where
+from stress.analysis.signatures import varied, where
 from stress.analysis.summary_model import (
     AttributionFinding,
     Drift,
@@ -24,7 +23,6 @@ from stress.analysis.summary_model import (
     VariantSummary,
 )
 from stress.analysis.verdicts import Verdict
-from stress.factors import REGISTRY
 from stress.records.manifest import read_records
 
 SERIES_SHOWN = 8  # variants whose latency and RSS over time are plotted
@@ -317,20 +315,11 @@ def _signature_section(
             _tag("span", " ".join(g.variants), "mono"),
             _tag("span", when(g.first), "nowrap"),
             _tag("span", when(g.last), "nowrap"),
-            _varied(g.factors),
+            varied(g),
         ]
         for g in signatures
     ]
     return Html(parts[0] + _table(head, rows, {0}))
-
-
-def _varied(factors: dict[str, list[Any]]) -> str:
-    """Factor values a signature occurred under, where they are not just the default."""
-    return " ".join(
-        f"{name}={'|'.join(map(str, values))}"
-        for name, values in factors.items()
-        if name not in REGISTRY or values != [REGISTRY[name].default]
-    )
 
 
 def _warning_section(warnings: list[str]) -> Html:

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from stress.analysis.pyrows import python_rows
 from stress.analysis.summary_model import Signature
-from stress.factors import REGISTRY
+from stress.factors import REGISTRY, shown
 
 TOP_FRAMES = 3
 _PLUMBING = {"contextlib.py", "threading.py", "runpy.py"}  # frames that tell no cause
@@ -67,6 +67,16 @@ def where(group: Signature) -> str:
     shown = " < ".join(group.frames) or "no stack"
     native = group.native_frames
     return f"{shown} [native: {' < '.join(native)}]" if native else shown
+
+
+def varied(group: Signature) -> str:
+    """The factor values a signature occurred under, where they are not just the default, as
+    a scenario writes them (``threads=2|4 rlimit_as_headroom_mib=off``)."""
+    return " ".join(
+        f"{name}={'|'.join(map(shown, values))}"
+        for name, values in group.factors.items()
+        if name not in REGISTRY or values != [REGISTRY[name].default]
+    )
 
 
 def cause(kind: str, signal: str | None, message: str | None) -> str:

@@ -12,7 +12,7 @@ from rich.text import Text
 from stress.analysis.damaged import print_warnings
 from stress.analysis.grading import PASSING
 from stress.analysis.rates import describe
-from stress.analysis.signatures import where
+from stress.analysis.signatures import varied, where
 from stress.analysis.summary_model import (
     Mismatch,
     OrtCompared,
@@ -24,7 +24,6 @@ from stress.analysis.summary_model import (
     VariantSummary,
 )
 from stress.analysis.verdicts import Grade, Verdict
-from stress.factors import REGISTRY, shown
 
 
 def _cells(v: VariantSummary) -> dict[str, str]:
@@ -316,12 +315,7 @@ def print_signatures(
     console.print(title, style="bold")
     for group in signatures:
         frames = escape(where(group))  # "[native: ...]" is no markup
-        varied = {
-            name: values
-            for name, values in group.factors.items()
-            if values != [REGISTRY[name].default]
-        }
-        under = " ".join(f"{k}={'|'.join(map(shown, v))}" for k, v in varied.items())
+        under = varied(group)
         console.print(
             f"  {group.count:>5} {group.kind.value} {group.cause} at {frames}; "
             f"{len(group.variants)} variant(s), first {group.first}, last {group.last}"

@@ -208,3 +208,23 @@ def test_values_this_run_lacks_are_printed_as_the_plain_json_was(run_dir):
     plain = json.dumps(found, indent=2)
     assert "Infinity" in plain
     assert RunSummary.model_validate(found).to_json() == plain
+
+
+def test_a_signatures_factor_values_read_as_a_scenario_writes_them_in_summary_and_html():
+    """``off``, never Python's None, and the defaults left out: one rule for both pages."""
+    from stress.analysis.signatures import varied
+    from stress.analysis.summary_model import Signature
+    from stress.records.events import EventKind
+
+    group = Signature(
+        kind=EventKind.CRASH,
+        cause="SIGSEGV",
+        frames=[],
+        native_frames=[],
+        count=2,
+        first="2026-12-07T00:00:00Z",
+        last="2026-12-07T00:00:01Z",
+        variants=["va", "vb"],
+        factors={"rlimit_as_headroom_mib": [None, 64], "threads": [1], "api": ["module"]},
+    )
+    assert varied(group) == "rlimit_as_headroom_mib=off|64 api=module"
