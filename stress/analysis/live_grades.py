@@ -1,11 +1,13 @@
 """Grades while a run goes on: what the summary will say of each fetched iteration, counted
 per variant as its rows are written (the live view). The rules are ``grading``'s: each distinct
 output graded once against its scenario's clean reference, an iteration taking the worst grade
-of its outputs, one that MNN failed taking its status."""
+of its outputs, one that MNN failed taking its status. Where a part brings more new outputs
+than MAX_GRADING_S grades, the rest count as ``ungraded`` (live only: the summary grades all)."""
 
 from __future__ import annotations
 
 import collections
+import time
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,10 @@ from stress.analysis.tolerance import tolerances_for
 _KEY = ["scenario", "output_name", "digest"]
 _STATISTICS = ["nan_count", "inf_count", "min", "max", "mean", "values", "dtype", "shape"]
 _COLUMNS = ["variant_id", "thread", "iteration", "status", "observation", *_KEY, *_STATISTICS]
-MAX_NEW_PER_BATCH = 1_000  # distinct outputs graded per batch of rows; the rest wait a batch
+# Time a part's new distinct outputs may take to grade (a 256 MiB output compared value by
+# value takes a good part of a second): the rest count as ``ungraded`` live, and the summary
+# grades them at the end. The coordinator stays responsive, and holds one output at a time.
+MAX_GRADING_S = 0.05
 
 
 class LiveGrader:
@@ -66,10 +71,12 @@ class LiveGrader:
             return
         where = pa.table({"key": keys, "row": pa.array(np.arange(rows.num_rows))}).filter(new)
         first = where.group_by("key", use_threads=False).aggregate([("row", "min")])
-        first = first.slice(0, MAX_NEW_PER_BATCH)
-        chosen = rows.select([*_KEY, *_STATISTICS]).take(first["row_min"]).to_pylist()
-        for key, row in zip(first["key"].to_pylist(), chosen):
+        columns, deadline = rows.select([*_KEY, *_STATISTICS]), time.monotonic() + MAX_GRADING_S
+        for key, index in zip(first["key"].to_pylist(), first["row_min"].to_pylist()):
+            (row,) = columns.slice(index, 1).to_pylist()  # one output's values at a time
             self.known[key] = SEVERITY[self._grade(row)]
+            if time.monotonic() > deadline:  # the coordinator has workers to drain
+                break
 
     def _grade(self, row: dict[str, Any]) -> str:
         scenario, output = row["scenario"], row["output_name"]

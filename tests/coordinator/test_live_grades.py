@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from stress.analysis.live_grades import LiveGrader
-from stress.analysis.references import References
+from stress.analysis.references import ReferenceOutput, References
 from stress.analysis.summary import summarize
 from stress.coordinator.plan import Budget
 from stress.coordinator.runner import execute
@@ -35,27 +35,46 @@ def test_the_live_grades_end_where_the_summary_grades(tmp_path, monkeypatch):
     assert all(sum(grades.values()) == 40 for grades in final.values())  # per iteration
 
 
-def test_a_digest_is_graded_once_and_an_unknown_one_waits_as_ungraded():
-    grader = LiveGrader(References({}, {}), {})
-    rows = pa.table(
+def part(digests: list[str | None], statuses: list[str] | None = None) -> pa.Table:
+    """Fetch rows of variant v, output y of scenario s, one iteration each."""
+    n = len(digests)
+    statuses = statuses or ["ok"] * n
+    ok = [status == "ok" for status in statuses]
+    return pa.table(
         {
-            "variant_id": ["v", "v", "v"],
-            "thread": pa.array([0, 0, 0], pa.int16()),
-            "iteration": [0, 1, 2],
-            "status": ["ok", "ok", "error"],
-            "observation": ["fetch", "fetch", "fetch"],
-            "scenario": ["s", "s", "s"],
-            "output_name": ["y", "y", None],
-            "digest": ["d", "d", None],
-            "nan_count": [0, 0, None],
-            "inf_count": [0, 0, None],
-            "min": [0.0, 0.0, None],
-            "max": [1.0, 1.0, None],
-            "mean": [0.5, 0.5, None],
-            "values": pa.array([None, None, None], pa.binary()),
-            "dtype": ["float32", "float32", None],
-            "shape": pa.array([[1], [1], None], pa.list_(pa.int64())),
+            "variant_id": ["v"] * n,
+            "thread": pa.array([0] * n, pa.int16()),
+            "iteration": list(range(n)),
+            "status": statuses,
+            "observation": ["fetch"] * n,
+            "scenario": ["s"] * n,
+            "output_name": ["y" if good else None for good in ok],
+            "digest": digests,
+            "nan_count": [0 if good else None for good in ok],
+            "inf_count": [0 if good else None for good in ok],
+            "min": [0.0 if good else None for good in ok],
+            "max": [1.0 if good else None for good in ok],
+            "mean": [0.5 if good else None for good in ok],
+            "values": pa.array([None] * n, pa.binary()),
+            "dtype": ["float32" if good else None for good in ok],
+            "shape": pa.array([[1] if good else None for good in ok], pa.list_(pa.int64())),
         }
     )
+
+
+def test_a_digest_is_graded_once_and_an_unknown_one_waits_as_ungraded():
+    grader = LiveGrader(References({}, {}), {})
+    rows = part(["d", "d", None], ["ok", "ok", "error"])
     assert grader.count(rows) == {"v": {"ungraded": 2, "error": 1}}  # no reference
     assert list(grader.known) == ["s/y/d"]
+
+
+def test_outputs_beyond_a_parts_grading_time_wait_as_ungraded_for_the_next(monkeypatch):
+    """The coordinator has workers to drain: a part grades new outputs for MAX_GRADING_S,
+    the rest count as ungraded and are graded with a later part."""
+    monkeypatch.setattr("stress.analysis.live_grades.MAX_GRADING_S", 0.0)  # one a part
+    reference = ReferenceOutput("s", "y", "ref", "float32", (1,), None, (0.0, 1.0, 0.5), 0, 1)
+    grader = LiveGrader(References({("s", "y"): reference}, {}), {})
+    assert grader.count(part(["ref", "a", "b"])) == {"v": {"exact": 1, "ungraded": 2}}
+    assert grader.count(part(["ref", "a", "b"])) == {"v": {"exact": 1, "close": 1, "ungraded": 1}}
+    assert grader.count(part(["ref", "a", "b"])) == {"v": {"exact": 1, "close": 2}}
