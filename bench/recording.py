@@ -17,12 +17,14 @@ Output size defaults to the tiny model's (8x6x6 float32, 1152 bytes). "digests a
 only" is a run whose ``record.max_value_bytes`` is 0; "values stored" keeps every output.
 
 Usage: .venv/bin/python bench/recording.py [--rows 400000] [--elements 288] [--producers 2]
+[--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,6 +173,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=400_000, help="per producer")
     parser.add_argument("--elements", type=int, default=288)
     parser.add_argument("--producers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="of each core measurement")
     args = parser.parse_args()
     size = f"{args.elements * 4} B outputs"
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,10 +181,19 @@ def main() -> None:
         print(f"one producer alone              {alone:>10,.0f} rows/s  ({size})")
         for label, cap in (("digests and statistics only", 0), ("values stored", 1 << 20)):
             where = Path(tmp) / label.replace(" ", "_")
-            rate = measure_core(args.rows, args.elements, cap, where / "core")
-            print(f"core, {label:<27} {rate:>10,.0f} rows/s  ({size}, {args.rows:,} rows)")
-            rate = measure_core(args.rows, args.elements, cap, where / "graded", graded=True)
-            print(f"core + live grades, {label:<13} {rate:>10,.0f} rows/s")
+            rates: dict[bool, list[float]] = {False: [], True: []}
+            for repeat in range(args.repeats):  # alternated: the order costs nothing
+                for graded in (False, True):
+                    folder = where / f"core-{graded}-{repeat}"
+                    rates[graded].append(
+                        measure_core(args.rows, args.elements, cap, folder, graded)
+                    )
+            plain, graded = statistics.median(rates[False]), statistics.median(rates[True])
+            print(f"core, {label:<27} {plain:>10,.0f} rows/s  ({size}, {args.rows:,} rows)")
+            print(
+                f"core + live grades, {label:<15} {graded:>10,.0f} rows/s  "
+                f"({1e6 / graded - 1e6 / plain:+.2f} us a row; medians of {args.repeats})"
+            )
             rate = measure_end_to_end(args.rows, args.elements, cap, where / "e2e", args.producers)
             print(
                 f"end to end, {label:<21} {rate:>10,.0f} rows/s  "
