@@ -36,7 +36,7 @@ def render_report(summary: RunSummary, console: Console) -> None:
         highlight=False,
     )
     if summary.reason:
-        console.print(f"  {summary.reason}", highlight=False)
+        console.print(f"  {summary.reason}", highlight=False, markup=False)
     print_warnings(summary.warnings, console, "  ")
     verdicts: dict[str, int] = {}
     for v in summary.variants:
@@ -70,7 +70,7 @@ def _variant(v: VariantSummary) -> str:
         slower = v.memcheck_slowdown
         lines.append(f"    under valgrind: p50 {slower:.0f}x the same variant without it")
     if v.mismatch:
-        lines.append(f"    worst mismatch: {mismatch_words(v.mismatch)}")
+        lines.append(f"    worst mismatch: {escape(mismatch_words(v.mismatch))}")
     if v.onnxruntime_disagrees:
         lines.append(
             "    graded against MNN's clean reference of its scenario, and ONNX Runtime "
@@ -112,7 +112,7 @@ def _print_attribution(attribution: dict[str, AttributionFinding], console: Cons
     console.print()
     console.print("attribution:", style="bold")
     for kind, found in attribution.items():
-        console.print(f"  {kind}: {found.sentence}", highlight=False)
+        console.print(f"  {kind}: {found.sentence}", highlight=False, markup=False)
         for score in found.scores[:3]:
             if score.importance <= 0:
                 continue
@@ -121,4 +121,5 @@ def _print_attribution(attribution: dict[str, AttributionFinding], console: Cons
                 f"without{'' if score.matched else ' (no comparable variant)'}; "
                 f"increase {score.increase:+.3g} (at least {score.increase_low:+.3g})",
                 highlight=False,
+                markup=False,
             )

@@ -59,7 +59,7 @@ def render_summary(summary: RunSummary, console: Console) -> None:
     rows = [_cells(v) for v in listed]
     columns = [c for c in (rows[0] if rows else {}) if c not in _OPTIONAL or _any(rows, c)]
     fixed = {c: max(len(c), _widest(rows, c)) for c in columns if c != "variant"}
-    console.print(title, style="italic", highlight=False)
+    console.print(title, style="italic", highlight=False, markup=False)
     room = console.width - sum(width + len(_GAP) for width in fixed.values()) - 2
     if rows and room >= _label_room_needed(rows):
         print_lines(console, _table(rows, fixed, room))
@@ -75,6 +75,7 @@ def render_summary(summary: RunSummary, console: Console) -> None:
         "changed / were read again (output_lifetime); deaths = worker crashes, hangs, "
         "exceptions, exits.",
         style="dim",
+        markup=False,
     )
     print_references(summary.references, console)
     _print_mismatches(summary.variants, console)
@@ -84,10 +85,13 @@ def render_summary(summary: RunSummary, console: Console) -> None:
     print_signatures(summary.memcheck_signatures, console, MEMCHECK_TITLE)
     for kind, found in summary.attribution.items():
         if found.scores:  # something failed
-            console.print(f"attribution ({kind}): {found.sentence}", highlight=False)
+            console.print(f"attribution ({kind}): {found.sentence}", highlight=False, markup=False)
     if summary.reason:
         console.print(
-            f"run {summary.status.value}: {summary.reason}", style="bold", highlight=False
+            f"run {summary.status.value}: {summary.reason}",
+            style="bold",
+            highlight=False,
+            markup=False,
         )
     print_warnings(summary.warnings, console)
 
@@ -102,6 +106,7 @@ def _print_pauses(pauses: list[Pause], console: Console) -> None:
             f"{', ...' if len(pauses) > 3 else ''}): its variants' time went on meanwhile",
             style="yellow",
             highlight=False,
+            markup=False,
         )
 
 
@@ -194,6 +199,7 @@ def _print_not_started(variants: list[VariantSummary], console: Console) -> None
             f"{len(variants):,} variant(s) not started ({'/'.join(words)}), not listed: {where}",
             style="yellow",
             highlight=False,
+            markup=False,
         )
 
 
@@ -224,18 +230,21 @@ def print_references(references: dict[str, ScenarioReference], console: Console)
     MNN's clean reference compares with ONNX Runtime's where the model came from ONNX."""
     for name, reference in references.items():
         if reference.problem:
-            console.print(f"reference of {name}: {reference.problem}", style="yellow")
+            console.print(f"reference of {name}: {reference.problem}", style="yellow", markup=False)
         independent = reference.onnxruntime
         if independent.status and independent.status != "done":
-            console.print(f"ONNX Runtime reference of {name}: {independent.status}", style="dim")
+            console.print(
+                f"ONNX Runtime reference of {name}: {independent.status}", style="dim", markup=False
+            )
         for output, found in independent.outputs.items():
             console.print(
                 f"{name}: MNN's clean output {output} against ONNX Runtime: {_agreement(found)}",
                 style="red" if found.grade not in ("exact", "close") else None,
                 highlight=False,
+                markup=False,
             )
     tolerances = sorted({r.tolerance for r in references.values()})
-    console.print(f"tolerance: {'; '.join(tolerances)}", style="dim", highlight=False)
+    console.print(f"tolerance: {'; '.join(tolerances)}", style="dim", highlight=False, markup=False)
 
 
 def _agreement(found: OrtCompared | OrtNotCompared) -> str:
@@ -299,6 +308,7 @@ def _print_rates(variants: list[VariantSummary], console: Console) -> None:
             "gone unseen.",
             style="dim",
             highlight=False,
+            markup=False,
         )
 
 
@@ -312,7 +322,7 @@ def print_signatures(
     innermost frames."""
     if not signatures:
         return
-    console.print(title, style="bold")
+    console.print(title, style="bold", markup=False)
     for group in signatures:
         frames = escape(where(group))  # "[native: ...]" is no markup
         under = varied(group)
@@ -321,6 +331,7 @@ def print_signatures(
             f"{len(group.variants)} variant(s), first {group.first}, last {group.last}"
             + (f"; under {under}" if under else ""),
             highlight=False,
+            markup=False,
         )
 
 

@@ -196,3 +196,28 @@ def test_an_html_path_that_cannot_be_written_is_a_clear_error(scenario_file, tmp
     done = run_cli("report", str(out), "--html", str(tmp_path / "no" / "such.html"), check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--html: cannot write the HTML report" in done.stderr and "fix:" in done.stderr
+
+
+@pytest.mark.integration
+def test_names_that_look_like_markup_are_printed_as_they_are(tmp_path):
+    """An ONNX output named ``y[/]`` (rich reads ``[/]`` as a closing tag): run, summary,
+    report and report --html all exited 70 on it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y[/]"])],
+        "markup",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y[/]", TensorProto.FLOAT, [1, 4])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx"
+    )
+    (tmp_path / "s.yaml").write_text("name: markup\nmodel: m.onnx\niterations: 5\n")
+    out = tmp_path / "run"
+    run_cli("run", str(tmp_path / "s.yaml"), "--out", str(out), fault="perturb@2+")
+    assert "y[/]" in run_cli("summary", str(out)).stdout
+    report = run_cli("report", str(out), "--html", str(tmp_path / "r.html"), check=False)
+    assert report.returncode == 1, report.stderr  # the mismatch, not our bug (70)
+    assert "output 'y[/]'" in report.stdout
