@@ -22,9 +22,12 @@ _KEY = ["scenario", "output_name", "digest"]
 _STATISTICS = ["nan_count", "inf_count", "min", "max", "mean", "values", "dtype", "shape"]
 _COLUMNS = ["variant_id", "thread", "iteration", "status", "observation", *_KEY, *_STATISTICS]
 # Time a part's new distinct outputs may take to grade (a 256 MiB output compared value by
-# value takes a good part of a second): the rest count as ``ungraded`` live, and the summary
-# grades them at the end. The coordinator stays responsive, and holds one output at a time.
-MAX_GRADING_S = 0.05
+# value takes a good part of a second; racing threads make thousands of distinct outputs a
+# second): the rest count as ``ungraded`` live, the summary grades them at the end, and an
+# output seen again is graded with its later part. The coordinator stays responsive, and
+# holds one output's values at a time.
+MAX_GRADING_S = 0.1  # of a part, written every 0.5 s at most (recorder.FLUSH_S)
+MAX_KNOWN = 200_000  # distinct outputs remembered (a few tens of MiB); beyond, forgotten
 
 
 class LiveGrader:
@@ -63,16 +66,19 @@ class LiveGrader:
         return dict(found)
 
     def _grade_new(self, rows: pa.Table, keys: pa.ChunkedArray) -> None:
-        """Grade the distinct outputs not seen before (their first row stands for them)."""
+        """Grade the distinct outputs of this part not seen before (their first row stands
+        for them), for at most MAX_GRADING_S. Lookups go by this part's distinct outputs, so a
+        part costs the same however many the run has seen."""
         ok = pc.and_(pc.equal(rows["status"].cast(pa.string()), "ok"), pc.is_valid(keys))
-        seen = pa.array(list(self.known), pa.string())
-        new = pc.and_(ok, pc.invert(pc.is_in(keys, value_set=seen)))
-        if not pc.any(new).as_py():
-            return
-        where = pa.table({"key": keys, "row": pa.array(np.arange(rows.num_rows))}).filter(new)
+        where = pa.table({"key": keys, "row": pa.array(np.arange(rows.num_rows))}).filter(ok)
         first = where.group_by("key", use_threads=False).aggregate([("row", "min")])
+        found = [(k, i) for k, i in zip(*(first[c].to_pylist() for c in ("key", "row_min")))]
+        new = [(key, index) for key, index in found if key not in self.known]
+        if len(self.known) + len(new) > MAX_KNOWN:  # a night of racing outputs: start afresh
+            self.known.clear()
+            new = found
         columns, deadline = rows.select([*_KEY, *_STATISTICS]), time.monotonic() + MAX_GRADING_S
-        for key, index in zip(first["key"].to_pylist(), first["row_min"].to_pylist()):
+        for key, index in new:
             (row,) = columns.slice(index, 1).to_pylist()  # one output's values at a time
             self.known[key] = SEVERITY[self._grade(row)]
             if time.monotonic() > deadline:  # the coordinator has workers to drain
@@ -91,9 +97,9 @@ class LiveGrader:
     def _severities(self, rows: pa.Table, keys: pa.ChunkedArray) -> pa.Array:
         """Each row's severity: its status where MNN failed, else its output's grade (an
         output not graded yet, or with no digest, counts as ``ungraded``)."""
-        known = pa.array(list(self.known), pa.string())
-        levels = pa.array(list(self.known.values()), pa.int64())
-        graded = pc.take(levels, pc.index_in(keys, value_set=known))
+        distinct = pc.unique(keys).drop_null()
+        levels = pa.array([self.known.get(k) for k in distinct.to_pylist()], pa.int64())
+        graded = pc.take(levels, pc.index_in(keys, value_set=distinct))
         graded = pc.fill_null(graded, SEVERITY["ungraded"])
         status = rows["status"].cast(pa.string())
         by_status = pc.fill_null(pc.take(_STATUS_LEVELS, pc.index_in(status, _STATUS_WORDS)), 0)

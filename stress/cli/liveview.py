@@ -18,6 +18,7 @@ from stress.analysis.verdicts import Grade
 from stress.records.states import VariantStatus
 
 GRADED = "iterations graded against the clean reference as their rows are written"
+UNGRADED = "ungr: no reference, or not graded live; the summary grades every row"
 
 
 @dataclass
@@ -140,7 +141,10 @@ def table(states: list[Any], m: Meters) -> Group:
             _count(deaths, True),
         )
     footer = _footer(m) + _second_pass(states)
-    return Group(view, Text(footer, style="dim"), Text(GRADED, style="dim"))
+    legend = [Text(GRADED, style="dim")]
+    if Grade.UNGRADED in shown:
+        legend.append(Text(UNGRADED, style="dim"))
+    return Group(view, Text(footer, style="dim"), *legend)
 
 
 def _grades(states: list[Any]) -> collections.Counter[Grade]:

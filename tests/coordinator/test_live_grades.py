@@ -78,3 +78,15 @@ def test_outputs_beyond_a_parts_grading_time_wait_as_ungraded_for_the_next(monke
     assert grader.count(part(["ref", "a", "b"])) == {"v": {"exact": 1, "ungraded": 2}}
     assert grader.count(part(["ref", "a", "b"])) == {"v": {"exact": 1, "close": 1, "ungraded": 1}}
     assert grader.count(part(["ref", "a", "b"])) == {"v": {"exact": 1, "close": 2}}
+
+
+def test_the_outputs_remembered_are_bounded_and_forgetting_changes_no_count(monkeypatch):
+    """A night of racing threads makes millions of distinct outputs: the grader remembers at
+    most MAX_KNOWN, starting afresh beyond; an output forgotten is graded again."""
+    monkeypatch.setattr("stress.analysis.live_grades.MAX_KNOWN", 3)
+    reference = ReferenceOutput("s", "y", "ref", "float32", (1,), None, (0.0, 1.0, 0.5), 0, 1)
+    grader = LiveGrader(References({("s", "y"): reference}, {}), {})
+    assert grader.count(part(["ref", "a"])) == {"v": {"exact": 1, "close": 1}}
+    assert grader.count(part(["b", "c", "a"])) == {"v": {"close": 3}}
+    assert len(grader.known) <= 3
+    assert grader.count(part(["ref", "a", "b"])) == {"v": {"exact": 1, "close": 2}}
