@@ -82,6 +82,8 @@ class Scan:
 
     def _rows(self, source: Path | pa.Table) -> None:
         files = [] if isinstance(source, pa.Table) else _parts(source)
+        if self._files and files != self._files:
+            _relisted[0] += 1
         self._files = files
         if files:
             listed = ", ".join(_quoted(str(f)) for f in files)
@@ -137,6 +139,16 @@ class Scan:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_relisted = [0]
+
+
+def relisted() -> int:
+    """How many times a scan in this process found other parts than it had listed (a running
+    run's compaction, a new part): answers before and after come from different rows, so an
+    analysis that saw it does its work again."""
+    return _relisted[0]
 
 
 def _padded(table: pa.Table) -> pa.Table:

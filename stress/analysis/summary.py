@@ -25,7 +25,7 @@ from stress.analysis.grading import (
 )
 from stress.analysis.rates import variant_rates
 from stress.analysis.references import against_onnxruntime, load_references
-from stress.analysis.scan import Scan
+from stress.analysis.scan import Scan, relisted
 from stress.analysis.signatures import signatures
 from stress.analysis.stand_in import UNKNOWN_WHAT, manifest_from_rows
 from stress.analysis.summary_model import OnnxRuntimeCheck, RunSummary, VariantSummary
@@ -56,12 +56,18 @@ def summarize(run_dir: Path) -> RunSummary:
     what could not be read (``damage``, ``warnings``). The rows are aggregated where they lie
     (``stress.analysis.scan``), never loaded whole; a damaged manifest is stood in for by
     what the rows say (``stress.analysis.stand_in``). Done again when a read found a part
-    damaged part-way, so that no count includes rows the others do not."""
+    damaged part-way, or a running run's parts changed between two reads, so that no count
+    includes rows the others do not."""
     check_run_dir(run_dir)
     while True:
-        before = marked()
-        result = _summarize(run_dir)
-        if marked() == before:
+        before = (marked(), relisted())
+        try:
+            result = _summarize(run_dir)
+        except ValueError:  # counts of two snapshots of a running run disagreed
+            if relisted() == before[1]:
+                raise
+            continue
+        if (marked(), relisted()) == before:
             return result
 
 

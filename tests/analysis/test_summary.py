@@ -103,3 +103,44 @@ def later_looks(fetch_digest, later_digest) -> dict:
 )
 def test_later_reads_are_compared_with_the_fetch_digest(fetch_digest, later_digest, counts):
     assert later_looks(fetch_digest, later_digest) == counts
+
+
+@pytest.mark.integration
+def test_a_summary_of_a_running_run_whose_parts_change_meanwhile_is_of_one_snapshot(
+    tmp_path, monkeypatch
+):
+    """A running run compacts its parts and writes new ones while ``summary`` reads: counts
+    from before and grades from after said "no interval for 64477 of 56310" (exit 70), or
+    silently disagreed. The summary is made again from the parts as they now are."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    import stress.analysis.summary as summary
+    from tests.conftest import run_cli
+
+    (tmp_path / "s.yaml").write_text("name: s\nmodel: tiny\niterations: 400\n")
+    out = tmp_path / "run"
+    run_cli("run", str(tmp_path / "s.yaml"), "--out", str(out))
+    folder = out / "iterations"
+    (whole,) = folder.glob("part-*.parquet")
+    rows = pq.read_table(whole)
+    whole.unlink()
+    halves = [folder / "part-000000-000000.parquet", folder / "part-000001-000001.parquet"]
+    pq.write_table(rows.slice(0, 200), halves[0])
+    pq.write_table(rows.slice(200), halves[1])
+    counted = summary.add_counts
+
+    def compacted_meanwhile(per_variant, scan):  # once: a merge, and 100 more rows, land
+        counted(per_variant, scan)
+        monkeypatch.setattr(summary, "add_counts", counted)
+        pq.write_table(rows, folder / "part-000000-000001.parquet")
+        more = rows.slice(0, 100)
+        later = pc.add(more["iteration"], 1000)
+        more = more.set_column(more.schema.get_field_index("iteration"), "iteration", later)
+        pq.write_table(more, folder / "part-000002-000002.parquet")
+        for half in halves:
+            half.unlink()
+
+    monkeypatch.setattr(summary, "add_counts", compacted_meanwhile)
+    (variant,) = summary.summarize(out).variants
+    assert variant.iterations == 500 and sum(variant.grades.model_dump().values()) == 500
