@@ -103,9 +103,9 @@ def run(
     from stress.coordinator.runner import RunHooks, execute
     from stress.scenario import parse_duration
 
-    if duration and iterations:
+    if duration is not None and iterations:
         raise click.UsageError("give --duration or --iterations, not both")
-    if resume_dir is not None and (scenarios or out or duration or iterations):
+    if resume_dir is not None and (scenarios or out or duration is not None or iterations):
         raise click.UsageError(
             "--resume goes on with the run's own scenarios, directory and budget: give only "
             "--resume RUN_DIR (and --workers, --max-disk)"
@@ -113,7 +113,7 @@ def run(
     if resume_dir is None and not scenarios:
         raise click.UsageError("give scenario files (or folders), or --resume RUN_DIR")
     try:
-        seconds = parse_duration(duration) if duration else None
+        seconds = None if duration is None else parse_duration(duration)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--duration") from exc
     try:

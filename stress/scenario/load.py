@@ -327,7 +327,9 @@ def _fix(loc: tuple[Any, ...], error: dict[str, Any]) -> str | None:
         if misplaced:
             return misplaced
         known = _known_keys(parent)
-        close = difflib.get_close_matches(str(loc[-1]), known, n=3, cutoff=0.5)
+        by_case = {key.lower(): key for key in known}  # `Api:` means `api:`
+        close = [by_case[str(loc[-1]).lower()]] if str(loc[-1]).lower() in by_case else []
+        close = close or difflib.get_close_matches(str(loc[-1]), known, n=3, cutoff=0.5)
         if close:
             return f"did you mean {' or '.join(f'`{key}`' for key in close)}?"
         return f"known keys here: {', '.join(known)}" if known else "remove the key"
@@ -335,6 +337,8 @@ def _fix(loc: tuple[Any, ...], error: dict[str, Any]) -> str | None:
         return f"add `{loc[-1]}:`"
     if loc and loc[0] == "matrix" and len(loc) > 1 and loc[1] in REGISTRY:
         return _allowed(REGISTRY[loc[1]])
+    if "has no unit" in str(error["msg"]):
+        return "give the duration with its unit: 500ms, 30s, 2m or 8h"
     return "see `mnn-stress schema` for the allowed values"
 
 

@@ -44,6 +44,7 @@ def test_unknown_top_level_key_names_key_line_and_known_keys(scenario_file):
         ("inputpath", "`input_path` or `inputs_written` or `input_lifetime`"),
         ("num_threads", "`num_thread` or `threads`"),
         ("sharring", "`sharing`"),
+        ("Api", "`api`"),
     ],
 )
 def test_a_misspelt_factor_is_named_not_listed_with_all_the_others(scenario_file, typo, meant):

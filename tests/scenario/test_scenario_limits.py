@@ -42,6 +42,7 @@ def model_with_inputs(monkeypatch):
         ("timeout: nans", "is not a duration"),
         ("timeout: 1" + "0" * 400 + "s", "is longer than the limit of 24h"),  # beyond a float
         ("duration: 0s", "must be positive"),
+        ("duration: '\uff12\uff10s'", "is not a duration"),  # full-width digits
     ],
 )
 def test_durations_must_be_finite(scenario_file, line, problem):
@@ -65,6 +66,7 @@ def test_a_duration_without_a_unit_is_refused_with_the_fix(scenario_file, line, 
     error = error_for(scenario_file, BASE + f"    {line}\n")
     assert (error.key, error.line) == (line.split(":")[0], 3)
     assert fix in error.message
+    assert error.fix == "give the duration with its unit: 500ms, 30s, 2m or 8h"
 
 
 @pytest.mark.parametrize(
@@ -195,8 +197,11 @@ def test_the_longest_name_runs_and_is_summarised(scenario_file, tmp_path):
 
 
 @pytest.mark.parametrize("option", ["--duration", "--progress-every"])
-def test_a_duration_on_the_command_line_needs_a_unit_too(tmp_path, option):
-    done = run_cli("run", "scenarios", option, "20", "--out", str(tmp_path / "r"), check=False)
+@pytest.mark.parametrize(
+    ("value", "said"), [("20", "'20' has no unit; write 20s"), ("", "'' is not a duration")]
+)
+def test_a_duration_on_the_command_line_needs_a_unit_too(tmp_path, option, value, said):
+    done = run_cli("run", "scenarios", option, value, "--out", str(tmp_path / "r"), check=False)
     assert done.returncode == 2
-    assert f"Invalid value for {option}: '20' has no unit; write 20s" in done.stderr
+    assert f"Invalid value for {option}: {said}" in done.stderr
     assert not (tmp_path / "r").exists()
