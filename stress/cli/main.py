@@ -210,6 +210,13 @@ def repro(
         )
     if missing:
         console.print(f"not recreated by the script: {missing}", style="yellow", highlight=False)
+    if "leak" in settings["looking_for"] and settings["iterations"] < settings["iterations_in_run"]:
+        console.print(
+            f"a leak shows over iterations: the run saw it over {settings['iterations_in_run']:,} "
+            f"per thread, the script runs {settings['iterations']:,}",
+            style="yellow",
+            highlight=False,
+        )
     verdict = Verdict(settings["observed"]["verdict"])
     if verdict.finding and not verdict.reproducible and runs and not anyway:
         raise StressError(

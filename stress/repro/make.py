@@ -36,6 +36,7 @@ from stress.worker import faults
 TEMPLATE = Path(__file__).with_name("script.py")
 SETUP_RAISED = 3  # the script's exit status when MNN raised before the first iteration
 FILE_MISSING = 4  # ... and when the model or an input file is not beside it
+SCRIPT_FAILED = 5  # ... and when the script itself raised
 SETTINGS_LINE = "SETTINGS: dict = {}  # filled in by mnn-stress repro\n"
 # Factors the script recreates; any other at a non-default value is named as not recreated.
 RECREATED = ("api", "threads", "sharing", "lifecycle", "inputs_written", "caller_lock")
@@ -49,6 +50,7 @@ UNSEEN_BY_THE_SCRIPT = {
     Verdict.HARNESS_ERROR: "that was a bug of mnn-stress, not something MNN did",
 }
 DEFAULT_ITERATIONS = 1000
+LEAK_ITERATIONS = 20_000  # a leak shows over the iterations it grew over: the run's, up to this
 # The run's leak rule (``analysis.drift``), for the script's own look at its resident memory
 LEAK_RULE = {
     "warmup_fraction": drift.WARMUP_FRACTION,
@@ -137,7 +139,9 @@ def _settings(
     entry = manifest.variants[vid]
     scenario = _scenario(manifest, entry.scenario)
     params = complete(entry.params)
-    per_thread = iterations or min(entry.stop_iteration or DEFAULT_ITERATIONS, DEFAULT_ITERATIONS)
+    in_run = entry.stop_iteration or max(1, summary.iterations // params["threads"])
+    most = LEAK_ITERATIONS if summary.verdict is Verdict.LEAK else DEFAULT_ITERATIONS
+    per_thread = iterations or min(in_run, most)
     fault = _fault(manifest.test_fault, params)
     return {
         "run": manifest.run_id,
@@ -163,6 +167,7 @@ def _settings(
         "unknown_name": misuse.UNKNOWN_NAME,
         "config": mnn_config(params),
         "iterations": per_thread,
+        "iterations_in_run": in_run,
         "fault": fault,
         "tolerance": vars(tolerances_for(_tolerance(manifest, entry.scenario), "")),
         "leak": LEAK_RULE,
@@ -225,6 +230,10 @@ def _literal(settings: dict[str, Any]) -> str:
     return pprint.pformat(settings, width=100, sort_dicts=False)
 
 
+def _last_error(stderr: str) -> list[str]:
+    return [line for line in stderr.strip().splitlines() if line.strip()][-1:]
+
+
 def run_script(script: Path, runs: int, looking_for: list[str], timeout: float) -> ReproRuns:
     """Run the script ``runs`` times, each in a fresh process; a signal death counts as
     reproduced when the run crashed."""
@@ -247,6 +256,8 @@ def run_script(script: Path, runs: int, looking_for: list[str], timeout: float) 
             result.reproduced += "setup_error" in looking_for
         elif done.returncode == FILE_MISSING:  # never a reproduction: nothing of MNN ran
             outcome = "a file it needs is not beside it"
+        elif done.returncode == SCRIPT_FAILED:
+            outcome = f"the script failed: {' '.join(_last_error(done.stderr))}"
         elif done.returncode == 0:
             outcome = "not seen"
         else:

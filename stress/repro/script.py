@@ -18,6 +18,7 @@ import io
 import os
 import sys
 import threading
+import traceback
 import zlib
 
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 SETTINGS: dict = {}  # filled in by mnn-stress repro
 SETUP_RAISED = 3  # exit status when MNN raised before the first iteration
 FILE_MISSING = 4  # exit status when the model or an input file is not beside the script
+SCRIPT_FAILED = 5  # exit status when the script itself raised
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -431,10 +433,25 @@ def main() -> int:
     counts = found(tallies)
     print("repro:", counts, flush=True)
     looked_for = SETTINGS["looking_for"]
-    reproduced = any(counts.get(kind, 0) for kind in looked_for)
-    print(f"repro: looked for {', '.join(looked_for)}:", "REPRODUCED" if reproduced else "not seen")
-    return 1 if reproduced else 0
+    seen = [kind for kind in looked_for if counts.get(kind, 0)]
+    unseen = [kind for kind in looked_for if kind not in seen]
+    said = f"REPRODUCED {', '.join(seen)}" if seen else "not seen"
+    if seen and unseen:
+        said += f" (not seen: {', '.join(unseen)})"
+    print(f"repro: looked for {', '.join(looked_for)}: {said}", flush=True)
+    return 1 if seen else 0
+
+
+def guarded() -> int:
+    """``main``, with a failure of the script itself told apart from a reproduction (Python
+    exits 1 on an uncaught exception, which is what "reproduced" exits with)."""
+    try:
+        return main()
+    except Exception:
+        traceback.print_exc()
+        print("repro: the script itself failed (above): neither reproduced nor not", flush=True)
+        return SCRIPT_FAILED
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded())

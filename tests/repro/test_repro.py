@@ -364,8 +364,10 @@ def test_a_leak_reproduces_and_a_variant_that_does_not_leak_does_not(scenario_fi
     run_cli("run", str(path), "--out", str(out))
     ids = variant_ids(out)
     leaking, flat = ids["lifecycle=session_per_iteration"], ids["lifecycle=reuse"]
-    shown = repro(out, leaking, runs=1)
+    shown = repro(out, leaking, runs=1)  # over the run's 3,000 iterations, as it grew
     assert "reproduced in 1 of 1 fresh runs (looked for leak)" in shown
+    fewer = run_cli("repro", str(out), leaking, "--runs", "0", "--iterations", "300").stdout
+    assert "a leak shows over iterations: the run saw it over 3,000 per thread" in fewer
     script = out / "repro" / f"{flat}.py"
     run_cli("repro", str(out), flat, "--runs", "0")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
@@ -412,3 +414,27 @@ def test_the_scripts_leak_rule_is_the_runs(monkeypatch):
     assert not script.leaked(rising(1000, 4 << 20))  # little: 2 x 2.4 MiB < 16 MiB
     assert not script.leaked([base] * 1000)
     assert not script.leaked(rising(20, 64 << 20))  # too few to tell
+
+
+def test_a_script_that_fails_is_not_a_reproduction_and_a_partial_one_says_what_was_not_seen(
+    scenario_file, tmp_path
+):
+    """Python exits 1 on an uncaught exception, the status of "reproduced": the script's own
+    failure has a status of its own. A reproduction of some of what the run saw names the rest."""
+    from stress.repro.make import run_script
+
+    out = run(scenario_file, tmp_path, fault="perturb@4+?api=module")
+    vid = variant_ids(out)["api=module threads=1 sharing=own"]
+    repro(out, vid, runs=0)
+    script = out / "repro" / f"{vid}.py"
+    text = script.read_text()
+    looking = "'looking_for': ['mismatch', 'inconsistent']"
+    assert looking in text
+    script.write_text(text.replace(looking, "'looking_for': ['mismatch', 'invalid']"))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "looked for mismatch, invalid: REPRODUCED mismatch (not seen: invalid)" in done.stdout
+    script.write_text(text.replace("def main() -> int:\n", "def main() -> int:\n    1 / 0\n"))
+    failed = run_script(script, 1, ["mismatch"], 60)
+    assert failed.reproduced == 0 and failed.outcomes[0].startswith("the script failed: ")
+    assert "ZeroDivisionError" in failed.outcomes[0]
