@@ -6,7 +6,6 @@ from collections import Counter
 
 from rich.cells import cell_len
 from rich.console import Console, Group
-from rich.markup import escape
 from rich.text import Text
 
 from stress.analysis.damaged import print_warnings
@@ -324,10 +323,9 @@ def print_signatures(
         return
     console.print(title, style="bold", markup=False)
     for group in signatures:
-        frames = escape(where(group))  # "[native: ...]" is no markup
         under = varied(group)
         console.print(
-            f"  {group.count:>5} {group.kind.value} {group.cause} at {frames}; "
+            f"  {group.count:>5} {group.kind.value} {group.cause} at {where(group)}; "
             f"{len(group.variants)} variant(s), first {group.first}, last {group.last}"
             + (f"; under {under}" if under else ""),
             highlight=False,

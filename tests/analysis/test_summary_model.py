@@ -228,3 +228,30 @@ def test_a_signatures_factor_values_read_as_a_scenario_writes_them_in_summary_an
         factors={"rlimit_as_headroom_mib": [None, 64], "threads": [1], "api": ["module"]},
     )
     assert varied(group) == "rlimit_as_headroom_mib=off|64 api=module"
+
+
+def test_a_signature_line_shows_its_native_frames_as_they_are():
+    """``[native: ...]`` is text: printed without markup, never escaped with a backslash."""
+    import io
+
+    from rich.console import Console
+
+    from stress.analysis.summary_model import Signature
+    from stress.analysis.table import print_signatures
+    from stress.records.events import EventKind
+
+    group = Signature(
+        kind=EventKind.CRASH,
+        cause="SIGSEGV",
+        frames=["drivers/session.py:run"],
+        native_frames=["libMNN.so:onExecute", "libMNN.so:runSession"],
+        count=1,
+        first="2026-12-07T00:00:00Z",
+        last="2026-12-07T00:00:00Z",
+        variants=["va"],
+        factors={"api": ["session"]},
+    )
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    print_signatures([group], console)
+    said = console.file.getvalue()
+    assert "[native: libMNN.so:onExecute" in said and "\\[" not in said
