@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stress.analysis.references import ReferenceOutput, References
+from stress.analysis.references import ReferenceOutput, References, stored_values
 from stress.analysis.scan import Scan
 from stress.analysis.tolerance import Tolerance, compare, statistics_within, tolerances_for
 from stress.analysis.verdicts import Grade
@@ -170,9 +170,9 @@ def _sample_values(
     )
     samples = {}
     for row in found.to_pylist():
-        shape = tuple(row["shape"] or ())
-        array = np.frombuffer(row["values"], dtype=row["dtype"]).reshape(shape)
-        samples[(row["scenario"], row["output_name"], row["digest"])] = (array, row["dtype"])
+        array = stored_values(row)
+        if array is not None:
+            samples[(row["scenario"], row["output_name"], row["digest"])] = (array, row["dtype"])
     return samples
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stress.analysis.grading import GRADES, SEVERITY, grade_digest
-from stress.analysis.references import References
+from stress.analysis.references import References, stored_values
 from stress.analysis.tolerance import tolerances_for
 
 _KEY = ["scenario", "output_name", "digest"]
@@ -87,10 +87,8 @@ class LiveGrader:
     def _grade(self, row: dict[str, Any]) -> str:
         scenario, output = row["scenario"], row["output_name"]
         reference = self.references.get(scenario, output)
-        sample = None
-        if row["values"] is not None and row["dtype"]:
-            array = np.frombuffer(row["values"], dtype=row["dtype"])
-            sample = (array.reshape(tuple(row["shape"] or ())), row["dtype"])
+        values = stored_values(row)
+        sample = None if values is None else (values, row["dtype"])
         tolerance = tolerances_for(self.tolerances.get(scenario), output)
         return grade_digest(row, reference, sample, tolerance).grade
 

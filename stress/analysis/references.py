@@ -113,12 +113,17 @@ def _reference_of(
     return found, problem
 
 
+def stored_values(row: dict[str, Any]) -> np.ndarray | None:
+    """A row's stored output values as an array of its dtype and shape (None: not stored)."""
+    if row["values"] is None or not row["dtype"]:
+        return None
+    return np.frombuffer(row["values"], dtype=row["dtype"]).reshape(tuple(row["shape"] or ()))
+
+
 def _output(scenario: str, row: dict[str, Any], rows: list[dict[str, Any]]) -> ReferenceOutput:
     name = row["output_name"]
     shape = tuple(row["shape"] or ())
-    values = None
-    if row["values"] is not None:
-        values = np.frombuffer(row["values"], dtype=row["dtype"]).reshape(shape)
+    values = stored_values(row)
     return ReferenceOutput(
         scenario=scenario,
         output_name=name,

@@ -40,9 +40,7 @@ def grading_rows(
             counted = grader.count(rows)
         except Exception as exc:  # noqa: BLE001
             grader = None
-            note(
-                f"live grades stopped (the summary grades at the end): {type(exc).__name__}: {exc}"
-            )
+            note(_stopped("live grades stopped", exc))
             return
         for variant_id, grades in counted.items():
             if variant_id in by_id:

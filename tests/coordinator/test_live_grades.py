@@ -90,3 +90,21 @@ def test_the_outputs_remembered_are_bounded_and_forgetting_changes_no_count(monk
     assert grader.count(part(["b", "c", "a"])) == {"v": {"close": 3}}
     assert len(grader.known) <= 3
     assert grader.count(part(["ref", "a", "b"])) == {"v": {"exact": 1, "close": 2}}
+
+
+def test_a_bug_in_live_grading_stops_the_live_grades_and_says_it_is_ours(tmp_path, monkeypatch):
+    from stress.coordinator.live import grading_rows
+
+    def broken(self, rows):
+        raise RuntimeError("on purpose")
+
+    monkeypatch.setattr(LiveGrader, "count", broken)
+    monkeypatch.setattr("stress.coordinator.live.load_references", lambda *_: References({}, {}))
+    said: list[str] = []
+    on_rows = grading_rows(tmp_path, [{"name": "s"}], [], said.append)
+    on_rows(part(["d"]))
+    on_rows(part(["d"]))  # stopped: not tried again
+    assert said == [
+        "live grades stopped: a bug of mnn-stress (RuntimeError: on purpose); the summary "
+        "grades every row at the end all the same"
+    ]
