@@ -85,3 +85,11 @@ def _summary_with_onnxruntime_grade(word: str) -> RunSummary:
     check = OnnxRuntimeCheck.model_construct(status="done", outputs={"y": found})
     reference = ScenarioReference.model_construct(onnxruntime=check)
     return RunSummary.model_construct(references={"s": reference}, variants=[])
+
+
+def test_every_finding_repro_cannot_look_for_has_its_reason():
+    """``repro`` refuses such a verdict with the reason ``UNSEEN_BY_THE_SCRIPT`` gives."""
+    from stress.analysis.verdicts import FINDINGS
+    from stress.repro.make import UNSEEN_BY_THE_SCRIPT
+
+    assert set(UNSEEN_BY_THE_SCRIPT) == {v for v in FINDINGS if not v.reproducible}
