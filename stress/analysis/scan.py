@@ -18,15 +18,17 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import duckdb
 import pyarrow as pa
 
 from stress.analysis.dataset import READ_ATTEMPTS
 from stress.records.damage import find_damaged
 from stress.records.parts import visible
 from stress.records.schema import ITERATION_SCHEMA
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 T = TypeVar("T")
 
@@ -45,21 +47,32 @@ CREATE OR REPLACE VIEW its AS
 """
 
 
-# A query's own mistakes and the environment's (memory, an interrupt): never a damaged part
-# (damage raises IOException, InvalidInput, or a bare duckdb.Error when a page header does
-# not decode)
-_NOT_THE_FILES = (
-    duckdb.BinderException,
-    duckdb.ParserException,
-    duckdb.CatalogException,
-    duckdb.OutOfMemoryException,
-    duckdb.InterruptException,
-)
+def _duckdb() -> ModuleType:
+    """DuckDB, imported when a scan begins: commands that read no rows start without it, and a
+    process that imported the rest of ``stress`` can still fork (DuckDB's import starts a
+    thread that a forked child would wait for at its exit)."""
+    import duckdb
+
+    return duckdb
+
+
+def _not_the_files() -> tuple[type[Exception], ...]:
+    """A query's own mistakes and the environment's (memory, an interrupt): never a damaged
+    part (damage raises IOException, InvalidInput, or a bare duckdb.Error when a page header
+    does not decode)."""
+    duckdb = _duckdb()
+    return (
+        duckdb.BinderException,
+        duckdb.ParserException,
+        duckdb.CatalogException,
+        duckdb.OutOfMemoryException,
+        duckdb.InterruptException,
+    )
 
 
 def _file_at_fault(failure: BaseException) -> bool:
     """Whether a failed DuckDB read can be a part's fault (``damage.find_damaged``)."""
-    return isinstance(failure, duckdb.Error) and not isinstance(failure, _NOT_THE_FILES)
+    return isinstance(failure, _duckdb().Error) and not isinstance(failure, _not_the_files())
 
 
 class Scan:
@@ -68,7 +81,7 @@ class Scan:
 
     def __init__(self, source: Path | pa.Table) -> None:
         self._spill = tempfile.mkdtemp(prefix="mnn-stress-duckdb-")
-        self.con = duckdb.connect(
+        self.con = _duckdb().connect(
             config={
                 "memory_limit": MEMORY_LIMIT,
                 "threads": THREADS,
@@ -106,14 +119,14 @@ class Scan:
                     self.con.execute(_VIEWS)
                     self._ready = True
                 return query()
-            except duckdb.Error as exc:
+            except _duckdb().Error as exc:
                 self._ready = False
-                if isinstance(self.source, pa.Table) or isinstance(exc, _NOT_THE_FILES):
+                if isinstance(self.source, pa.Table) or isinstance(exc, _not_the_files()):
                     raise
                 if find_damaged(self._files, exc, self._read_whole, _file_at_fault):
                     continue
                 attempt += 1
-                if not isinstance(exc, duckdb.IOException) or attempt == READ_ATTEMPTS:
+                if not isinstance(exc, _duckdb().IOException) or attempt == READ_ATTEMPTS:
                     raise
 
     def _read_whole(self, path: Path) -> None:
