@@ -331,12 +331,17 @@ def test_a_command_with_stdout_and_stderr_closed_runs(runs):
 
 
 INTERRUPTED_QUERY = """
-import os, signal, threading, duckdb
+import os, signal, threading, time, duckdb
 from stress.cli.base import Top
 top = Top("mnn-stress")
 @top.command()
 def query():
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    def ctrl_c():  # and again every 3 s: one that lands before the query can be lost
+        time.sleep(0.5)
+        while True:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(3)
+    threading.Thread(target=ctrl_c, daemon=True).start()
     duckdb.sql("select count(*) from range(100000000000) a, range(10) b").fetchall()
 top(["query"])
 """
