@@ -22,6 +22,8 @@ import psutil
 import pyarrow.dataset as ds
 import pytest
 
+from tests import zygote
+
 REPO = Path(__file__).resolve().parents[1]
 _OWN_CACHE: str | None = None
 
@@ -61,7 +63,8 @@ def run_cli(
     check: bool = True,
     trace: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m stress ARGS`` for real; ``fault`` sets the test-only fault injection,
+    """Run ``python -m stress ARGS`` for real (``tests.zygote`` forks it, its imports done);
+    ``fault`` sets the test-only fault injection,
     ``trace`` the folder where workers leave their test-only trace (``stress.worker.trace``)."""
     env = dict(os.environ)
     if fault:
@@ -69,14 +72,7 @@ def run_cli(
     if trace:
         trace.mkdir(parents=True, exist_ok=True)
         env["MNN_STRESS_TEST_TRACE"] = str(trace)
-    done = subprocess.run(
-        [sys.executable, "-m", "stress", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-    )
+    done = zygote.run(["stress", *args], env, REPO, timeout)
     if check and done.returncode != 0:
         raise AssertionError(
             f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
@@ -108,14 +104,7 @@ def start_run(path: Path, out: Path, *args: str, fault: str | None = None) -> su
     env = dict(os.environ)
     if fault:
         env["MNN_STRESS_TEST_FAULT"] = fault
-    return subprocess.Popen(
-        [sys.executable, "-m", "stress", "run", str(path), "--out", str(out), *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return zygote.popen(["stress", "run", str(path), "--out", str(out), *args], env, REPO)
 
 
 def workers_of(coordinator_pid: int) -> list[psutil.Process]:
