@@ -261,6 +261,7 @@ def run_script(script: Path, runs: int, looking_for: list[str], timeout: float) 
         elif done.returncode == 0:
             outcome = "not seen"
         else:
-            outcome = f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
+            said = " ".join(_last_error(done.stderr)) or "nothing on stderr"
+            outcome = f"exit {done.returncode}: {said}"
         result.outcomes.append(outcome)
     return result

@@ -1,0 +1,25 @@
+"""How ``repro`` reads a script's exit: each status its own outcome, in words."""
+
+from __future__ import annotations
+
+import pytest
+
+from stress.repro.make import run_script
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome", "reproduced"),
+    [
+        ("import sys; sys.exit(0)", "not seen", 0),
+        ("import sys; sys.exit(1)", "reproduced", 1),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "signal 11", 1),
+        ("import sys; print('boom', file=sys.stderr); sys.exit(7)", "exit 7: boom", 0),
+        ("import sys; sys.exit(9)", "exit 9: nothing on stderr", 0),
+    ],
+)
+def test_each_exit_is_an_outcome_in_words(tmp_path, body, outcome, reproduced):
+    script = tmp_path / "repro.py"
+    script.write_text(body + "\n")
+    result = run_script(script, 1, ["crash"], timeout=60)
+    assert result.outcomes == [outcome]
+    assert result.reproduced == reproduced
