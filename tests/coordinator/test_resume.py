@@ -80,7 +80,9 @@ def wait_for_a_done_variant(out: Path, timeout: float = 90) -> str:
 
 def test_sigterm_then_resume_goes_on_without_gaps_or_duplicates(scenario_file, tmp_path):
     path, out = scenario_file(SCENARIO), tmp_path / "run"
-    run = start_run(path, out, "--duration", "16s", "--workers", "1", "--no-adaptive")
+    # 3 s of loop time per variant (the run's 12 s shared by 4, one at a time): the next
+    # variant, 1.5 s into its loop at most when stopped, is left unfinished
+    run = start_run(path, out, "--duration", "12s", "--workers", "1", "--no-adaptive")
     finished = wait_for_a_done_variant(out)
     time.sleep(1.5)  # into the next variant
     run.send_signal(signal.SIGTERM)
@@ -113,8 +115,10 @@ def test_sigterm_then_resume_goes_on_without_gaps_or_duplicates(scenario_file, t
 
 def test_coordinator_sigkill_loses_about_a_second_and_resume_runs_it_again(scenario_file, tmp_path):
     path, out = scenario_file(SCENARIO), tmp_path / "run"
-    run = start_run(path, out, "--duration", "24s", "--workers", "2")
-    wait_for_iterations(out, at_least=20_000)
+    # 6 s of loop time per variant (12 s x 2 workers / 4): 10,000 iterations of the tiny model
+    # take 1-3 s, so the kill lands mid-variant, with the second pair still to run
+    run = start_run(path, out, "--duration", "12s", "--workers", "2")
+    wait_for_iterations(out, at_least=10_000)
     workers = workers_of(run.pid)
     time.sleep(1.3)  # some way into a flush interval
     killed_at = time.time()
@@ -207,7 +211,8 @@ def test_resume_refuses_a_model_replaced_since_the_run_began(scenario_file, tmp_
     tiny, deep = (Path(resolve_model(name, Path(".")).path) for name in ("tiny", "deep"))
     model = tmp_path / "net.mnn"
     shutil.copy(tiny, model)
-    path, out = scenario_file("name: swapped\nmodel: net.mnn\nduration: 6s\n"), tmp_path / "run"
+    # killed at its first progress line (about 1 s in), with 2 s left for the resume to run
+    path, out = scenario_file("name: swapped\nmodel: net.mnn\nduration: 3s\n"), tmp_path / "run"
     run = start_run(path, out, "--workers", "1", "--no-adaptive")
     wait_for_iterations(out, at_least=100)
     os.kill(run.pid, signal.SIGKILL)

@@ -22,15 +22,50 @@ from tests.conftest import first_worker, read_events, read_iterations, run_cli, 
 needs_valgrind = pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind not installed")
 
 
+# Both valgrind runs below are started at once and read by their own test: a worker under
+# valgrind spends some 20 s of one core starting Python, numpy and MNN (its iterations take
+# milliseconds), so the first run's two workers and the second's one share the machine's
+# cores instead of leaving one idle for most of the second run. Each run is the one its test
+# made before (same scenario, same fault, its own directory).
+CHECKED = (
+    "name: checked\nmodel: tiny\niterations: 4\ntimeout: 120s\n"
+    "matrix:\n  memcheck: [on]\n  num_thread: [1, 2]\n"
+)
+TWINS = "name: twins\nmodel: tiny\niterations: 4\ntimeout: 120s\nmatrix:\n  memcheck: [off, on]\n"
+
+
+@pytest.fixture(scope="module")
+def valgrind_runs(tmp_path_factory) -> dict[str, Path]:
+    """The run directories of ``checked`` (an invalid read in num_thread=2) and ``twins`` (one
+    in memcheck=on), run side by side; each must have exited 0."""
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind not installed")
+    folder = tmp_path_factory.mktemp("valgrind-runs")
+    specs = {
+        "checked": (CHECKED, "invalid_read@2?num_thread=2"),
+        "twins": (TWINS, "invalid_read@2?memcheck=on"),
+    }
+    started = {}
+    try:
+        for name, (text, fault) in specs.items():
+            path = folder / f"{name}.yaml"
+            path.write_text(text)
+            started[name] = start_run(path, folder / name, fault=fault)
+        for name, run in started.items():
+            _, stderr = run.communicate(timeout=300)
+            assert run.returncode == 0, f"{name}: exit {run.returncode}\n{stderr}"
+    finally:
+        for run in started.values():
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    return {name: folder / name for name in specs}
+
+
 @pytest.mark.integration
 @needs_valgrind
-def test_an_invalid_read_is_an_event_with_its_native_stack(scenario_file, tmp_path):
-    path = scenario_file(
-        "name: checked\nmodel: tiny\niterations: 4\ntimeout: 120s\n"
-        "matrix:\n  memcheck: [on]\n  num_thread: [1, 2]\n"
-    )
-    out = tmp_path / "run"
-    run_cli("run", str(path), "--out", str(out), fault="invalid_read@2?num_thread=2")
+def test_an_invalid_read_is_an_event_with_its_native_stack(valgrind_runs):
+    out = valgrind_runs["checked"]
     events = read_events(out)
     found = events[events.kind == "memcheck"]
     assert set(found.num_thread) == {2}  # the clean variant, under valgrind too, has none
@@ -145,16 +180,12 @@ def test_a_native_signature_is_the_error_stack_without_valgrind_frames(tmp_path)
 @pytest.mark.integration
 @needs_valgrind
 def test_memcheck_is_blamed_and_its_slowdown_measured_against_the_same_variant_off(
-    scenario_file, tmp_path
+    valgrind_runs,
 ):
     """memcheck [off, on] with an invalid read only under valgrind: attribution names
     memcheck=on, the on variant's p50 latency is given over its twin's, and the report
     says how many distinct invalid accesses it had."""
-    path = scenario_file(
-        "name: twins\nmodel: tiny\niterations: 4\ntimeout: 120s\nmatrix:\n  memcheck: [off, on]\n"
-    )
-    out = tmp_path / "run"
-    run_cli("run", str(path), "--out", str(out), fault="invalid_read@2?memcheck=on")
+    out = valgrind_runs["twins"]
     summary = json.loads(run_cli("summary", str(out), "--json").stdout)
     variants = {v["label"]: v for v in summary["variants"]}
     assert variants["memcheck=off"]["verdict"] == "ok"

@@ -77,24 +77,25 @@ def test_16_and_48_mib_outputs_in_two_threads_of_both_apis_are_recorded_whole(mo
         models,
         "two_outputs",
         "out16_48.mnn",
-        "iterations: 3\nrecord: {max_value_bytes: 16777216}\n"
+        # two iterations: the first record hung it, the second shows each output unchanged
+        "iterations: 2\nrecord: {max_value_bytes: 16777216}\n"
         "matrix:\n  api: [session, module]\n  threads: [2]\n",
     )
     out = tmp_path / "run"
     run_cli("run", str(path), "--out", str(out), "--workers", "2", timeout=240)
     rows = _rows(out, ["output_name", "nbytes", "status", "digest", "values"])
-    assert rows.num_rows == 2 * 2 * 3 * 2  # variants x threads x iterations x outputs
+    assert rows.num_rows == 2 * 2 * 2 * 2  # variants x threads x iterations x outputs
     assert set(rows["status"].to_pylist()) == {"ok"}
     by_output = {n: rows.filter(pc.equal(rows["output_name"], n)) for n in ("y0", "y1")}
     assert set(by_output["y0"]["nbytes"].to_pylist()) == {16 * MIB}
     assert set(by_output["y1"]["nbytes"].to_pylist()) == {48 * MIB}
     assert len(set(rows["digest"].to_pylist())) == 2  # each output the same every time
-    assert by_output["y1"]["values"].null_count == 12  # over max_value_bytes: digests only
+    assert by_output["y1"]["values"].null_count == 8  # over max_value_bytes: digests only
     first = np.frombuffer(by_output["y0"]["values"][0].as_py(), np.float32)
     assert first.size == 4 * 1024 * 1024 and first.min() == 0.0 < first.max()  # relu'd noise
     summary = _summary(out)
     assert set(_verdicts(summary).values()) == {"ok"}
-    assert all(v["grades"]["exact"] == 6 for v in summary["variants"])
+    assert all(v["grades"]["exact"] == 4 for v in summary["variants"])
 
 
 @pytest.mark.integration
@@ -134,18 +135,20 @@ def test_64_and_256_mib_outputs_side_by_side_keep_the_coordinator_bounded(models
 
 @pytest.mark.integration
 def test_stored_16_mib_outputs_do_not_accumulate_in_the_coordinator(models, tmp_path):
-    """Sixty 16 MiB outputs with their values stored, a few records a drain: the coordinator
+    """Forty 16 MiB outputs with their values stored, a few records a drain: the coordinator
     holds about one flush's worth. pyarrow leaked each stored output's drained bytes, 16 MiB
     an iteration, for as long as the run went on (3.7 GiB after 205 iterations)."""
+    # Forty are enough: such a leak keeps 640 MiB by the end, over the bound by itself (the
+    # coordinator's own memory, about 150 MiB, comes on top)
     path = _scenario(
-        models, "stored16", "out16.mnn", "iterations: 60\nrecord: {max_value_bytes: 16777216}\n"
+        models, "stored16", "out16.mnn", "iterations: 40\nrecord: {max_value_bytes: 16777216}\n"
     )
     out = tmp_path / "run"
     with _running(path, out, "--no-reference", "--workers", "1") as run:
         peak = _peak_private_memory(run, limit_s=240)
     assert run.returncode == 0, run.stderr.read()
     rows = _rows(out, ["values"])
-    assert rows.num_rows == 60 and rows["values"].null_count == 0
+    assert rows.num_rows == 40 and rows["values"].null_count == 0
     assert peak < 512 * MIB, f"coordinator peak private memory {peak / MIB:.0f} MiB"
 
 

@@ -301,7 +301,8 @@ def test_a_death_whose_event_is_damaged_is_still_a_finding(scenario_file, tmp_pa
 def test_resume_sets_damaged_parts_aside_and_goes_on(scenario_file, tmp_path):
     path = scenario_file("name: resumed\nmodel: tiny\nseed: 0\n")
     out = tmp_path / "run"
-    run = start_run(path, out, "--duration", "6s", "--workers", "1", "--no-reference")
+    # stopped at its first progress lines (about 1 s in), with the rest left to resume
+    run = start_run(path, out, "--duration", "3s", "--workers", "1", "--no-reference")
     wait_for_iterations(out, 2000)
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=60) == 130
@@ -328,7 +329,7 @@ def test_resume_runs_a_reference_again_whose_rows_were_damaged(scenario_file, tm
     iterations), and the night is graded. It was left 'done', and every variant ungraded."""
     path = scenario_file("name: regraded\nmodel: tiny\nseed: 0\n")
     out = tmp_path / "run"
-    run = start_run(path, out, "--duration", "6s", "--workers", "1")
+    run = start_run(path, out, "--duration", "3s", "--workers", "1")  # stopped about 1 s in
     wait_for_iterations(out, 500)
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=60) == 130

@@ -8,6 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy
@@ -34,10 +36,26 @@ SCENARIO = """
 """
 
 
-def run(scenario_file, tmp_path, fault=None):
-    out = tmp_path / "run"
-    run_cli("run", str(scenario_file(SCENARIO.format())), "--out", str(out), fault=fault)
+def run(folder: Path, fault=None) -> Path:
+    path = folder / "repro.yaml"
+    path.write_text(textwrap.dedent(SCENARIO.format()).lstrip())
+    out = folder / "run"
+    run_cli("run", str(path), "--out", str(out), fault=fault)
     return out
+
+
+# Two runs of SCENARIO, each read by three tests below: the tests only write repro scripts
+# (under the run's repro/, rewritten by every `repro`, or elsewhere) and never change what the
+# run recorded, so one run serves them as well as a run each did.
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> Path:
+    return run(tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture(scope="module")
+def perturbed_run(tmp_path_factory) -> Path:
+    """The module API's outputs perturbed from iteration 4 on."""
+    return run(tmp_path_factory.mktemp("perturbed"), fault="perturb@4+?api=module")
 
 
 def variant_ids(out) -> dict[str, str]:
@@ -51,18 +69,29 @@ def repro(out, vid, runs=2):
     return run_cli("repro", str(out), vid, "--runs", str(runs)).stdout
 
 
-def test_a_clean_variant_does_not_reproduce_anything(scenario_file, tmp_path):
+def repro_each(out, vids: list[str], runs: int) -> list[str]:
+    """``repro`` of each variant, two at a time (each in its own processes, as one at a time;
+    their scripts and counts are each variant's own). The first runs alone: it links the
+    model beside the scripts, which two at once could both try."""
+    if not vids:
+        return []
+    first = repro(out, vids[0], runs)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return [first, *pool.map(lambda vid: repro(out, vid, runs), vids[1:])]
+
+
+def test_a_clean_variant_does_not_reproduce_anything(clean_run):
     """No false alarm: the script's own calls give the reference's bytes on both APIs, with
     threads sharing an Interpreter or a module."""
-    out = run(scenario_file, tmp_path)
-    for label, vid in variant_ids(out).items():
-        shown = repro(out, vid)
+    out = clean_run
+    ids = variant_ids(out)
+    for label, shown in zip(ids, repro_each(out, list(ids.values()), 2), strict=True):
         assert "reproduced in 0 of 2 fresh runs" in shown, (label, shown)
         assert "not seen, not seen" in shown
 
 
-def test_a_deterministic_mismatch_reproduces_in_fresh_processes(scenario_file, tmp_path):
-    out = run(scenario_file, tmp_path, fault="perturb@4+?api=module")
+def test_a_deterministic_mismatch_reproduces_in_fresh_processes(perturbed_run):
+    out = perturbed_run
     vid = variant_ids(out)["api=module threads=1 sharing=own"]
     shown = repro(out, vid, runs=3)
     assert "reproduced in 3 of 3 fresh runs (looked for mismatch, inconsistent)" in shown
@@ -72,15 +101,15 @@ def test_a_deterministic_mismatch_reproduces_in_fresh_processes(scenario_file, t
     assert "'mismatch': 6" in done.stdout  # iterations 4..9 of 10, as in the run
 
 
-def test_a_crash_reproduces_as_the_same_signal(scenario_file, tmp_path):
-    out = run(scenario_file, tmp_path, fault="segv@3?api=session")
+def test_a_crash_reproduces_as_the_same_signal(tmp_path):
+    out = run(tmp_path, fault="segv@3?api=session")
     vid = variant_ids(out)["api=session threads=1 sharing=own"]
     shown = repro(out, vid)
     assert "reproduced in 2 of 2 fresh runs" in shown and "signal 11, signal 11" in shown
 
 
-def test_the_script_needs_only_mnn_numpy_and_the_standard_library(scenario_file, tmp_path):
-    out = run(scenario_file, tmp_path)
+def test_the_script_needs_only_mnn_numpy_and_the_standard_library(clean_run, tmp_path):
+    out = clean_run
     vid = variant_ids(out)["api=session threads=2 sharing=interpreter"]
     run_cli("repro", str(out), vid, "--runs", "0", "--out", str(tmp_path / "r.py"))
     tree = ast.parse((tmp_path / "r.py").read_text())
@@ -115,12 +144,12 @@ def bare_venv(folder: Path) -> Path:
 
 
 def test_a_script_moved_elsewhere_runs_in_a_bare_venv_and_a_missing_model_is_said(
-    scenario_file, tmp_path
+    perturbed_run, tmp_path
 ):
     """The model lies beside the script under a name relative to it: the folder moved (as
     attached to an issue upstream) still reproduces, with nothing but MNN and numpy. Without
     the model the script says so plainly, not "MNN raised: Invalid model file"."""
-    out = run(scenario_file, tmp_path, fault="perturb@4+?api=module")
+    out = perturbed_run
     vid = variant_ids(out)["api=module threads=1 sharing=own"]
     written = tmp_path / "written"
     run_cli("repro", str(out), vid, "--runs", "0", "--out", str(written / "r.py"))
@@ -161,8 +190,8 @@ def test_a_variant_whose_cause_the_script_cannot_recreate_is_not_run_for_a_false
     assert "reproduced in 0 of 1 fresh runs" in anyway.stdout
 
 
-def test_an_unknown_variant_is_refused_with_the_known_ones(scenario_file, tmp_path):
-    out = run(scenario_file, tmp_path)
+def test_an_unknown_variant_is_refused_with_the_known_ones(clean_run):
+    out = clean_run
     done = run_cli("repro", str(out), "vnope", check=False)
     assert done.returncode == 2 and "no variant 'vnope'" in done.stderr
     assert "its variants include" in done.stderr
@@ -213,8 +242,8 @@ def test_each_misuse_reproduces_what_the_run_saw(scenario_file, tmp_path):
     run_cli("run", str(scenario_file(MISUSES)), "--out", str(out), check=False)
     found = verdicts(out)
     assert {verdict for _, verdict in found.values()} >= {"ok", "FAILED", "QUARANTINED"}
-    for label, (vid, verdict) in found.items():
-        shown = repro(out, vid, runs=1)
+    shown_each = repro_each(out, [vid for vid, _ in found.values()], runs=1)
+    for (label, (_, verdict)), shown in zip(found.items(), shown_each, strict=True):
         assert "not recreated" not in shown, (label, shown)
         if verdict == "ok":
             assert "reproduced in 0 of 1 fresh runs" in shown, (label, shown)
@@ -418,13 +447,13 @@ def test_the_scripts_leak_rule_is_the_runs(monkeypatch):
 
 
 def test_a_script_that_fails_is_not_a_reproduction_and_a_partial_one_says_what_was_not_seen(
-    scenario_file, tmp_path
+    perturbed_run,
 ):
     """Python exits 1 on an uncaught exception, the status of "reproduced": the script's own
     failure has a status of its own. A reproduction of some of what the run saw names the rest."""
     from stress.repro.make import run_script
 
-    out = run(scenario_file, tmp_path, fault="perturb@4+?api=module")
+    out = perturbed_run
     vid = variant_ids(out)["api=module threads=1 sharing=own"]
     repro(out, vid, runs=0)
     script = out / "repro" / f"{vid}.py"
