@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy
@@ -70,14 +69,8 @@ def repro(out, vid, runs=2):
 
 
 def repro_each(out, vids: list[str], runs: int) -> list[str]:
-    """``repro`` of each variant, two at a time (each in its own processes, as one at a time;
-    their scripts and counts are each variant's own). The first runs alone: it links the
-    model beside the scripts, which two at once could both try."""
-    if not vids:
-        return []
-    first = repro(out, vids[0], runs)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return [first, *pool.map(lambda vid: repro(out, vid, runs), vids[1:])]
+    """``repro`` of each variant, one after the other."""
+    return [repro(out, vid, runs) for vid in vids]
 
 
 def test_a_clean_variant_does_not_reproduce_anything(clean_run):
