@@ -124,8 +124,12 @@ def _beside(source: str, folder: Path) -> str:
     if not copy.exists():
         try:
             os.link(path, copy)
-        except OSError:  # another file system, or links not allowed: a copy
-            shutil.copyfile(path, copy)
+        except FileExistsError:
+            pass  # another ``repro`` of the same run put it there meanwhile
+        except OSError:  # another file system, or links not allowed: a copy, whole or none
+            partial = copy.with_name(f"{copy.name}.{os.getpid()}.partial")
+            shutil.copyfile(path, partial)
+            os.replace(partial, copy)
     return copy.name
 
 
