@@ -26,6 +26,7 @@ from stress.cli.main import main
 from stress.exit_codes import COMMANDS, ExitCode, markdown_table, meanings
 from stress.injected_bug import ENV_VAR as BUG_VAR
 from stress.versions import envs
+from tests import zygote
 from tests.cli.test_stopping import _child_running
 from tests.conftest import REPO, start_run, wait_for_iterations
 from tests.versions.test_versions import lasting_envs, other_version  # noqa: F401 (fixtures)
@@ -36,14 +37,12 @@ BUG_LINE = re.compile(r"error: bug in mnn-stress \(not a finding\): (.+); full t
 
 
 def cli(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "stress", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **env},
-        cwd=cwd,
-    )
+    """``python -m stress ARGS`` in a process of its own, forked by the tests' zygote (as
+    ``run_cli`` does): its own pid, streams, exit status and atexit, what a fresh one prints,
+    without paying the imports again; an environment that changes an interpreter's start
+    (``PYTHONIOENCODING``) gets a fresh interpreter. The tests that close or redirect a
+    command's streams start it fresh themselves."""
+    return zygote.run(["stress", *args], {**os.environ, **env}, cwd, 300)
 
 
 def bug_file(done: subprocess.CompletedProcess) -> Path:
