@@ -147,10 +147,20 @@ def form(label: str) -> str:
     return re.sub(r"\d+", "N", label)
 
 
+_REPORTS: dict[Path, tuple[Page, str]] = {}  # a run's own report, written once
+
+
 def report(run_dir: Path, summary: RunSummary | None = None) -> tuple[Page, str]:
+    """The report of ``summary`` (default: the run's own, summarized and written once per run
+    and then shared: the tests only read it), written to a file and parsed back."""
+    if summary is None and run_dir in _REPORTS:
+        return _REPORTS[run_dir]
     path = run_dir.parent / f"{run_dir.name}.html"
     write_html(summary or summarize(run_dir), run_dir, path)
     text = path.read_text(encoding="utf-8")
+    if summary is None:
+        _REPORTS[run_dir] = Page(text), text
+        return _REPORTS[run_dir]
     return Page(text), text
 
 
