@@ -15,7 +15,6 @@ import click
 import rich.console
 
 from stress import bug_report, injected_bug
-from stress.cli import ctrl_c
 from stress.errors import MachineRefused, StressError
 from stress.exit_codes import ExitCode, Meaning, general, meanings
 
@@ -80,7 +79,6 @@ class Top(Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         _escape_what_cannot_be_encoded()
-        ctrl_c.watch()
         try:
             try:
                 result = super().invoke(ctx)
