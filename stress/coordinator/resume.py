@@ -86,17 +86,26 @@ def carry_over(
     states: list[VariantState], entries: dict[str, VariantEntry], on_disk: dict[str, Recorded]
 ) -> None:
     """Put each planned state where the run left it: a finished variant stays finished (and
-    is not run again); any other goes on from its recorded iterations, with its loop time."""
+    is not run again); any other goes on from its recorded iterations, with its loop time.
+    Either way its iterations are numbered on from its rows on disk: a variant the manifest
+    says is done may have lost its last rows with a killed coordinator, and an adaptive
+    second pass that went on from the manifest's count would leave a gap."""
     for state in states:
         entry = entries[state.variant.variant_id]
         state.workers_started = entry.workers_started
         state.duration_s = entry.duration_s  # an adaptive night's first pass, or more
         if entry.status.finished:
-            state.status, state.completed = entry.status, entry.completed
-            state.crashes, state.next_iterations = entry.crashes, list(entry.next_iterations)
-            state.used_s = entry.used_s
+            state.status, state.crashes, state.used_s = entry.status, entry.crashes, entry.used_s
+            got = on_disk.get(state.variant.variant_id, Recorded())
+            state.next_iterations = _on_disk(got, len(entry.next_iterations))
+            state.completed = got.completed
         else:
             _go_on(state, on_disk, entry.used_s, entry.crashes)
+
+
+def _on_disk(got: Recorded, threads: int) -> list[int]:
+    """Each thread's next iteration after its rows on disk."""
+    return [got.next_iterations.get(t, 0) for t in range(threads)]
 
 
 def carry_over_references(
@@ -119,8 +128,7 @@ def _go_on(state: VariantState, on_disk: dict[str, Recorded], used_s: float, cra
     """From the rows and events on disk; deaths as many as the run counted when some have
     no event (lost with a killed coordinator): the crash budget is not handed back."""
     got = on_disk.get(state.variant.variant_id, Recorded())
-    threads = range(len(state.next_iterations))
-    state.next_iterations = [got.next_iterations.get(t, 0) for t in threads]
+    state.next_iterations = _on_disk(got, len(state.next_iterations))
     state.completed, state.used_s = got.completed, used_s
     state.crashes = max(got.deaths, crashes)
     state.status = VariantStatus.DONE if state.exhausted() else VariantStatus.PENDING

@@ -19,8 +19,13 @@ import pyarrow.compute as pc
 import pytest
 
 from stress.analysis.dataset import iterations_table
+from stress.coordinator.plan import Budget, plan
+from stress.coordinator.resume import Recorded, carry_over
 from stress.models.resolve import resolve_model
+from stress.records.manifest import VariantEntry
 from stress.records.rundir import RunDir
+from stress.records.states import VariantStatus
+from stress.scenario import load_scenario
 from tests.conftest import dies_within, run_cli, start_run, wait_for_iterations, workers_of
 
 SCENARIO = """
@@ -315,3 +320,31 @@ def test_a_converted_model_changes_with_its_converter_and_flags(tmp_path):
     ]
     (tmp_path / "net.onnx").write_bytes(b"another model")
     assert changes(recorded, source_now(recorded, tmp_path))[0].startswith("its content changed")
+
+
+def test_a_variant_marked_done_goes_on_from_its_rows_on_disk_not_the_manifests_count(
+    scenario_file,
+):
+    """Seen in CI: the coordinator killed just after a variant's first pass was marked done in
+    the manifest (28,656 iterations) but before its last 279 rows were written; the resume's
+    adaptive second pass went on from 28,656 and left a gap. Numbering goes on from the rows
+    on disk (a done variant is not run again for its lost rows: only a second pass goes on)."""
+    loaded = load_scenario(scenario_file("name: done\nmodel: tiny\nduration: 6s\n"))
+    (state,) = plan([loaded], Budget(duration_s=6.0), concurrency=1)
+    entry = VariantEntry(
+        scenario="done",
+        label=state.variant.label,
+        params=state.variant.params,
+        status=VariantStatus.DONE,
+        completed=28_656,
+        crashes=0,
+        next_iterations=[28_656],
+        stop_iteration=None,
+        duration_s=6.0,
+        workers_started=1,
+        used_s=6.03,
+    )
+    on_disk = {state.variant.variant_id: Recorded(next_iterations={0: 28_377}, completed=28_377)}
+    carry_over([state], {state.variant.variant_id: entry}, on_disk)
+    assert state.status is VariantStatus.DONE and state.used_s == 6.03  # not run again...
+    assert state.next_iterations == [28_377] and state.completed == 28_377  # ...numbered on
