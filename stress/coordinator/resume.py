@@ -150,6 +150,7 @@ def resume(
             setup = dataclasses.replace(setup, max_disk=max_disk)
             check_file_size_limit(setup.scenarios)
             rerun = manifest.data.segments[-1].iterations_rerun
+            lost = manifest.data.segments[-1].iterations_lost
 
             def started(path: Path, states: list[VariantState]) -> None:
                 hooks.on_start(path, states)
@@ -169,6 +170,11 @@ def resume(
                     hooks.on_note(
                         f"{rerun} iterations the previous coordinator had seen never reached "
                         "the disk (it was killed): they run again, under the same numbers"
+                    )
+                if lost:
+                    hooks.on_note(
+                        f"{lost} iterations of variants already done never reached the disk "
+                        "(the previous coordinator was killed): they are not run again"
                     )
 
             told = dataclasses.replace(hooks, on_start=started)
@@ -214,11 +220,14 @@ def _resumed(
     for dataset in layout.all_datasets():
         tidy(dataset)
     carry_over(states, data.variants, recorded(layout))
-    rerun = sum(_rerun(state, data.variants[state.variant.variant_id]) for state in states)
+    entries = [data.variants[state.variant.variant_id] for state in states]
+    rerun = sum(_rerun(state, entry) for state, entry in zip(states, entries, strict=True))
+    lost = sum(_lost(state, entry) for state, entry in zip(states, entries, strict=True))
     references = reference_states(scenarios) if data.reference else []
     carry_over_references(references, data.reference, recorded(layout.reference))
     _new_segment(data)
     data.segments[-1].iterations_rerun = rerun
+    data.segments[-1].iterations_lost = lost or None
     concurrency = workers or data.concurrency
     setup = RunSetup(
         data.run_id,
@@ -262,9 +271,17 @@ def check_models(data: ManifestData) -> list[str]:
 
 
 def _rerun(state: VariantState, entry: VariantEntry) -> int:
-    """Iterations the journal saw done that have no row: lost with a killed coordinator."""
-    if state.status.finished and entry.status.finished:
-        return 0
+    """Iterations the journal saw done that have no row, lost with a killed coordinator, of a
+    variant that goes on (run again under the same numbers)."""
+    return 0 if state.status.finished else _unwritten(state, entry)
+
+
+def _lost(state: VariantState, entry: VariantEntry) -> int:
+    """The same of a variant already done: not run again."""
+    return _unwritten(state, entry) if state.status.finished else 0
+
+
+def _unwritten(state: VariantState, entry: VariantEntry) -> int:
     return sum(
         max(0, seen - kept) for seen, kept in zip(entry.next_iterations, state.next_iterations)
     )

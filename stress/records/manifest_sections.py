@@ -86,10 +86,13 @@ class Segment:
     owner: dict[str, Any]  # stress.records.rundir.Owner, as a dict
     command: list[str]
     iterations_rerun: int | None = None  # resumed: iterations in flight at the kill, run again
+    # resumed: iterations of variants already done whose rows died with the killed coordinator
+    # (a done variant is not run again for them)
+    iterations_lost: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {**asdict(self), "status": self.status.value}
-        return _present(data, ("iterations_rerun",))
+        return _present(data, ("iterations_rerun", "iterations_lost"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:

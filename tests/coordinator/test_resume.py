@@ -20,7 +20,7 @@ import pytest
 
 from stress.analysis.dataset import iterations_table
 from stress.coordinator.plan import Budget, plan
-from stress.coordinator.resume import Recorded, carry_over
+from stress.coordinator.resume import Recorded, _lost, _rerun, carry_over
 from stress.models.resolve import resolve_model
 from stress.records.manifest import VariantEntry
 from stress.records.rundir import RunDir
@@ -328,7 +328,7 @@ def test_a_variant_marked_done_goes_on_from_its_rows_on_disk_not_the_manifests_c
     """Seen in CI: the coordinator killed just after a variant's first pass was marked done in
     the manifest (28,656 iterations) but before its last 279 rows were written; the resume's
     adaptive second pass went on from 28,656 and left a gap. Numbering goes on from the rows
-    on disk (a done variant is not run again for its lost rows: only a second pass goes on)."""
+    on disk; the lost iterations are counted (a done variant is not run again for them)."""
     loaded = load_scenario(scenario_file("name: done\nmodel: tiny\nduration: 6s\n"))
     (state,) = plan([loaded], Budget(duration_s=6.0), concurrency=1)
     entry = VariantEntry(
@@ -348,3 +348,4 @@ def test_a_variant_marked_done_goes_on_from_its_rows_on_disk_not_the_manifests_c
     carry_over([state], {state.variant.variant_id: entry}, on_disk)
     assert state.status is VariantStatus.DONE and state.used_s == 6.03  # not run again...
     assert state.next_iterations == [28_377] and state.completed == 28_377  # ...numbered on
+    assert (_lost(state, entry), _rerun(state, entry)) == (279, 0)  # said, not run again

@@ -32,6 +32,7 @@ SEGMENT = {
     [
         (Segment, SEGMENT),
         (Segment, SEGMENT | {"status": "killed", "iterations_rerun": 3}),
+        (Segment, SEGMENT | {"iterations_rerun": 0, "iterations_lost": 279}),
         (ReferenceEntry, {"variant_id": "r", "status": "done", "completed": 3, "crashes": 0}),
         (
             ReferenceEntry,
