@@ -64,8 +64,8 @@ def run_cli(
     trace: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``python -m stress ARGS`` for real (``tests.zygote`` forks it, its imports done);
-    ``fault`` sets the test-only fault injection,
-    ``trace`` the folder where workers leave their test-only trace (``stress.worker.trace``)."""
+    ``fault`` sets the test-only fault injection, ``trace`` the folder where workers leave
+    their test-only trace (``stress.worker.trace``)."""
     env = dict(os.environ)
     if fault:
         env["MNN_STRESS_TEST_FAULT"] = fault

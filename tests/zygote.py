@@ -31,6 +31,7 @@ import os
 import pkgutil
 import select
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,7 +153,8 @@ def _writer(fd: int, encoding: str, errors: str, line_buffered: bool) -> io.Text
 def main() -> None:
     _preload()
     request = _serve(sys.argv[1])
-    if request is None:
+    if request is None:  # the test process is gone: its socket's folder with it
+        shutil.rmtree(os.path.dirname(sys.argv[1]), ignore_errors=True)
         return
     _become(request)
     import runpy
@@ -241,7 +243,8 @@ class ZygoteProcess:
         return json.loads(line)
 
     def poll(self) -> int | None:
-        return self.wait(0) if self.returncode is None and self._ended(0) else self.returncode
+        self._ended(0)
+        return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None and not self._ended(timeout):
