@@ -42,6 +42,10 @@ from stress.records.iteration_batch import Decoded, decode_run
 from stress.records.rundir import RunLayout
 
 DUMP_GRACE_S = 0.3  # for faulthandler to write every thread's Python stack before SIGKILL
+# numpy's OpenBLAS starts a thread per core at import, spinning a while: 0.08 s of CPU a worker
+# start for no use (a worker makes no BLAS call), and more threads in every native stack. What
+# the user's environment or a factor sets wins.
+QUIET_BLAS = {"OPENBLAS_NUM_THREADS": "1"}
 
 
 class WorkerProcess:
@@ -335,8 +339,9 @@ def _core_dir(folder: Path) -> Path | None:
 
 
 def _worker_env(launch: Launch, cores: bool = False) -> dict[str, str]:
-    """The coordinator's environment, what the factors add at launch, and ours."""
-    env = {**os.environ, **launch.env}
+    """The coordinator's environment over our quiet BLAS, what the factors add at launch, and
+    ours."""
+    env = {**QUIET_BLAS, **os.environ, **launch.env}
     if cores:
         env[CORES_VAR] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
