@@ -21,7 +21,7 @@ bootstrap() {
   want=$(cat pyproject.toml | sha256sum | cut -c1-16)
   if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
     echo "run.sh: installing mnn-stress and its dependencies into $VENV/ ..." >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,reference]"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,reference,ray]"
     echo "$want" > "$STAMP"
   fi
   # compile the package once: with PYTHONDONTWRITEBYTECODE set (as in many containers) every

@@ -48,6 +48,8 @@ ITERATION_FIELDS: dict[str, str] = {
     "the version that really ran, so `installed` rows read e.g. `3.6.1`",
     "worker_id": "the worker process within the run (a replacement has a new id)",
     "pid": "the worker's process id (a replacement has a new one)",
+    "host": "the machine it ran on: its host name, made unique among a cluster's nodes "
+    "(`run --ray`); the manifest's `nodes` has each one's fingerprint",
     "thread": "the Python thread inside the worker, 0 … `threads` - 1",
     "iteration": "the iteration number within the variant and thread; a crash leaves a gap at "
     "each thread's iteration in flight. Rows are unique per (`variant_id`, `thread`, "
@@ -94,6 +96,7 @@ EVENT_FIELDS: dict[str, str] = {
     "the worker died before it said",
     "worker_id": "the worker process within the run",
     "pid": "the worker's process id",
+    "host": "the machine the worker ran on (as in `iterations/`)",
     "ts": "when the event was recorded",
     "kind": "what happened: one of the event kinds below. Count deaths by `kind`, never by rows",
     "iteration": "the iteration in flight (the lowest over the threads); null when the worker "

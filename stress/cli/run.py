@@ -22,6 +22,7 @@ from stress.records.states import RunStatus, VariantStatus
 
 if TYPE_CHECKING:
     from stress.analysis.summary_model import RunSummary
+    from stress.coordinator.plan import ClusterSpec
 
 
 @click.command(cls=Command)
@@ -80,6 +81,14 @@ if TYPE_CHECKING:
     "terminal; a terminal gets a live view)",
 )
 @click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="spread the variants over the nodes of a Ray cluster: HOST:PORT of its head, `auto` "
+    "on one of its nodes, or `local` for a cluster of this machine alone (loopback only); "
+    "--workers is then per node (default: each node's CPUs). Needs mnn-stress[ray]",
+)
+@click.option(
     "--fail-on-findings",
     is_flag=True,
     help="exit 1 when any variant has a finding (as `report` does): for cron and CI",
@@ -95,6 +104,7 @@ def run(
     adaptive: bool,
     max_disk: int | None,
     progress_every: str,
+    ray_address: str | None,
     fail_on_findings: bool,
 ) -> None:
     """Run scenario files (or folders of them) and print the per-variant summary."""
@@ -112,6 +122,7 @@ def run(
         )
     if resume_dir is None and not scenarios:
         raise click.UsageError("give scenario files (or folders), or --resume RUN_DIR")
+    cluster = _cluster(ray_address, workers, resume_dir)
     try:
         seconds = None if duration is None else parse_duration(duration)
     except ValueError as exc:
@@ -136,7 +147,9 @@ def run(
         else:
             files = scenario_files(scenarios)
             budget = Budget(iterations, seconds)
-            result = execute(files, out, workers, budget, hooks, reference, max_disk, adaptive)
+            result = execute(
+                files, out, workers, budget, hooks, reference, max_disk, adaptive, cluster
+            )
         narrator.end_view()
         summary = _summarise(result.run_dir, narrator)
     finally:
@@ -215,6 +228,25 @@ def _worker_tracebacks(run_dir: Path) -> str:
         click.echo(text, err=True)
         return "their tracebacks are printed above"
     return f"their tracebacks are in {path}"
+
+
+def _cluster(
+    address: str | None, workers: int | None, resume_dir: Path | None
+) -> ClusterSpec | None:
+    """The Ray cluster of ``--ray``, checked before anything runs; ``local`` runs this command
+    again inside a network namespace of its own first (loopback only)."""
+    if address is None:
+        return None
+    from stress.coordinator.cluster import connect
+    from stress.coordinator.plan import ClusterSpec
+
+    if resume_dir is not None:
+        raise click.UsageError("--resume goes on with a run on this machine: leave out --ray")
+    connect.check_address(address)
+    connect.check_installed()
+    if address == connect.LOCAL:
+        connect.enter_private_network(sys.argv[1:])
+    return ClusterSpec(address, workers)
 
 
 def _size(value: str | None, param: click.Parameter) -> int | None:

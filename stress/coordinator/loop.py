@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 import pyarrow as pa
@@ -29,6 +30,7 @@ from stress.errors import RunFailure, StorageError
 from stress.records.diskbudget import DiskBudget
 from stress.records.events import Event, EventKind, native_stack_of
 from stress.records.iteration_batch import IterationBatch
+from stress.records.nodes import hostname
 from stress.records.recorder import Listeners, Recorder
 from stress.records.rundir import RunLayout
 from stress.records.schema import RowContext
@@ -86,6 +88,26 @@ class Hooks:
     on_rows: Callable[[pa.Table], None] = lambda rows: None  # each part's rows, as written
 
 
+class Feed(Protocol):
+    """Variants handed to a coordinator while it runs (a cluster node's share, given as its
+    workers free up): up to ``count`` more, and whether more may come."""
+
+    def take(self, count: int) -> list[VariantState]: ...
+
+    def open(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a coordinator runs: the ``host`` its rows and events name, the ``feed`` of
+    variants beyond those it starts with (a cluster node's), and whether it packs its parts
+    (a node's are shipped to the driver as written)."""
+
+    host: str = field(default_factory=hostname)
+    feed: Feed | None = None
+    compacting: bool = True
+
+
 class Coordinator:
     def __init__(
         self,
@@ -98,8 +120,10 @@ class Coordinator:
         hooks: Hooks = Hooks(),
         first_worker_id: int = 0,
         disk: DiskBudget | None = None,
+        site: Site | None = None,
     ) -> None:
         self.run_id = run_id
+        self.site = site = site or Site()
         self.run_dir = run_dir
         self.layout = RunLayout(run_dir)
         self.states = states
@@ -108,7 +132,14 @@ class Coordinator:
         self.fault = fault
         self.hooks = hooks
         listeners = Listeners(self._note, self._on_disk, stop.request, hooks.on_rows)
-        self.recorder = Recorder(run_dir, listeners, disk, stopping=lambda: bool(stop.count))
+        self.recorder = Recorder(
+            run_dir,
+            listeners,
+            disk,
+            stopping=lambda: bool(stop.count),
+            host=site.host,
+            compacting=site.compacting,
+        )
         self.buffer = self.recorder.buffer
         self.queues: dict[str, collections.deque[VariantState]] = {}
         for state in states:
@@ -155,7 +186,7 @@ class Coordinator:
         next_tick, next_progress = now + TICK_S, now + PROGRESS_S
         next_memory, next_compaction = now, now + COMPACT_S
         self.round_at, self.round_cpu = now, time.process_time()
-        while self.running or (self._queued() and not self._stopping()):
+        while self.running or ((self._queued() or self._fed()) and not self._stopping()):
             now = time.monotonic()
             self._watch_pause(now)
             next_round = now + ROUND_S
@@ -199,6 +230,19 @@ class Coordinator:
 
     def _queued(self) -> bool:
         return any(self.queues.values())
+
+    def _fed(self) -> bool:
+        """More variants may still come from the feed."""
+        return self.site.feed is not None and self.site.feed.open()
+
+    def _take_fed(self) -> None:
+        """Queue what the feed gives for the workers free now."""
+        free = self.concurrency - len(self.running)
+        if self.site.feed is None or free <= 0 or self._queued():
+            return
+        for state in self.site.feed.take(free):
+            self.states.append(state)
+            self.queues.setdefault(state.variant.scenario, collections.deque()).append(state)
 
     def _stopping(self) -> bool:
         """Asked to stop (a signal), or unable to go on (a failure)."""
@@ -274,6 +318,7 @@ class Coordinator:
 
     # --- starting -------------------------------------------------------------------------
     def _start_workers(self) -> None:
+        self._take_fed()
         while len(self.running) < self.concurrency and self.failure is None:
             state = self._next_startable()
             if state is None:
@@ -406,6 +451,7 @@ class Coordinator:
                 **state.variant.params,
                 "worker_id": process.job.worker_id,
                 "pid": process.hello.pid,
+                "host": self.site.host,
                 # The factor's column: the version that ran, not the one asked for (the
                 # worker stopped before its hello if they differed: stress.factors.version)
                 "mnn_version": process.hello.mnn_version,

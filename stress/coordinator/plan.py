@@ -138,6 +138,15 @@ def _check_share(share: float, variants: int, parallelism: int) -> None:
 
 
 @dataclass(frozen=True)
+class ClusterSpec:
+    """Where a cluster run's variants run (``run --ray``): the Ray address, and the workers at
+    once on each node (None: as many as the node has CPUs)."""
+
+    address: str
+    workers_per_node: int | None = None
+
+
+@dataclass(frozen=True)
 class RunSetup:
     """Everything decided before the run directory is made."""
 
@@ -151,3 +160,4 @@ class RunSetup:
     first_worker_id: int = 0  # a resumed run's workers go on from its earlier ones
     max_disk: int | None = None  # bytes the run directory may use (--max-disk)
     pool_s: float = 0.0  # loop time kept back for the second pass (stress.coordinator.adaptive)
+    cluster: ClusterSpec | None = None  # run --ray: the variants run on the cluster's nodes

@@ -27,7 +27,8 @@ from stress.records.manifest import (
     now_iso,
     versions,
 )
-from stress.records.manifest_sections import AdaptiveSection, Segment
+from stress.records.manifest_sections import AdaptiveSection, NodeEntry, Segment
+from stress.records.nodes import fingerprint
 from stress.records.rundir import Owner, RunLayout
 from stress.records.states import RunStatus
 
@@ -48,6 +49,7 @@ def new_manifest(setup: RunSetup) -> ManifestData:
         test_fault=setup.fault,
         owner=Owner.current().to_dict(),
         host=host_info(),
+        nodes=[fingerprint()],
         versions=versions(),
         reference=reference_entries(reference_states(setup.scenarios)) if setup.reference else {},
         segments=[new_segment()],
@@ -139,3 +141,14 @@ def pause_recorder(manifest: Manifest) -> Callable[[float, float], None]:
             manifest.save()
 
     return record
+
+
+def record_node(manifest: Manifest, node: NodeEntry) -> None:
+    """List ``node`` among the machines the run's rows came from (a resumed run may go on on
+    another machine), or update its entry (a cluster's node: its Ray id, its loss)."""
+    nodes = manifest.data.nodes
+    known = [k for k, entry in enumerate(nodes) if entry.host == node.host]
+    if known:
+        nodes[known[0]] = node
+    else:
+        nodes.append(node)

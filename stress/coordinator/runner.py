@@ -17,16 +17,26 @@ from typing import NamedTuple
 
 from stress.bug_report import harness_bug
 from stress.coordinator.adaptive import second_pass, split_first_pass
+from stress.coordinator.cluster.connect import connected
+from stress.coordinator.cluster.driver import ClusterCoordinator
 from stress.coordinator.jobs import check_record_fits, ring_capacity
 from stress.coordinator.live import grading_rows
 from stress.coordinator.loop import Coordinator, Hooks, StopRequests
 from stress.coordinator.onnx_reference import run_onnxruntime
-from stress.coordinator.plan import Budget, RunSetup, VariantState, overridden_budgets, plan
+from stress.coordinator.plan import (
+    Budget,
+    ClusterSpec,
+    RunSetup,
+    VariantState,
+    overridden_budgets,
+    plan,
+)
 from stress.coordinator.reference import reference_coordinator, reference_entries, reference_states
 from stress.coordinator.run_manifest import (
     new_manifest,
     pause_recorder,
     record_damaged,
+    record_node,
     record_states,
     section_recorder,
     variant_entry,
@@ -37,6 +47,7 @@ from stress.records.diskbudget import DiskBudget, disk_usage
 from stress.records.journal import Journal
 from stress.records.manifest import Manifest, now_iso
 from stress.records.manifest_sections import ReferenceEntry
+from stress.records.nodes import fingerprint
 from stress.records.rundir import RunDir
 from stress.records.states import RunStatus, VariantStatus
 from stress.scenario import LoadedScenario, load_scenario
@@ -121,18 +132,20 @@ def execute(
     reference: bool = True,
     max_disk: int | None = None,
     adaptive: bool = True,
+    cluster: ClusterSpec | None = None,
 ) -> RunResult:
-    """Validate everything, then run. State changes go to the journal; the manifest is
-    written at the start and at the end, whatever ends the run."""
+    """Validate everything, then run (on the nodes of the Ray cluster at ``cluster``, if
+    given). State changes go to the journal; the manifest is written at the start and at the
+    end, whatever ends the run."""
     scenarios = load_all(paths)
     overridden = overridden_budgets(scenarios, budget)
     if overridden:
         hooks.on_note(overridden)
     concurrency = workers or os.cpu_count() or 1
     states = plan(scenarios, budget, concurrency)
-    pool = split_first_pass(states) if adaptive else 0.0
+    pool = split_first_pass(states) if adaptive and cluster is None else 0.0
     return execute_planned(
-        scenarios, states, out, concurrency, budget, hooks, reference, max_disk, pool
+        scenarios, states, out, concurrency, budget, hooks, reference, max_disk, pool, cluster
     )
 
 
@@ -146,14 +159,16 @@ def execute_planned(
     reference: bool = True,
     max_disk: int | None = None,
     pool_s: float = 0.0,
+    cluster: ClusterSpec | None = None,
 ) -> RunResult:
     """Run variants planned by the caller (``execute``'s, or ``bisect``'s own: one variant
     under one MNN version) into a new run directory."""
     fault = os.environ.get(faults.ENV_VAR) or None
     faults.parse(fault)
     setup = RunSetup(
-        new_run_id(), scenarios, states, concurrency, budget, fault, reference, 0, max_disk, pool_s
-    )
+        new_run_id(), scenarios, states, concurrency, budget, fault, reference, 0, max_disk, pool_s,
+        cluster,
+    )  # fmt: skip
     check_file_size_limit(scenarios)
     stop = StopRequests()
     with stop_signals(stop):
@@ -177,6 +192,7 @@ def run_in(
     """Run ``setup`` in ``run_dir`` (new, or resumed): the references not finished yet
     first, then the variants not finished yet. A bug of ours anywhere in it still leaves the
     manifest and journal saying the run failed, and why (HarnessBug)."""
+    record_node(manifest, fingerprint())  # a resumed run may go on on another machine
     record_states(manifest, setup.states)
     manifest.save()
     journal = Journal(run_dir.path)
@@ -233,29 +249,59 @@ def _run_all(
                 },
             )
 
-    coordinator = Coordinator(
-        setup.run_id,
-        run_dir.path,
-        states,
-        setup.concurrency,
-        stop,
-        setup.fault,
-        Hooks(
-            changed,
-            progress,
-            hooks.on_tick,
-            hooks.on_note,
-            on_disk,
-            _pass_done(manifest, hooks),
-            on_pause=pause_recorder(manifest),
-            on_rows=grading_rows(run_dir.path, manifest.data.scenarios, states, hooks.on_note),
-        ),
-        setup.first_worker_id,
-        disk,
+    told = Hooks(
+        changed,
+        progress,
+        hooks.on_tick,
+        hooks.on_note,
+        on_disk,
+        _pass_done(manifest, hooks),
+        on_pause=pause_recorder(manifest),
+        on_rows=grading_rows(run_dir.path, manifest.data.scenarios, states, hooks.on_note),
     )
-    _drive(coordinator, run_dir)
+    if setup.cluster is not None:
+        coordinator = _drive_cluster(setup, setup.cluster, run_dir, stop, told, manifest)
+    else:
+        coordinator = Coordinator(
+            setup.run_id,
+            run_dir.path,
+            states,
+            setup.concurrency,
+            stop,
+            setup.fault,
+            told,
+            setup.first_worker_id,
+            disk,
+        )
+        _drive(coordinator, run_dir)
     failure, lost_rows = coordinator.failure, coordinator.lost_rows
     return _finish(manifest, journal, states, failure, lost_rows, run_dir, disk)
+
+
+def _drive_cluster(
+    setup: RunSetup,
+    cluster: ClusterSpec,
+    run_dir: RunDir,
+    stop: StopRequests,
+    hooks: Hooks,
+    manifest: Manifest,
+) -> ClusterCoordinator:
+    """The variants over the nodes of the Ray cluster, each node listed in the manifest."""
+    with connected(cluster.address, setup.concurrency) as ray:
+        coordinator = ClusterCoordinator(
+            ray,
+            setup.run_id,
+            run_dir.path,
+            setup.states,
+            cluster.workers_per_node,
+            stop,
+            setup.fault,
+            hooks,
+            setup.first_worker_id,
+            lambda node: record_node(manifest, node),
+        )
+        _drive(coordinator, run_dir)
+    return coordinator
 
 
 def _pass_done(
@@ -316,7 +362,7 @@ def _finish(
     return RunResult(run_dir.path, status, reason, states, exit_code)
 
 
-def _drive(coordinator: Coordinator, run_dir: RunDir) -> None:
+def _drive(coordinator: Coordinator | ClusterCoordinator, run_dir: RunDir) -> None:
     """Run the loop, then salvage what is buffered (the reserve makes room if the disk is
     full). A bug in the coordinator itself becomes the run's failure (HarnessBug: its
     traceback in a file in the run directory), instead of a run left marked as running."""

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stress.records.parts import PartWriter
-from stress.records.schema import FACTOR_FIELDS
+from stress.records.schema import FACTOR_FIELDS, HOST_FIELD
 
 
 class EventKind(str, Enum):
@@ -62,6 +62,7 @@ EVENT_SCHEMA = pa.schema(
         *FACTOR_FIELDS,
         pa.field("worker_id", pa.int32()),
         pa.field("pid", pa.int32()),
+        HOST_FIELD,
         pa.field("ts", pa.timestamp("ns", tz="UTC")),
         pa.field("kind", pa.string()),
         pa.field("iteration", pa.int64()),
@@ -99,6 +100,7 @@ class Event:
     in_flight: list[int | None] | None = None
     params: dict[str, object] | None = None  # the variant's factor values
     ts: int = 0  # ns since the epoch; 0 = now
+    host: str | None = None  # None: the writer's (``EventWriter.host``)
 
     def row(self) -> dict[str, object]:
         row = asdict(self)
@@ -153,12 +155,14 @@ class EventWriter:
     """Events are rare and precious: each is written to its own part file at once. One that
     cannot be written (full disk) is kept, and written by ``retry`` when room is made."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, host: str | None = None) -> None:
+        """``host``: written into every event that does not name its own."""
         self.parts = PartWriter(directory)
+        self.host = host
         self.unwritten: list[Event] = []
 
     def write(self, event: Event) -> None:
-        self.unwritten.append(event)
+        self.unwritten.append(event if event.host is not None else replace(event, host=self.host))
         self.retry()
 
     def retry(self) -> None:

@@ -26,6 +26,7 @@ from stress.records.journal import JournalRead, read_journal
 from stress.records.manifest_sections import (
     AdaptiveSection,
     DiskSection,
+    NodeEntry,
     ReferenceEntry,
     Segment,
     checked,
@@ -157,6 +158,7 @@ class ManifestData:
     scenarios: list[dict[str, Any]]
     variants: dict[str, VariantEntry] = field(default_factory=dict)
     reference: dict[str, ReferenceEntry] = field(default_factory=dict)  # per scenario
+    nodes: list[NodeEntry] = field(default_factory=list)  # the machines rows came from
     # One entry per coordinator that worked on the run (``run --resume`` adds one)
     segments: list[Segment] = field(default_factory=list)
     disk: DiskSection = field(default_factory=DiskSection)  # --max-disk
@@ -175,6 +177,7 @@ class ManifestData:
         data["pauses"] = [pause.to_dict() for pause in self.pauses]
         data["reference"] = {name: entry.to_dict() for name, entry in self.reference.items()}
         data["segments"] = [segment.to_dict() for segment in self.segments]
+        data["nodes"] = [node.to_dict() for node in self.nodes]
         data["disk"] = self.disk.to_dict()
         data["adaptive"] = self.adaptive.to_dict()
         return data
@@ -193,6 +196,7 @@ class ManifestData:
             for name, entry in data.get("reference", {}).items()
         }
         data["segments"] = [Segment.from_dict(segment) for segment in data.get("segments", [])]
+        data["nodes"] = [NodeEntry.from_dict(node) for node in data.get("nodes", [])]
         data["disk"] = DiskSection.from_dict(data.get("disk", {}))
         data["adaptive"] = AdaptiveSection.from_dict(data.get("adaptive", {}))
         return checked(cls(**data))

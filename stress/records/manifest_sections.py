@@ -1,5 +1,5 @@
-"""The typed sections of manifest.json: a segment per coordinator, the reference per scenario,
-the disk budget, the adaptive second pass.
+"""The typed sections of manifest.json: a segment per coordinator, the nodes rows came from,
+the reference per scenario, the disk budget, the adaptive second pass.
 
 Each is written to JSON as it always was (a key whose value is unknown yet is left out, as
 before), and read back strictly: a key this version does not know is an error, never a
@@ -98,6 +98,30 @@ class Segment:
     def from_dict(cls, data: dict[str, Any]) -> Segment:
         known = _known(cls, data)
         return checked(cls(**{**known, "status": RunStatus(known["status"])}))
+
+
+@dataclass
+class NodeEntry:
+    """A machine the run's rows came from: ``host`` as in the rows' and events' ``host``
+    column, and its fingerprint (what may make its outputs legitimately differ)."""
+
+    host: str
+    hostname: str
+    machine: str  # x86_64, aarch64, ...
+    cpu_model: str | None
+    kernel: str
+    logical_cores: int | None
+    mnn_version: str | None  # installed there (a variant's ``mnn_version`` may differ)
+    ray_node_id: str | None = None  # a node of a Ray cluster (``run --ray``)
+    address: str | None = None  # the node's address in its Ray cluster
+    lost: str | None = None  # why the node was lost mid-run (its variants went on elsewhere)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _present(asdict(self), ("ray_node_id", "address", "lost"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NodeEntry:
+        return checked(cls(**_known(cls, data)))
 
 
 @dataclass

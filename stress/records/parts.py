@@ -167,6 +167,13 @@ class PartWriter:
         if table.num_rows:
             self._write(table)
 
+    def write_file(self, data: bytes) -> None:
+        """Write one part already encoded elsewhere (a cluster node's, as it wrote it)."""
+        final = self.directory / part_name(self.sequence, self.sequence)
+        write_atomically(final, lambda path: path.write_bytes(data))
+        self.sequence += 1
+        self.bytes_written += len(data)
+
     def _write(self, table: pa.Table) -> None:
         final = self.directory / part_name(self.sequence, self.sequence)
         options = write_options(table.schema)

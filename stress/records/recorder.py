@@ -44,16 +44,20 @@ class Recorder:
         listeners: Listeners,
         disk: DiskBudget | None = None,
         stopping: Callable[[], bool] = lambda: False,
+        host: str | None = None,
+        compacting: bool = True,
     ) -> None:
         """``stopping``: true once the run is asked to stop; compaction then gives up (the
         run exits within seconds, whatever its outputs' size; its parts stay as written, and
-        the run that finishes it packs them)."""
+        the run that finishes it packs them). ``host`` goes into every event; without
+        ``compacting`` parts stay as written (a cluster node's, shipped as they are)."""
         self.listeners = listeners
         layout = RunLayout(root)
         self.buffer = IterationBuffer(PartWriter(layout.iterations), max_age_s=FLUSH_S)
         if disk is not None:  # one part may not take more than a small share of the budget
             self.buffer.max_bytes = min(self.buffer.max_bytes, disk.limit // 32)
-        self.events = EventWriter(layout.events)
+        self.events = EventWriter(layout.events, host)
+        self.compacting = compacting
         self.buffer.writer.write_schema(ITERATION_SCHEMA)
         self.events.parts.write_schema(EVENT_SCHEMA)
         self.disk = disk
@@ -91,10 +95,13 @@ class Recorder:
         """Report merges that could not be made and damaged parts set aside; start the next
         merge if one is due."""
         self._report_compaction()
-        self.compactor.step()
+        if self.compacting:
+            self.compactor.step()
 
     def compact_all(self) -> None:
         """After the loop: pack every dataset's parts into a handful of files."""
+        if not self.compacting:
+            return
         skipped = self.compactor.finish()
         if skipped:
             self.listeners.note(f"compaction: {skipped} merges left undone for lack of room")

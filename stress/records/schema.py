@@ -21,6 +21,10 @@ _BINARY_LIMIT = (1 << 31) - 1  # the most bytes one binary array holds (32-bit o
 _ARROW_TYPES = {int: pa.int32(), str: pa.string(), float: pa.float64(), bool: pa.bool_()}
 FACTOR_FIELDS = [pa.field(name, _ARROW_TYPES[f.kind]) for name, f in REGISTRY.items()]
 
+# The machine a row or event comes from: the host name, made unique among a cluster's nodes
+# (``stress.coordinator.cluster``); the manifest's ``nodes`` has each one's fingerprint.
+HOST_FIELD = pa.field("host", pa.string())
+
 # Columns that are the same for every row a worker sends. The factor ``mnn_version`` holds the
 # version that really ran (the worker's hello), not the one asked for (``installed``).
 CONTEXT_FIELDS = [
@@ -30,6 +34,7 @@ CONTEXT_FIELDS = [
     *FACTOR_FIELDS,
     pa.field("worker_id", pa.int32()),
     pa.field("pid", pa.int32()),
+    HOST_FIELD,
 ]
 
 ITERATION_SCHEMA = pa.schema(

@@ -22,7 +22,7 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.install, pytest.mark.integration]
 
 SCENARIO = "name: plain\nmodel: tiny\niterations: 30\nmax_crashes: 3\n"
-NOT_DEPENDENCIES = ("pandas", "onnx", "onnxruntime", "pytest")  # extras only
+NOT_DEPENDENCIES = ("pandas", "onnx", "onnxruntime", "pytest", "ray")  # extras only
 _UNCOPIED = (".git", ".venv", "build", "results", "*.egg-info", "__pycache__", ".*_cache")
 
 
@@ -100,6 +100,15 @@ def test_summary_and_report_of_a_run_with_a_crash(plain: Plain, crashed: Path):
     assert "deaths: 1 crash" in report.stdout and "SIGSEGV" in report.stdout
     page = (plain.work / "report.html").read_text()
     assert "Worker deaths over time" in page and "No deaths." not in page  # one died
+
+
+def test_ray_without_the_extra_says_how_to_install_it(plain: Plain):
+    """Before anything runs: no run directory is made."""
+    done = plain.run("run", "plain.yaml", "--out", "spread", "--ray", "local")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "--ray needs Ray, which is not installed here" in done.stderr
+    assert "pip install 'mnn-stress[ray]'" in done.stderr
+    assert not (plain.work / "spread").exists()
 
 
 def test_compare_a_clean_run_with_the_crashed_one(plain: Plain, crashed: Path):

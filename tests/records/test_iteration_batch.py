@@ -52,7 +52,7 @@ def write_raw(writer: ring.RingWriter, kind: int, payload: bytes) -> None:
 
 def context(names=("y",), max_value_bytes: int = 1 << 20) -> RowContext:
     values = {"run_id": "r", "scenario": "s", "variant_id": "v", **defaults()}
-    values |= {"worker_id": 0, "pid": 1, "mnn_version": "x"}
+    values |= {"worker_id": 0, "pid": 1, "host": "h", "mnn_version": "x"}
     return RowContext(values, tuple(names), max_value_bytes)
 
 

@@ -61,6 +61,7 @@ def test_rows_written_are_readable_by_pyarrow_pandas_and_duckdb(tmp_path):
             "num_thread": 2,
             "worker_id": 3,
             "pid": 42,
+            "host": "h",
             "mnn_version": "3.6.1",
         },
         output_names=("a", "b"),
@@ -113,6 +114,7 @@ def _context(max_value_bytes: int) -> RowContext:
         **defaults(),
         "worker_id": 0,
         "pid": 1,
+        "host": "h",
         "mnn_version": "3.6.1",
     }
     return RowContext(values=values, output_names=("y",), max_value_bytes=max_value_bytes)

@@ -1,0 +1,266 @@
+"""The driver of a cluster run (``run --ray``): one ``NodeCoordinator`` actor per node of the
+Ray cluster, each given variants as its workers free up (so faster nodes take more), and
+everything they record written into the run directory here, part by part, with names of
+this run directory's own sequence: ``summary``, ``report``, ``compare`` and ``repro`` read it
+as any run.
+
+It stands where ``Coordinator`` stands in ``stress.coordinator.runner``: ``run``, ``salvage``,
+``compact_all``, ``failure``, ``lost_rows``. A node lost mid-run (its raylet or machine gone)
+loses what it had not shipped yet; its unfinished variants go on on the other nodes from the
+last iteration of each thread that reached the driver, so no iteration number is used twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stress.coordinator.cluster.node import NodeCoordinator
+from stress.coordinator.cluster.shipment import Shipment
+from stress.coordinator.loop import PROGRESS_S, TICK_S, Hooks, StopRequests
+from stress.coordinator.plan import VariantState
+from stress.errors import RunFailure, StorageError
+from stress.records.manifest_sections import NodeEntry
+from stress.records.recorder import Listeners, Recorder
+from stress.records.states import VariantStatus
+
+POLL_S = 0.25  # how often each node is asked for what it recorded (and given variants)
+WORKER_ID_STRIDE = 1_000_000  # node k numbers its workers from k x this: ids never collide
+COMPACT_S = 2.0
+
+
+@dataclass
+class _Node:
+    """The driver's view of one node."""
+
+    actor: Any
+    host: str
+    capacity: int  # workers at once there
+    entry: NodeEntry | None = None  # its fingerprint, as the manifest lists it
+    call: Any = None  # the collect() in flight (a Ray ObjectRef)
+    running: int = 0
+    waiting: int = 0
+    given: set[str] = field(default_factory=set)  # variants given, not finished there
+    closed: bool = False
+    finished: bool = False
+    lost: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return not self.finished and self.lost is None
+
+
+class ClusterCoordinator:
+    def __init__(
+        self,
+        ray: ModuleType,
+        run_id: str,
+        run_dir: Path,
+        states: list[VariantState],
+        workers_per_node: int | None,
+        stop: StopRequests,
+        fault: str | None,
+        hooks: Hooks,
+        first_worker_id: int,
+        on_node: Callable[[NodeEntry], None],
+    ) -> None:
+        self.ray = ray
+        self.states = states
+        self.by_id = {state.variant.variant_id: state for state in states}
+        self.stop = stop
+        self.hooks = hooks
+        self.failure: RunFailure | None = None
+        self.lost_rows = 0
+        listeners = Listeners(hooks.on_note, hooks.on_disk, stop.request, hooks.on_rows)
+        self.recorder = Recorder(run_dir, listeners, stopping=lambda: bool(stop.count))
+        self.buffer = self.recorder.buffer  # always empty: parts arrive whole
+        # the next iteration of each (variant, thread) whose row has reached the driver
+        self.received: dict[tuple[str, int], int] = {}
+        self.completed: collections.Counter[str] = collections.Counter()  # iterations received
+        self.pending = collections.deque(s for s in states if not s.status.finished)
+        self.stops_sent = 0
+        self.on_node = on_node
+        self.nodes = _start_nodes(ray, run_id, workers_per_node, first_worker_id, fault)
+        for node, entry in zip(self.nodes, ray.get([n.actor.node.remote() for n in self.nodes])):
+            node.entry = entry
+            on_node(entry)
+
+    def run(self) -> None:
+        started = time.monotonic()
+        next_tick = next_progress = next_compaction = started
+        try:
+            while any(node.active for node in self.nodes):
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + TICK_S
+                    self.hooks.on_tick(self.states, now - started)
+                if now >= next_progress:
+                    next_progress = now + PROGRESS_S
+                    running = [s for s in self.states if s.status is VariantStatus.RUNNING]
+                    self._guard(self.hooks.on_progress, running)
+                if now >= next_compaction:
+                    next_compaction = now + COMPACT_S
+                    self.recorder.compact()
+                self._call_nodes()
+                self._receive()
+        finally:
+            for node in self.nodes:
+                if node.lost is None:
+                    node.actor.shut.remote()
+        for state in self.pending:  # never given: the run stopped first
+            self._set(state, VariantStatus.SKIPPED)
+
+    def salvage(self, make_room: Callable[[], None]) -> int:
+        return 0  # nothing is buffered here: every part was written as it arrived
+
+    def compact_all(self) -> None:
+        self.recorder.compact_all()
+
+    # --- calling the nodes -----------------------------------------------------------------
+    def _call_nodes(self) -> None:
+        """Ask every node without a call in flight for its news, giving it variants for its
+        free workers; closing it once nothing is left to give; stopping it when asked."""
+        stopping = bool(self.stop.count) or self.failure is not None
+        for node in self.nodes:
+            if not node.active or node.call is not None:
+                continue
+            give: list[VariantState] = []
+            if not stopping:
+                free = node.capacity - node.running - node.waiting
+                while self.pending and len(give) < free:
+                    give.append(self.pending.popleft())
+            for state in give:
+                node.given.add(state.variant.variant_id)
+                self._set(state, VariantStatus.RUNNING)
+            # open while any variant may still come back from a node that is lost
+            close = stopping or not (self.pending or any(n.given for n in self.nodes))
+            stops = self.stop.count or (1 if self.failure is not None else 0)
+            node.call = node.actor.collect.remote(give, close, stops)
+            node.closed = close
+
+    def _receive(self) -> None:
+        calls = {node.call: node for node in self.nodes if node.call is not None}
+        if not calls:
+            time.sleep(POLL_S)
+            return
+        ready, _ = self.ray.wait(list(calls), num_returns=len(calls), timeout=POLL_S)
+        for ref in ready:
+            node = calls[ref]
+            node.call = None
+            try:
+                shipment: Shipment = self.ray.get(ref)
+            except self.ray.exceptions.RayError as exc:
+                self._lose(node, exc)
+                continue
+            self._guard(self._take, node, shipment)
+        if len(ready) < len(calls):
+            return
+        time.sleep(POLL_S)  # every node answered: the next round after a pause
+
+    def _take(self, node: _Node, shipment: Shipment) -> None:
+        for data in shipment.iterations:
+            self.recorder.buffer.writer.write_file(data)
+            rows = pq.read_table(pa.BufferReader(data))
+            self._count_received(rows)
+            self.hooks.on_rows(rows)
+        for data in shipment.events:
+            self.recorder.events.parts.write_file(data)
+        for line in shipment.notes:
+            self.hooks.on_note(line)
+        for progress in shipment.progress:
+            state = self.by_id.get(progress.variant_id)
+            if state is None:
+                continue
+            before = state.status
+            progress.apply(state)
+            if state.status.finished:
+                node.given.discard(progress.variant_id)
+            if state.status is not before:
+                self._set(state, state.status)
+        node.running, node.waiting = shipment.running, shipment.waiting
+        if shipment.failure is not None:
+            self.hooks.on_note(f"{node.host}: {shipment.failure}")
+        node.finished = shipment.finished
+
+    def _count_received(self, rows: pa.Table) -> None:
+        if not rows.num_rows:
+            return
+        keys = rows.select(["variant_id", "thread", "iteration"]).group_by(["variant_id", "thread"])
+        counted = keys.aggregate([("iteration", "max"), ("iteration", "count_distinct")])
+        for row in counted.to_pylist():
+            key = (row["variant_id"], row["thread"])
+            self.received[key] = max(self.received.get(key, 0), row["iteration_max"] + 1)
+            self.completed[row["variant_id"]] += row["iteration_count_distinct"]
+
+    # --- a node lost ----------------------------------------------------------------------
+    def _lose(self, node: _Node, exc: Exception) -> None:
+        """Its unfinished variants go back to the queue, each thread going on from its last
+        iteration that reached the driver (what the node had not shipped is lost)."""
+        node.lost = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        moved = [self.by_id[v] for v in sorted(node.given) if v in self.by_id]
+        for state in moved:
+            vid = state.variant.variant_id
+            state.next_iterations = [
+                self.received.get((vid, thread), 0) for thread in range(len(state.next_iterations))
+            ]
+            state.completed = self.completed[vid]  # what the node had not shipped is lost
+            state.rss_bytes = None
+            self._set(state, VariantStatus.PENDING)
+            self.pending.appendleft(state)
+        node.given.clear()
+        if node.entry is not None:
+            self._guard(self.on_node, dataclasses.replace(node.entry, lost=node.lost))
+        self.hooks.on_note(
+            f"node {node.host} lost ({node.lost}); {len(moved)} of its variants go on on the "
+            "other nodes from their last iteration received"
+        )
+        if not any(n.active for n in self.nodes) and self.pending:
+            self._guard(self._fail_all, "every node of the cluster was lost")
+
+    def _fail_all(self, why: str) -> None:
+        self.failure = RunFailure(why)
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _set(self, state: VariantState, status: VariantStatus) -> None:
+        state.status = status
+        self._guard(self.hooks.on_change, state)
+
+    def _guard(self, call: Callable[..., None], *args: Any) -> None:
+        """``call(*args)``; a StorageError (results cannot be written) stops the run."""
+        try:
+            call(*args)
+        except StorageError as exc:
+            self.failure = self.failure or exc
+            self.stop.request()
+
+
+def _start_nodes(
+    ray: ModuleType, run_id: str, workers: int | None, first_worker_id: int, fault: str | None
+) -> list[_Node]:
+    """One NodeCoordinator per alive node, pinned to it (its workers run there)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    names = collections.Counter(n["NodeManagerHostname"] for n in alive)
+    remote = ray.remote(NodeCoordinator)
+    nodes = []
+    for k, info in enumerate(alive):
+        name = info["NodeManagerHostname"]
+        host = name if names[name] == 1 else f"{name}/{info['NodeID'][:6]}"
+        capacity = workers or max(1, int(info.get("Resources", {}).get("CPU", 1)))
+        pinned = NodeAffinitySchedulingStrategy(node_id=info["NodeID"], soft=False)
+        actor = remote.options(num_cpus=0, max_concurrency=2, scheduling_strategy=pinned).remote(
+            run_id, host, capacity, first_worker_id + (k + 1) * WORKER_ID_STRIDE, fault,
+            info["NodeID"], info.get("NodeManagerAddress"),
+        )  # fmt: skip
+        nodes.append(_Node(actor, host, capacity))
+    return nodes

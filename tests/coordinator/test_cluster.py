@@ -1,0 +1,260 @@
+"""``run --ray``: the variants over the nodes of a real Ray cluster on this machine, inside a
+network namespace that has only loopback (a head and a second node, each with a resource of
+its own), what they record merged into one run directory."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pyarrow.dataset as ds
+import pytest
+
+from tests.conftest import REPO, read_events, run_cli
+
+pytestmark = pytest.mark.integration
+
+PORT = 6379  # the namespace's own loopback: nothing else listens there
+
+
+@dataclass(frozen=True)
+class Cluster:
+    enter: list[str]  # the command prefix that runs a command inside its network namespace
+    address: str
+    namespace: str  # the namespace's identity (readlink /proc/PID/ns/net)
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """``python -m stress ARGS`` inside the namespace (the driver reaches 127.0.0.1 there)."""
+        command = [*self.enter, sys.executable, "-m", "stress", *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=self.env, cwd=REPO
+        )
+
+    def start(self, *args: str) -> subprocess.Popen:
+        command = [*self.enter, sys.executable, "-m", "stress", *args]
+        return subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
+            cwd=REPO,
+        )  # fmt: skip
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process inside the namespace."""
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if os.readlink(f"/proc/{process.pid}/ns/net") == self.namespace:
+                    found.append(process)
+            except OSError:
+                continue
+        return found
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A head (resource ``nodeA``) and a second node (``nodeB``), one CPU each."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'mnn-stress[ray]')")
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("nsenter")):
+        pytest.skip("a private network namespace needs root, unshare and nsenter")
+    holder = subprocess.Popen(
+        ["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep 100000"]
+    )
+    ours = os.readlink("/proc/self/ns/net")
+    deadline = time.monotonic() + 10
+    while os.readlink(f"/proc/{holder.pid}/ns/net") == ours and time.monotonic() < deadline:
+        time.sleep(0.05)
+    namespace = os.readlink(f"/proc/{holder.pid}/ns/net")
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths are long
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OPENBLAS_NUM_THREADS": "1",
+        # the cluster's own token, as a real cluster's users set it (nothing in ~/.ray)
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    enter = ["nsenter", f"--net=/proc/{holder.pid}/ns/net"]
+    found = Cluster(enter, f"127.0.0.1:{PORT}", namespace, env)
+    ray = str(Path(sys.executable).parent / "ray")
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    try:
+        time.sleep(0.2)  # `ip link set lo up` done
+        for node in (
+            ["--head", "--port", str(PORT), "--include-dashboard", "false", "--temp-dir", temp],
+            ["--address", found.address],
+        ):
+            resource = '{"nodeA": 1}' if "--head" in node else '{"nodeB": 1}'
+            started = subprocess.run(
+                [*enter, ray, "start", *node, *common, "--resources", resource],
+                capture_output=True, text=True, env=env, timeout=120,
+            )  # fmt: skip
+            assert started.returncode == 0, started.stdout + started.stderr
+        yield found
+    finally:
+        for process in found.processes():
+            if process.pid != holder.pid:
+                process.kill()
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _rows(out: Path):
+    return ds.dataset(str(out / "iterations"), format="parquet").to_table(
+        columns=["variant_id", "host", "thread", "iteration", "status"]
+    )
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+SCENARIO = """\
+name: spread
+model: tiny
+seed: 0
+iterations: 300
+timeout: 20s
+max_crashes: 1
+matrix:
+  api: [session, module]
+  threads: [1, 2]
+"""
+
+
+def test_a_run_spread_over_two_nodes_is_the_run_one_machine_makes(cluster, tmp_path):
+    """A crashing variant and clean ones: the same variant ids and row counts as on one
+    machine, every row naming its node, the crash an event with its cause, both nodes used."""
+    path = tmp_path / "spread.yaml"
+    path.write_text(SCENARIO)
+    fault = {**cluster.env, "MNN_STRESS_TEST_FAULT": "segv@40?threads=1"}
+    spread = tmp_path / "spread"
+    done = subprocess.run(
+        [*cluster.enter, sys.executable, "-m", "stress", "run", str(path), "--out", str(spread),
+         "--ray", cluster.address],
+        capture_output=True, text=True, timeout=300, env=fault, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    alone = tmp_path / "alone"
+    os.environ["MNN_STRESS_TEST_FAULT"] = "segv@40?threads=1"
+    try:
+        run_cli("run", str(path), "--out", str(alone))
+    finally:
+        del os.environ["MNN_STRESS_TEST_FAULT"]
+
+    nodes = _manifest(spread)["nodes"]
+    ray_hosts = {n["host"] for n in nodes if n.get("ray_node_id")}
+    assert len(ray_hosts) == 2 and all(n["cpu_model"] and n["kernel"] for n in nodes)
+    assert {n["address"] for n in nodes if n.get("ray_node_id")} == {"127.0.0.1"}
+    rows, single = _rows(spread), _rows(alone)
+    assert set(rows["host"].to_pylist()) == ray_hosts  # both nodes ran variants
+    by_variant = collections.Counter(rows["variant_id"].to_pylist())
+    alone_by_variant = collections.Counter(single["variant_id"].to_pylist())
+    assert set(by_variant) == set(alone_by_variant)
+    crashed = set(read_events(alone).query("kind == 'crash'").variant_id)
+    assert by_variant == alone_by_variant  # one thread where it crashes: no drift between threads
+    keys = list(zip(*(rows[c].to_pylist() for c in ("variant_id", "thread", "iteration"))))
+    assert len(keys) == len(set(keys))  # no row twice: part names never collided
+    events = read_events(spread)
+    crashes = events[events.kind == "crash"]
+    assert len(crashes) >= 1 and set(crashes.signal) == {"SIGSEGV"}
+    assert set(crashes.host) <= ray_hosts
+    assert set(crashes.variant_id) == crashed
+    summary = json.loads(run_cli("summary", str(spread), "--json").stdout)
+    assert {v["variant_id"] for v in summary["variants"]} == set(by_variant)
+
+
+def test_a_node_lost_mid_run_leaves_its_variants_to_the_other(cluster, tmp_path):
+    """nodeB's raylet killed once its rows arrive: its variant goes on on nodeA from the last
+    iteration received, every iteration recorded exactly once, the manifest names the loss."""
+    path = tmp_path / "long.yaml"
+    path.write_text(
+        "name: long\nmodel: tiny\nseed: 0\niterations: 40000\ntimeout: 20s\n"
+        "matrix:\n  api: [session, module]\n"
+    )
+    out = tmp_path / "run"
+    run = cluster.start("run", str(path), "--out", str(out), "--ray", cluster.address)
+    try:
+        raylet = _raylet_of(cluster, "nodeB")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _rows_from_two_nodes(out):
+            time.sleep(0.2)
+        raylet.send_signal(signal.SIGKILL)
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, stderr
+    manifest = _manifest(out)
+    assert manifest["status"] == "complete"
+    lost = [n for n in manifest["nodes"] if n.get("lost")]
+    assert len(lost) == 1
+    table = _rows(out).to_pydict()
+    seen = collections.defaultdict(list)
+    for vid, iteration in zip(table["variant_id"], table["iteration"]):
+        seen[vid].append(iteration)
+    assert len(seen) == 2
+    for iterations in seen.values():
+        assert sorted(iterations) == list(range(40000))  # no gap, no duplicate
+    assert "lost" in (out / "run.log").read_text()
+
+
+def _raylet_of(cluster: Cluster, resource: str) -> psutil.Process:
+    for process in cluster.processes():
+        try:
+            if process.name() == "raylet" and resource in " ".join(process.cmdline()):
+                return process
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no raylet with {resource}")
+
+
+def _rows_from_two_nodes(out: Path) -> bool:
+    try:
+        return len(set(_rows(out)["host"].to_pylist())) >= 2
+    except (OSError, ValueError):
+        return False
+
+
+def test_ray_local_runs_a_cluster_of_this_machine_on_loopback_alone(
+    scenario_file, tmp_path, monkeypatch
+):
+    """The command runs itself again in a network namespace of its own; Ray's token is its
+    own too (nothing written to ~/.ray)."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'mnn-stress[ray]')")
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a private network namespace needs root (or user namespaces) and unshare")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = scenario_file(
+        "name: local\nmodel: tiny\niterations: 50\nmatrix:\n  api: [session, module]\n"
+    )
+    out = tmp_path / "run"
+    done = run_cli("run", str(path), "--out", str(out), "--ray", "local")
+    assert "8.8.8.8" not in done.stderr  # Ray's probe for an outside address: left out
+    manifest = _manifest(out)
+    assert manifest["status"] == "complete"
+    (node,) = [n for n in manifest["nodes"] if n.get("ray_node_id")]
+    assert node["address"] == "127.0.0.1"
+    rows = _rows(out)
+    assert rows.num_rows == 100 and set(rows["host"].to_pylist()) == {node["host"]}
+    assert not (tmp_path / ".ray").exists()
+
+
+def test_ray_refuses_what_is_not_an_address(scenario_file, tmp_path):
+    path = scenario_file("name: nowhere\nmodel: tiny\niterations: 5\n")
+    done = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--ray", "nohost", check=False)
+    assert done.returncode == 2 and "--ray 'nohost' is not a Ray address" in done.stderr
+    assert not (tmp_path / "run").exists()
