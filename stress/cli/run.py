@@ -122,6 +122,8 @@ def run(
         )
     if resume_dir is None and not scenarios:
         raise click.UsageError("give scenario files (or folders), or --resume RUN_DIR")
+    if ray_address is not None and max_disk is not None:
+        raise click.UsageError("--max-disk does not work with --ray yet: leave one out")
     cluster = _cluster(ray_address, workers, resume_dir)
     try:
         seconds = None if duration is None else parse_duration(duration)

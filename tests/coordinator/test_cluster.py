@@ -177,9 +177,40 @@ def test_a_run_spread_over_two_nodes_is_the_run_one_machine_makes(cluster, tmp_p
     assert {v["variant_id"] for v in summary["variants"]} == set(by_variant)
 
 
+def test_sigterm_stops_a_spread_run_and_keeps_what_reached_the_driver(cluster, tmp_path):
+    """Ray's init makes SIGTERM a bare exit of the driver; the run's own handling is put back:
+    the nodes stop their workers, the run ends interrupted with its rows and can be read."""
+    path = tmp_path / "endless.yaml"
+    path.write_text(
+        "name: endless\nmodel: tiny\nduration: 120s\nmatrix:\n  api: [session, module]\n"
+    )
+    out = tmp_path / "run"
+    run = cluster.start("run", str(path), "--out", str(out), "--ray", cluster.address)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _rows_from_two_nodes(out):
+            time.sleep(0.2)
+        asked = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=60)
+        took = time.monotonic() - asked
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    manifest = _manifest(out)
+    assert manifest["status"] == "interrupted"
+    assert {v["status"] for v in manifest["variants"].values()} == {"interrupted"}
+    assert _rows(out).num_rows > 0 and took < 20, f"took {took:.1f} s"
+    summary = run_cli("summary", str(out), "--json")
+    assert len(json.loads(summary.stdout)["variants"]) == 2
+
+
 def test_a_node_lost_mid_run_leaves_its_variants_to_the_other(cluster, tmp_path):
     """nodeB's raylet killed once its rows arrive: its variant goes on on nodeA from the last
-    iteration received, every iteration recorded exactly once, the manifest names the loss."""
+    iteration received, every iteration recorded exactly once, the manifest names the loss.
+    The last test of the cluster: nodeB does not come back."""
     path = tmp_path / "long.yaml"
     path.write_text(
         "name: long\nmodel: tiny\nseed: 0\niterations: 40000\ntimeout: 20s\n"

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import secrets
 import shutil
+import signal
 import socket
 import struct
 import sys
@@ -124,6 +125,7 @@ def connected(address: str, cpus: int | None) -> Iterator[ModuleType]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing reported to anyone
     # a local cluster's session (logs, sockets) in a folder of its own, removed after it
     scratch = tempfile.mkdtemp(prefix="mnn-stress-ray-") if address == LOCAL else None
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         with _without_the_probe_warning():
             if scratch is not None:
@@ -136,6 +138,8 @@ def connected(address: str, cpus: int | None) -> Iterator[ModuleType]:
                 )
             else:
                 ray.init(address=address, **quiet)
+        for number, handler in handlers.items():  # ray.init made SIGTERM a sys.exit
+            signal.signal(number, handler)
         try:
             yield ray
         finally:

@@ -89,12 +89,14 @@ class ClusterCoordinator:
         self.pending = collections.deque(s for s in states if not s.status.finished)
         self.stops_sent = 0
         self.on_node = on_node
-        self.nodes = _start_nodes(ray, run_id, workers_per_node, first_worker_id, fault)
-        for node, entry in zip(self.nodes, ray.get([n.actor.node.remote() for n in self.nodes])):
-            node.entry = entry
-            on_node(entry)
+        self.start = (run_id, workers_per_node, first_worker_id, fault)
+        self.nodes: list[_Node] = []
 
     def run(self) -> None:
+        """Start a coordinator on every node, then feed them until every variant is done (or
+        the run stops); a coordinator that cannot start is the run's failure."""
+        self.nodes = _start_nodes(self.ray, *self.start)
+        self._fingerprint_nodes()
         started = time.monotonic()
         next_tick = next_progress = next_compaction = started
         try:
@@ -124,6 +126,28 @@ class ClusterCoordinator:
 
     def compact_all(self) -> None:
         self.recorder.compact_all()
+
+    def _fingerprint_nodes(self) -> None:
+        """Each node's fingerprint, from its coordinator: the first call, so a node where it
+        cannot start (mnn-stress or MNN missing there, or a node Ray still lists though it is
+        gone) is said here, by name, and left out; the run fails only if none can start."""
+        refused = []
+        for node in self.nodes:
+            try:
+                node.entry = self.ray.get(node.actor.node.remote())
+            except self.ray.exceptions.RayError as exc:
+                node.lost = _first_line(exc)
+                refused.append(f"{node.host} ({node.lost})")
+                continue
+            self._guard(self.on_node, node.entry)
+        if refused:
+            self.hooks.on_note(f"mnn-stress could not start on node(s): {', '.join(refused)}")
+        if all(node.lost is not None for node in self.nodes):
+            self.failure = RunFailure(
+                f"mnn-stress could not start on any node of the cluster: {', '.join(refused)}",
+                fix="install the same mnn-stress, MNN and Ray on every node (pip install "
+                "'mnn-stress[ray]'), under the same Python",
+            )
 
     # --- calling the nodes -----------------------------------------------------------------
     def _call_nodes(self) -> None:
@@ -205,7 +229,7 @@ class ClusterCoordinator:
     def _lose(self, node: _Node, exc: Exception) -> None:
         """Its unfinished variants go back to the queue, each thread going on from its last
         iteration that reached the driver (what the node had not shipped is lost)."""
-        node.lost = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        node.lost = _first_line(exc)
         moved = [self.by_id[v] for v in sorted(node.given) if v in self.by_id]
         for state in moved:
             vid = state.variant.variant_id
@@ -264,3 +288,9 @@ def _start_nodes(
         )  # fmt: skip
         nodes.append(_Node(actor, host, capacity))
     return nodes
+
+
+def _first_line(exc: Exception) -> str:
+    """What Ray said, in one line."""
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}".rstrip(": ")
