@@ -1,11 +1,13 @@
 """What a run looks like while it runs: per scenario, variants finished, iterations and
 their rate, their grades as the summary will give them (counted as rows are written) and
-deaths; for the run, elapsed and remaining time, the coordinator's and the workers' memory,
-and the disk used. Drawn live on a terminal (rich), or as one plain line for logs and pipes."""
+deaths; per node of a cluster (``run --ray``), variants running, iterations, rate and deaths;
+for the run, elapsed and remaining time, the coordinator's and the workers' memory, and the
+disk used. Drawn live on a terminal (rich), or as one plain line for logs and pipes."""
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +35,17 @@ class Meters:
     disk_used: int | None
     disk_limit: int | None
     rates: dict[str, float] = field(default_factory=dict)  # iterations/s per scenario
+    node_rates: dict[str, float] = field(default_factory=dict)  # iterations/s per node
 
 
 class Rates:
-    """Iterations per second per scenario, over the last few ticks (from the start at first)."""
+    """Iterations per second per scenario (or per what ``key`` says), over the last few ticks
+    (from the start at first)."""
 
-    def __init__(self, window: int = 5) -> None:
+    def __init__(
+        self, window: int = 5, key: Callable[[Any], str | None] = lambda s: s.variant.scenario
+    ) -> None:
+        self.key = key
         self.history: collections.deque[tuple[float, dict[str, int]]] = collections.deque(
             [(0.0, {})], maxlen=window + 1
         )
@@ -46,7 +53,9 @@ class Rates:
     def update(self, elapsed_s: float, states: list[Any]) -> dict[str, float]:
         totals: dict[str, int] = collections.Counter()
         for state in states:
-            totals[state.variant.scenario] += state.completed
+            name = self.key(state)
+            if name is not None:
+                totals[name] += state.completed
         self.history.append((elapsed_s, dict(totals)))
         (then, before), (now, after) = self.history[0], self.history[-1]
         span = now - then
@@ -75,8 +84,13 @@ def _done(state: Any) -> float:
 
 
 def meters(
-    states: list[Any], elapsed_s: float, rates: Rates, disk: tuple[int | None, int | None]
+    states: list[Any],
+    elapsed_s: float,
+    rates: Rates,
+    disk: tuple[int | None, int | None],
+    node_rates: Rates | None = None,
 ) -> Meters:
+    """The figures at this tick; ``node_rates`` keeps each node's rate (a cluster run)."""
     running = [s for s in states if s.rss_bytes is not None]
     return Meters(
         elapsed_s=elapsed_s,
@@ -87,6 +101,7 @@ def meters(
         disk_used=disk[0],
         disk_limit=disk[1],
         rates=rates.update(elapsed_s, states),
+        node_rates=node_rates.update(elapsed_s, states) if node_rates is not None else {},
     )
 
 
@@ -113,7 +128,25 @@ def plain_line(states: list[Any], m: Meters) -> str:
         f"{running} running; "
         f"{sum(s.completed for s in states):,} iterations ({sum(m.rates.values()):,.0f}/s; "
         f"graded: {graded}); {sum(s.crashes for s in states)} worker deaths; {_footer(m)}"
+        + "".join(
+            f"; {node}: {running} running, {iterations:,} iterations "
+            f"({m.node_rates.get(node, 0):,.0f}/s), {deaths} deaths"
+            for node, (running, iterations, deaths) in nodes(states).items()
+        )
     )
+
+
+def nodes(states: list[Any]) -> dict[str, tuple[int, int, int]]:
+    """Per cluster node (none on one machine): variants running, iterations, deaths."""
+    found: dict[str, list[int]] = {}
+    for state in states:
+        if state.node is None:
+            continue
+        counts = found.setdefault(state.node, [0, 0, 0])
+        counts[0] += state.status is VariantStatus.RUNNING
+        counts[1] += state.completed
+        counts[2] += state.crashes
+    return {node: (a, b, c) for node, (a, b, c) in sorted(found.items())}
 
 
 def table(states: list[Any], m: Meters) -> Group:
@@ -144,7 +177,21 @@ def table(states: list[Any], m: Meters) -> Group:
     legend = [Text(GRADED, style="dim")]
     if Grade.UNGRADED in shown:
         legend.append(Text(UNGRADED, style="dim"))
-    return Group(view, Text(footer, style="dim"), *legend)
+    return Group(view, *_node_table(states, m), Text(footer, style="dim"), *legend)
+
+
+def _node_table(states: list[Any], m: Meters) -> list[Table]:
+    """A cluster run's nodes, one row each (nothing on one machine)."""
+    counted = nodes(states)
+    if not counted:
+        return []
+    view = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("node", "running", "iters", "it/s", "deaths"):
+        view.add_column(name, justify="left" if name == "node" else "right")
+    for node, (running, iterations, deaths) in counted.items():
+        rate = f"{m.node_rates.get(node, 0.0):,.0f}"
+        view.add_row(node, str(running), f"{iterations:,}", rate, _count(deaths, True))
+    return [view]
 
 
 def _grades(states: list[Any]) -> collections.Counter[Grade]:

@@ -39,6 +39,7 @@ class Narrator:
         self.live = Live(console=console, auto_refresh=False, transient=True) if live else None
         self.run_dir: Path | None = None
         self.rates = liveview.Rates()
+        self.node_rates = liveview.Rates(key=lambda state: state.node)
         self.next_line_s = every_s
         self.disk_used: int | None = None
         self.disk_measured_s = -DISK_EVERY_S
@@ -117,7 +118,8 @@ class Narrator:
         """Every second: redraw the live view; every ``every_s``, the plain line."""
         if self.run_dir is not None and elapsed - self.disk_measured_s >= DISK_EVERY_S:
             self.disk_used, self.disk_measured_s = disk_usage(self.run_dir), elapsed
-        m = liveview.meters(states, elapsed, self.rates, (self.disk_used, self.disk_limit))
+        disk = (self.disk_used, self.disk_limit)
+        m = liveview.meters(states, elapsed, self.rates, disk, self.node_rates)
         if self.live is not None:
             live = self.live
             if not live.is_started:

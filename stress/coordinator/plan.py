@@ -76,6 +76,7 @@ class VariantState:
     crashes: int = 0
     workers_started: int = 0
     status: VariantStatus = VariantStatus.PENDING
+    node: str | None = None  # the cluster node it runs on (``run --ray``), by its rows' host
 
     def __post_init__(self) -> None:
         if not self.next_iterations:

@@ -58,6 +58,41 @@ def test_the_plain_line_counts_outcomes_deaths_rates_memory_and_disk():
     assert re.search(r"b\s+0/1\s+1\s+10\s+1\s+8\s+0\s+0\s+0\s+0\n", text)
 
 
+def test_a_cluster_run_shows_each_node_in_the_line_and_the_view():
+    """Variants running, iterations, rate and deaths per node; nothing of nodes on one machine."""
+    running = VariantStatus.RUNNING
+    states = [
+        state("a", 40, {}, node="vm/aaa", status=running, crashes=1),
+        state("a", 20, {}, node="vm/bbb", status=DONE),
+        state("b", 30, {}, node="vm/bbb", status=running),
+    ]
+    rates, by_node = liveview.Rates(), liveview.Rates(key=lambda s: s.node)
+    liveview.meters([state("a", 0, {}, node="vm/aaa")], 0.0, rates, (None, None), by_node)
+    m = liveview.meters(states, 10.0, rates, (None, None), by_node)
+    assert m.node_rates == {"vm/aaa": 4.0, "vm/bbb": 5.0}
+    line = liveview.plain_line(states, m)
+    assert line.endswith(
+        "; vm/aaa: 1 running, 40 iterations (4/s), 1 deaths"
+        "; vm/bbb: 1 running, 50 iterations (5/s), 0 deaths"
+    )
+    view = Console(width=80, file=io.StringIO(), record=True)
+    view.print(liveview.table(states, m))
+    text = view.export_text()
+    assert re.search(r"node\s+running\s+iters\s+it/s\s+deaths\n", text)
+    assert re.search(r"vm/aaa\s+1\s+40\s+4\s+1\n", text)
+    assert re.search(r"vm/bbb\s+1\s+50\s+5\s+0\n", text)
+    alone = [state("a", 40, {}, status=running)]
+    assert "node" not in _text(liveview.table(alone, m)) and "vm/" not in liveview.plain_line(
+        alone, m
+    )
+
+
+def _text(renderable) -> str:
+    view = Console(width=80, file=io.StringIO(), record=True)
+    view.print(renderable)
+    return view.export_text()
+
+
 def test_the_first_rate_counts_from_the_start():
     rates = liveview.Rates()
     assert rates.update(2.0, [state("a", 30, {})]) == {"a": 15.0}

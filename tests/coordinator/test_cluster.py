@@ -144,7 +144,7 @@ def test_a_run_spread_over_two_nodes_is_the_run_one_machine_makes(cluster, tmp_p
     spread = tmp_path / "spread"
     done = subprocess.run(
         [*cluster.enter, sys.executable, "-m", "stress", "run", str(path), "--out", str(spread),
-         "--ray", cluster.address],
+         "--ray", cluster.address, "--progress-every", "1s"],
         capture_output=True, text=True, timeout=300, env=fault, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -161,6 +161,8 @@ def test_a_run_spread_over_two_nodes_is_the_run_one_machine_makes(cluster, tmp_p
     assert {n["address"] for n in nodes if n.get("ray_node_id")} == {"127.0.0.1"}
     rows, single = _rows(spread), _rows(alone)
     assert set(rows["host"].to_pylist()) == ray_hosts  # both nodes ran variants
+    progress = [line for line in (spread / "run.log").read_text().splitlines() if "running" in line]
+    assert all(f"; {host}: " in progress[-1] for host in ray_hosts)  # the nodes, as they ran
     by_variant = collections.Counter(rows["variant_id"].to_pylist())
     alone_by_variant = collections.Counter(single["variant_id"].to_pylist())
     assert set(by_variant) == set(alone_by_variant)

@@ -30,6 +30,7 @@ from stress.coordinator.loop import PROGRESS_S, TICK_S, Hooks, StopRequests
 from stress.coordinator.plan import VariantState
 from stress.errors import RunFailure, StorageError
 from stress.records.manifest_sections import NodeEntry
+from stress.records.nodes import fingerprint
 from stress.records.recorder import Listeners, Recorder
 from stress.records.states import VariantStatus
 
@@ -142,6 +143,14 @@ class ClusterCoordinator:
             self._guard(self.on_node, node.entry)
         if refused:
             self.hooks.on_note(f"mnn-stress could not start on node(s): {', '.join(refused)}")
+        here = _kind(fingerprint())
+        other = [n.host for n in self.nodes if n.entry is not None and _kind(n.entry) != here]
+        if other:
+            self.hooks.on_note(
+                f"node(s) {', '.join(other)} differ from this machine (CPU, architecture or MNN) "
+                "whose clean reference grades every row: their mismatches may be legitimate "
+                "differences of the machine (a reference per kind of node is not made yet)"
+            )
         if all(node.lost is not None for node in self.nodes):
             self.failure = RunFailure(
                 f"mnn-stress could not start on any node of the cluster: {', '.join(refused)}",
@@ -164,6 +173,7 @@ class ClusterCoordinator:
                     give.append(self.pending.popleft())
             for state in give:
                 node.given.add(state.variant.variant_id)
+                state.node = node.host
                 self._set(state, VariantStatus.RUNNING)
             # open while any variant may still come back from a node that is lost
             close = stopping or not (self.pending or any(n.given for n in self.nodes))
@@ -237,7 +247,7 @@ class ClusterCoordinator:
                 self.received.get((vid, thread), 0) for thread in range(len(state.next_iterations))
             ]
             state.completed = self.completed[vid]  # what the node had not shipped is lost
-            state.rss_bytes = None
+            state.rss_bytes, state.node = None, None
             self._set(state, VariantStatus.PENDING)
             self.pending.appendleft(state)
         node.given.clear()
@@ -294,3 +304,8 @@ def _first_line(exc: Exception) -> str:
     """What Ray said, in one line."""
     first = next((line for line in str(exc).splitlines() if line.strip()), "")
     return f"{type(exc).__name__}: {first}".rstrip(": ")
+
+
+def _kind(node: NodeEntry) -> tuple[str, str | None, str | None]:
+    """What may make a machine's outputs legitimately differ from another's."""
+    return node.machine, node.cpu_model, node.mnn_version
