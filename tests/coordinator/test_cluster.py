@@ -5,6 +5,7 @@ its own), what they record merged into one run directory."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import secrets
@@ -291,3 +292,58 @@ def test_ray_refuses_what_is_not_an_address(scenario_file, tmp_path):
     done = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--ray", "nohost", check=False)
     assert done.returncode == 2 and "--ray 'nohost' is not a Ray address" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+class _FakeRay:
+    """Just what ``ClusterCoordinator._fingerprint_nodes`` calls: ``get`` of a value or an
+    error, and ``exceptions.RayError``."""
+
+    class exceptions:  # noqa: N801 - as Ray names it
+        class RayError(Exception):
+            pass
+
+    @staticmethod
+    def get(value):
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+@dataclass
+class _FakeActor:
+    answer: object
+
+    @property
+    def node(self):
+        return self
+
+    def remote(self):
+        return self.answer
+
+
+def test_nodes_that_cannot_start_or_differ_from_this_machine_are_named(tmp_path):
+    """A node whose coordinator cannot start is left out, by name; one of another CPU is named
+    as graded against this machine's reference; none starting fails the run."""
+    from stress.coordinator.cluster.driver import ClusterCoordinator, _Node
+    from stress.coordinator.loop import Hooks, StopRequests
+    from stress.records.nodes import fingerprint
+
+    notes: list[str] = []
+    here = fingerprint("here")
+    arm = dataclasses.replace(fingerprint("arm"), machine="aarch64", cpu_model="Cortex-A76")
+    died = _FakeRay.exceptions.RayError("The actor died unexpectedly\nmore")
+    driver = ClusterCoordinator(
+        _FakeRay, "r", tmp_path, [], None, StopRequests(), None, Hooks(on_note=notes.append),
+        0, lambda node: None,
+    )  # fmt: skip
+    driver.nodes = [_Node(_FakeActor(e), e.host, 1) for e in (here, arm)]
+    driver.nodes.append(_Node(_FakeActor(died), "gone", 1))
+    driver._fingerprint_nodes()
+    assert [n.lost for n in driver.nodes] == [None, None, "RayError: The actor died unexpectedly"]
+    gone = "gone (RayError: The actor died unexpectedly)"
+    assert notes[0] == f"mnn-stress could not start on node(s): {gone}"
+    assert notes[1].startswith("node(s) arm differ from this machine") and len(notes) == 2
+    assert driver.failure is None
+    driver.nodes = [_Node(_FakeActor(died), "gone", 1)]
+    driver._fingerprint_nodes()
+    assert driver.failure is not None and "could not start on any node" in driver.failure.message
