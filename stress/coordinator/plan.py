@@ -7,11 +7,15 @@ import collections
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from stress.errors import StressError
 from stress.records.states import VariantStatus
 from stress.scenario import LoadedScenario
 from stress.scenario.variants import Variant, expand
+
+if TYPE_CHECKING:
+    from stress.coordinator.cluster.slots import ClusterRun
 
 MIN_SHARE_S = 1.0
 
@@ -103,9 +107,15 @@ class VariantState:
         return remaining is not None and remaining <= 0.01
 
 
-def plan(scenarios: list[LoadedScenario], budget: Budget, concurrency: int) -> list[VariantState]:
-    """One state per variant with its budget: the command line's, else the scenario's."""
-    expanded = {s.spec.name: expand(s) for s in scenarios}
+def plan(
+    scenarios: list[LoadedScenario],
+    budget: Budget,
+    concurrency: int,
+    hosts: list[str] | None = None,
+) -> list[VariantState]:
+    """One state per variant with its budget: the command line's, else the scenario's; a
+    cluster's ``hosts`` expand ``node: all``."""
+    expanded = {s.spec.name: expand(s, hosts) for s in scenarios}
     variants = [(s, v) for s in scenarios for v in expanded[s.spec.name]]
     share = None
     if budget.duration_s is not None:  # the whole run's time, shared fairly by all variants
@@ -161,4 +171,4 @@ class RunSetup:
     first_worker_id: int = 0  # a resumed run's workers go on from its earlier ones
     max_disk: int | None = None  # bytes the run directory may use (--max-disk)
     pool_s: float = 0.0  # loop time kept back for the second pass (stress.coordinator.adaptive)
-    cluster: ClusterSpec | None = None  # run --ray: the variants run on the cluster's nodes
+    cluster: ClusterRun | None = None  # run --ray: the variants run on the cluster's nodes

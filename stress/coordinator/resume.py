@@ -30,6 +30,7 @@ from stress.coordinator.runner import (
 )
 from stress.coordinator.workers import forensics
 from stress.errors import ModelError, RunDirError
+from stress.factors.placement import ANY
 from stress.models.source import ModelSource, changes, source_now
 from stress.records.compaction import set_aside_damaged, tidy
 from stress.records.damage import DamagedPart
@@ -210,7 +211,15 @@ def _resumed(
     unchecked = check_models(data)
     scenarios = [load_scenario(_scenario_path(data, s), text=s["text"]) for s in data.scenarios]
     budget = Budget(data.budget["iterations"], data.budget["duration_s"])
-    states = plan(scenarios, budget, data.concurrency)
+    hosts = [node.host for node in data.nodes if node.ray_node_id] or None  # `node: all`
+    states = plan(scenarios, budget, data.concurrency, hosts)
+    placed = sorted({s.variant.params["node"] for s in states} - {ANY})
+    if placed:
+        raise RunDirError(
+            f"{path}: its variants were placed on cluster nodes (node: {', '.join(placed)}); "
+            "--resume goes on on this machine alone",
+            fix="start a new run with --ray",
+        )
     if {s.variant.variant_id for s in states} != set(data.variants):
         raise RunDirError(
             f"{path}: its scenarios no longer expand to the variants it ran",

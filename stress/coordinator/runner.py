@@ -17,8 +17,10 @@ from typing import NamedTuple
 
 from stress.bug_report import harness_bug
 from stress.coordinator.adaptive import second_pass, split_first_pass
+from stress.coordinator.cluster import placement
 from stress.coordinator.cluster.connect import connected
 from stress.coordinator.cluster.driver import ClusterCoordinator
+from stress.coordinator.cluster.slots import ClusterRun, slots
 from stress.coordinator.jobs import check_record_fits, ring_capacity
 from stress.coordinator.live import grading_rows
 from stress.coordinator.loop import Coordinator, Hooks, StopRequests
@@ -141,12 +143,22 @@ def execute(
     overridden = overridden_budgets(scenarios, budget)
     if overridden:
         hooks.on_note(overridden)
-    concurrency = workers or os.cpu_count() or 1
-    states = plan(scenarios, budget, concurrency)
-    pool = split_first_pass(states) if adaptive and cluster is None else 0.0
-    return execute_planned(
-        scenarios, states, out, concurrency, budget, hooks, reference, max_disk, pool, cluster
-    )
+    if cluster is None:
+        concurrency = workers or os.cpu_count() or 1
+        states = plan(scenarios, budget, concurrency)
+        placement.check(states, None)
+        pool = split_first_pass(states) if adaptive else 0.0
+        return execute_planned(
+            scenarios, states, out, concurrency, budget, hooks, reference, max_disk, pool
+        )
+    with connected(cluster.address, workers) as ray:  # its nodes decide the plan
+        on = ClusterRun(ray, slots(ray, cluster.workers_per_node))
+        concurrency = sum(slot.capacity for slot in on.slots)
+        states = plan(scenarios, budget, concurrency, on.hosts)
+        placement.check(states, on.hosts)
+        return execute_planned(
+            scenarios, states, out, concurrency, budget, hooks, reference, max_disk, 0.0, on
+        )
 
 
 def execute_planned(
@@ -159,7 +171,7 @@ def execute_planned(
     reference: bool = True,
     max_disk: int | None = None,
     pool_s: float = 0.0,
-    cluster: ClusterSpec | None = None,
+    cluster: ClusterRun | None = None,
 ) -> RunResult:
     """Run variants planned by the caller (``execute``'s, or ``bisect``'s own: one variant
     under one MNN version) into a new run directory."""
@@ -280,27 +292,25 @@ def _run_all(
 
 def _drive_cluster(
     setup: RunSetup,
-    cluster: ClusterSpec,
+    cluster: ClusterRun,
     run_dir: RunDir,
     stop: StopRequests,
     hooks: Hooks,
     manifest: Manifest,
 ) -> ClusterCoordinator:
     """The variants over the nodes of the Ray cluster, each node listed in the manifest."""
-    with connected(cluster.address, setup.concurrency) as ray:
-        coordinator = ClusterCoordinator(
-            ray,
-            setup.run_id,
-            run_dir.path,
-            setup.states,
-            cluster.workers_per_node,
-            stop,
-            setup.fault,
-            hooks,
-            setup.first_worker_id,
-            lambda node: record_node(manifest, node),
-        )
-        _drive(coordinator, run_dir)
+    coordinator = ClusterCoordinator(
+        cluster,
+        setup.run_id,
+        run_dir.path,
+        setup.states,
+        stop,
+        setup.fault,
+        hooks,
+        setup.first_worker_id,
+        lambda node: record_node(manifest, node),
+    )
+    _drive(coordinator, run_dir)
     return coordinator
 
 

@@ -25,6 +25,7 @@ from stress.factors import (
     mnn_knobs,
     output_lifetime,
     perturb,
+    placement,
     pressure,
     threads,
     version,
@@ -50,6 +51,7 @@ def _registry() -> dict[str, Factor]:
         *limits.FACTORS,
         *memcheck.FACTORS,
         *convert.FACTORS,
+        *placement.FACTORS,
     ]
     return {factor.name: factor for factor in factors}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stress.factors import changed, shown
+from stress.factors.placement import ALL
 from stress.scenario import LoadedScenario
 from stress.scenario.matrix import combinations, given
 
@@ -32,11 +33,20 @@ def variant_id(scenario: str, params: dict[str, Any]) -> str:
     return "v" + hashlib.blake2b(canonical.encode(), digest_size=5).hexdigest()
 
 
-def expand(scenario: LoadedScenario) -> list[Variant]:
-    """The matrix's combinations (``exclude:`` applied), in registry order of factors."""
+def expand(scenario: LoadedScenario, hosts: list[str] | None = None) -> list[Variant]:
+    """The matrix's combinations (``exclude:`` applied), in registry order of factors; with a
+    cluster's ``hosts``, a combination whose ``node`` is ``all`` once on each of them."""
     varied = [n for n, values in given(scenario.spec).items() if len(values) > 1]
+    every = list(combinations(scenario.spec))
+    if hosts and any(params["node"] == ALL for params in every):
+        every = [
+            {**params, "node": host} if params["node"] == ALL else params
+            for params in every
+            for host in (hosts if params["node"] == ALL else [None])
+        ]
+        varied = [name for name in every[0] if name in {*varied, "node"}]  # registry order
     variants = []
-    for params in combinations(scenario.spec):
+    for params in every:
         vid = variant_id(scenario.spec.name, params)
         variants.append(Variant(scenario.spec.name, vid, params, label(params, varied)))
     return variants

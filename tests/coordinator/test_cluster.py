@@ -210,6 +210,43 @@ def test_sigterm_stops_a_spread_run_and_keeps_what_reached_the_driver(cluster, t
     assert len(json.loads(summary.stdout)["variants"]) == 2
 
 
+def test_node_all_compares_the_machines_and_attribution_names_the_node(cluster, tmp_path):
+    """``node: all``: each variant once on every node, each run where it was placed; a fault
+    planted on one node's variants only is attributed to that node."""
+    path = tmp_path / "machines.yaml"
+    path.write_text(
+        "name: machines\nmodel: tiny\nseed: 0\niterations: 100\n"
+        "matrix:\n  api: [session, module]\n  node: all\n"
+    )
+    clean = tmp_path / "clean"
+    done = cluster.run("run", str(path), "--out", str(clean), "--ray", cluster.address)
+    assert done.returncode == 0, done.stderr
+    hosts = sorted(n["host"] for n in _manifest(clean)["nodes"] if n.get("ray_node_id"))
+    variants = _manifest(clean)["variants"]
+    assert sorted(v["params"]["node"] for v in variants.values()) == sorted(hosts * 2)
+    rows = _rows(clean).to_pydict()
+    for vid, host in zip(rows["variant_id"], rows["host"]):
+        assert variants[vid]["params"]["node"] == host  # run where it was placed
+    blamed = tmp_path / "blamed"
+    env = {**cluster.env, "MNN_STRESS_TEST_FAULT": f"perturb@0+?node={hosts[1]}"}
+    done = subprocess.run(
+        [*cluster.enter, sys.executable, "-m", "stress", "run", str(path), "--out", str(blamed),
+         "--ray", cluster.address],
+        capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(run_cli("summary", str(blamed), "--json").stdout)
+    labels = {v["label"]: v["verdict"] for v in summary["variants"]}
+    assert labels[f"api=session node={hosts[0]}"] == "ok"
+    assert labels[f"api=module node={hosts[1]}"] != "ok"
+    assert summary["attribution"]["mismatch"]["explanation"] == f"node={hosts[1]}"
+    manifest = _manifest(clean)  # as if killed: a run placed on nodes cannot go on on one
+    manifest["status"] = "interrupted"
+    (clean / "manifest.json").write_text(json.dumps(manifest))
+    resumed = run_cli("run", "--resume", str(clean), check=False)
+    assert resumed.returncode == 2 and "were placed on cluster nodes (node: " in resumed.stderr
+
+
 def test_a_node_lost_mid_run_leaves_its_variants_to_the_other(cluster, tmp_path):
     """nodeB's raylet killed once its rows arrive: its variant goes on on nodeA from the last
     iteration received, every iteration recorded exactly once, the manifest names the loss.
@@ -325,6 +362,7 @@ def test_nodes_that_cannot_start_or_differ_from_this_machine_are_named(tmp_path)
     """A node whose coordinator cannot start is left out, by name; one of another CPU is named
     as graded against this machine's reference; none starting fails the run."""
     from stress.coordinator.cluster.driver import ClusterCoordinator, _Node
+    from stress.coordinator.cluster.slots import ClusterRun
     from stress.coordinator.loop import Hooks, StopRequests
     from stress.records.nodes import fingerprint
 
@@ -333,8 +371,8 @@ def test_nodes_that_cannot_start_or_differ_from_this_machine_are_named(tmp_path)
     arm = dataclasses.replace(fingerprint("arm"), machine="aarch64", cpu_model="Cortex-A76")
     died = _FakeRay.exceptions.RayError("The actor died unexpectedly\nmore")
     driver = ClusterCoordinator(
-        _FakeRay, "r", tmp_path, [], None, StopRequests(), None, Hooks(on_note=notes.append),
-        0, lambda node: None,
+        ClusterRun(_FakeRay, []), "r", tmp_path, [], StopRequests(), None,  # type: ignore[arg-type]
+        Hooks(on_note=notes.append), 0, lambda node: None,
     )  # fmt: skip
     driver.nodes = [_Node(_FakeActor(e), e.host, 1) for e in (here, arm)]
     driver.nodes.append(_Node(_FakeActor(died), "gone", 1))

@@ -25,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stress.coordinator.cluster.node import NodeCoordinator
+from stress.coordinator.cluster.placement import fits
 from stress.coordinator.cluster.shipment import Shipment
+from stress.coordinator.cluster.slots import ClusterRun, NodeSlot
 from stress.coordinator.loop import PROGRESS_S, TICK_S, Hooks, StopRequests
 from stress.coordinator.plan import VariantState
 from stress.errors import RunFailure, StorageError
@@ -63,18 +65,18 @@ class _Node:
 class ClusterCoordinator:
     def __init__(
         self,
-        ray: ModuleType,
+        cluster: ClusterRun,
         run_id: str,
         run_dir: Path,
         states: list[VariantState],
-        workers_per_node: int | None,
         stop: StopRequests,
         fault: str | None,
         hooks: Hooks,
         first_worker_id: int,
         on_node: Callable[[NodeEntry], None],
     ) -> None:
-        self.ray = ray
+        self.ray = cluster.ray
+        self.slots = cluster.slots
         self.states = states
         self.by_id = {state.variant.variant_id: state for state in states}
         self.stop = stop
@@ -90,14 +92,15 @@ class ClusterCoordinator:
         self.pending = collections.deque(s for s in states if not s.status.finished)
         self.stops_sent = 0
         self.on_node = on_node
-        self.start = (run_id, workers_per_node, first_worker_id, fault)
+        self.start = (run_id, first_worker_id, fault)
         self.nodes: list[_Node] = []
 
     def run(self) -> None:
         """Start a coordinator on every node, then feed them until every variant is done (or
         the run stops); a coordinator that cannot start is the run's failure."""
-        self.nodes = _start_nodes(self.ray, *self.start)
+        self.nodes = _start_nodes(self.ray, self.slots, *self.start)
         self._fingerprint_nodes()
+        self._drop_unplaceable()
         started = time.monotonic()
         next_tick = next_progress = next_compaction = started
         try:
@@ -169,8 +172,9 @@ class ClusterCoordinator:
             give: list[VariantState] = []
             if not stopping:
                 free = node.capacity - node.running - node.waiting
-                while self.pending and len(give) < free:
-                    give.append(self.pending.popleft())
+                for state in [s for s in self.pending if fits(s, node.host)][: max(0, free)]:
+                    self.pending.remove(state)
+                    give.append(state)
             for state in give:
                 node.given.add(state.variant.variant_id)
                 state.node = node.host
@@ -240,7 +244,11 @@ class ClusterCoordinator:
         """Its unfinished variants go back to the queue, each thread going on from its last
         iteration that reached the driver (what the node had not shipped is lost)."""
         node.lost = _first_line(exc)
-        moved = [self.by_id[v] for v in sorted(node.given) if v in self.by_id]
+        given = [self.by_id[v] for v in sorted(node.given) if v in self.by_id]
+        pinned = [state for state in given if state.variant.params.get("node") == node.host]
+        moved = [state for state in given if state not in pinned]
+        for state in pinned:  # placed on that node, and only there
+            self._set(state, VariantStatus.INTERRUPTED)
         for state in moved:
             vid = state.variant.variant_id
             state.next_iterations = [
@@ -256,9 +264,18 @@ class ClusterCoordinator:
         self.hooks.on_note(
             f"node {node.host} lost ({node.lost}); {len(moved)} of its variants go on on the "
             "other nodes from their last iteration received"
+            + (f"; {len(pinned)} placed on it alone are interrupted" if pinned else "")
         )
+        self._drop_unplaceable()
         if not any(n.active for n in self.nodes) and self.pending:
             self._guard(self._fail_all, "every node of the cluster was lost")
+
+    def _drop_unplaceable(self) -> None:
+        """Variants waiting for a node that is gone can never run: skipped."""
+        hosts = {node.host for node in self.nodes if node.lost is None}
+        for state in [s for s in self.pending if not any(fits(s, h) for h in hosts)]:
+            self.pending.remove(state)
+            self._set(state, VariantStatus.SKIPPED)
 
     def _fail_all(self, why: str) -> None:
         self.failure = RunFailure(why)
@@ -278,25 +295,20 @@ class ClusterCoordinator:
 
 
 def _start_nodes(
-    ray: ModuleType, run_id: str, workers: int | None, first_worker_id: int, fault: str | None
+    ray: ModuleType, slots: list[NodeSlot], run_id: str, first_worker_id: int, fault: str | None
 ) -> list[_Node]:
-    """One NodeCoordinator per alive node, pinned to it (its workers run there)."""
+    """One NodeCoordinator per node, pinned to it (its workers run there)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    alive = [n for n in ray.nodes() if n.get("Alive")]
-    names = collections.Counter(n["NodeManagerHostname"] for n in alive)
     remote = ray.remote(NodeCoordinator)
     nodes = []
-    for k, info in enumerate(alive):
-        name = info["NodeManagerHostname"]
-        host = name if names[name] == 1 else f"{name}/{info['NodeID'][:6]}"
-        capacity = workers or max(1, int(info.get("Resources", {}).get("CPU", 1)))
-        pinned = NodeAffinitySchedulingStrategy(node_id=info["NodeID"], soft=False)
+    for k, slot in enumerate(slots):
+        pinned = NodeAffinitySchedulingStrategy(node_id=slot.node_id, soft=False)
         actor = remote.options(num_cpus=0, max_concurrency=2, scheduling_strategy=pinned).remote(
-            run_id, host, capacity, first_worker_id + (k + 1) * WORKER_ID_STRIDE, fault,
-            info["NodeID"], info.get("NodeManagerAddress"),
+            run_id, slot.host, slot.capacity, first_worker_id + (k + 1) * WORKER_ID_STRIDE, fault,
+            slot.node_id, slot.address,
         )  # fmt: skip
-        nodes.append(_Node(actor, host, capacity))
+        nodes.append(_Node(actor, slot.host, slot.capacity))
     return nodes
 
 

@@ -1,0 +1,43 @@
+"""The cluster a run goes on: Ray, connected, and its alive nodes at the start, each with the
+host name its rows will carry and the workers it runs at once."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class NodeSlot:
+    """One alive node of the cluster, as the run names and uses it."""
+
+    host: str  # its host name, with the start of its Ray id where two nodes share a name
+    node_id: str
+    address: str | None
+    capacity: int  # workers at once there
+
+
+@dataclass(frozen=True)
+class ClusterRun:
+    """The cluster a run goes on: Ray, connected, and its nodes at the start."""
+
+    ray: ModuleType
+    slots: list[NodeSlot]
+
+    @property
+    def hosts(self) -> list[str]:
+        return [slot.host for slot in self.slots]
+
+
+def slots(ray: ModuleType, workers: int | None) -> list[NodeSlot]:
+    """The cluster's alive nodes; ``workers`` at once on each (None: as many as its CPUs)."""
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    names = collections.Counter(n["NodeManagerHostname"] for n in alive)
+    found = []
+    for info in alive:
+        name = info["NodeManagerHostname"]
+        host = name if names[name] == 1 else f"{name}/{info['NodeID'][:6]}"
+        capacity = workers or max(1, int(info.get("Resources", {}).get("CPU", 1)))
+        found.append(NodeSlot(host, info["NodeID"], info.get("NodeManagerAddress"), capacity))
+    return found
