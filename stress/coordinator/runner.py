@@ -155,7 +155,7 @@ def execute(
         on = ClusterRun(ray, slots(ray, cluster.workers_per_node))
         concurrency = sum(slot.capacity for slot in on.slots)
         states = plan(scenarios, budget, concurrency, on.hosts)
-        placement.check(states, on.hosts)
+        placement.check(states, on.slots)
         return execute_planned(
             scenarios, states, out, concurrency, budget, hooks, reference, max_disk, 0.0, on
         )

@@ -89,6 +89,22 @@ class RecordSpec(BaseModel):
     )
 
 
+class PlacementSpec(BaseModel):
+    """Which nodes of a cluster run (``run --ray``) may run this scenario's variants."""
+
+    model_config = _Strict
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray resources a node must have (at least this much of each), e.g. "
+        "{arm64: 1} for nodes started with `ray start --resources '{\"arm64\": 1}'`",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Ray node labels a node must carry, e.g. {zone: lab-2} for `ray start "
+        "--labels zone=lab-2`",
+    )
+
+
 class OutputTolerance(BaseModel):
     """How far one output may be from the clean reference and still be graded ``close``."""
 
@@ -284,6 +300,9 @@ class Scenario(BaseModel):
         "needs numpy and MNN, nothing else",
     )
     record: RecordSpec = Field(default_factory=RecordSpec)
+    placement: PlacementSpec | None = Field(
+        None, description="the nodes of a cluster run (run --ray) this scenario may run on"
+    )
     tolerance: ToleranceSpec = Field(
         default_factory=ToleranceSpec,
         description="how far outputs may be from the clean reference and still be close",

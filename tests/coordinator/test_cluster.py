@@ -247,6 +247,34 @@ def test_node_all_compares_the_machines_and_attribution_names_the_node(cluster, 
     assert resumed.returncode == 2 and "were placed on cluster nodes (node: " in resumed.stderr
 
 
+def test_placement_keeps_a_scenario_on_the_nodes_with_its_resources(cluster, tmp_path):
+    """Two scenarios in one run: one asks for nodeB's resource, the other goes anywhere."""
+    (tmp_path / "pinned.yaml").write_text(
+        "name: pinned\nmodel: tiny\niterations: 200\nplacement: {resources: {nodeB: 1}}\n"
+        "matrix:\n  api: [session, module]\n  threads: [1, 2]\n"
+    )
+    (tmp_path / "free.yaml").write_text("name: free\nmodel: tiny\niterations: 200\n")
+    out = tmp_path / "run"
+    done = cluster.run("run", str(tmp_path / "pinned.yaml"), str(tmp_path / "free.yaml"),
+                       "--out", str(out), "--ray", cluster.address)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    node_b = [n["host"] for n in _manifest(out)["nodes"] if n.get("ray_node_id")]
+    rows = ds.dataset(str(out / "iterations"), format="parquet").to_table(
+        columns=["scenario", "host"]
+    )
+    hosts = collections.defaultdict(set)
+    for scenario, host in zip(rows["scenario"].to_pylist(), rows["host"].to_pylist()):
+        hosts[scenario].add(host)
+    assert len(hosts["pinned"]) == 1 and hosts["pinned"] <= set(node_b)
+    assert len(rows) == 200 * 6 + 200
+    # a resource no node has is refused before anything runs
+    (tmp_path / "nowhere.yaml").write_text(
+        "name: nowhere\nmodel: tiny\niterations: 5\nplacement: {resources: {gpu9: 1}}\n"
+    )
+    nowhere = cluster.run("run", str(tmp_path / "nowhere.yaml"), "--ray", cluster.address)
+    assert nowhere.returncode == 2 and "no node of the cluster has resources" in nowhere.stderr
+
+
 def test_a_node_lost_mid_run_leaves_its_variants_to_the_other(cluster, tmp_path):
     """nodeB's raylet killed once its rows arrive: its variant goes on on nodeA from the last
     iteration received, every iteration recorded exactly once, the manifest names the loss.
@@ -362,7 +390,7 @@ def test_nodes_that_cannot_start_or_differ_from_this_machine_are_named(tmp_path)
     """A node whose coordinator cannot start is left out, by name; one of another CPU is named
     as graded against this machine's reference; none starting fails the run."""
     from stress.coordinator.cluster.driver import ClusterCoordinator, _Node
-    from stress.coordinator.cluster.slots import ClusterRun
+    from stress.coordinator.cluster.slots import ClusterRun, NodeSlot
     from stress.coordinator.loop import Hooks, StopRequests
     from stress.records.nodes import fingerprint
 
@@ -374,14 +402,14 @@ def test_nodes_that_cannot_start_or_differ_from_this_machine_are_named(tmp_path)
         ClusterRun(_FakeRay, []), "r", tmp_path, [], StopRequests(), None,  # type: ignore[arg-type]
         Hooks(on_note=notes.append), 0, lambda node: None,
     )  # fmt: skip
-    driver.nodes = [_Node(_FakeActor(e), e.host, 1) for e in (here, arm)]
-    driver.nodes.append(_Node(_FakeActor(died), "gone", 1))
+    driver.nodes = [_Node(_FakeActor(e), NodeSlot(e.host, "id", None, 1)) for e in (here, arm)]
+    driver.nodes.append(_Node(_FakeActor(died), NodeSlot("gone", "id", None, 1)))
     driver._fingerprint_nodes()
     assert [n.lost for n in driver.nodes] == [None, None, "RayError: The actor died unexpectedly"]
     gone = "gone (RayError: The actor died unexpectedly)"
     assert notes[0] == f"mnn-stress could not start on node(s): {gone}"
     assert notes[1].startswith("node(s) arm differ from this machine") and len(notes) == 2
     assert driver.failure is None
-    driver.nodes = [_Node(_FakeActor(died), "gone", 1)]
+    driver.nodes = [_Node(_FakeActor(died), NodeSlot("gone", "id", None, 1))]
     driver._fingerprint_nodes()
     assert driver.failure is not None and "could not start on any node" in driver.failure.message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stress.coordinator.cluster import placement
+from stress.coordinator.cluster.slots import NodeSlot
 from stress.coordinator.plan import Budget, plan
 from stress.errors import ScenarioError
 from stress.scenario import load_scenario
@@ -12,6 +13,10 @@ from stress.scenario.variants import expand
 from tests.conftest import run_cli
 
 HOSTS = ["vm/aaa", "vm/bbb"]
+SLOTS = [
+    NodeSlot("vm/aaa", "a", None, 1, {"CPU": 1.0, "arm64": 1.0}, {"zone": "lab-2"}),
+    NodeSlot("vm/bbb", "b", None, 1, {"CPU": 1.0}),
+]
 
 
 def _scenario(scenario_file, matrix: str):
@@ -39,15 +44,37 @@ def test_all_runs_each_variant_once_on_every_node_as_variants_of_their_own(scena
 def test_a_variant_is_placed_only_on_a_node_the_cluster_has(scenario_file):
     states = plan([_scenario(scenario_file, "  node: [vm/aaa, vm/zzz]\n")], Budget(), 2, HOSTS)
     with pytest.raises(ScenarioError) as refused:
-        placement.check(states, HOSTS)
+        placement.check(states, SLOTS)
     message = refused.value.render()
-    assert "matrix.node" in message and "node=vm/zzz" in message
-    assert "the cluster's nodes are vm/aaa, vm/bbb" in message
-    assert placement.fits(states[0], "vm/aaa") and not placement.fits(states[0], "vm/bbb")
+    assert "matrix.node" in message and "no node of the cluster has node=vm/zzz" in message
+    nodes = "vm/aaa resources {'arm64': 1.0} labels {'zone': 'lab-2'}; vm/bbb"
+    assert f"the cluster's nodes are {nodes}" in message
+    assert placement.fits(states[0], SLOTS[0]) and not placement.fits(states[0], SLOTS[1])
     free = plan([_scenario(scenario_file, "  api: [session]\n")], Budget(), 2, HOSTS)
-    assert all(placement.fits(free[0], host) for host in HOSTS)
-    placement.check(free, HOSTS)
+    assert all(placement.fits(free[0], slot) for slot in SLOTS)
+    placement.check(free, SLOTS)
     placement.check(free, None)
+
+
+def test_placement_asks_for_resources_and_labels_a_node_has(scenario_file):
+    def placed(text: str):
+        loaded = load_scenario(
+            scenario_file(f"name: p\nmodel: tiny\niterations: 5\nplacement: {text}\n")
+        )
+        return plan([loaded], Budget(), 2, HOSTS)
+
+    arm = placed("{resources: {arm64: 1}}")
+    assert [placement.fits(arm[0], slot) for slot in SLOTS] == [True, False]
+    lab = placed("{labels: {zone: lab-2}, resources: {CPU: 1}}")
+    assert [placement.fits(lab[0], slot) for slot in SLOTS] == [True, False]
+    greedy = placed("{resources: {arm64: 2}}")
+    with pytest.raises(ScenarioError) as refused:
+        placement.check(greedy, SLOTS)
+    assert "no node of the cluster has resources {'arm64': 2.0}" in refused.value.render()
+    assert refused.value.key == "placement"
+    with pytest.raises(ScenarioError) as alone:
+        placement.check(arm, None)
+    assert "placement: chooses nodes of a cluster" in alone.value.render()
 
 
 def test_without_ray_a_placed_variant_is_refused_before_anything_runs(scenario_file, tmp_path):

@@ -46,8 +46,7 @@ class _Node:
     """The driver's view of one node."""
 
     actor: Any
-    host: str
-    capacity: int  # workers at once there
+    slot: NodeSlot  # its name, capacity, resources and labels
     entry: NodeEntry | None = None  # its fingerprint, as the manifest lists it
     call: Any = None  # the collect() in flight (a Ray ObjectRef)
     running: int = 0
@@ -56,6 +55,14 @@ class _Node:
     closed: bool = False
     finished: bool = False
     lost: str | None = None
+
+    @property
+    def host(self) -> str:
+        return self.slot.host
+
+    @property
+    def capacity(self) -> int:
+        return self.slot.capacity
 
     @property
     def active(self) -> bool:
@@ -172,7 +179,7 @@ class ClusterCoordinator:
             give: list[VariantState] = []
             if not stopping:
                 free = node.capacity - node.running - node.waiting
-                for state in [s for s in self.pending if fits(s, node.host)][: max(0, free)]:
+                for state in [s for s in self.pending if fits(s, node.slot)][: max(0, free)]:
                     self.pending.remove(state)
                     give.append(state)
             for state in give:
@@ -272,8 +279,8 @@ class ClusterCoordinator:
 
     def _drop_unplaceable(self) -> None:
         """Variants waiting for a node that is gone can never run: skipped."""
-        hosts = {node.host for node in self.nodes if node.lost is None}
-        for state in [s for s in self.pending if not any(fits(s, h) for h in hosts)]:
+        alive = [node.slot for node in self.nodes if node.lost is None]
+        for state in [s for s in self.pending if not any(fits(s, slot) for slot in alive)]:
             self.pending.remove(state)
             self._set(state, VariantStatus.SKIPPED)
 
@@ -308,7 +315,7 @@ def _start_nodes(
             run_id, slot.host, slot.capacity, first_worker_id + (k + 1) * WORKER_ID_STRIDE, fault,
             slot.node_id, slot.address,
         )  # fmt: skip
-        nodes.append(_Node(actor, slot.host, slot.capacity))
+        nodes.append(_Node(actor, slot))
     return nodes
 
 

@@ -4,7 +4,7 @@ host name its rows will carry and the workers it runs at once."""
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 
 
@@ -16,6 +16,8 @@ class NodeSlot:
     node_id: str
     address: str | None
     capacity: int  # workers at once there
+    resources: dict[str, float] = field(default_factory=dict)  # Ray's, as the node has them
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -39,5 +41,8 @@ def slots(ray: ModuleType, workers: int | None) -> list[NodeSlot]:
         name = info["NodeManagerHostname"]
         host = name if names[name] == 1 else f"{name}/{info['NodeID'][:6]}"
         capacity = workers or max(1, int(info.get("Resources", {}).get("CPU", 1)))
-        found.append(NodeSlot(host, info["NodeID"], info.get("NodeManagerAddress"), capacity))
+        address = info.get("NodeManagerAddress")
+        resources = dict(info.get("Resources") or {})
+        labels = {str(k): str(v) for k, v in (info.get("Labels") or {}).items()}
+        found.append(NodeSlot(host, info["NodeID"], address, capacity, resources, labels))
     return found
