@@ -39,6 +39,7 @@ from stress.records.states import VariantStatus
 POLL_S = 0.25  # how often each node is asked for what it recorded (and given variants)
 WORKER_ID_STRIDE = 1_000_000  # node k numbers its workers from k x this: ids never collide
 COMPACT_S = 2.0
+START_S = 120.0  # for a node's coordinator to start (its actor placed, mnn-stress imported)
 
 
 @dataclass
@@ -97,7 +98,6 @@ class ClusterCoordinator:
         self.received: dict[tuple[str, int], int] = {}
         self.completed: collections.Counter[str] = collections.Counter()  # iterations received
         self.pending = collections.deque(s for s in states if not s.status.finished)
-        self.stops_sent = 0
         self.on_node = on_node
         self.start = (run_id, first_worker_id, fault)
         self.nodes: list[_Node] = []
@@ -143,14 +143,22 @@ class ClusterCoordinator:
         cannot start (mnn-stress or MNN missing there, or a node Ray still lists though it is
         gone) is said here, by name, and left out; the run fails only if none can start."""
         refused = []
-        for node in self.nodes:
-            try:
-                node.entry = self.ray.get(node.actor.node.remote())
-            except self.ray.exceptions.RayError as exc:
-                node.lost = _first_line(exc)
-                refused.append(f"{node.host} ({node.lost})")
-                continue
-            self._guard(self.on_node, node.entry)
+        asked = {node.actor.node.remote(): node for node in self.nodes}
+        deadline = time.monotonic() + START_S
+        while asked and not self.stop.count and time.monotonic() < deadline:
+            ready, _ = self.ray.wait(list(asked), num_returns=len(asked), timeout=POLL_S)
+            for ref in ready:
+                node = asked.pop(ref)
+                try:
+                    node.entry = self.ray.get(ref)
+                except self.ray.exceptions.RayError as exc:
+                    node.lost = _first_line(exc)
+                    refused.append(f"{node.host} ({node.lost})")
+                    continue
+                self._guard(self.on_node, node.entry)
+        for node in asked.values():  # never placed: a node Ray lists, though gone
+            node.lost = f"its coordinator did not start within {START_S:.0f} s"
+            refused.append(f"{node.host} ({node.lost})")
         if refused:
             self.hooks.on_note(f"mnn-stress could not start on node(s): {', '.join(refused)}")
         here = _kind(fingerprint())
