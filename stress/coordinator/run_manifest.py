@@ -152,3 +152,15 @@ def record_node(manifest: Manifest, node: NodeEntry) -> None:
         nodes[known[0]] = node
     else:
         nodes.append(node)
+
+
+def node_recorder(manifest: Manifest) -> Callable[[NodeEntry], None]:
+    """Nodes of a cluster run into the manifest as they start or are lost, saved at once (a
+    driver killed later leaves them listed for ``--resume`` and the readers)."""
+
+    def record(node: NodeEntry) -> None:
+        record_node(manifest, node)
+        with contextlib.suppress(StorageError):  # the end of the run tries again
+            manifest.save()
+
+    return record

@@ -36,6 +36,7 @@ from stress.coordinator.plan import (
 from stress.coordinator.reference import reference_coordinator, reference_entries, reference_states
 from stress.coordinator.run_manifest import (
     new_manifest,
+    node_recorder,
     pause_recorder,
     record_damaged,
     record_node,
@@ -308,7 +309,7 @@ def _drive_cluster(
         setup.fault,
         hooks,
         setup.first_worker_id,
-        lambda node: record_node(manifest, node),
+        node_recorder(manifest),
     )
     _drive(coordinator, run_dir)
     return coordinator

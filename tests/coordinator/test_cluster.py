@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
@@ -141,6 +142,9 @@ def test_a_run_spread_over_two_nodes_is_the_run_one_machine_makes(cluster, tmp_p
     machine, every row naming its node, the crash an event with its cause, both nodes used."""
     path = tmp_path / "spread.yaml"
     path.write_text(SCENARIO)
+    dead = _a_dead_pid()
+    stale = Path(tempfile.mkdtemp(prefix="mnn-stress-node-stale-"))  # a lost node's, earlier
+    (stale / "OWNER").write_text(str(dead))
     fault = {**cluster.env, "MNN_STRESS_TEST_FAULT": "segv@40?threads=1"}
     spread = tmp_path / "spread"
     done = subprocess.run(
@@ -171,6 +175,10 @@ def test_a_run_spread_over_two_nodes_is_the_run_one_machine_makes(cluster, tmp_p
     assert by_variant == alone_by_variant  # one thread where it crashes: no drift between threads
     keys = list(zip(*(rows[c].to_pylist() for c in ("variant_id", "thread", "iteration"))))
     assert len(keys) == len(set(keys))  # no row twice: part names never collided
+    assert not stale.exists()  # swept by the next node coordinator there
+    logs = {p.name for p in (spread / "logs").glob("*.log")}  # shipped at each node's end
+    workers = set(zip(rows["variant_id"].to_pylist(), _rows_worker_ids(spread)))
+    assert {f"{vid}-w{wid}.log" for vid, wid in workers} <= logs
     events = read_events(spread)
     crashes = events[events.kind == "crash"]
     assert len(crashes) >= 1 and set(crashes.signal) == {"SIGSEGV"}
@@ -275,6 +283,100 @@ def test_placement_keeps_a_scenario_on_the_nodes_with_its_resources(cluster, tmp
     assert nowhere.returncode == 2 and "no node of the cluster has resources" in nowhere.stderr
 
 
+def test_budgets_and_caps_count_the_whole_cluster(cluster, tmp_path):
+    """--duration is shared by every worker of every node (two of two each here: each variant
+    gets the whole 6 s, not half); a scenario's ``workers: 1`` holds across the nodes."""
+    free = tmp_path / "free.yaml"
+    free.write_text(
+        "name: free\nmodel: tiny\nmatrix:\n  api: [session, module]\n  threads: [1, 2]\n"
+    )
+    out = tmp_path / "shared"
+    done = cluster.run("run", str(free), "--out", str(out), "--duration", "6s", "--workers", "2",
+                       "--ray", cluster.address)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert {v["duration_s"] for v in _manifest(out)["variants"].values()} == {6.0}
+    capped = tmp_path / "capped.yaml"
+    capped.write_text(
+        "name: capped\nmodel: tiny\niterations: 3000\nworkers: 1\n"
+        "matrix:\n  api: [session, module]\n"
+    )
+    out = tmp_path / "capped"
+    done = cluster.run("run", str(capped), "--out", str(out), "--ray", cluster.address)
+    assert done.returncode == 0, done.stderr
+    spans = []
+    table = ds.dataset(str(out / "iterations"), format="parquet").to_table(
+        columns=["variant_id", "ts"]
+    )
+    for vid in set(table["variant_id"].to_pylist()):
+        ts = table.filter(pc.equal(table["variant_id"], vid))["ts"]
+        spans.append((pc.min(ts).value, pc.max(ts).value))
+    (a0, a1), (b0, b1) = sorted(spans)
+    assert a1 < b0  # one after the other, never at once
+
+
+def test_a_node_lost_just_after_its_variants_ended_loses_none_of_their_rows(cluster, tmp_path):
+    """Many short variants; nodeB's coordinator killed soon after they start: a variant it had
+    finished but whose last rows it had not shipped yet goes on elsewhere, so every variant
+    ends with every iteration exactly once (it was marked done with rows missing)."""
+    path = tmp_path / "short.yaml"
+    path.write_text(
+        "name: short\nmodel: tiny\nseed: 0\niterations: 20\nmatrix:\n"
+        "  api: [session, module]\n  num_thread: [1, 2, 4]\n  precision: [normal, low]\n"
+        "  memory_mode: [normal, low]\n"
+    )
+    out = tmp_path / "run"
+    run = cluster.start("run", str(path), "--out", str(out), "--ray", cluster.address)
+    try:
+        actor = _actor_on(cluster, "nodeB")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _rows_from_two_nodes(out):
+            time.sleep(0.05)
+        actor.kill()
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, stderr
+    table = _rows(out).to_pydict()
+    seen = collections.defaultdict(list)
+    for vid, iteration in zip(table["variant_id"], table["iteration"]):
+        seen[vid].append(iteration)
+    assert len(seen) == 24 and all(sorted(its) == list(range(20)) for its in seen.values())
+    assert any(n.get("lost") for n in _manifest(out)["nodes"])
+
+
+def test_a_frozen_node_does_not_hold_up_a_stop(cluster, tmp_path):
+    """nodeB's coordinator stopped (SIGSTOP) mid-run, then Ctrl-C: the run ends all the same,
+    the silent node given up as lost (and killed: it must not go on when thawed)."""
+    path = tmp_path / "frozen.yaml"
+    path.write_text(
+        "name: frozen\nmodel: tiny\nduration: 120s\nmatrix:\n  api: [session, module]\n"
+    )
+    out = tmp_path / "run"
+    run = cluster.start("run", str(path), "--out", str(out), "--ray", cluster.address)
+    try:
+        actor = _actor_on(cluster, "nodeB")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _rows_from_two_nodes(out):
+            time.sleep(0.2)
+        actor.suspend()
+        time.sleep(1)
+        asked = time.monotonic()
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+        took = time.monotonic() - asked
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, stderr
+    assert took < 40, f"took {took:.0f} s"  # 20 s of silence once stopping, then the end
+    assert "did not answer for 20 s" in (out / "run.log").read_text()
+    gone = time.monotonic() + 30
+    while actor.is_running() and actor.status() != psutil.STATUS_ZOMBIE and time.monotonic() < gone:
+        time.sleep(0.2)
+    assert not actor.is_running() or actor.status() == psutil.STATUS_ZOMBIE, actor.status()
+
+
 def test_a_node_lost_mid_run_leaves_its_variants_to_the_other(cluster, tmp_path):
     """nodeB's raylet killed once its rows arrive: its variant goes on on nodeA from the last
     iteration received, every iteration recorded exactly once, the manifest names the loss.
@@ -316,6 +418,32 @@ def test_a_node_lost_mid_run_leaves_its_variants_to_the_other(cluster, tmp_path)
     assert _rows(tmp_path / "again").num_rows == 100
 
 
+def _a_dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _rows_worker_ids(out: Path) -> list[int]:
+    table = ds.dataset(str(out / "iterations"), format="parquet").to_table(columns=["worker_id"])
+    return table["worker_id"].to_pylist()
+
+
+def _actor_on(cluster: Cluster, resource: str, timeout: float = 60) -> psutil.Process:
+    """The NodeCoordinator actor's process on the node started with ``resource``."""
+    raylet = _raylet_of(cluster, resource)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in raylet.children(recursive=True):
+            try:
+                if "NodeCoordinator" in " ".join(child.cmdline()):
+                    return child
+            except psutil.Error:
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"no NodeCoordinator on the node with {resource}")
+
+
 def _raylet_of(cluster: Cluster, resource: str) -> psutil.Process:
     for process in cluster.processes():
         try:
@@ -342,6 +470,7 @@ def test_ray_local_runs_a_cluster_of_this_machine_on_loopback_alone(
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("a private network namespace needs root (or user namespaces) and unshare")
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # another cluster's: not joined (was 70)
     path = scenario_file(
         "name: local\nmodel: tiny\niterations: 50\nmatrix:\n  api: [session, module]\n"
     )
@@ -357,10 +486,23 @@ def test_ray_local_runs_a_cluster_of_this_machine_on_loopback_alone(
     assert not (tmp_path / ".ray").exists()
 
 
-def test_ray_refuses_what_is_not_an_address(scenario_file, tmp_path):
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [
+        ("nohost", "--ray 'nohost' is not a Ray address"),
+        (" 127.0.0.1:6379", "is not a Ray address"),
+        ("127.0.0.1:99999", "is not a Ray address"),
+        ("ray://127.0.0.1:10001", "Ray Client addresses (ray://) are not supported"),
+        ("127.0.0.1:1", "--ray 127.0.0.1:1: nothing answers there"),  # it hung in ray.init
+    ],
+)
+def test_ray_refuses_what_it_cannot_reach_before_anything_runs(
+    scenario_file, tmp_path, address, said
+):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'mnn-stress[ray]')")
     path = scenario_file("name: nowhere\nmodel: tiny\niterations: 5\n")
-    done = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--ray", "nohost", check=False)
-    assert done.returncode == 2 and "--ray 'nohost' is not a Ray address" in done.stderr
+    done = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--ray", address, check=False)
+    assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
 
 

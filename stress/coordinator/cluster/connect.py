@@ -25,6 +25,7 @@ from types import ModuleType
 from stress.errors import StressError
 
 LOCAL = "local"
+REACH_S = 5.0  # for the head's port to answer
 INSIDE_VAR = "MNN_STRESS_PRIVATE_NETWORK"  # set once ``--ray local`` re-ran itself inside one
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
@@ -41,15 +42,35 @@ def check_installed() -> None:
 
 def check_address(address: str) -> None:
     """Refuse what cannot be a Ray address, before anything runs."""
-    if address in (LOCAL, "auto") or address.startswith("ray://"):
+    if address in (LOCAL, "auto"):
         return
+    if address.startswith("ray://"):
+        raise StressError(
+            f"--ray {address}: Ray Client addresses (ray://) are not supported: the driver "
+            "must be a process of the cluster, its nodes' coordinators ship it their parts",
+            fix="run mnn-stress on a node of the cluster with --ray auto, or give HOST:PORT of "
+            "the head (as `ray start --head` printed it)",
+        )
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or host != host.strip() or not port.isdigit() or not 0 < int(port) < 65536:
         raise StressError(
             f"--ray {address!r} is not a Ray address",
             fix="give HOST:PORT of the head node (as `ray start --head` printed it), `auto` "
             "on a node of the cluster, or `local` for a cluster of this machine alone",
         )
+
+
+def _check_reachable(address: str) -> None:
+    """Something must answer at HOST:PORT (ray.init would wait there for ever)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_S).close()
+    except OSError as exc:
+        raise StressError(
+            f"--ray {address}: nothing answers there ({exc.strerror or exc})",
+            fix="start the cluster's head there (`ray start --head --port PORT`), or give the "
+            "address it printed",
+        ) from exc
 
 
 def only_loopback() -> bool:
@@ -98,6 +119,19 @@ def _without_the_probe_warning() -> Iterator[None]:
                     sys.stderr.write(line)
 
 
+def _joined(ray: ModuleType, address: str, options: dict[str, object]) -> None:
+    """``ray.init`` on an existing cluster; what Ray refuses said as an error of ours."""
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise StressError(
+            f"--ray {address}: Ray could not join the cluster: {first}",
+            fix="check the address (`ray status` on a node prints it) and, if the cluster "
+            "uses token authentication, RAY_AUTH_TOKEN",
+        ) from exc
+
+
 def _loopback_up() -> None:
     """``ip link set lo up``, without needing ``ip``."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -119,6 +153,10 @@ def connected(address: str, cpus: int | None) -> Iterator[ModuleType]:
     this machine alone (in the private network ``enter_private_network`` made), with ``cpus``
     CPUs, and stops it after."""
     check_installed()
+    if address == LOCAL:
+        os.environ.pop("RAY_ADDRESS", None)  # ray.init would join that cluster instead
+    elif address != "auto":
+        _check_reachable(address)
     import ray
 
     quiet = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
@@ -137,7 +175,7 @@ def connected(address: str, cpus: int | None) -> Iterator[ModuleType]:
                     **quiet,
                 )
             else:
-                ray.init(address=address, **quiet)
+                _joined(ray, address, quiet)
         for number, handler in handlers.items():  # ray.init made SIGTERM a sys.exit
             signal.signal(number, handler)
         try:

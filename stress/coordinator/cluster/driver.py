@@ -13,6 +13,7 @@ last iteration of each thread that reached the driver, so no iteration number is
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -34,12 +35,16 @@ from stress.errors import RunFailure, StorageError
 from stress.records.manifest_sections import NodeEntry
 from stress.records.nodes import fingerprint
 from stress.records.recorder import Listeners, Recorder
+from stress.records.rundir import RunLayout
 from stress.records.states import VariantStatus
 
 POLL_S = 0.25  # how often each node is asked for what it recorded (and given variants)
 WORKER_ID_STRIDE = 1_000_000  # node k numbers its workers from k x this: ids never collide
 COMPACT_S = 2.0
 START_S = 120.0  # for a node's coordinator to start (its actor placed, mnn-stress imported)
+SILENT_S = 60.0  # a node that does not answer a call for this long is lost (a collect ships
+# at most a fraction of a second of rows: this is a frozen node, not a slow one)
+STOP_SILENT_S = 20.0  # the same once the run is stopping: its workers' grace is 10 s
 
 
 @dataclass
@@ -50,6 +55,8 @@ class _Node:
     slot: NodeSlot  # its name, capacity, resources and labels
     entry: NodeEntry | None = None  # its fingerprint, as the manifest lists it
     call: Any = None  # the collect() in flight (a Ray ObjectRef)
+    called_at: float = 0.0  # when (time.monotonic())
+    done_here: set[str] = field(default_factory=set)  # finished there, rows maybe not all here
     running: int = 0
     waiting: int = 0
     given: set[str] = field(default_factory=set)  # variants given, not finished there
@@ -94,6 +101,7 @@ class ClusterCoordinator:
         listeners = Listeners(hooks.on_note, hooks.on_disk, stop.request, hooks.on_rows)
         self.recorder = Recorder(run_dir, listeners, stopping=lambda: bool(stop.count))
         self.buffer = self.recorder.buffer  # always empty: parts arrive whole
+        self.logs = RunLayout(run_dir).logs
         # the next iteration of each (variant, thread) whose row has reached the driver
         self.received: dict[tuple[str, int], int] = {}
         self.completed: collections.Counter[str] = collections.Counter()  # iterations received
@@ -184,12 +192,7 @@ class ClusterCoordinator:
         for node in self.nodes:
             if not node.active or node.call is not None:
                 continue
-            give: list[VariantState] = []
-            if not stopping:
-                free = node.capacity - node.running - node.waiting
-                for state in [s for s in self.pending if fits(s, node.slot)][: max(0, free)]:
-                    self.pending.remove(state)
-                    give.append(state)
+            give = [] if stopping else self._for(node)
             for state in give:
                 node.given.add(state.variant.variant_id)
                 state.node = node.host
@@ -198,9 +201,43 @@ class ClusterCoordinator:
             close = stopping or not (self.pending or any(n.given for n in self.nodes))
             stops = self.stop.count or (1 if self.failure is not None else 0)
             node.call = node.actor.collect.remote(give, close, stops)
-            node.closed = close
+            node.called_at, node.closed = time.monotonic(), close
+
+    def _for(self, node: _Node) -> list[VariantState]:
+        """The pending variants ``node`` may take for its free workers, each scenario within
+        its ``workers`` cap across the whole cluster."""
+        free = node.capacity - node.running - node.waiting
+        in_use = collections.Counter(
+            s.variant.scenario for s in self.states if s.status is VariantStatus.RUNNING
+        )
+        give: list[VariantState] = []
+        for state in list(self.pending):
+            if len(give) >= free:
+                break
+            cap = state.scenario.spec.workers
+            if not fits(state, node.slot) or (
+                cap is not None and in_use[state.variant.scenario] >= cap
+            ):
+                continue
+            in_use[state.variant.scenario] += 1
+            self.pending.remove(state)
+            give.append(state)
+        return give
+
+    def _silent(self) -> None:
+        """A node that has not answered its call for SILENT_S (STOP_SILENT_S once the run is
+        stopping) is lost: frozen (SIGSTOP, a hung machine) or cut off."""
+        now = time.monotonic()
+        limit = STOP_SILENT_S if self.stop.count or self.failure is not None else SILENT_S
+        for node in self.nodes:
+            if node.active and node.call is not None and now - node.called_at > limit:
+                node.call = None
+                with contextlib.suppress(Exception):  # it must not come back and go on
+                    self.ray.kill(node.actor, no_restart=True)
+                self._lose(node, TimeoutError(f"it did not answer for {limit:.0f} s"))
 
     def _receive(self) -> None:
+        self._silent()
         calls = {node.call: node for node in self.nodes if node.call is not None}
         if not calls:
             time.sleep(POLL_S)
@@ -227,6 +264,8 @@ class ClusterCoordinator:
             self.hooks.on_rows(rows)
         for data in shipment.events:
             self.recorder.events.parts.write_file(data)
+        for name, data in shipment.logs:
+            self._write_log(name, data)
         for line in shipment.notes:
             self.hooks.on_note(line)
         for progress in shipment.progress:
@@ -237,12 +276,24 @@ class ClusterCoordinator:
             progress.apply(state)
             if state.status.finished:
                 node.given.discard(progress.variant_id)
+                node.done_here.add(progress.variant_id)
             if state.status is not before:
                 self._set(state, state.status)
         node.running, node.waiting = shipment.running, shipment.waiting
         if shipment.failure is not None:
             self.hooks.on_note(f"{node.host}: {shipment.failure}")
         node.finished = shipment.finished
+        if node.finished:  # its last parts are in this shipment: every row is here
+            node.done_here.clear()
+
+    def _write_log(self, name: str, data: bytes) -> None:
+        """A worker's log from a node, under ``logs/`` as on one machine."""
+        path = self.logs / Path(name).name  # a name, never a path from elsewhere
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError as exc:
+            raise StorageError.of(exc, path) from exc
 
     def _count_received(self, rows: pa.Table) -> None:
         if not rows.num_rows:
@@ -259,11 +310,16 @@ class ClusterCoordinator:
         """Its unfinished variants go back to the queue, each thread going on from its last
         iteration that reached the driver (what the node had not shipped is lost)."""
         node.lost = _first_line(exc)
-        given = [self.by_id[v] for v in sorted(node.given) if v in self.by_id]
+        # a variant done there whose last rows had not been shipped yet goes on too
+        short = {v for v in node.done_here if self.completed[v] < self.by_id[v].completed}
+        given = [self.by_id[v] for v in sorted(node.given | short) if v in self.by_id]
+        stopping = bool(self.stop.count) or self.failure is not None
         pinned = [state for state in given if state.variant.params.get("node") == node.host]
-        moved = [state for state in given if state not in pinned]
-        for state in pinned:  # placed on that node, and only there
-            self._set(state, VariantStatus.INTERRUPTED)
+        moved = [state for state in given if state not in pinned and not stopping]
+        for state in given:  # placed on that node alone, or the run is ending anyway
+            if state not in moved:
+                state.rss_bytes, state.node = None, None
+                self._set(state, VariantStatus.INTERRUPTED)
         for state in moved:
             vid = state.variant.variant_id
             state.next_iterations = [
@@ -276,10 +332,15 @@ class ClusterCoordinator:
         node.given.clear()
         if node.entry is not None:
             self._guard(self.on_node, dataclasses.replace(node.entry, lost=node.lost))
+        stopped = len(given) - len(moved)
         self.hooks.on_note(
             f"node {node.host} lost ({node.lost}); {len(moved)} of its variants go on on the "
             "other nodes from their last iteration received"
-            + (f"; {len(pinned)} placed on it alone are interrupted" if pinned else "")
+            + (
+                f"; {stopped} interrupted (placed on it alone, or the run is stopping)"
+                if stopped
+                else ""
+            )
         )
         self._drop_unplaceable()
         if not any(n.active for n in self.nodes) and self.pending:

@@ -9,12 +9,15 @@ the run directory. ``NodeCoordinator`` is a plain class; the driver
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 import tempfile
 import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from stress.coordinator.cluster.shipment import Shipment, VariantProgress
 from stress.coordinator.loop import Coordinator, Hooks, Site, StopRequests
@@ -24,6 +27,9 @@ from stress.records.nodes import fingerprint
 from stress.records.parts import listed
 from stress.records.rundir import RunDir, RunLayout
 from stress.records.states import VariantStatus
+
+SCRATCH_PREFIX = "mnn-stress-node-"  # under the node's temporary folder
+OWNER = "OWNER"  # in a scratch folder: the pid of the coordinator's process
 
 
 @dataclass
@@ -59,7 +65,9 @@ class NodeCoordinator:
     ) -> None:
         self.host = host
         self.ray_node_id, self.address = ray_node_id, address
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"mnn-stress-{run_id}-"))
+        _sweep(Path(tempfile.gettempdir()))
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{run_id}-"))
+        (self.scratch / OWNER).write_text(str(os.getpid()))
         self.run_dir = RunDir.create(self.scratch / "run")
         self.layout = RunLayout(self.run_dir.path)
         self.inbox = _Inbox()
@@ -103,9 +111,10 @@ class NodeCoordinator:
         waiting = len(self.inbox.waiting)
         running = len(self.coordinator.running)
         iterations, events = (_take_parts(d) for d in (self.layout.iterations, self.layout.events))
+        logs = _take_logs(self.layout.logs) if finished else []  # no worker writes them now
         return Shipment(
             self.host, iterations, events, progress, notes, running, waiting, finished,
-            self.failure,
+            self.failure, logs,
         )  # fmt: skip
 
     def shut(self) -> None:
@@ -137,6 +146,27 @@ class NodeCoordinator:
     def _note(self, line: str) -> None:
         with self.lock:
             self.notes.append(f"{self.host}: {line}")
+
+
+def _take_logs(directory: Path) -> list[tuple[str, bytes]]:
+    """Every worker's log (name, content), removed once read."""
+    taken = []
+    for path in sorted(directory.glob("*.log")):
+        taken.append((path.name, path.read_bytes()))
+        path.unlink()
+    return taken
+
+
+def _sweep(scratch_root: Path) -> None:
+    """Scratch folders of node coordinators that are gone (a node lost, a driver killed):
+    each names its owner's pid in ``OWNER``."""
+    for folder in scratch_root.glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            owner = int((folder / OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # being made, or not ours
+        if not psutil.pid_exists(owner):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _take_parts(directory: Path) -> list[bytes]:

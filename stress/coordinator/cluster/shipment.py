@@ -4,7 +4,7 @@ variants stand, lines for the run's log. Plain data, pickled through Ray's objec
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stress.coordinator.plan import VariantState
 from stress.records.states import VariantStatus
@@ -64,3 +64,4 @@ class Shipment:
     waiting: int  # variants given and not started yet
     finished: bool  # its coordinator has ended: nothing more will come
     failure: str | None  # why it ended early (a failure of the harness there), if it did
+    logs: list[tuple[str, bytes]] = field(default_factory=list)  # workers' logs, at the end
