@@ -43,6 +43,7 @@ RECREATED = ("api", "threads", "sharing", "lifecycle", "inputs_written", "caller
 RECREATED += ("num_thread", "precision", "memory_mode", "power_mode", "backend")
 RECREATED += ("convert",)  # the script loads the variant's own conversion
 RECREATED += ("misuse",)  # the same wrong calls (unknown_output: in the job's output names)
+RECREATED += ("node",)  # where a cluster run placed it: the script runs where it is run
 # Why the script cannot look for a finding (``Verdict.reproducible`` is False), per verdict
 UNSEEN_BY_THE_SCRIPT = {
     Verdict.ORT_MISMATCH: "it compares outputs with MNN's own clean reference, which this "

@@ -320,7 +320,7 @@ def test_a_node_lost_just_after_its_variants_ended_loses_none_of_their_rows(clus
     ends with every iteration exactly once (it was marked done with rows missing)."""
     path = tmp_path / "short.yaml"
     path.write_text(
-        "name: short\nmodel: tiny\nseed: 0\niterations: 20\nmatrix:\n"
+        "name: short\nmodel: tiny\nseed: 0\niterations: 100\nmatrix:\n"
         "  api: [session, module]\n  num_thread: [1, 2, 4]\n  precision: [normal, low]\n"
         "  memory_mode: [normal, low]\n"
     )
@@ -331,6 +331,7 @@ def test_a_node_lost_just_after_its_variants_ended_loses_none_of_their_rows(clus
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not _rows_from_two_nodes(out):
             time.sleep(0.05)
+        assert run.poll() is None  # killed mid-run, not after it
         actor.kill()
         _, stderr = run.communicate(timeout=300)
     finally:
@@ -341,7 +342,7 @@ def test_a_node_lost_just_after_its_variants_ended_loses_none_of_their_rows(clus
     seen = collections.defaultdict(list)
     for vid, iteration in zip(table["variant_id"], table["iteration"]):
         seen[vid].append(iteration)
-    assert len(seen) == 24 and all(sorted(its) == list(range(20)) for its in seen.values())
+    assert len(seen) == 24 and all(sorted(its) == list(range(100)) for its in seen.values())
     assert any(n.get("lost") for n in _manifest(out)["nodes"])
 
 
@@ -430,13 +431,14 @@ def _rows_worker_ids(out: Path) -> list[int]:
 
 
 def _actor_on(cluster: Cluster, resource: str, timeout: float = 60) -> psutil.Process:
-    """The NodeCoordinator actor's process on the node started with ``resource``."""
-    raylet = _raylet_of(cluster, resource)
+    """The NodeCoordinator actor's process on the node started with ``resource``: the one
+    started from now on (an earlier run's may still be ending)."""
+    raylet, since = _raylet_of(cluster, resource), time.time() - 1
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for child in raylet.children(recursive=True):
             try:
-                if "NodeCoordinator" in " ".join(child.cmdline()):
+                if "NodeCoordinator" in " ".join(child.cmdline()) and child.create_time() > since:
                     return child
             except psutil.Error:
                 continue
