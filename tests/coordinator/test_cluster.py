@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,19 +196,10 @@ def test_sigterm_stops_a_spread_run_and_keeps_what_reached_the_driver(cluster, t
         "name: endless\nmodel: tiny\nduration: 120s\nmatrix:\n  api: [session, module]\n"
     )
     out = tmp_path / "run"
-    run = cluster.start("run", str(path), "--out", str(out), "--ray", cluster.address)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _rows_from_two_nodes(out):
-            time.sleep(0.2)
-        asked = time.monotonic()
-        run.send_signal(signal.SIGTERM)
-        _, stderr = run.communicate(timeout=60)
-        took = time.monotonic() - asked
-    finally:
-        if run.poll() is None:
-            run.kill()
-    assert run.returncode == 130, stderr
+    returncode, stderr, took = _acted_on(
+        cluster, path, out, lambda run: run.send_signal(signal.SIGTERM)
+    )
+    assert returncode == 130, stderr
     assert "Traceback" not in stderr
     manifest = _manifest(out)
     assert manifest["status"] == "interrupted"
@@ -325,24 +316,12 @@ def test_a_node_lost_just_after_its_variants_ended_loses_none_of_their_rows(clus
         "  memory_mode: [normal, low]\n"
     )
     out = tmp_path / "run"
-    run = cluster.start("run", str(path), "--out", str(out), "--ray", cluster.address)
-    try:
-        actor = _actor_on(cluster, "nodeB")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _rows_from_two_nodes(out):
-            time.sleep(0.05)
-        assert run.poll() is None  # killed mid-run, not after it
-        actor.kill()
-        _, stderr = run.communicate(timeout=300)
-    finally:
-        if run.poll() is None:
-            run.kill()
-    assert run.returncode == 0, stderr
-    table = _rows(out).to_pydict()
-    seen = collections.defaultdict(list)
-    for vid, iteration in zip(table["variant_id"], table["iteration"]):
-        seen[vid].append(iteration)
-    assert len(seen) == 24 and all(sorted(its) == list(range(100)) for its in seen.values())
+    returncode, stderr, _ = _acted_on(
+        cluster, path, out, lambda run: _actor_on(cluster, "nodeB", run).kill()
+    )
+    assert returncode == 0, stderr
+    seen = _iterations_by_variant(out)
+    assert len(seen) == 24 and all(its == list(range(100)) for its in seen.values())
     assert any(n.get("lost") for n in _manifest(out)["nodes"])
 
 
@@ -354,25 +333,19 @@ def test_a_frozen_node_does_not_hold_up_a_stop(cluster, tmp_path):
         "name: frozen\nmodel: tiny\nduration: 120s\nmatrix:\n  api: [session, module]\n"
     )
     out = tmp_path / "run"
-    run = cluster.start("run", str(path), "--out", str(out), "--ray", cluster.address)
-    try:
-        actor = _actor_on(cluster, "nodeB")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _rows_from_two_nodes(out):
-            time.sleep(0.2)
-        actor.suspend()
+    frozen: list[psutil.Process] = []
+
+    def freeze_then_stop(run: subprocess.Popen) -> None:
+        frozen.append(_actor_on(cluster, "nodeB", run))
+        frozen[0].suspend()
         time.sleep(1)
-        asked = time.monotonic()
         run.send_signal(signal.SIGINT)
-        _, stderr = run.communicate(timeout=120)
-        took = time.monotonic() - asked
-    finally:
-        if run.poll() is None:
-            run.kill()
-    assert run.returncode == 130, stderr
+
+    returncode, stderr, took = _acted_on(cluster, path, out, freeze_then_stop)
+    assert returncode == 130, stderr
     assert took < 40, f"took {took:.0f} s"  # 20 s of silence once stopping, then the end
     assert "did not answer for 20 s" in (out / "run.log").read_text()
-    gone = time.monotonic() + 30
+    actor, gone = frozen[0], time.monotonic() + 30
     while actor.is_running() and actor.status() != psutil.STATUS_ZOMBIE and time.monotonic() < gone:
         time.sleep(0.2)
     assert not actor.is_running() or actor.status() == psutil.STATUS_ZOMBIE, actor.status()
@@ -388,35 +361,53 @@ def test_a_node_lost_mid_run_leaves_its_variants_to_the_other(cluster, tmp_path)
         "matrix:\n  api: [session, module]\n"
     )
     out = tmp_path / "run"
-    run = cluster.start("run", str(path), "--out", str(out), "--ray", cluster.address)
-    try:
-        raylet = _raylet_of(cluster, "nodeB")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _rows_from_two_nodes(out):
-            time.sleep(0.2)
-        raylet.send_signal(signal.SIGKILL)
-        _, stderr = run.communicate(timeout=300)
-    finally:
-        if run.poll() is None:
-            run.kill()
-    assert run.returncode == 0, stderr
+    raylet = _raylet_of(cluster, "nodeB")
+    returncode, stderr, _ = _acted_on(
+        cluster, path, out, lambda run: raylet.send_signal(signal.SIGKILL)
+    )
+    assert returncode == 0, stderr
     manifest = _manifest(out)
     assert manifest["status"] == "complete"
     lost = [n for n in manifest["nodes"] if n.get("lost")]
     assert len(lost) == 1
-    table = _rows(out).to_pydict()
-    seen = collections.defaultdict(list)
-    for vid, iteration in zip(table["variant_id"], table["iteration"]):
-        seen[vid].append(iteration)
+    seen = _iterations_by_variant(out)
     assert len(seen) == 2
-    for iterations in seen.values():
-        assert sorted(iterations) == list(range(40000))  # no gap, no duplicate
+    assert all(its == list(range(40000)) for its in seen.values())  # no gap, no duplicate
     assert "lost" in (out / "run.log").read_text()
     # Ray may list nodeB a while yet: a run started now goes on on nodeA, and ends
     again = cluster.run("run", str(path), "--out", str(tmp_path / "again"), "--iterations", "50",
                         "--ray", cluster.address, timeout=240)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert _rows(tmp_path / "again").num_rows == 100
+
+
+def _acted_on(
+    cluster: Cluster, path: Path, out: Path, act: Callable[[subprocess.Popen], object]
+) -> tuple[int, str, float]:
+    """Run ``path`` on the cluster into ``out``; once rows from both nodes are in (mid-run),
+    ``act`` on the driver's process. Its exit status, its stderr, and the seconds it took to
+    end after ``act``."""
+    run = cluster.start("run", str(path), "--out", str(out), "--ray", cluster.address)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _rows_from_two_nodes(out):
+            time.sleep(0.05)
+        assert run.poll() is None  # mid-run, not after it
+        act(run)
+        asked = time.monotonic()
+        _, stderr = run.communicate(timeout=300)
+        return run.returncode, stderr, time.monotonic() - asked
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
+def _iterations_by_variant(out: Path) -> dict[str, list[int]]:
+    table = _rows(out).to_pydict()
+    seen: dict[str, list[int]] = collections.defaultdict(list)
+    for vid, iteration in zip(table["variant_id"], table["iteration"]):
+        seen[vid].append(iteration)
+    return {vid: sorted(iterations) for vid, iterations in seen.items()}
 
 
 def _a_dead_pid() -> int:
@@ -430,10 +421,12 @@ def _rows_worker_ids(out: Path) -> list[int]:
     return table["worker_id"].to_pylist()
 
 
-def _actor_on(cluster: Cluster, resource: str, timeout: float = 60) -> psutil.Process:
-    """The NodeCoordinator actor's process on the node started with ``resource``: the one
-    started from now on (an earlier run's may still be ending)."""
-    raylet, since = _raylet_of(cluster, resource), time.time() - 1
+def _actor_on(
+    cluster: Cluster, resource: str, run: subprocess.Popen, timeout: float = 60
+) -> psutil.Process:
+    """The NodeCoordinator actor's process on the node started with ``resource``, started by
+    ``run`` (an earlier run's may still be ending)."""
+    raylet, since = _raylet_of(cluster, resource), psutil.Process(run.pid).create_time()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for child in raylet.children(recursive=True):
