@@ -561,3 +561,55 @@ def test_nodes_that_cannot_start_or_differ_from_this_machine_are_named(tmp_path)
     driver.nodes = [_Node(_FakeActor(died), NodeSlot("gone", "id", None, 1))]
     driver._fingerprint_nodes()
     assert driver.failure is not None and "could not start on any node" in driver.failure.message
+
+
+def test_a_lost_nodes_variants_go_on_from_the_last_iteration_received(scenario_file, tmp_path):
+    """What ``_lose`` does with a lost node's variants: one running goes back to the queue from
+    the rows received; one it had finished whose rows had not all arrived goes back too (the
+    helper's race: a 'complete' run with rows missing); one finished and fully received stays
+    done; one pinned to the node is interrupted."""
+    from stress.coordinator.cluster.driver import ClusterCoordinator, _Node
+    from stress.coordinator.cluster.slots import ClusterRun, NodeSlot
+    from stress.coordinator.loop import Hooks, StopRequests
+    from stress.coordinator.plan import Budget, plan
+    from stress.records.states import VariantStatus
+    from stress.scenario import load_scenario
+
+    text = "name: q\nmodel: tiny\niterations: 50\nmatrix:\n  api: [session, module]\n"
+    text += "  threads: [1, 2]\n  node: [any, vm/b]\n"
+    states = plan([load_scenario(scenario_file(text))], Budget(), 2, ["vm/a", "vm/b"])
+    by = {
+        (s.variant.params["api"], len(s.next_iterations), s.variant.params["node"]): s
+        for s in states
+    }
+    running, whole = by[("session", 1, "any")], by[("session", 2, "any")]
+    short, pinned = by[("module", 2, "any")], by[("module", 1, "vm/b")]
+    notes: list[str] = []
+    driver = ClusterCoordinator(
+        ClusterRun(_FakeRay, []), "r", tmp_path, states, StopRequests(), None,  # type: ignore[arg-type]
+        Hooks(on_note=notes.append), 0, lambda node: None,
+    )  # fmt: skip
+    driver.pending.clear()
+    node = _Node(_FakeActor(None), NodeSlot("vm/b", "b", None, 2))
+    driver.nodes = [node, _Node(_FakeActor(None), NodeSlot("vm/a", "a", None, 2))]
+    for state, status, completed in (
+        (running, VariantStatus.RUNNING, 30), (pinned, VariantStatus.RUNNING, 10),
+        (whole, VariantStatus.DONE, 100), (short, VariantStatus.DONE, 100),
+    ):  # fmt: skip
+        state.status, state.completed = status, completed
+    node.given = {running.variant.variant_id, pinned.variant.variant_id}
+    node.done_here = {whole.variant.variant_id, short.variant.variant_id}
+    for state, per_thread in ((running, [20]), (whole, [50, 50]), (short, [50, 41])):
+        vid = state.variant.variant_id
+        for thread, upto in enumerate(per_thread):
+            driver.received[(vid, thread)] = upto
+        driver.completed[vid] = sum(per_thread)
+    driver._lose(node, RuntimeError("raylet gone"))
+    assert running.status is VariantStatus.PENDING and running.next_iterations == [20]
+    assert running.completed == 20 and running.node is None
+    assert short.status is VariantStatus.PENDING and short.next_iterations == [50, 41]
+    assert whole.status is VariantStatus.DONE
+    assert pinned.status is VariantStatus.INTERRUPTED
+    queued = {state.variant.variant_id for state in driver.pending}
+    assert queued == {short.variant.variant_id, running.variant.variant_id}
+    assert "2 of its variants go on" in notes[-1] and "1 interrupted" in notes[-1]
