@@ -275,7 +275,9 @@ def test_the_callers_lock_is_held_as_the_run_held_it(scenario_file, tmp_path):
         vid, verdict = found[label]
         assert verdict != "ok", label
         shown = repro(out, vid, runs=2)
-        assert "reproduced in 0 of" not in shown and "not recreated" not in shown, shown
+        # the race shows as differences, or (seen once in CI) as SIGSEGV in every fresh run
+        raced = "reproduced in 0 of" not in shown or shown.count("signal 11") == 2
+        assert raced and "not recreated" not in shown, shown
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int32", "uint8"])
