@@ -153,3 +153,8 @@ _FIXES = {
     errno.ENAMETOOLONG: "choose a shorter path",
     errno.ENOMEM: "free memory, or ask for less",
 }
+
+
+def first_line(exc: BaseException) -> str:
+    """What an exception says, in one line: its first line that is not blank, else its type."""
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -22,7 +22,6 @@ from stress.records.states import RunStatus, VariantStatus
 
 if TYPE_CHECKING:
     from stress.analysis.summary_model import RunSummary
-    from stress.coordinator.plan import ClusterSpec
 
 
 @click.command(cls=Command)
@@ -124,7 +123,7 @@ def run(
         raise click.UsageError("give scenario files (or folders), or --resume RUN_DIR")
     if ray_address is not None and max_disk is not None:
         raise click.UsageError("--max-disk does not work with --ray yet: leave one out")
-    cluster = _cluster(ray_address, workers, resume_dir)
+    _check_cluster(ray_address, resume_dir)
     try:
         seconds = None if duration is None else parse_duration(duration)
     except ValueError as exc:
@@ -150,7 +149,7 @@ def run(
             files = scenario_files(scenarios)
             budget = Budget(iterations, seconds)
             result = execute(
-                files, out, workers, budget, hooks, reference, max_disk, adaptive, cluster
+                files, out, workers, budget, hooks, reference, max_disk, adaptive, ray_address
             )
         narrator.end_view()
         summary = _summarise(result.run_dir, narrator)
@@ -232,15 +231,12 @@ def _worker_tracebacks(run_dir: Path) -> str:
     return f"their tracebacks are in {path}"
 
 
-def _cluster(
-    address: str | None, workers: int | None, resume_dir: Path | None
-) -> ClusterSpec | None:
+def _check_cluster(address: str | None, resume_dir: Path | None) -> None:
     """The Ray cluster of ``--ray``, checked before anything runs; ``local`` runs this command
     again inside a network namespace of its own first (loopback only)."""
     if address is None:
-        return None
+        return
     from stress.coordinator.cluster import connect
-    from stress.coordinator.plan import ClusterSpec
 
     if resume_dir is not None:
         raise click.UsageError("--resume goes on with a run on this machine: leave out --ray")
@@ -248,7 +244,6 @@ def _cluster(
     connect.check_installed()
     if address == connect.LOCAL:
         connect.enter_private_network(sys.argv[1:])
-    return ClusterSpec(address, workers)
 
 
 def _size(value: str | None, param: click.Parameter) -> int | None:

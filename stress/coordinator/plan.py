@@ -149,15 +149,6 @@ def _check_share(share: float, variants: int, parallelism: int) -> None:
 
 
 @dataclass(frozen=True)
-class ClusterSpec:
-    """Where a cluster run's variants run (``run --ray``): the Ray address, and the workers at
-    once on each node (None: as many as the node has CPUs)."""
-
-    address: str
-    workers_per_node: int | None = None
-
-
-@dataclass(frozen=True)
 class RunSetup:
     """Everything decided before the run directory is made."""
 

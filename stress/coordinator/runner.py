@@ -27,7 +27,6 @@ from stress.coordinator.loop import Coordinator, Hooks, StopRequests
 from stress.coordinator.onnx_reference import run_onnxruntime
 from stress.coordinator.plan import (
     Budget,
-    ClusterSpec,
     RunSetup,
     VariantState,
     overridden_budgets,
@@ -135,11 +134,12 @@ def execute(
     reference: bool = True,
     max_disk: int | None = None,
     adaptive: bool = True,
-    cluster: ClusterSpec | None = None,
+    cluster: str | None = None,
 ) -> RunResult:
-    """Validate everything, then run (on the nodes of the Ray cluster at ``cluster``, if
-    given). State changes go to the journal; the manifest is written at the start and at the
-    end, whatever ends the run."""
+    """Validate everything, then run (on the nodes of the Ray cluster at the address
+    ``cluster``, if given: ``workers`` is then per node, None for each node's CPUs). State
+    changes go to the journal; the manifest is written at the start and at the end, whatever
+    ends the run."""
     scenarios = load_all(paths)
     overridden = overridden_budgets(scenarios, budget)
     if overridden:
@@ -152,8 +152,8 @@ def execute(
         return execute_planned(
             scenarios, states, out, concurrency, budget, hooks, reference, max_disk, pool
         )
-    with connected(cluster.address, workers) as ray:  # its nodes decide the plan
-        on = ClusterRun(ray, slots(ray, cluster.workers_per_node))
+    with connected(cluster, workers) as ray:  # its nodes decide the plan
+        on = ClusterRun(ray, slots(ray, workers))
         concurrency = sum(slot.capacity for slot in on.slots)
         states = plan(scenarios, budget, concurrency, on.hosts)
         placement.check(states, on.slots)

@@ -2,7 +2,7 @@
 node named (as its rows' ``host`` names it), or, written ``all``, once on every node: the way to
 compare machines, each node's run a variant of its own. The coordinator places variants; the
 worker never reads this. A run on one machine refuses any value but ``any``
-(``stress.coordinator.cluster.nodes``)."""
+(``stress.coordinator.cluster.placement``)."""
 
 from __future__ import annotations
 

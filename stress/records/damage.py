@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stress.errors import first_line
 from stress.records.rundir import RunLayout
 
 CHECKS_KEPT = 200_000  # frame checks remembered per process (a long night's parts, merged)
@@ -192,14 +193,10 @@ def _fails(
             return False  # deleted meanwhile (compaction): not damaged
         if not at_fault(exc):
             raise
-        said = _one_line(exc).replace(str(path), path.name)
+        said = first_line(exc).lstrip().replace(str(path), path.name)
         mark(path, f"unreadable behind an intact Parquet frame: {said}")
         return True
     return False
-
-
-def _one_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def aside_dir(directory: Path) -> Path:

@@ -14,7 +14,6 @@ import socket
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from stress.records.manifest_sections import (
     Segment,
     checked,
 )
+from stress.records.nodes import cpu_info, installed
 from stress.records.parts import write_atomically
 from stress.records.rundir import RunLayout
 from stress.records.states import RunStatus, VariantStatus
@@ -54,7 +54,7 @@ def now_iso() -> str:
 
 
 def host_info() -> dict[str, Any]:
-    cpu_model, flags = _cpuinfo()
+    cpu_model, flags = cpu_info()
     return {
         "hostname": socket.gethostname(),
         "os": platform.platform(),
@@ -67,27 +67,10 @@ def host_info() -> dict[str, Any]:
     }
 
 
-def _cpuinfo() -> tuple[str | None, list[str]]:
-    model, flags = None, []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model is None:
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = value.split()
-    except OSError:
-        model = platform.processor() or None
-    return model, flags
-
-
 def versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": sys.version.split()[0]}
     for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
+        found[name] = installed(name)
     return found
 
 

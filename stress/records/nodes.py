@@ -7,6 +7,7 @@ import os
 import platform
 import socket
 from importlib import metadata
+from pathlib import Path
 
 from stress.records.manifest_sections import NodeEntry
 
@@ -24,29 +25,32 @@ def fingerprint(
         host=host or hostname(),
         hostname=hostname(),
         machine=platform.machine(),
-        cpu_model=cpu_model(),
+        cpu_model=cpu_info()[0],
         kernel=platform.release(),
         logical_cores=os.cpu_count(),
-        mnn_version=_installed("MNN"),
+        mnn_version=installed("MNN"),
         ray_node_id=ray_node_id,
         address=address,
     )
 
 
-def cpu_model() -> str | None:
-    """The CPU's model name (/proc/cpuinfo), else what the platform says."""
+def cpu_info() -> tuple[str | None, list[str]]:
+    """The CPU's model name and flags (/proc/cpuinfo; without it, what the platform says)."""
+    model, flags = None, []
     try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    return value.strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = value.split()
     except OSError:
-        pass
-    return platform.processor() or None
+        model = platform.processor() or None
+    return model, flags
 
 
-def _installed(package: str) -> str | None:
+def installed(package: str) -> str | None:
+    """The version of ``package`` installed here, or None."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from types import ModuleType
 
-from stress.errors import StressError
+from stress.errors import StressError, first_line
 
 LOCAL = "local"
 REACH_S = 5.0  # for the head's port to answer
@@ -124,9 +124,8 @@ def _joined(ray: ModuleType, address: str, options: dict[str, object]) -> None:
     try:
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise StressError(
-            f"--ray {address}: Ray could not join the cluster: {first}",
+            f"--ray {address}: Ray could not join the cluster: {first_line(exc)}",
             fix="check the address (`ray status` on a node prints it) and, if the cluster "
             "uses token authentication, RAY_AUTH_TOKEN",
         ) from exc

@@ -31,7 +31,7 @@ from stress.coordinator.cluster.shipment import Shipment
 from stress.coordinator.cluster.slots import ClusterRun, NodeSlot
 from stress.coordinator.loop import PROGRESS_S, TICK_S, Hooks, StopRequests
 from stress.coordinator.plan import VariantState
-from stress.errors import RunFailure, StorageError
+from stress.errors import RunFailure, StorageError, first_line
 from stress.records.manifest_sections import NodeEntry
 from stress.records.nodes import fingerprint
 from stress.records.recorder import Listeners, Recorder
@@ -60,7 +60,6 @@ class _Node:
     running: int = 0
     waiting: int = 0
     given: set[str] = field(default_factory=set)  # variants given, not finished there
-    closed: bool = False
     finished: bool = False
     lost: str | None = None
 
@@ -160,7 +159,7 @@ class ClusterCoordinator:
                 try:
                     node.entry = self.ray.get(ref)
                 except self.ray.exceptions.RayError as exc:
-                    node.lost = _first_line(exc)
+                    node.lost = _said(exc)
                     refused.append(f"{node.host} ({node.lost})")
                     continue
                 self._guard(self.on_node, node.entry)
@@ -188,7 +187,7 @@ class ClusterCoordinator:
     def _call_nodes(self) -> None:
         """Ask every node without a call in flight for its news, giving it variants for its
         free workers; closing it once nothing is left to give; stopping it when asked."""
-        stopping = bool(self.stop.count) or self.failure is not None
+        stopping = self._stopping()
         for node in self.nodes:
             if not node.active or node.call is not None:
                 continue
@@ -201,7 +200,7 @@ class ClusterCoordinator:
             close = stopping or not (self.pending or any(n.given for n in self.nodes))
             stops = self.stop.count or (1 if self.failure is not None else 0)
             node.call = node.actor.collect.remote(give, close, stops)
-            node.called_at, node.closed = time.monotonic(), close
+            node.called_at = time.monotonic()
 
     def _for(self, node: _Node) -> list[VariantState]:
         """The pending variants ``node`` may take for its free workers, each scenario within
@@ -228,7 +227,7 @@ class ClusterCoordinator:
         """A node that has not answered its call for SILENT_S (STOP_SILENT_S once the run is
         stopping) is lost: frozen (SIGSTOP, a hung machine) or cut off."""
         now = time.monotonic()
-        limit = STOP_SILENT_S if self.stop.count or self.failure is not None else SILENT_S
+        limit = STOP_SILENT_S if self._stopping() else SILENT_S
         for node in self.nodes:
             if node.active and node.call is not None and now - node.called_at > limit:
                 node.call = None
@@ -309,11 +308,11 @@ class ClusterCoordinator:
     def _lose(self, node: _Node, exc: Exception) -> None:
         """Its unfinished variants go back to the queue, each thread going on from its last
         iteration that reached the driver (what the node had not shipped is lost)."""
-        node.lost = _first_line(exc)
+        node.lost = _said(exc)
         # a variant done there whose last rows had not been shipped yet goes on too
         short = {v for v in node.done_here if self.completed[v] < self.by_id[v].completed}
         given = [self.by_id[v] for v in sorted(node.given | short) if v in self.by_id]
-        stopping = bool(self.stop.count) or self.failure is not None
+        stopping = self._stopping()
         pinned = [state for state in given if state.variant.params.get("node") == node.host]
         moved = [state for state in given if state not in pinned and not stopping]
         for state in given:  # placed on that node alone, or the run is ending anyway
@@ -344,7 +343,7 @@ class ClusterCoordinator:
         )
         self._drop_unplaceable()
         if not any(n.active for n in self.nodes) and self.pending:
-            self._guard(self._fail_all, "every node of the cluster was lost")
+            self.failure = self.failure or RunFailure("every node of the cluster was lost")
 
     def _drop_unplaceable(self) -> None:
         """Variants waiting for a node that is gone can never run: skipped."""
@@ -353,10 +352,11 @@ class ClusterCoordinator:
             self.pending.remove(state)
             self._set(state, VariantStatus.SKIPPED)
 
-    def _fail_all(self, why: str) -> None:
-        self.failure = RunFailure(why)
-
     # --- helpers ----------------------------------------------------------------------------
+    def _stopping(self) -> bool:
+        """Asked to stop (a signal), or unable to go on (a failure)."""
+        return bool(self.stop.count) or self.failure is not None
+
     def _set(self, state: VariantState, status: VariantStatus) -> None:
         state.status = status
         self._guard(self.hooks.on_change, state)
@@ -388,10 +388,10 @@ def _start_nodes(
     return nodes
 
 
-def _first_line(exc: Exception) -> str:
-    """What Ray said, in one line."""
-    first = next((line for line in str(exc).splitlines() if line.strip()), "")
-    return f"{type(exc).__name__}: {first}".rstrip(": ")
+def _said(exc: Exception) -> str:
+    """What Ray said, in one line, after the kind of error."""
+    said = first_line(exc)
+    return said if said == type(exc).__name__ else f"{type(exc).__name__}: {said}"
 
 
 def _kind(node: NodeEntry) -> tuple[str, str | None, str | None]:

@@ -40,9 +40,9 @@ def slots(ray: ModuleType, workers: int | None) -> list[NodeSlot]:
     for info in alive:
         name = info["NodeManagerHostname"]
         host = name if names[name] == 1 else f"{name}/{info['NodeID'][:6]}"
-        capacity = workers or max(1, int(info.get("Resources", {}).get("CPU", 1)))
-        address = info.get("NodeManagerAddress")
         resources = dict(info.get("Resources") or {})
+        capacity = workers or max(1, int(resources.get("CPU", 1)))
+        address = info.get("NodeManagerAddress")
         labels = {str(k): str(v) for k, v in (info.get("Labels") or {}).items()}
         found.append(NodeSlot(host, info["NodeID"], address, capacity, resources, labels))
     return found
