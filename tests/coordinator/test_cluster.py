@@ -38,11 +38,15 @@ class Cluster:
     namespace: str  # the namespace's identity (readlink /proc/PID/ns/net)
     env: dict[str, str]
 
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        """``python -m stress ARGS`` inside the namespace (the driver reaches 127.0.0.1 there)."""
+    def run(
+        self, *args: str, timeout: float = 300, fault: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """``python -m stress ARGS`` inside the namespace (the driver reaches 127.0.0.1 there);
+        ``fault`` sets the test-only fault injection."""
         command = [*self.enter, sys.executable, "-m", "stress", *args]
+        env = {**self.env, "MNN_STRESS_TEST_FAULT": fault} if fault else self.env
         return subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, env=self.env, cwd=REPO
+            command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
         )
 
     def start(self, *args: str) -> subprocess.Popen:
@@ -145,20 +149,12 @@ def test_a_run_spread_over_two_nodes_is_the_run_one_machine_makes(cluster, tmp_p
     dead = _a_dead_pid()
     stale = Path(tempfile.mkdtemp(prefix="mnn-stress-node-stale-"))  # a lost node's, earlier
     (stale / "OWNER").write_text(str(dead))
-    fault = {**cluster.env, "MNN_STRESS_TEST_FAULT": "segv@40?threads=1"}
     spread = tmp_path / "spread"
-    done = subprocess.run(
-        [*cluster.enter, sys.executable, "-m", "stress", "run", str(path), "--out", str(spread),
-         "--ray", cluster.address, "--progress-every", "1s"],
-        capture_output=True, text=True, timeout=300, env=fault, cwd=REPO,
-    )  # fmt: skip
+    done = cluster.run("run", str(path), "--out", str(spread), "--ray", cluster.address,
+                       "--progress-every", "1s", fault="segv@40?threads=1")  # fmt: skip
     assert done.returncode == 0, done.stderr
     alone = tmp_path / "alone"
-    os.environ["MNN_STRESS_TEST_FAULT"] = "segv@40?threads=1"
-    try:
-        run_cli("run", str(path), "--out", str(alone))
-    finally:
-        del os.environ["MNN_STRESS_TEST_FAULT"]
+    run_cli("run", str(path), "--out", str(alone), fault="segv@40?threads=1")
 
     nodes = _manifest(spread)["nodes"]
     ray_hosts = {n["host"] for n in nodes if n.get("ray_node_id")}
@@ -227,12 +223,8 @@ def test_node_all_compares_the_machines_and_attribution_names_the_node(cluster, 
     for vid, host in zip(rows["variant_id"], rows["host"]):
         assert variants[vid]["params"]["node"] == host  # run where it was placed
     blamed = tmp_path / "blamed"
-    env = {**cluster.env, "MNN_STRESS_TEST_FAULT": f"perturb@0+?node={hosts[1]}"}
-    done = subprocess.run(
-        [*cluster.enter, sys.executable, "-m", "stress", "run", str(path), "--out", str(blamed),
-         "--ray", cluster.address],
-        capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
-    )  # fmt: skip
+    done = cluster.run("run", str(path), "--out", str(blamed), "--ray", cluster.address,
+                       fault=f"perturb@0+?node={hosts[1]}")  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(run_cli("summary", str(blamed), "--json").stdout)
     labels = {v["label"]: v["verdict"] for v in summary["variants"]}
